@@ -1,0 +1,16 @@
+"""Exceptions that carry a message meant for the user (the CLI prints them on one line, exit 2)."""
+
+
+class UserError(Exception):
+    """A bad input: unknown name, malformed file, impossible option. Shown as-is to the user."""
+
+
+class BackendUnavailable(UserError):
+    """An attention backend was asked for explicitly but cannot run here."""
+
+
+class UnsupportedWorkload(Exception):
+    """A model cannot run a suite (e.g. documents longer than its maximum length).
+
+    Not a user error: the run records it as "unsupported" (the paper's "–").
+    """

@@ -1,0 +1,1 @@
+"""Encoders: the reference ModernBERT, attention backends, competitor adapters and the registry."""

@@ -1,0 +1,98 @@
+"""Adapters that give every encoder one call: `encoder(batch) -> hidden states`.
+
+- `PackedEncoder`: our own modules (reference ModernBERT and its relatives, NeoBERT) on packed batches.
+- `HFPaddedEncoder`: a transformers model as shipped, on padded batches with an attention mask.
+- `HFPackedEncoder`: a transformers model on packed batches: one row of concatenated documents,
+  per-document position ids, and attention routed through mbbench's backends with cu_seqlens
+  (registered with transformers' AttentionInterface). This is the paper's "GTE (xformers)" row:
+  unpadded tokens + memory-efficient attention (xformers when installed, else a PyTorch kernel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from mbbench.batching import Batch, PackedBatch, PaddedBatch
+from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
+
+PACKED_ATTENTION = "mbbench_packed"
+
+
+@dataclass
+class Encoder:
+    """A built model plus what a record must say about how it ran."""
+
+    module: nn.Module
+    layout: str  # "packed" or "padded": which batches it takes
+    backend: str  # the attention implementation that actually runs
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
+
+class PackedEncoder(Encoder):
+    def __init__(self, module: nn.Module):
+        super().__init__(module, "packed", module.backend.name)
+
+    def __call__(self, batch: PackedBatch) -> torch.Tensor:
+        return self.module.forward_packed(batch.input_ids, batch.cu_seqlens, batch.max_seqlen)
+
+
+class HFPaddedEncoder(Encoder):
+    def __init__(self, module: nn.Module):
+        super().__init__(module, "padded", module.config._attn_implementation)
+
+    def __call__(self, batch: PaddedBatch) -> torch.Tensor:
+        return self.module(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+
+
+def _packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                      sliding_window=None, mbbench_packed=None, **kwargs):
+    """transformers attention function: (1, heads, total, dim) in, (1, total, heads, dim) out."""
+    backend, layout, context = mbbench_packed
+    # transformers passes sliding windows inclusive (+1, as flash-attn counts them); ours is |i-j| <= w.
+    window = None if sliding_window is None else sliding_window - 1
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    out = backend.attend(q, k, v, layout, context, window, scaling if scaling is not None else q.shape[-1] ** -0.5)
+    return out[None], None
+
+
+def register_packed_attention() -> None:
+    """Idempotent: makes `attn_implementation="mbbench_packed"` known to transformers."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+
+
+class HFPackedEncoder(Encoder):
+    def __init__(self, module: nn.Module, backend: AttentionBackend, windows: set[int | None]):
+        super().__init__(module, "packed", backend.name)
+        self.attention = backend
+        self.windows = windows
+
+    def __call__(self, batch: PackedBatch) -> torch.Tensor:
+        layout = packed_layout(batch.cu_seqlens, batch.max_seqlen, batch.real_tokens)
+        context = self.attention.prepare(layout, self.windows)
+        out = self.module(input_ids=batch.input_ids[None], position_ids=batch.position_ids[None],
+                          mbbench_packed=(self.attention, layout, context))
+        return out.last_hidden_state[0]
+
+
+def packed_hf_model(model_cls, config, backend: str, device, dtype, windows: set[int | None]):
+    """Build a transformers model whose attention runs on packed documents through `backend`."""
+    register_packed_attention()
+    attention = get_backend(backend, device, dtype, needs_window=any(w is not None for w in windows))
+    config._attn_implementation = PACKED_ATTENTION
+    module = model_cls(config)
+    return module, attention

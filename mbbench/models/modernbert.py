@@ -1,0 +1,234 @@
+"""The reference ModernBERT: pre-norm, bias-free, RoPE, GeGLU, alternating global/local attention.
+
+The encoder runs on packed tokens end to end: `(total_tokens,)` ids delimited by `cu_seqlens`.
+A padded `(batch, seq)` input with an attention mask goes through the same model: it is unpadded
+once, before the embeddings, and the output is re-padded once at the end; no layer ever pads.
+
+Parameter names equal Hugging Face's `ModernBertModel` / `ModernBertForMaskedLM`, so their state
+dicts load directly (see `weights.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mbbench.models.attention import AttentionBackend, PackedLayout, get_backend, packed_layout
+from mbbench.models.config import ModernBertConfig
+
+
+class RotaryTables(nn.Module):
+    """cos/sin tables for one RoPE theta, indexed by in-document position.
+
+    Values equal `cos(position * inv_freq)` computed in fp32, exactly as transformers computes them
+    per call; a table lookup avoids recomputing them in every forward.
+    """
+
+    def __init__(self, head_dim: int, theta: float, max_positions: int):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        freqs = torch.arange(max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # transformers rounds cos/sin to the activation dtype before rotating; do the same.
+        return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (tokens, heads, head_dim) in fp32 and return the input dtype (as transformers does)."""
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModernBertConfig, layer: int):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.window = None if cfg.is_global(layer) else cfg.half_window
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], backend: AttentionBackend,
+                layout: PackedLayout, context) -> torch.Tensor:
+        qkv = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(dim=1)
+        cos, sin = rope
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = backend.attend(q, k, v, layout, context, self.window, self.head_dim ** -0.5)
+        return self.Wo(out.reshape(x.shape[0], -1))
+
+
+class GeGLU(nn.Module):
+    def __init__(self, cfg: ModernBertConfig):
+        super().__init__()
+        self.Wi = nn.Linear(cfg.hidden_size, cfg.glu_size, bias=False)
+        self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs, gate = self.Wi(x).chunk(2, dim=-1)
+        return self.Wo(F.gelu(inputs) * gate)  # exact (erf) GELU, as ModernBERT's "gelu"
+
+
+def layer_norm(cfg: ModernBertConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps, bias=False)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModernBertConfig, layer: int):
+        super().__init__()
+        # Layer 0 reads the already-normalised embeddings, so it has no attention pre-norm.
+        self.attn_norm = nn.Identity() if layer == 0 else layer_norm(cfg)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = layer_norm(cfg)
+        self.mlp = GeGLU(cfg)
+
+    def forward(self, x, rope, backend, layout, context):
+        x = x + self.attn(self.attn_norm(x), rope, backend, layout, context)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModernBertConfig):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.norm = layer_norm(cfg)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.tok_embeddings(input_ids))
+
+
+def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """Padded (batch, seq) -> packed ids, cu_seqlens, max_seqlen, flat indices of the real tokens.
+
+    Assumes right padding (real tokens first in each row), which is what every suite produces.
+    """
+    mask = attention_mask.bool()
+    lengths = mask.sum(dim=1, dtype=torch.int32)
+    indices = mask.flatten().nonzero().squeeze(1)
+    cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
+    return input_ids.flatten()[indices], cu_seqlens, int(lengths.max()), indices
+
+
+def repad(packed: torch.Tensor, indices: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+    out = packed.new_zeros(batch * seq, packed.shape[-1])
+    out.index_copy_(0, indices, packed)
+    return out.view(batch, seq, -1)
+
+
+class ModernBert(nn.Module):
+    """The encoder. `backend` is an attention backend name (or `auto`), resolved on first use."""
+
+    def __init__(self, cfg: ModernBertConfig, backend: str = "auto"):
+        super().__init__()
+        self.config = cfg
+        self.backend_name = backend
+        self._backend: AttentionBackend | None = None
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
+        self.final_norm = layer_norm(cfg)
+        self.rope_global = RotaryTables(cfg.head_dim, cfg.global_rope_theta, cfg.max_position_embeddings)
+        self.rope_local = RotaryTables(cfg.head_dim, cfg.local_rope_theta, cfg.max_position_embeddings)
+
+    @property
+    def backend(self) -> AttentionBackend:
+        """The backend that actually runs (resolved for this model's device and dtype)."""
+        if self._backend is None:
+            weight = self.embeddings.tok_embeddings.weight
+            self._backend = get_backend(self.backend_name, weight.device, weight.dtype,
+                                        needs_window=self.config.num_layers > 1)
+        return self._backend
+
+    def set_backend(self, name: str) -> None:
+        self.backend_name, self._backend = name, None
+
+    def _windows(self) -> set[int | None]:
+        return {layer.attn.window for layer in self.layers}
+
+    def forward_packed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """(total,) ids -> (total, hidden). `max_seqlen` is a python int so nothing syncs the host."""
+        backend = self.backend
+        layout = packed_layout(cu_seqlens, max_seqlen, input_ids.shape[0])
+        context = backend.prepare(layout, self._windows())
+        x = self.embeddings(input_ids)
+        ropes = {None: self.rope_global(layout.positions, x.dtype)}
+        if any(w is not None for w in self._windows()):
+            ropes["local"] = self.rope_local(layout.positions, x.dtype)
+        for layer in self.layers:
+            rope = ropes[None] if layer.attn.window is None else ropes["local"]
+            x = layer(x, rope, backend, layout, context)
+        return self.final_norm(x)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> torch.Tensor:
+        """Packed input (with cu_seqlens) returns packed output; padded input returns padded output."""
+        if input_ids.dim() == 1:
+            if cu_seqlens is None:
+                raise ValueError("packed input_ids need cu_seqlens (and max_seqlen)")
+            if max_seqlen is None:
+                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+            return self.forward_packed(input_ids, cu_seqlens, max_seqlen)
+        batch, seq = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        ids, cu, max_len, indices = unpad(input_ids, attention_mask)
+        return repad(self.forward_packed(ids, cu, max_len), indices, batch, seq)
+
+
+class PredictionHead(nn.Module):
+    def __init__(self, cfg: ModernBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.norm = layer_norm(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
+class ModernBertForMaskedLM(nn.Module):
+    """Encoder + MLM head with the decoder tied to the token embeddings (decoder has a bias)."""
+
+    def __init__(self, cfg: ModernBertConfig, backend: str = "auto"):
+        super().__init__()
+        self.model = ModernBert(cfg, backend)
+        self.head = PredictionHead(cfg)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
+        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, cu_seqlens=None, max_seqlen=None) -> torch.Tensor:
+        hidden = self.model(input_ids, attention_mask, cu_seqlens, max_seqlen)
+        return self.decoder(self.head(hidden))
+
+
+def init_weights(module: nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    """Seeded random weights (normal(0, std) matrices, unit norms, zero biases), reproducible anywhere.
+
+    Values are drawn on the CPU and copied, so the same seed gives the same weights on every device.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("norm.weight"):
+                values = torch.ones(param.shape)
+            elif name.endswith("bias"):
+                values = torch.zeros(param.shape)
+            else:
+                values = torch.randn(param.shape, generator=generator) * std
+            param.copy_(values.to(param.dtype))
+
+
+def build(cfg: ModernBertConfig, backend: str = "auto", seed: int = 0, device: str | torch.device = "cpu",
+          dtype: torch.dtype = torch.float32, mlm: bool = False) -> nn.Module:
+    """A ready-to-run reference model in eval mode with seeded random weights."""
+    model = (ModernBertForMaskedLM if mlm else ModernBert)(cfg, backend)
+    init_weights(model, seed)
+    return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,97 @@
+"""NeoBERT (chandar-lab, 2025), built from its published architecture: transformers has no class for it.
+
+28 x 768, 12 heads, pre-RMSNorm (eps 1e-5), RoPE theta 10 000, no biases, SwiGLU with hidden
+int(2 * 3072 / 3) rounded up to a multiple of 8 = 2048, vocab 30522, context 4096
+(chandar-lab/NeoBERT `src/neobert/model/model.py`, `conf/model/neobert.yaml`).
+It runs on packed tokens through mbbench's attention backends (global attention in every layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
+from mbbench.models.modernbert import RotaryTables, apply_rotary
+
+
+@dataclass(frozen=True)
+class NeoBertConfig:
+    hidden_size: int = 768
+    num_layers: int = 28
+    num_heads: int = 12
+    ffn_size: int = 3072  # as configured; the SwiGLU hidden width is derived below
+    vocab_size: int = 30522
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-5
+    pad_token_id: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def swiglu_hidden(self) -> int:
+        width = int(2 * self.ffn_size / 3)
+        return 8 * ((width + 7) // 8)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: NeoBertConfig):
+        super().__init__()
+        self.w12 = nn.Linear(cfg.hidden_size, 2 * cfg.swiglu_hidden, bias=False)
+        self.w3 = nn.Linear(cfg.swiglu_hidden, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, value = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(gate) * value)
+
+
+class NeoBertLayer(nn.Module):
+    def __init__(self, cfg: NeoBertConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.attention_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
+        self.wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.ffn_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.ffn = SwiGLU(cfg)
+
+    def forward(self, x, rope, backend: AttentionBackend, layout, context):
+        q, k, v = self.qkv(self.attention_norm(x)).view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        attn = backend.attend(q, k, v, layout, context, None, self.head_dim ** -0.5)
+        x = x + self.wo(attn.reshape(x.shape[0], -1))
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class NeoBert(nn.Module):
+    def __init__(self, cfg: NeoBertConfig, backend: str = "auto"):
+        super().__init__()
+        self.config = cfg
+        self.backend_name = backend
+        self._backend: AttentionBackend | None = None
+        self.encoder = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.transformer_encoder = nn.ModuleList(NeoBertLayer(cfg) for _ in range(cfg.num_layers))
+        self.layer_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.rope = RotaryTables(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings)
+
+    @property
+    def backend(self) -> AttentionBackend:
+        if self._backend is None:
+            weight = self.encoder.weight
+            self._backend = get_backend(self.backend_name, weight.device, weight.dtype, needs_window=False)
+        return self._backend
+
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen: int) -> torch.Tensor:
+        layout = packed_layout(cu_seqlens, max_seqlen, input_ids.shape[0])
+        context = self.backend.prepare(layout, {None})
+        x = self.encoder(input_ids)
+        rope = self.rope(layout.positions, x.dtype)
+        for layer in self.transformer_encoder:
+            x = layer(x, rope, self.backend, layout, context)
+        return self.layer_norm(x)
