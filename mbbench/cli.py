@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
 
 
@@ -26,16 +27,6 @@ class Group(click.Group):
 @click.version_option(package_name="mbbench")
 def cli() -> None:
     """Benchmark encoder transformers (ModernBERT and competitors) and explore hardware-aware shapes."""
-
-
-def parse_dtype(name: str):
-    import torch
-
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise UserError(f"unknown dtype {name!r}; choose from float32, bfloat16, float16")
-    return table[name]
 
 
 def echo_table(rows: list[dict], columns: list[str] | None = None) -> None:
@@ -86,6 +77,110 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
     click.echo(f"all {len(checks)} checks passed")
 
 
+# -------------------------------------------------------------------------------------------------------- run
+
+DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
+
+
+def summary_row(record: dict) -> dict:
+    stats = record.get("tokens_per_second_stats") or {}
+    tps = record.get("tokens_per_second")
+    row = {"model": record["model"], "suite": record["suite"], "kind": record["kind"], "status": record["status"],
+           "backend": record.get("backend"), "dtype": record["dtype"], "docs": record.get("num_documents", ""),
+           "batch": record.get("batch_size") or f"tb{record.get('token_budget')}",
+           "tokens_per_second": f"{tps:,.0f}" if tps else "–",
+           "iqr/median": f"{stats['iqr_over_median']:.1%}" if stats else "",
+           "gpu": record["gpu"]["name"] if record.get("gpu") else ""}
+    if record.get("max_batch_size") is not None:
+        row["max_batch"] = record["max_batch_size"]
+    return row
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, default=["modernbert-base"], show_default=True,
+              help="Repeatable. `mbbench list models` shows the names.")
+@click.option("--suite", "suites", multiple=True, default=["short-variable"], show_default=True,
+              help="Repeatable: a suite name from suites/ or a path to a .toml file.")
+@click.option("--protocol", default="rigorous", show_default=True, type=click.Choice(["rigorous", "paper"]))
+@click.option("--backend", default="auto", show_default=True, help="Attention backend (see `mbbench list backends`).")
+@click.option("--dtype", default=None, help="Default: the protocol's (bf16 on GPU, fp32 on CPU; paper: fp32).")
+@click.option("--batch-size", type=int, default=None, help="Documents per batch (default: 512 short, 32 long).")
+@click.option("--token-budget", type=int, default=None, help="Unpadded models: tokens per batch instead.")
+@click.option("--docs", type=int, default=None, help=f"Subsample the first N documents (recorded). "
+              f"Default on CPU: {DEFAULT_CPU_DOCS}.")
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed passes over the suite.")
+@click.option("--warmup", "warmup_batches", type=int, default=-1, help="Warmup batches (default: the protocol's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--gpu", default="auto", show_default=True, help="The GPU the result is for (refused if not local).")
+@click.option("--out", "out_dir", default="results", show_default=True, help="Records go to OUT/<gpu-id>/.")
+@click.option("--force", is_flag=True, help="Re-run configurations whose record already exists.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (compile time recorded).")
+@click.option("--time-transfer", is_flag=True, help="Include host-to-device copies in the timed passes.")
+@click.option("--weights", default=None, help="A local checkpoint directory to load instead of random weights.")
+@click.option("--tiny", is_flag=True, help="A tiny variant of each model's family (smoke tests).")
+@click.option("--quiet", is_flag=True, help="No progress output; only the final table.")
+def run(models, suites, protocol, backend, dtype, batch_size, token_budget, docs, runs, warmup_batches, device,
+        gpu, out_dir, force, compile_model, time_transfer, weights, tiny, quiet) -> None:
+    """Measure tokens/s of MODELs over SUITEs; one record per configuration under OUT/<gpu-id>/."""
+    from mbbench import results, runner
+    from mbbench.hardware.gpus import check_requested_gpu, detect
+    from mbbench.suites import load_suite
+
+    local = detect(device)
+    check_requested_gpu(gpu, local)
+    if docs is None and local.kind == "cpu":
+        docs = DEFAULT_CPU_DOCS
+        if not quiet:
+            click.echo(f"CPU run: subsampling {docs} documents per suite (--docs to change)", err=True)
+    configs = [runner.RunConfig(model=m, suite=s, protocol=protocol, backend=backend, dtype=dtype,
+                                batch_size=batch_size, token_budget=token_budget, docs=docs, runs=runs,
+                                warmup_batches=warmup_batches, device=device, compile=compile_model,
+                                time_transfer=time_transfer, weights=weights, tiny=tiny)
+               for m in models for s in suites]
+    for cfg in configs:  # validate everything before measuring anything
+        cfg.validate()
+        load_suite(cfg.suite)
+    root = results.check_writable(out_dir)
+
+    rows = []
+    for cfg in configs:
+        rows.append(summary_row(run_one(cfg, local, root, force, quiet)))
+    echo_table(rows)
+
+
+def run_one(cfg, local, root, force: bool, quiet: bool) -> dict:
+    """Run (or skip) one configuration and write its record atomically."""
+    import json
+
+    from mbbench import results, runner
+    from mbbench.suites import load_suite
+
+    suite = load_suite(cfg.suite)
+    dtype = runner.resolve_dtype(cfg, local)
+    batch = None if cfg.token_budget else (cfg.batch_size or runner.default_batch_size(suite))
+    ident = results.config_id(runner.identity(cfg, suite, dtype, batch))
+    path = root / local.result_dir / f"{ident}.json"
+    if path.exists() and not force:
+        if not quiet:
+            click.echo(f"skip {ident}: record exists ({path}); --force to re-run", err=True)
+        return json.loads(path.read_text())
+    say = None if quiet else (lambda message: click.echo(f"[{cfg.model} / {cfg.suite}] {message}", err=True))
+    bar = None
+
+    def on_run(index: int, seconds: float) -> None:
+        if say:
+            say(f"pass {index + 1}/{cfg.runs}: {seconds:.3f} s")
+
+    record = runner.run(cfg, local, progress=say, on_run=on_run)
+    results.write_atomic(path, record)
+    if record.get("unstable") and not quiet:
+        click.echo(f"warning: {ident}: IQR/median {record['tokens_per_second_stats']['iqr_over_median']:.1%} "
+                   "exceeds 10%: the result is unstable", err=True)
+    if say:
+        say(f"wrote {path}")
+    return record
+
+
 # ------------------------------------------------------------------------------------------------------- list
 
 @cli.group(name="list")
@@ -106,6 +201,26 @@ def list_models() -> None:
                      "unpadded": "yes" if spec.unpadded else "no",
                      "backends": ",".join(registry.backend_choices(spec)), "source": spec.source})
     echo_table(rows)
+
+
+@list_group.command(name="suites")
+def list_suites() -> None:
+    """Each suite's documents, total tokens and length statistics."""
+    from mbbench.suites import load_suite, suite_names
+
+    echo_table([{**load_suite(name).statistics(), "fingerprint": load_suite(name).fingerprint}
+                for name in suite_names()])
+
+
+@list_group.command(name="gpus")
+def list_gpus() -> None:
+    """The GPU basket: ids, aliases, SMs, dense tensor peaks (fp32 accumulate), memory, bandwidth."""
+    from mbbench.hardware.gpus import basket
+
+    echo_table([{"id": g.id, "aliases": ",".join(g.aliases), "cc": ".".join(map(str, g.compute_capability)),
+                 "sms": g.sm_count, "bf16_tflops": g.bf16_tflops if g.bf16_tflops is not None else "– (fp16)",
+                 "fp16_tflops": g.fp16_tflops, "memory_gb": g.memory_gb, "bandwidth_gbs": g.bandwidth_gbs,
+                 "l2_mb": g.l2_mb, "basket_weight": g.basket_weight} for g in basket().values()])
 
 
 @list_group.command(name="backends")

@@ -1,0 +1,1 @@
+"""Measurement: timing, throughput passes, maximum batch search, telemetry."""

@@ -1,0 +1,177 @@
+"""The GPU basket (a data file shipped with the package) and detection of the local device."""
+
+from __future__ import annotations
+
+import csv
+import platform
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from mbbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class GPU:
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    nvml_pattern: str
+    architecture: str
+    compute_capability: tuple[int, int]
+    sm_count: int
+    fp16_fp16acc_tflops: float
+    fp16_tflops: float  # fp16 with fp32 accumulate: what PyTorch GEMMs use
+    bf16_tflops: float | None  # None: no bf16 tensor cores (T4)
+    tf32_tflops: float | None
+    fp32_tflops: float
+    memory_gb: float
+    bandwidth_gbs: float
+    l2_mb: float
+    smem_per_sm_kb: float
+    max_ctas_per_sm: int
+    tdp_w: float
+    in_modernbert_basket: bool
+    basket_weight: float
+
+    def peak_tflops(self, dtype: str) -> float:
+        """Dense tensor peak for a torch dtype name, with fp32 accumulation (cuBLAS's mode).
+
+        GeForce cards run fp16/bf16 with fp32 accumulate at half rate (already in these columns);
+        the T4 has no bf16, so a bf16 request is answered with its fp16 rate (the model runs fp16 there).
+        """
+        if dtype in ("bfloat16", "bf16"):
+            return self.bf16_tflops if self.bf16_tflops is not None else self.fp16_tflops
+        if dtype in ("float16", "fp16"):
+            return self.fp16_tflops
+        if dtype in ("float32", "fp32"):
+            return self.fp32_tflops
+        raise UserError(f"no peak for dtype {dtype!r}")
+
+    def effective_dtype(self, dtype: str) -> str:
+        return "float16" if dtype in ("bfloat16", "bf16") and self.bf16_tflops is None else dtype
+
+
+def _num(value: str) -> float | None:
+    return None if value in ("", "NA") else float(value)
+
+
+@lru_cache(maxsize=1)
+def basket() -> dict[str, GPU]:
+    text = resources.files("mbbench").joinpath("data/gpu_basket.csv").read_text()
+    gpus = {}
+    for row in csv.DictReader(text.splitlines()):
+        major, minor = row["compute_capability"].split(".")
+        gpus[row["gpu_id"]] = GPU(
+            id=row["gpu_id"], name=row["name"], aliases=tuple(a for a in row["aliases"].split(";") if a),
+            nvml_pattern=row["nvml_pattern"], architecture=row["architecture"],
+            compute_capability=(int(major), int(minor)), sm_count=int(row["sm_count"]),
+            fp16_fp16acc_tflops=float(row["fp16_tc_fp16acc_dense_tflops"]),
+            fp16_tflops=float(row["fp16_tc_fp32acc_dense_tflops"]), bf16_tflops=_num(row["bf16_tc_fp32acc_dense_tflops"]),
+            tf32_tflops=_num(row["tf32_tc_dense_tflops"]), fp32_tflops=float(row["fp32_nontensor_tflops"]),
+            memory_gb=float(row["mem_gb"]), bandwidth_gbs=float(row["mem_bw_gbs"]), l2_mb=float(row["l2_mb"]),
+            smem_per_sm_kb=float(row["smem_per_sm_max_kb"]), max_ctas_per_sm=int(row["max_ctas_per_sm"]),
+            tdp_w=_num(row["tdp_w"]) or 0.0, in_modernbert_basket=row["in_modernbert_basket"] == "yes",
+            basket_weight=float(row["basket_weight"]))
+    return gpus
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[\s_]+", " ", text.strip().lower())
+
+
+def lookup(name: str) -> GPU:
+    """A basket GPU by id or alias (`4090`, `rtx4090`, `RTX 4090`, `H100-SXM` ...)."""
+    wanted = _normalise(name)
+    for gpu in basket().values():
+        if wanted in {_normalise(gpu.id), _normalise(gpu.name), *(_normalise(a) for a in gpu.aliases)}:
+            return gpu
+    raise UserError(f"unknown GPU {name!r}; `mbbench list gpus` shows the basket and its aliases")
+
+
+def match_device_name(device_name: str) -> GPU | None:
+    """The basket entry for a name as NVML/torch report it (e.g. 'NVIDIA H100 80GB HBM3'), if any."""
+    for gpu in basket().values():
+        if re.search(gpu.nvml_pattern, device_name, flags=re.IGNORECASE):
+            return gpu
+    return None
+
+
+@dataclass(frozen=True)
+class LocalDevice:
+    """What a record says about the device a measurement ran on."""
+
+    kind: str  # "cuda" or "cpu"
+    name: str
+    basket_id: str | None
+    sm_count: int | None = None
+    compute_capability: str | None = None
+    memory_gb: float | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    uuid: str | None = None
+
+    @property
+    def result_dir(self) -> str:
+        """results/<gpu-id>/: the basket id, else a filesystem-safe form of the device name."""
+        if self.kind == "cpu":
+            return "cpu"
+        return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
+
+
+def _nvml_info(index: int) -> dict:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name = pynvml.nvmlDeviceGetName(handle)
+        info = {"name": name.decode() if isinstance(name, bytes) else name,
+                "driver": pynvml.nvmlSystemGetDriverVersion(),
+                "uuid": pynvml.nvmlDeviceGetUUID(handle),
+                "memory_gb": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9}
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
+    except Exception:
+        return {}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def detect(device: str = "auto") -> LocalDevice:
+    """The local device: NVML first (names, driver), then torch; CPU when there is no GPU."""
+    import torch
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return LocalDevice("cpu", cpu_name(), None)
+    if not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
+    index = torch.device(device if device != "auto" else "cuda").index or 0
+    props = torch.cuda.get_device_properties(index)
+    nvml = _nvml_info(index)
+    name = nvml.get("name") or props.name
+    gpu = match_device_name(name)
+    return LocalDevice("cuda", name, gpu.id if gpu else None, props.multi_processor_count,
+                       f"{props.major}.{props.minor}", round(nvml.get("memory_gb") or props.total_memory / 1e9, 1),
+                       nvml.get("driver"), torch.version.cuda, nvml.get("uuid"))
+
+
+def check_requested_gpu(requested: str, local: LocalDevice) -> None:
+    """Refuse to label a measurement with a GPU the machine does not have."""
+    if requested == "auto":
+        return
+    wanted = lookup(requested)
+    if local.kind == "cpu":
+        raise UserError(f"--gpu {requested} asks for {wanted.name}, but this run's device is the CPU "
+                        f"({local.name}); use --predict for a prediction")
+    if local.basket_id != wanted.id:
+        raise UserError(f"--gpu {requested} asks for {wanted.name}, but the local GPU is {local.name}; "
+                        "refusing to mislabel the result (use --predict for a prediction)")

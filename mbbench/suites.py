@@ -1,0 +1,180 @@
+"""Benchmark suites: TOML definitions -> deterministic document lengths and token ids -> batches.
+
+A suite file (see `suites/*.toml`) defines the number of documents, a length distribution
+(`fixed` or `normal` clamped to [min, max]), a token-id range and a seed. Generation uses torch's
+CPU generator only, so the same suite yields the same documents on every machine and device.
+Token ids are drawn per document from a generator seeded by (suite seed, document index), so a
+subsample never needs the whole suite in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from mbbench.batching import PackedBatch, PaddedBatch, group_by_count, group_by_tokens, pack_documents, pad_documents
+from mbbench.errors import UserError
+
+REPO_SUITES = Path(__file__).resolve().parent.parent / "suites"
+DISTRIBUTIONS = ("fixed", "normal")
+
+
+@dataclass(frozen=True)
+class SuiteDefinition:
+    name: str
+    documents: int
+    distribution: str
+    length: int | None  # fixed
+    mean: float | None  # normal
+    std: float | None
+    min_length: int
+    max_length: int
+    token_low: int
+    token_high: int
+    seed: int
+    description: str = ""
+
+
+def _require(table: dict, key: str, source: str, kind=(int, float)):
+    if key not in table:
+        raise UserError(f"{source}: missing field {key!r}")
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise UserError(f"{source}: field {key!r} must be a number, got {value!r}")
+    return value
+
+
+def parse_definition(data: dict, source: str) -> SuiteDefinition:
+    """Validate a suite table; every error names the file and the field."""
+    lengths, tokens = data.get("lengths"), data.get("tokens", {"low": 100, "high": 16000})
+    if not isinstance(lengths, dict):
+        raise UserError(f"{source}: missing [lengths] table")
+    name = data.get("name") or Path(source).stem
+    documents = _require(data, "documents", source, int)
+    if documents <= 0:
+        raise UserError(f"{source}: field 'documents' must be positive, got {documents}")
+    distribution = lengths.get("distribution")
+    if distribution not in DISTRIBUTIONS:
+        raise UserError(f"{source}: field 'lengths.distribution' must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    if distribution == "fixed":
+        length = _require(lengths, "length", f"{source} [lengths]", int)
+        if length <= 0:
+            raise UserError(f"{source}: field 'lengths.length' must be positive, got {length}")
+        mean = std = None
+        low, high = length, length
+    else:
+        length = None
+        mean = _require(lengths, "mean", f"{source} [lengths]")
+        std = _require(lengths, "std", f"{source} [lengths]")
+        low = _require(lengths, "min", f"{source} [lengths]", int)
+        high = _require(lengths, "max", f"{source} [lengths]", int)
+        if std < 0:
+            raise UserError(f"{source}: field 'lengths.std' must not be negative, got {std}")
+        if low < 1:
+            raise UserError(f"{source}: field 'lengths.min' must be >= 1, got {low}")
+        if low > high:
+            raise UserError(f"{source}: field 'lengths.min' ({low}) is greater than 'lengths.max' ({high})")
+    token_low = _require(tokens, "low", f"{source} [tokens]", int)
+    token_high = _require(tokens, "high", f"{source} [tokens]", int)
+    if not 0 <= token_low < token_high:
+        raise UserError(f"{source}: fields 'tokens.low'/'tokens.high' need 0 <= low < high, got {token_low}, {token_high}")
+    seed = _require(data, "seed", source, int) if "seed" in data else 42
+    return SuiteDefinition(name, documents, distribution, length, mean, std, low, high, token_low, token_high, seed,
+                           data.get("description", ""))
+
+
+@dataclass(frozen=True)
+class Suite:
+    definition: SuiteDefinition
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @cached_property
+    def lengths(self) -> list[int]:
+        d = self.definition
+        if d.distribution == "fixed":
+            return [d.length] * d.documents
+        generator = torch.Generator().manual_seed(d.seed)
+        draws = torch.randn(d.documents, generator=generator, dtype=torch.float64) * d.std + d.mean
+        # truncate toward zero then clamp, as the paper's generator does (int(normal(...)))
+        return draws.trunc().clamp(d.min_length, d.max_length).to(torch.int64).tolist()
+
+    @property
+    def max_length(self) -> int:
+        return max(self.lengths)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        payload = json.dumps({"definition": asdict(self.definition), "lengths": self.lengths}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def document(self, index: int) -> torch.Tensor:
+        d = self.definition
+        generator = torch.Generator().manual_seed(d.seed * 1_000_003 + index)
+        return torch.randint(d.token_low, d.token_high, (self.lengths[index],), generator=generator)
+
+    def statistics(self, documents: int | None = None) -> dict:
+        lengths = self.lengths[:documents] if documents else self.lengths
+        count = len(lengths)
+        mean = sum(lengths) / count
+        std = math.sqrt(sum((n - mean) ** 2 for n in lengths) / count)
+        return {"suite": self.name, "documents": count, "total_tokens": sum(lengths), "mean": round(mean, 1),
+                "std": round(std, 1), "min": min(lengths), "max": max(lengths)}
+
+
+def load_suite(name_or_path: str, search: list[Path] | None = None) -> Suite:
+    """A suite by name (looked up in ./suites then the project's suites/) or by path to a TOML file."""
+    candidates = [Path(name_or_path)] if name_or_path.endswith(".toml") else [
+        directory / f"{name_or_path}.toml" for directory in (search or [Path.cwd() / "suites", REPO_SUITES])]
+    for path in candidates:
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as error:
+                raise UserError(f"{path}: not valid TOML ({error})") from None
+            return Suite(parse_definition(data, str(path)), str(path))
+    known = ", ".join(suite_names())
+    raise UserError(f"unknown suite {name_or_path!r} (known: {known}; or pass a path to a .toml file)")
+
+
+def suite_names() -> list[str]:
+    names: set[str] = set()
+    for directory in (Path.cwd() / "suites", REPO_SUITES):
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.toml"))
+    return sorted(names)
+
+
+def select_documents(suite: Suite, documents: int | None) -> list[int]:
+    """The first N documents (documents are i.i.d., so a prefix is an unbiased, reproducible subsample)."""
+    if documents is None:
+        return list(range(suite.definition.documents))
+    if documents <= 0:
+        raise UserError(f"--docs must be positive, got {documents}")
+    return list(range(min(documents, suite.definition.documents)))
+
+
+def make_batches(suite: Suite, indices: list[int], layout: str, batch_size: int | None = None,
+                 token_budget: int | None = None, pad_token_id: int = 0,
+                 pad_to: int | None = None) -> list[PaddedBatch | PackedBatch]:
+    """Group the chosen documents (in order) and build batches in the model's layout, on the CPU."""
+    lengths = [suite.lengths[i] for i in indices]
+    if token_budget is not None:
+        groups = group_by_tokens(lengths, token_budget)
+    else:
+        groups = group_by_count(lengths, batch_size or len(lengths))
+    batches = []
+    for group in groups:
+        docs = [suite.document(indices[i]) for i in group]
+        batches.append(pack_documents(docs) if layout == "packed" else pad_documents(docs, pad_token_id, pad_to))
+    return batches

@@ -1,0 +1,141 @@
+import json
+import os
+import statistics
+
+import pytest
+from click.testing import CliRunner
+
+from mbbench import results, runner
+from mbbench.bench.telemetry import Sample, summarize as summarize_telemetry
+from mbbench.bench.timing import summarize
+from mbbench.cli import cli
+from mbbench.hardware.gpus import LocalDevice, check_requested_gpu
+from mbbench.errors import UserError
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def records_in(directory):
+    return [json.loads(p.read_text()) for p in sorted(directory.rglob("*.json"))]
+
+
+REQUIRED = ("schema_version", "kind", "model", "parameters", "suite", "suite_fingerprint", "num_documents",
+            "real_tokens", "padded_tokens", "batch_size", "backend", "dtype", "protocol", "device", "gpu",
+            "run_seconds", "tokens_per_second", "tokens_per_second_stats", "environment", "created_at")
+
+
+def test_run_writes_one_complete_record(tmp_path):
+    out = tmp_path / "res"
+    result = invoke("run", "--suite", "short-variable", "--model", "modernbert-base", "--tiny", "--device", "cpu",
+                    "--docs", "16", "--runs", "2", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    [record] = records_in(out)
+    for field in REQUIRED:
+        assert field in record, field
+    assert record["kind"] == "measured" and record["status"] == "ok"
+    assert len(record["run_seconds"]) == 2
+    median = statistics.median(record["run_seconds"])
+    assert record["tokens_per_second"] == pytest.approx(record["real_tokens"] / median)
+    assert record["real_tokens"] == sum(__import__("mbbench.suites").suites.load_suite("short-variable").lengths[:16])
+    assert record["backend"] == "sdpa" and record["subsampled"] is True and record["num_documents"] == 16
+    assert record["environment"]["torch"] and record["gpu"]["kind"] == "cpu"
+    # the printed table shows the record's number
+    assert f"{record['tokens_per_second']:,.0f}" in result.output
+    # a second run skips (the record exists), --force re-runs
+    again = CliRunner().invoke(cli, ["run", "--suite", "short-variable", "--model", "modernbert-base", "--tiny",
+                                     "--device", "cpu", "--docs", "16", "--runs", "2", "--out", str(out)])
+    assert "record exists" in again.output
+    assert len(records_in(out)) == 1
+
+
+def test_paper_protocol_uses_mean_and_pads_to_suite_max(tmp_path):
+    cfg = runner.RunConfig("bert-base", "short-variable", protocol="paper", docs=6, runs=3, device="cpu", tiny=True,
+                           batch_size=4)
+    record = runner.run(cfg)
+    assert record["padded_tokens"] == 6 * 512
+    assert record["tokens_per_second"] == pytest.approx(record["real_tokens"] / statistics.fmean(record["run_seconds"]))
+    assert record["backend"] == "sdpa" and record["layout"] == "padded"
+
+
+def test_unsupported_suite_is_recorded_not_measured(tmp_path):
+    out = tmp_path / "res"
+    result = invoke("run", "--suite", "long-fixed", "--model", "bert-base", "--tiny", "--device", "cpu", "--docs", "2",
+                    "--runs", "1", "--out", str(out), "--quiet")
+    assert result.exit_code == 0
+    [record] = records_in(out)
+    assert record["status"] == "unsupported" and record["tokens_per_second"] is None
+    assert "512" in record["reason"]
+    assert "–" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "nope"], "unknown suite"),
+    (["--model", "nope"], "unknown model"),
+    (["--runs", "0"], "--runs"),
+    (["--docs", "0"], "--docs"),
+    (["--gpu", "4090"], "RTX 4090"),
+])
+def test_bad_inputs_exit_2_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--tiny", "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists() or not list(out.rglob("*.json"))
+
+
+def test_malformed_suite_and_unwritable_out(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('documents = 4\n[lengths]\ndistribution = "normal"\nmean = 5\nstd = -2\nmin = 1\nmax = 9\n')
+    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--suite", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "lengths.std" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--tiny", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2 and "cannot write results" in result.output
+
+
+def test_gpu_label_must_match_local_device():
+    h100 = LocalDevice("cuda", "NVIDIA H100 80GB HBM3", "H100-SXM")
+    check_requested_gpu("h100", h100)
+    with pytest.raises(UserError, match="NVIDIA H100 80GB HBM3"):
+        check_requested_gpu("rtx4090", h100)
+
+
+def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
+    path = tmp_path / "gpu" / "rec.json"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        results.write_atomic(path, {"a": 1})
+    assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+def test_loader_reads_a_directory_into_a_dataframe(tmp_path):
+    for i, model in enumerate(["a", "b"]):
+        results.write_atomic(tmp_path / "H100-SXM" / f"{model}.json",
+                             {"schema_version": 1, "kind": "measured", "status": "ok", "model": model,
+                              "suite": "short-fixed", "tokens_per_second": 100.0 * (i + 1), "gpu_dir": "H100-SXM",
+                              "gpu": {"name": "NVIDIA H100", "basket_id": "H100-SXM"}})
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a record: ignored
+    frame = results.load(tmp_path)
+    assert list(frame["model"]) == ["a", "b"] and list(frame["tokens_per_second"]) == [100.0, 200.0]
+    assert set(frame["gpu_id"]) == {"H100-SXM"}
+
+
+def test_statistics_and_telemetry_summary():
+    s = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s.median == 3.0 and s.min == 1.0 and s.max == 100.0 and s.iqr == 2.0
+    samples = [Sample(0.0, 300.0, 1980, 50, 0, 1_000_000.0), Sample(1.0, 310.0, 1900, 60, 0x20, 1_300_000.0),
+               Sample(2.0, 320.0, 1950, 55, 0, 1_610_000.0)]
+    summary = summarize_telemetry(samples, tokens=6100)
+    assert summary["energy_j"] == pytest.approx(610.0) and summary["tokens_per_joule"] == pytest.approx(10.0)
+    assert summary["throttled"] is True and summary["throttle_reasons"] == ["sw_thermal_slowdown"]
+    assert summary["power_w"] == {"min": 300.0, "mean": 310.0, "max": 320.0}
+    no_counter = [Sample(0.0, 100.0, 1, 1, 0x1), Sample(2.0, 300.0, 1, 1, 0)]
+    assert summarize_telemetry(no_counter, 10)["energy_j"] == pytest.approx(400.0)
+    assert summarize_telemetry(no_counter, 10)["throttled"] is False
