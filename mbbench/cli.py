@@ -91,8 +91,8 @@ def summary_row(record: dict) -> dict:
            "tokens_per_second": f"{tps:,.0f}" if tps else "–",
            "iqr/median": f"{stats['iqr_over_median']:.1%}" if stats else "",
            "gpu": record["gpu"]["name"] if record.get("gpu") else ""}
-    if record.get("max_batch_size") is not None:
-        row["max_batch"] = record["max_batch_size"]
+    if record.get("measurement") == "max_batch":
+        row["max_batch"] = record.get("max_batch_size") or f"tokens {record.get('max_token_budget')}"
     return row
 
 
@@ -119,9 +119,20 @@ def summary_row(record: dict) -> dict:
 @click.option("--weights", default=None, help="A local checkpoint directory to load instead of random weights.")
 @click.option("--tiny", is_flag=True, help="A tiny variant of each model's family (smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress output; only the final table.")
+@click.option("--max-batch", is_flag=True, help="Search the largest batch (or token budget) instead of timing.")
+@click.option("--granularity", type=int, default=2, show_default=True, help="--max-batch: step of the result.")
+@click.option("--safety-margin", type=float, default=0.0, show_default=True, help="--max-batch: fraction to drop.")
+@click.option("--memory-limit", default=None, help="--max-batch: cap the allocator, e.g. 24GiB (emulation).")
+@click.option("--predict", is_flag=True, help="Write a predicted record for --gpu from the performance model.")
 def run(models, suites, protocol, backend, dtype, batch_size, token_budget, docs, runs, warmup_batches, device,
-        gpu, out_dir, force, compile_model, time_transfer, weights, tiny, quiet) -> None:
-    """Measure tokens/s of MODELs over SUITEs; one record per configuration under OUT/<gpu-id>/."""
+        gpu, out_dir, force, compile_model, time_transfer, weights, tiny, quiet, max_batch, granularity,
+        safety_margin, memory_limit, predict) -> None:
+    """Measure tokens/s of MODELs over SUITEs; one record per configuration under OUT/<gpu-id>/.
+
+    With --max-batch, find the largest batch instead; with --predict, write predictions for --gpu.
+    """
+    if predict:
+        return run_predictions(models, suites, protocol, dtype, batch_size, gpu, out_dir, force, quiet)
     from mbbench import results, runner
     from mbbench.hardware.gpus import check_requested_gpu, detect
     from mbbench.suites import load_suite
@@ -144,7 +155,16 @@ def run(models, suites, protocol, backend, dtype, batch_size, token_budget, docs
 
     rows = []
     for cfg in configs:
-        rows.append(summary_row(run_one(cfg, local, root, force, quiet)))
+        if max_batch:
+            record = runner.max_batch(cfg, local, granularity, safety_margin, memory_limit)
+            path = root / record["gpu_dir"] / f"{record['config_id']}.json"
+            results.write_atomic(path, record)
+            if not quiet:
+                click.echo(f"[{cfg.model} / {cfg.suite}] {len(record.get('trials', []))} trials in "
+                           f"{record.get('search_seconds', 0):.1f} s; wrote {path}", err=True)
+        else:
+            record = run_one(cfg, local, root, force, quiet)
+        rows.append(summary_row(record))
     echo_table(rows)
 
 
@@ -180,6 +200,85 @@ def run_one(cfg, local, root, force: bool, quiet: bool) -> dict:
         say(f"wrote {path}")
     return record
 
+
+
+def run_predictions(models, suites, protocol, dtype, batch_size, gpu, out_dir, force, quiet) -> None:
+    """`run --predict`: predicted records for --gpu (any machine; nothing is measured)."""
+    from mbbench import predict, results
+
+    if gpu == "auto":
+        raise UserError("--predict needs --gpu NAME (the basket GPU to predict for)")
+    root = results.check_writable(out_dir)
+    rows = []
+    for model in models:
+        for suite in suites:
+            record = predict.predicted_record(model, suite, gpu, protocol, dtype, batch_size)
+            path = root / record["gpu_dir"] / f"{record['config_id']}.json"
+            if path.exists() and not force:
+                if not quiet:
+                    click.echo(f"skip {path.name}: record exists; --force to rewrite", err=True)
+            else:
+                results.write_atomic(path, record)
+            rows.append(summary_row(record) | {"mfu": f"{record.get('mfu', 0):.1%}",
+                                               "max_batch": record.get("max_batch_size", "")})
+    echo_table(rows)
+
+
+# ------------------------------------------------------------------------------------------------------ sweep
+
+@cli.command()
+@click.option("--hidden", default="512:1536:64", show_default=True, help="START:STOP:STEP or a comma list.")
+@click.option("--glu", default="1024:6144:64", show_default=True, help="Fused GLU width (2 x intermediate).")
+@click.option("--layers", default="22", show_default=True)
+@click.option("--head-dim", type=int, default=64, show_default=True)
+@click.option("--params", default=None, help="Keep shapes of this size, e.g. 149M±5%.")
+@click.option("--tokens", type=int, default=16384, show_default=True, help="Tokens per forward pass.")
+@click.option("--gpus", default="basket", show_default=True,
+              help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100.")
+@click.option("--dtype", default="bfloat16", show_default=True)
+@click.option("--out", "out_dir", default="results/sweeps", show_default=True)
+@click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
+def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
+    """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
+    import pandas as pd
+
+    from mbbench import results
+    from mbbench.report.figures import sweep_heatmap
+    from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
+
+    weights = parse_basket(gpus)
+    rows = run_sweep(parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"),
+                     head_dim, weights, tokens, parse_params(params), dtype)
+    root = results.check_writable(out_dir)
+    frame = pd.DataFrame(rows)
+    csv_path = root / "sweep.csv"
+    frame.to_csv(csv_path, index=False)
+    sweep_heatmap(frame, root / "sweep_heatmap.png")
+    echo_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "aligned_64", "basket_score",
+                                   "paper_heuristic", "basket_tokens_per_second")} for r in rows[:top]])
+    click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path}")
+
+
+# --------------------------------------------------------------------------------------------- validate-model
+
+@cli.command(name="validate-model")
+@click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True)
+def validate_model(results_dirs) -> None:
+    """Performance model vs calibration.csv (leave-one-GPU-out) and vs measured GPU records."""
+    import statistics
+    from pathlib import Path
+
+    from mbbench import predict, results
+    from mbbench.hardware import perfmodel
+
+    rows = perfmodel.leave_one_gpu_out(list(perfmodel.calibration_rows()))
+    existing = [d for d in results_dirs if Path(d).is_dir()]
+    rows += predict.validation_rows(results.read_records(existing)) if existing else []
+    echo_table([{"gpu": r["gpu"], "source": r["source"][:60], "measured_tps": f"{r['measured']:,.0f}",
+                 "predicted_tps": f"{r['predicted']:,.0f}", "error": f"{r['error']:+.1%}"} for r in rows])
+    errors = [abs(r["error"]) for r in rows]
+    click.echo(f"median |error| {statistics.median(errors):.1%} over {len(rows)} rows "
+               f"(calibration rows are leave-one-GPU-out)")
 
 # ------------------------------------------------------------------------------------------------------- list
 

@@ -206,3 +206,58 @@ def _telemetry_summary(sampler, tokens: int) -> dict | None:
 
 def with_overrides(cfg: RunConfig, **changes) -> RunConfig:
     return replace(cfg, **changes)
+
+
+def parse_memory(text: str | None) -> int | None:
+    """'24GiB', '24GB', '512MiB' -> bytes."""
+    if text is None:
+        return None
+    import re
+
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB)\s*", text)
+    if not match:
+        raise UserError(f"--memory-limit {text!r}: expected a size like 24GiB, 24GB or 512MiB")
+    value, unit = float(match.group(1)), match.group(2)
+    return int(value * {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6}[unit])
+
+
+def max_batch(cfg: RunConfig, device: LocalDevice | None = None, granularity: int = 2, margin: float = 0.0,
+              memory_limit: str | None = None, probe=None, fake_limit_tokens: int | None = None,
+              fake_error: bool = False) -> dict:
+    """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites)."""
+    from mbbench.bench.maxbatch import TrialSpec, search, subprocess_probe
+
+    cfg.validate()
+    suite = load_suite(cfg.suite)
+    device = device or detect(cfg.device)
+    dtype = resolve_dtype(cfg, device)
+    spec = registry.get_spec(cfg.model)
+    limit_bytes = parse_memory(memory_limit)
+    if limit_bytes and device.kind != "cuda":
+        raise UserError("--memory-limit caps a CUDA allocator; this run is on the CPU")
+    variable = suite.definition.distribution != "fixed"
+    mode = "tokens" if variable and spec.layout == "packed" else "batch"
+    ident = identity(cfg, suite, dtype, None) | {"batch": "maxbatch", "docs": None,
+                                                  "limit": f"limit{memory_limit}" if memory_limit else None}
+    record = base_record(cfg, suite, device, dtype, None)
+    record.update(config_id=results.config_id(ident), measurement="max_batch", search_mode=mode,
+                  sequence_length=suite.definition.max_length, granularity=granularity, safety_margin=margin,
+                  memory_limit_gb=limit_bytes / 1e9 if limit_bytes else None, emulated=bool(limit_bytes),
+                  backend=cfg.backend)
+    if suite.max_length > spec.max_length:
+        record.update(status="unsupported", reason=f"{cfg.model} accepts at most {spec.max_length} tokens")
+        return record
+    torch_device = "cuda" if device.kind == "cuda" else "cpu"
+    probe = probe or subprocess_probe(TrialSpec(cfg.model, cfg.suite, dtype, cfg.backend, torch_device, mode,
+                                                cfg.tiny, limit_bytes, fake_limit_tokens, fake_error))
+    step = granularity if mode == "batch" else max(granularity, 256)
+    found = search(probe, granularity=step)
+    result = found.with_margin(margin)
+    record.update(
+        max_batch_size=result if mode == "batch" else None, max_token_budget=result if mode == "tokens" else None,
+        largest_ok=found.largest_ok, granularity=step, peak_bytes_at_result=found.peak_bytes,
+        device_memory_gb=device.memory_gb, trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
+        note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"
+              else "largest packed token budget per forward pass"),
+    )
+    return record

@@ -1,0 +1,1 @@
+"""Reports: tables, figures and markdown/html rendering from records only."""

@@ -1,0 +1,39 @@
+"""Figures (PNG) drawn from records or sweep rows; matplotlib without a display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MODERNBERT_SHAPES = {"base": (768, 2304), "large": (1024, 5248)}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamps: identical reruns
+    plt.close(fig)
+    return path
+
+
+def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
+    """Value over hidden x GLU (best over layers), ModernBERT's own shapes marked."""
+    table = frame.pivot_table(index="glu", columns="hidden", values=value, aggfunc="max").sort_index()
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(table.columns) + 2), max(3, 0.22 * len(table.index) + 1.5)))
+    image = ax.imshow(table.values, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=90, fontsize=7)
+    step = max(1, len(table.index) // 20)
+    ax.set_yticks(range(0, len(table.index), step), [str(i) for i in table.index[::step]], fontsize=7)
+    ax.set_xlabel("hidden")
+    ax.set_ylabel("GLU width (Wi output)")
+    for label, (hidden, glu) in MODERNBERT_SHAPES.items():
+        if hidden in table.columns and glu in table.index:
+            ax.plot(list(table.columns).index(hidden), list(table.index).index(glu), "r*", markersize=12)
+            ax.annotate(f"ModernBERT-{label}", (list(table.columns).index(hidden), list(table.index).index(glu)),
+                        color="red", fontsize=7, xytext=(4, 4), textcoords="offset points")
+    fig.colorbar(image, ax=ax, label=value.replace("_", " ") + " (predicted)")
+    ax.set_title(f"{value.replace('_', ' ')} over hidden x GLU (predicted)")
+    return _save(fig, path)
