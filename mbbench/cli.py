@@ -280,6 +280,22 @@ def validate_model(results_dirs) -> None:
     click.echo(f"median |error| {statistics.median(errors):.1%} over {len(rows)} rows "
                f"(calibration rows are leave-one-GPU-out)")
 
+
+# ----------------------------------------------------------------------------------------------------- report
+
+@cli.command()
+@click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True,
+              help="Repeatable: record directories from any number of machines.")
+@click.option("--out", "out_dir", default="reports/latest", show_default=True)
+@click.option("--model", default="modernbert-base", show_default=True, help="Model of the GPU-basket figure.")
+@click.option("--baseline", default="hf-modernbert-base", show_default=True, help="Model of the speedup table.")
+def report(results_dirs, out_dir, model, baseline) -> None:
+    """Render report.md, index.html and PNG figures from records (never reruns anything)."""
+    from mbbench.report.render import build_report
+
+    out = build_report(list(results_dirs), out_dir, model, baseline)
+    click.echo(f"wrote {out / 'report.md'} and {out / 'index.html'}")
+
 # ------------------------------------------------------------------------------------------------------- list
 
 @cli.group(name="list")

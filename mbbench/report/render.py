@@ -1,0 +1,233 @@
+"""`mbbench report`: records (measured and predicted, any number of directories) -> report.md, index.html, PNGs.
+
+Reads records only. Duplicates of one configuration keep the newest (and the report says so).
+Output is deterministic: rows are sorted, figures carry no timestamps, nothing depends on the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mbbench import results  # noqa: E402
+from mbbench.errors import UserError  # noqa: E402
+
+SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
+COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
+           ("short variable", "tps", "short-variable"), ("long max batch", "max", "long-fixed"),
+           ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
+
+
+def dedup_key(record: dict) -> tuple:
+    return (record.get("gpu_dir"), record.get("kind"), record.get("measurement", "throughput"), record.get("model"),
+            record.get("suite"), record.get("protocol"), record.get("dtype"), record.get("memory_limit_gb"))
+
+
+def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """Keep the newest record of each configuration; say which were replaced."""
+    newest: dict[tuple, dict] = {}
+    notes = []
+    for record in sorted(records, key=lambda r: (r.get("created_at") or "", r.get("_path") or "")):
+        key = dedup_key(record)
+        if key in newest:
+            notes.append(f"{record['model']} / {record['suite']} on {record['gpu_dir']}: kept {record.get('created_at')}"
+                         f" over {newest[key].get('created_at')}")
+        newest[key] = record
+    return sorted(newest.values(), key=lambda r: [str(x) for x in dedup_key(r)]), notes
+
+
+def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, bool]:
+    """(text, value for ranking, predicted?) of one table cell; '–' unsupported, '' missing."""
+    matches = [r for r in records if r["model"] == model and r["suite"] == suite
+               and (r.get("measurement") == "max_batch") == (what == "max") and not r.get("memory_limit_gb")]
+    if not matches:
+        return "", None, False
+    record = sorted(matches, key=lambda r: r["kind"] != "measured")[0]  # a measurement beats a prediction
+    predicted = record["kind"] == "predicted"
+    if record.get("status") == "unsupported":
+        return "–", None, predicted
+    value = (record.get("max_batch_size") or record.get("max_token_budget")) if what == "max" else \
+        record.get("tokens_per_second")
+    if value is None:
+        return "", None, predicted
+    text = f"{value:,}" if what == "max" else f"{value / 1000:.1f}"
+    return text + (" (p)" if predicted else ""), float(value), predicted
+
+
+def paper_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows: models (base group, then large); columns as the paper; best per column in bold."""
+    models = sorted({r["model"] for r in records}, key=lambda m: (
+        next((r.get("group") or "base") for r in records if r["model"] == m) != "base", m))
+    grid = [[cell(records, m, what, suite) for _, what, suite in COLUMNS] for m in models]
+    for column in range(len(COLUMNS)):
+        values = [row[column][1] for row in grid if row[column][1] is not None]
+        best = max(values) if values else None
+        for row in grid:
+            text, value, _ = row[column]
+            if best is not None and value == best and len(values) > 1:
+                row[column] = (f"**{text}**", value, row[column][2])
+    header = ["model", *(name for name, _, _ in COLUMNS)]
+    return header, [[m, *(c[0] for c in row)] for m, row in zip(models, grid)]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    def fmt(text: str) -> str:
+        text = html.escape(str(text))
+        return f"<b>{text[2:-2]}</b>" if text.startswith("**") else text
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def flags(record: dict) -> str:
+    out = []
+    stats = record.get("tokens_per_second_stats") or {}
+    if (stats.get("iqr_over_median") or 0) > 0.10:
+        out.append("unstable")
+    if (record.get("telemetry") or {}).get("throttled"):
+        out.append("throttled")
+    if record.get("subsampled"):
+        out.append(f"subsampled ({record.get('num_documents')} docs)")
+    if record.get("memory_limit_gb"):
+        out.append(f"emulated {record['memory_limit_gb']:.0f} GB limit")
+    if record.get("kind") == "predicted":
+        out.append("predicted")
+    return ", ".join(out)
+
+
+def provenance_rows(records: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in records:
+        gpu, env = r.get("gpu") or {}, r.get("environment") or {}
+        value = r.get("tokens_per_second")
+        rows.append([r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
+                     f"{value:,.0f}" if value else (str(r.get("max_batch_size") or r.get("max_token_budget") or "–")),
+                     gpu.get("name", ""), gpu.get("driver") or "", gpu.get("cuda") or "", env.get("torch", ""),
+                     str(r.get("backend", "")), r["dtype"], r["protocol"], (r.get("created_at") or "")[:10], flags(r)])
+    return rows
+
+
+PROVENANCE_HEADER = ["model", "suite", "measurement", "kind", "value", "gpu", "driver", "cuda", "torch", "backend",
+                     "dtype", "protocol", "date", "flags"]
+
+
+def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
+    """Tokens/s of one model per suite across GPUs: measured solid, predicted hatched, min-max whiskers."""
+    rows = [r for r in records if r["model"] == model and r.get("tokens_per_second") and
+            r.get("measurement") != "max_batch"]
+    if not rows:
+        return None
+    suites = sorted({r["suite"] for r in rows})
+    gpus = sorted({(r["gpu_dir"], r["kind"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(suites) * max(1, len(gpus)) / 2), 3.6))
+    width = 0.8 / len(gpus)
+    for i, (gpu, kind) in enumerate(gpus):
+        xs, ys, lo, hi = [], [], [], []
+        for j, suite in enumerate(suites):
+            match = [r for r in rows if r["gpu_dir"] == gpu and r["kind"] == kind and r["suite"] == suite]
+            if match:
+                r = match[0]
+                stats = r.get("tokens_per_second_stats") or {}
+                xs.append(j + i * width)
+                ys.append(r["tokens_per_second"] / 1000)
+                lo.append(max(0.0, (r["tokens_per_second"] - stats.get("min", r["tokens_per_second"])) / 1000))
+                hi.append(max(0.0, (stats.get("max", r["tokens_per_second"]) - r["tokens_per_second"]) / 1000))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{gpu} ({kind})",
+               hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suites))], suites)
+    ax.set_ylabel("thousand tokens / s")
+    ax.set_title(f"{model}: tokens/s per suite across GPUs (hatched = predicted)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
+    rows = []
+    for gpu in sorted({r["gpu_dir"] for r in records}):
+        for model in sorted({r["model"] for r in records if r["gpu_dir"] == gpu}):
+            row = [gpu, model]
+            for suite in (*SHORT, *LONG):
+                def tps(m):
+                    return next((r["tokens_per_second"] for r in records if r["gpu_dir"] == gpu and r["model"] == m
+                                 and r["suite"] == suite and r.get("tokens_per_second")
+                                 and r.get("measurement") != "max_batch"), None)
+                mine, base = tps(model), tps(baseline)
+                row.append(f"{mine / base:.2f}x" if mine and base else "")
+            rows.append(row)
+    return rows
+
+
+def embed(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbert-base",
+                 baseline: str = "hf-modernbert-base") -> Path:
+    out = Path(out)
+    try:
+        raw = results.read_records(result_dirs)
+    except UserError:
+        raise
+    if not raw:
+        raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report")
+    records, notes = merge(raw)
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["# mbbench report", "", f"{len(records)} records from {', '.join(map(str, result_dirs))}. "
+          "Throughput in thousands of tokens/s; '–' unsupported, blank missing, **bold** best per column, "
+          "(p) predicted.", ""]
+    body = [f"<h1>mbbench report</h1><p>{len(records)} records. Throughput in thousands of tokens/s; '–' unsupported, "
+            "blank missing, <b>bold</b> best per column, (p) predicted.</p>"]
+    for gpu in sorted({r["gpu_dir"] for r in records}):
+        header, rows = paper_table([r for r in records if r["gpu_dir"] == gpu])
+        md += [f"## {gpu}", "", markdown_table(header, rows), ""]
+        body.append(f"<h2>{html.escape(gpu)}</h2>" + html_table(header, rows))
+    figure = basket_figure(records, model, out / "basket.png")
+    if figure:
+        md += ["## GPU basket", "", f"![basket]({figure.name})", ""]
+        body.append(f"<h2>GPU basket: {html.escape(model)}</h2><img alt='basket' src='{embed(figure)}'>")
+    header = ["gpu", "model", *SHORT, *LONG]
+    rows = speedup_rows(records, baseline)
+    md += [f"## Speedup against {baseline}", "", markdown_table(header, rows), ""]
+    body.append(f"<h2>Speedup against {html.escape(baseline)}</h2>" + html_table(header, rows))
+    for directory in result_dirs:
+        sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
+        if sweep_csv.is_file():
+            import pandas as pd
+
+            from mbbench.report.figures import sweep_heatmap
+
+            frame = pd.read_csv(sweep_csv)
+            for value in ("basket_score", "basket_tokens_per_second"):
+                png = sweep_heatmap(frame, out / f"sweep_{value}.png", value)
+                md += [f"![{value}]({png.name})", ""]
+                body.append(f"<h2>Sweep: {value}</h2><img alt='{value}' src='{embed(png)}'>")
+    md += ["## Provenance", "", markdown_table(PROVENANCE_HEADER, provenance_rows(records)), ""]
+    body.append("<h2>Provenance</h2>" + html_table(PROVENANCE_HEADER, provenance_rows(records)))
+    if notes:
+        md += ["## Merged duplicates", "", *(f"- {n}" for n in notes), ""]
+        body.append("<h2>Merged duplicates</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    (out / "report.md").write_text("\n".join(md))
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #999;padding:2px 6px;font-size:13px}img{max-width:100%}")
+    script = ("window.addEventListener('load',()=>{for(const i of document.images){"
+              "i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}"
+              "document.body.setAttribute('data-ready','1');});")
+    (out / "index.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>mbbench report</title>"
+                                    f"<style>{style}</style><script>{script}</script></head><body>"
+                                    + "".join(body) + "</body></html>\n")
+    return out

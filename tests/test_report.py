@@ -1,0 +1,93 @@
+import json
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from mbbench import results
+from mbbench.cli import cli
+from mbbench.report.render import build_report
+
+
+def record(gpu, model, suite, tps=None, kind="measured", status="ok", created="2026-11-01T00:00:00+00:00",
+           max_batch=None, group="base"):
+    rec = {"schema_version": 1, "kind": kind, "status": status, "model": model, "suite": suite, "group": group,
+           "gpu_dir": gpu, "gpu": {"name": gpu, "basket_id": gpu}, "dtype": "bfloat16", "protocol": "rigorous",
+           "backend": "varlen", "created_at": created, "tokens_per_second": tps,
+           "tokens_per_second_stats": {"min": tps * 0.98, "max": tps * 1.02, "iqr_over_median": 0.01} if tps else None,
+           "config_id": f"{model}__{suite}__{kind}__{max_batch is not None}"}
+    if max_batch is not None:
+        rec.update(measurement="max_batch", max_batch_size=max_batch, tokens_per_second=None)
+    return rec
+
+
+@pytest.fixture
+def fixture_dir(tmp_path):
+    root = tmp_path / "results"
+    recs = [
+        record("H100-SXM", "modernbert-base", "short-fixed", 300_000.0),
+        record("H100-SXM", "modernbert-base", "short-variable", 250_000.0),
+        record("H100-SXM", "bert-base", "short-fixed", 350_000.0),
+        record("H100-SXM", "bert-base", "long-fixed", status="unsupported"),
+        record("H100-SXM", "modernbert-base", "short-fixed", max_batch=1024),
+        record("H100-SXM", "modernbert-large", "short-fixed", 120_000.0, group="large"),
+        record("RTX4090", "modernbert-base", "short-fixed", 90_000.0, kind="predicted"),
+        record("T4", "modernbert-base", "short-fixed", 20_000.0, kind="predicted"),
+        # a duplicate: the newer one wins
+        record("T4", "modernbert-base", "short-fixed", 21_000.0, kind="predicted", created="2026-11-02T00:00:00+00:00"),
+    ]
+    for i, r in enumerate(recs):
+        results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
+    return root
+
+
+def rows_of(markdown, gpu):
+    section = markdown.split(f"## {gpu}\n")[1].split("\n## ")[0]
+    lines = [l for l in section.splitlines() if l.startswith("| ") and not l.startswith("| model")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in l.strip("|").split("|")] for l in lines)}
+
+
+def test_table_values_equal_records_and_render_cells(fixture_dir, tmp_path):
+    out = build_report([str(fixture_dir)], tmp_path / "rep")
+    md = (out / "report.md").read_text()
+    h100 = rows_of(md, "H100-SXM")
+    # columns: short max, short fixed, short variable, long max, long fixed, long variable
+    assert h100["modernbert-base"][:3] == ["1,024", f"{300_000 / 1000:.1f}", f"{250_000 / 1000:.1f}"]
+    assert h100["bert-base"][1] == f"**{350_000 / 1000:.1f}**"  # best of its column in bold
+    assert h100["bert-base"][4] == "–"  # unsupported
+    assert h100["bert-base"][2] == ""  # missing
+    assert list(h100) == ["bert-base", "modernbert-base", "modernbert-large"]  # base group first, then large
+    assert rows_of(md, "T4")["modernbert-base"][1] == "21.0 (p)"  # newest duplicate, marked predicted
+    assert "Merged duplicates" in md and "predicted" in md
+
+
+def test_two_runs_are_identical(fixture_dir, tmp_path):
+    a = build_report([str(fixture_dir)], tmp_path / "a")
+    b = build_report([str(fixture_dir)], tmp_path / "b")
+    for name in ("report.md", "index.html", "basket.png"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_empty_or_missing_results_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "missing"):
+        result = CliRunner().invoke(cli, ["report", "--results", str(target), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and "mbbench: error:" in result.output
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (CI installs it)")
+def test_report_renders_in_headless_chromium(fixture_dir, tmp_path):
+    out = build_report([str(fixture_dir)], tmp_path / "rep")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    url = (out / "index.html").as_uri()
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-ready="1"' in dom
+    assert dom.count("<table") >= 4 and dom.count("<img") >= 1
+    assert 'data-loaded="false"' not in dom and dom.count('data-loaded="true"') == dom.count("<img")
+    shot = tmp_path / "screenshot.png"
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 5000
