@@ -219,7 +219,8 @@ def run_predictions(models, suites, protocol, dtype, batch_size, gpu, out_dir, f
                     click.echo(f"skip {path.name}: record exists; --force to rewrite", err=True)
             else:
                 results.write_atomic(path, record)
-            rows.append(summary_row(record) | {"mfu": f"{record.get('mfu', 0):.1%}",
+            mfu = record.get("mfu")
+            rows.append(summary_row(record) | {"mfu": f"{mfu:.1%}" if mfu is not None else "",
                                                "max_batch": record.get("max_batch_size", "")})
     echo_table(rows)
 
