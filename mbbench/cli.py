@@ -185,7 +185,6 @@ def run_one(cfg, local, root, force: bool, quiet: bool) -> dict:
             click.echo(f"skip {ident}: record exists ({path}); --force to re-run", err=True)
         return json.loads(path.read_text())
     say = None if quiet else (lambda message: click.echo(f"[{cfg.model} / {cfg.suite}] {message}", err=True))
-    bar = None
 
     def on_run(index: int, seconds: float) -> None:
         if say:
