@@ -7,7 +7,7 @@ record is the caller's job (`results.write_atomic`), so remote tasks can send re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -202,10 +202,6 @@ def _telemetry_summary(sampler, tokens: int) -> dict | None:
     from mbbench.bench.telemetry import summarize as summarize_samples
 
     return summarize_samples(sampler.samples, tokens)
-
-
-def with_overrides(cfg: RunConfig, **changes) -> RunConfig:
-    return replace(cfg, **changes)
 
 
 def parse_memory(text: str | None) -> int | None:
