@@ -176,9 +176,7 @@ def run_one(cfg, local, root, force: bool, quiet: bool) -> dict:
     from mbbench.suites import load_suite
 
     suite = load_suite(cfg.suite)
-    dtype = runner.resolve_dtype(cfg, local)
-    batch = None if cfg.token_budget else (cfg.batch_size or runner.default_batch_size(suite))
-    ident = results.config_id(runner.identity(cfg, suite, dtype, batch))
+    ident = runner.plan(cfg, suite, local.kind).config_id
     path = root / local.result_dir / f"{ident}.json"
     if path.exists() and not force:
         if not quiet:
@@ -222,6 +220,138 @@ def run_predictions(models, suites, protocol, dtype, batch_size, gpu, out_dir, f
             rows.append(summary_row(record) | {"mfu": f"{mfu:.1%}" if mfu is not None else "",
                                                "max_batch": record.get("max_batch_size", "")})
     echo_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------------- matrix
+
+@cli.command()
+@click.option("--file", "matrix_file", default=None, help="A matrix TOML file (axes and [options]); "
+              "the flags below override what it says.")
+@click.option("--model", "models", multiple=True, help="Repeatable.")
+@click.option("--suite", "suites", multiple=True, help="Repeatable: a suite name or a .toml path.")
+@click.option("--protocol", "protocols", multiple=True, type=click.Choice(["rigorous", "paper"]), help="Repeatable.")
+@click.option("--backend", "backends", multiple=True, help="Repeatable; combinations a model lacks are left out.")
+@click.option("--dtype", "dtypes", multiple=True, help="Repeatable; default the protocol's.")
+@click.option("--gpu", "gpus", multiple=True, help="Repeatable GPU types: basket names (t4, a100, h100) or Ray "
+              "accelerator types. Locally only this machine's type runs; --ray places each on its type.")
+@click.option("--docs", type=int, default=None, help=f"Subsample N documents (CPU default {DEFAULT_CPU_DOCS}).")
+@click.option("--runs", type=int, default=None, help="Timed passes (default 10).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--token-budget", type=int, default=None)
+@click.option("--warmup", "warmup_batches", type=int, default=None)
+@click.option("--device", default=None, help="cpu or cuda (default: this machine's; with --ray, cuda).")
+@click.option("--compile/--no-compile", "compile_model", default=None)
+@click.option("--tiny/--no-tiny", default=None, help="Tiny variants of each model's family (smoke runs).")
+@click.option("--weights", default=None, help="A checkpoint directory, present on every node.")
+@click.option("--out", "out_dir", default="results", show_default=True, help="Records go to OUT/<gpu-id>/.")
+@click.option("--force", is_flag=True, help="Re-run every configuration, even those with records.")
+@click.option("--retry-failed", is_flag=True, help="Re-run configurations whose record says failed.")
+@click.option("--dry-run", is_flag=True, help="Show what would run and what is already done; run nothing.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster: Ray's default address, or ADDRESS (auto, ray://head:10001).")
+@click.option("--cpus-per-task", type=float, default=1.0, show_default=True, help="--ray: CPUs each task asks for.")
+@click.option("--quiet", is_flag=True)
+def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, docs, runs, batch_size, token_budget,
+           warmup_batches, device, compile_model, tiny, weights, out_dir, force, retry_failed, dry_run, ray_address,
+           cpus_per_task, quiet) -> None:
+    """Run a matrix (models x suites x protocols x backends x dtypes x GPU types), locally or on Ray.
+
+    Each configuration runs as `mbbench run` would and its record lands in OUT/<gpu-id>/. Configurations
+    with a record are skipped, so re-running resumes; a failed one is recorded with its reason.
+    """
+    from dataclasses import replace
+
+    from mbbench import matrix as mx
+    from mbbench import results
+
+    say = None if quiet else (lambda message: click.echo(message, err=True))
+    use_ray = ray_address is not None
+    if use_ray:
+        from mbbench.cluster import RayExecutor, import_ray
+
+        import_ray()  # fail now, with the install hint, not after planning
+    file_data = mx.read_matrix_file(matrix_file) if matrix_file else {}
+    options = {"docs": docs, "runs": runs, "batch_size": batch_size, "token_budget": token_budget,
+               "warmup_batches": warmup_batches, "device": device, "compile": compile_model, "tiny": tiny,
+               "weights": weights}
+    spec = mx.build_spec(file_data, {"models": models, "suites": suites, "protocols": protocols,
+                                     "backends": backends, "dtypes": dtypes, "gpus": gpus}, options)
+    device_kind, spec, local_label = _matrix_device(spec, use_ray)
+    if device_kind == "cpu" and spec.options.get("docs") is None:
+        spec = replace(spec, options=spec.options | {"docs": DEFAULT_CPU_DOCS})
+        if say:
+            say(f"CPU matrix: subsampling {DEFAULT_CPU_DOCS} documents per suite (--docs to change)")
+    command_line = " ".join(["mbbench", *sys.argv[1:]])
+    tasks, notes = mx.expand(spec, device_kind, command_line)
+    for note in notes:
+        if say:
+            say(note)
+    if not use_ray:
+        here = [t for t in tasks if t.accelerator == local_label]
+        if len(here) < len(tasks):
+            others = sorted({t.accelerator or "any" for t in tasks if t.accelerator != local_label})
+            if not here:
+                raise UserError(f"none of the matrix's GPU types ({', '.join(others)}) is this machine's "
+                                f"({local_label or 'CPU only'}); use --ray to run them on a cluster")
+            if say:
+                say(f"{len(tasks) - len(here)} configurations need other GPU types ({', '.join(others)}): "
+                    "left for --ray")
+        tasks = here
+    root = results.check_writable(out_dir)
+    if dry_run:
+        to_run, skipped = mx.partition(tasks, mx.existing_records(root), force, retry_failed)
+        echo_table([_plan_row(t, "run") for t in to_run] + [_plan_row(o.task, f"done ({o.status})") for o in skipped])
+        click.echo(f"{len(to_run)} to run, {len(skipped)} already recorded (dry run: nothing ran)")
+        return
+    executor = RayExecutor(ray_address or None, cpus_per_task, say) if use_ray else mx.LocalExecutor(say)
+
+    def report(outcome, index: int, total: int) -> None:
+        if say:
+            record = outcome.record
+            tps = record.get("tokens_per_second")
+            result = f"{tps:,.0f} tokens/s" if tps else (record.get("reason") or record["status"])
+            say(f"[{index}/{total}] {outcome.task.label}: {record['status']}: {result} -> {outcome.path}")
+
+    try:
+        outcomes = mx.run_matrix(tasks, root, executor, force, retry_failed, on_outcome=report)
+    except KeyboardInterrupt:
+        click.echo("interrupted: every record that finished is written; run the same command to resume", err=True)
+        sys.exit(130)
+    echo_table([summary_row(o.record) | {"gpu_type": o.task.accelerator or "", "state": o.state,
+                                         "reason": (o.record.get("reason") or "")[:70]} for o in outcomes])
+    ran = sum(o.state == "ran" for o in outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(f"{ran} ran, {len(outcomes) - ran} already recorded, {len(failed)} failed; records under {root}")
+    if failed:
+        click.echo("failed configurations keep their records; --retry-failed runs them again", err=True)
+        sys.exit(1)
+
+
+def _matrix_device(spec, use_ray: bool):
+    """(device kind, spec with each task's device, this machine's GPU type when local)."""
+    from dataclasses import replace
+
+    from mbbench.hardware.gpus import accelerator_type, detect
+    from mbbench.matrix import dir_label
+
+    device = spec.options.get("device") or ("cuda" if use_ray else "auto")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise UserError(f"--device {device!r}: expected cpu or cuda")
+    if use_ray:
+        kind = "cpu" if device == "cpu" else "cuda"
+        return kind, replace(spec, options=spec.options | {"device": kind}), None
+    local = detect(device)
+    label = dir_label(local.result_dir)
+    if not spec.gpus and label:  # this machine's type, so records resume across local and Ray runs
+        spec = replace(spec, gpus=(label,))
+    return local.kind, replace(spec, options=spec.options | {"device": device}), \
+        accelerator_type(label) if label else None
+
+
+def _plan_row(task, state: str) -> dict:
+    return {"model": task.config.model, "suite": task.suite.name, "gpu_type": task.accelerator or "",
+            "protocol": task.config.protocol, "backend": task.config.backend, "dtype": task.planned.dtype,
+            "config_id": task.planned.config_id, "state": state}
 
 
 # ------------------------------------------------------------------------------------------------------ sweep

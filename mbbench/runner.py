@@ -62,6 +62,9 @@ class RunConfig:
     seed: int = 0
     weights: str | None = None
     tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
+    # The Ray accelerator type a matrix task was placed on. Part of a CPU run's identity only: CPU records
+    # all live under results/cpu/, so CPU runs on different node types need different names.
+    placement: str | None = None
 
     def validate(self) -> None:
         if self.runs < 1:
@@ -82,18 +85,38 @@ def default_batch_size(suite: Suite) -> int:
     return 512 if suite.max_length <= 512 else 32
 
 
-def resolve_dtype(cfg: RunConfig, device: LocalDevice) -> str:
+def resolve_dtype(cfg: RunConfig, device_kind: str) -> str:
     protocol = PROTOCOLS[cfg.protocol]
-    return cfg.dtype or (protocol.gpu_dtype if device.kind == "cuda" else protocol.cpu_dtype)
+    return cfg.dtype or (protocol.gpu_dtype if device_kind == "cuda" else protocol.cpu_dtype)
 
 
-def identity(cfg: RunConfig, suite: Suite, dtype: str, batch_size: int | None) -> dict:
+def identity(cfg: RunConfig, suite: Suite, dtype: str, batch_size: int | None, device_kind: str) -> dict:
     """The fields that define a configuration (and its file name)."""
     return {"model": cfg.model + ("-tiny" if cfg.tiny else ""), "suite": suite.name, "protocol": cfg.protocol,
             "backend": cfg.backend, "dtype": dtype,
             "batch": f"tb{cfg.token_budget}" if cfg.token_budget else f"bs{batch_size}",
             "docs": f"docs{cfg.docs}" if cfg.docs else None, "compile": "compiled" if cfg.compile else None,
-            "transfer": "with-transfer" if cfg.time_transfer else None}
+            "transfer": "with-transfer" if cfg.time_transfer else None,
+            "node": f"on-{cfg.placement}" if cfg.placement and device_kind == "cpu" else None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a configuration resolves to on a kind of device, before anything runs.
+
+    The matrix driver plans tasks for remote machines with it, and `run` builds its record from it, so
+    the id a driver expects is the id the record gets.
+    """
+
+    dtype: str
+    batch_size: int | None
+    config_id: str
+
+
+def plan(cfg: RunConfig, suite: Suite, device_kind: str) -> Plan:
+    dtype = resolve_dtype(cfg, device_kind)
+    batch_size = None if cfg.token_budget else (cfg.batch_size or default_batch_size(suite))
+    return Plan(dtype, batch_size, results.config_id(identity(cfg, suite, dtype, batch_size, device_kind)))
 
 
 def device_fields(device: LocalDevice) -> dict:
@@ -103,7 +126,7 @@ def device_fields(device: LocalDevice) -> dict:
 def base_record(cfg: RunConfig, suite: Suite, device: LocalDevice, dtype: str, batch_size: int | None,
                 kind: str = "measured") -> dict:
     spec = registry.get_spec(cfg.model)
-    ident = identity(cfg, suite, dtype, batch_size)
+    ident = identity(cfg, suite, dtype, batch_size, device.kind)
     return {
         "schema_version": results.SCHEMA_VERSION, "kind": kind, "status": "ok", "reason": None,
         "config_id": results.config_id(ident), "config": asdict(cfg),
@@ -118,14 +141,18 @@ def base_record(cfg: RunConfig, suite: Suite, device: LocalDevice, dtype: str, b
 
 
 def run(cfg: RunConfig, device: LocalDevice | None = None, progress: Callable[[str], None] | None = None,
-        on_run: Callable[[int, float], None] | None = None) -> dict:
-    """Measure one configuration; returns its record (status ok or unsupported)."""
+        on_run: Callable[[int, float], None] | None = None, suite: Suite | None = None) -> dict:
+    """Measure one configuration; returns its record (status ok or unsupported).
+
+    `suite` may be passed already loaded: a remote matrix task receives the driver's suite definition,
+    so a user's suite file need not exist on the node that measures it.
+    """
     cfg.validate()
-    suite = load_suite(cfg.suite)
+    suite = suite or load_suite(cfg.suite)
     device = device or detect(cfg.device)
-    dtype = resolve_dtype(cfg, device)
+    planned = plan(cfg, suite, device.kind)
+    dtype, batch_size = planned.dtype, planned.batch_size
     spec = registry.get_spec(cfg.model)
-    batch_size = None if cfg.token_budget else (cfg.batch_size or default_batch_size(suite))
     if cfg.token_budget and spec.layout != "packed":
         raise UserError(f"--token-budget needs an unpadded model; {cfg.model} runs padded batches")
     record = base_record(cfg, suite, device, dtype, batch_size)
@@ -226,14 +253,14 @@ def max_batch(cfg: RunConfig, device: LocalDevice | None = None, granularity: in
     cfg.validate()
     suite = load_suite(cfg.suite)
     device = device or detect(cfg.device)
-    dtype = resolve_dtype(cfg, device)
+    dtype = resolve_dtype(cfg, device.kind)
     spec = registry.get_spec(cfg.model)
     limit_bytes = parse_memory(memory_limit)
     if limit_bytes and device.kind != "cuda":
         raise UserError("--memory-limit caps a CUDA allocator; this run is on the CPU")
     variable = suite.definition.distribution != "fixed"
     mode = "tokens" if variable and spec.layout == "packed" else "batch"
-    ident = identity(cfg, suite, dtype, None) | {"batch": "maxbatch", "docs": None,
+    ident = identity(cfg, suite, dtype, None, device.kind) | {"batch": "maxbatch", "docs": None,
                                                   "limit": f"limit{memory_limit}" if memory_limit else None}
     record = base_record(cfg, suite, device, dtype, None)
     record.update(config_id=results.config_id(ident), measurement="max_batch", search_mode=mode,

@@ -91,3 +91,22 @@ def test_report_renders_in_headless_chromium(fixture_dir, tmp_path):
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 5000
+
+
+def test_failures_are_listed_apart_and_backends_get_their_own_rows(tmp_path):
+    root = tmp_path / "results"
+    measured = record("H100-SXM", "modernbert-base", "short-fixed", 300_000.0)
+    flex = record("H100-SXM", "modernbert-base", "short-fixed", 280_000.0) | {"config": {"backend": "flex"},
+                                                                             "config_id": "flex"}
+    oom = record("H100-SXM", "bert-base", "short-fixed", status="failed") | {"reason": "out of memory: 80 GiB"}
+    # an old failure that a later measurement replaced is not reported as a failure
+    old = record("H100-SXM", "bert-large", "short-fixed", status="failed") | {"reason": "NodeDiedError: x"}
+    new = record("H100-SXM", "bert-large", "short-fixed", 90_000.0, created="2026-11-02T00:00:00+00:00")
+    for i, r in enumerate([measured, flex, oom, old, new]):
+        results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
+    md = (build_report([str(root)], tmp_path / "rep") / "report.md").read_text()
+    h100 = rows_of(md, "H100-SXM")
+    assert h100["modernbert-base [auto]"][1] == "**300.0**" and h100["modernbert-base [flex]"][1] == "280.0"
+    assert h100["bert-large"][1] == "90.0" and "bert-base" not in h100
+    failures = md.split("## Failed configurations\n")[1].split("\n## ")[0]
+    assert "out of memory: 80 GiB" in failures and "NodeDiedError" not in failures

@@ -30,11 +30,13 @@ class Sample:
     energy_mj: float | None = None  # cumulative counter, millijoules
 
 
-def nvml_reader(index: int = 0) -> Callable[[], Sample]:
+def nvml_reader(torch_index: int = 0) -> Callable[[], Sample]:
+    """Samples of the GPU torch calls `cuda:<torch_index>` (found by UUID, see `gpus.nvml_handle`)."""
     import pynvml
 
-    pynvml.nvmlInit()
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    from mbbench.hardware.gpus import nvml_handle
+
+    handle = nvml_handle(torch_index)
 
     def energy():
         try:

@@ -34,6 +34,7 @@ class GPU:
     tdp_w: float
     in_modernbert_basket: bool
     basket_weight: float
+    ray_accelerator_type: str  # the label Ray gives nodes with this GPU (`accelerator_type:<label>`)
 
     def peak_tflops(self, dtype: str) -> float:
         """Dense tensor peak for a torch dtype name, with fp32 accumulation (cuBLAS's mode).
@@ -73,7 +74,7 @@ def basket() -> dict[str, GPU]:
             memory_gb=float(row["mem_gb"]), bandwidth_gbs=float(row["mem_bw_gbs"]), l2_mb=float(row["l2_mb"]),
             smem_per_sm_kb=float(row["smem_per_sm_max_kb"]), max_ctas_per_sm=int(row["max_ctas_per_sm"]),
             tdp_w=_num(row["tdp_w"]) or 0.0, in_modernbert_basket=row["in_modernbert_basket"] == "yes",
-            basket_weight=float(row["basket_weight"]))
+            basket_weight=float(row["basket_weight"]), ray_accelerator_type=row["ray_accelerator_type"])
     return gpus
 
 
@@ -88,6 +89,25 @@ def lookup(name: str) -> GPU:
         if wanted in {_normalise(gpu.id), _normalise(gpu.name), *(_normalise(a) for a in gpu.aliases)}:
             return gpu
     raise UserError(f"unknown GPU {name!r}; `mbbench list gpus` shows the basket and its aliases")
+
+
+def accelerator_type(name: str) -> str:
+    """The Ray accelerator type a matrix entry asks for: a basket GPU's label, else the name as given.
+
+    Ray labels nodes by GPU family (every A100 is `A100`, every H100 `H100`), so `a100-80gb` asks for an
+    `A100` node; a name outside the basket (`A10G`, a custom label) is passed to Ray unchanged.
+    """
+    try:
+        return lookup(name).ray_accelerator_type
+    except UserError:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise UserError(f"GPU type {name!r} is neither a basket GPU nor a Ray accelerator label") from None
+        return name
+
+
+def basket_ids_for(label: str) -> list[str]:
+    """Basket ids whose GPUs Ray labels `label` (where their records are filed)."""
+    return [gpu.id for gpu in basket().values() if gpu.ray_accelerator_type == label]
 
 
 def match_device_name(device_name: str) -> GPU | None:
@@ -120,12 +140,31 @@ class LocalDevice:
         return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
 
 
+def nvml_handle(torch_index: int = 0):
+    """The NVML handle of torch's `cuda:<torch_index>`.
+
+    torch numbers only the visible GPUs (CUDA_VISIBLE_DEVICES, which Ray sets per task) while NVML numbers
+    every GPU of the machine, so index 0 in one is not index 0 in the other: match by UUID instead.
+    """
+    import pynvml
+    import torch
+
+    pynvml.nvmlInit()
+    uuid = getattr(torch.cuda.get_device_properties(torch_index), "uuid", None)
+    if uuid is not None:
+        text = str(uuid)
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}")
+        except pynvml.NVMLError:
+            pass
+    return pynvml.nvmlDeviceGetHandleByIndex(torch_index)
+
+
 def _nvml_info(index: int) -> dict:
     try:
         import pynvml
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(index)
         name = pynvml.nvmlDeviceGetName(handle)
         info = {"name": name.decode() if isinstance(name, bytes) else name,
                 "driver": pynvml.nvmlSystemGetDriverVersion(),

@@ -24,9 +24,33 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
            ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
 
 
+def requested_backend(record: dict) -> str:
+    return (record.get("config") or {}).get("backend") or "auto"
+
+
 def dedup_key(record: dict) -> tuple:
     return (record.get("gpu_dir"), record.get("kind"), record.get("measurement", "throughput"), record.get("model"),
-            record.get("suite"), record.get("protocol"), record.get("dtype"), record.get("memory_limit_gb"))
+            record.get("suite"), record.get("protocol"), record.get("dtype"), record.get("memory_limit_gb"),
+            requested_backend(record))
+
+
+def label_backends(records: list[dict]) -> list[dict]:
+    """Rows per backend where a model was measured with several (a matrix over backends), else per model."""
+    backends: dict[str, set] = {}
+    for record in records:
+        backends.setdefault(record["model"], set()).add(requested_backend(record))
+    return [r | {"model": f"{r['model']} [{requested_backend(r)}]"} if len(backends[r["model"]]) > 1 else r
+            for r in records]
+
+
+FAILURE_HEADER = ["gpu", "model", "suite", "protocol", "backend", "dtype", "date", "reason"]
+
+
+def failure_rows(records: list[dict]) -> list[list[str]]:
+    """Configurations whose newest record says failed (a matrix task that ran out of memory, lost its node...)."""
+    return [[r.get("gpu_dir", ""), r["model"], r["suite"], r.get("protocol", ""), requested_backend(r),
+             r.get("dtype", ""), (r.get("created_at") or "")[:10], r.get("reason") or ""]
+            for r in sorted(records, key=lambda r: [str(x) for x in dedup_key(r)])]
 
 
 def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
@@ -186,6 +210,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     if not raw:
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report")
     records, notes = merge(raw)
+    # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
+    failed = [r for r in records if r.get("status") == "failed"]
+    records = [r for r in records if r.get("status") != "failed"]
     out.mkdir(parents=True, exist_ok=True)
     md = ["# mbbench report", "", f"{len(records)} records from {', '.join(map(str, result_dirs))}. "
           "Throughput in thousands of tokens/s; '–' unsupported, blank missing, **bold** best per column, "
@@ -193,7 +220,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     body = [f"<h1>mbbench report</h1><p>{len(records)} records. Throughput in thousands of tokens/s; '–' unsupported, "
             "blank missing, <b>bold</b> best per column, (p) predicted.</p>"]
     for gpu in sorted({r["gpu_dir"] for r in records}):
-        header, rows = paper_table([r for r in records if r["gpu_dir"] == gpu])
+        header, rows = paper_table(label_backends([r for r in records if r["gpu_dir"] == gpu]))
         md += [f"## {gpu}", "", markdown_table(header, rows), ""]
         body.append(f"<h2>{html.escape(gpu)}</h2>" + html_table(header, rows))
     figure = basket_figure(records, model, out / "basket.png")
@@ -216,6 +243,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
                 png = sweep_heatmap(frame, out / f"sweep_{value}.png", value)
                 md += [f"![{value}]({png.name})", ""]
                 body.append(f"<h2>Sweep: {value}</h2><img alt='{value}' src='{embed(png)}'>")
+    if failed:
+        md += ["## Failed configurations", "", markdown_table(FAILURE_HEADER, failure_rows(failed)), ""]
+        body.append("<h2>Failed configurations</h2>" + html_table(FAILURE_HEADER, failure_rows(failed)))
     md += ["## Provenance", "", markdown_table(PROVENANCE_HEADER, provenance_rows(records)), ""]
     body.append("<h2>Provenance</h2>" + html_table(PROVENANCE_HEADER, provenance_rows(records)))
     if notes:
