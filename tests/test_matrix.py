@@ -78,6 +78,13 @@ def test_matrix_file_axes_options_and_overrides(tmp_path):
             mx.read_matrix_file(path)
 
 
+def test_documented_example_matrix_expands():
+    data = mx.read_matrix_file(ROOT / "docs" / "examples" / "basket-matrix.toml")
+    tasks, notes = mx.expand(mx.build_spec(data, {}, {}), "cuda")
+    assert len(tasks) == 4 * 4 * 6 and not notes
+    assert {t.accelerator for t in tasks} == {"T4", "L4", "A10", "A100", "H100", "GeForce-RTX-4090"}
+
+
 def test_expand_is_the_cross_product_less_what_a_model_cannot_run():
     tasks, notes = mx.expand(spec(suites=("short-variable", "long-fixed"), backends=("auto", "flex"),
                                   gpus=("t4", "L4")), "cuda")

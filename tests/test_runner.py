@@ -1,3 +1,4 @@
+import sys
 import json
 import os
 import statistics
@@ -139,3 +140,31 @@ def test_statistics_and_telemetry_summary():
     no_counter = [Sample(0.0, 100.0, 1, 1, 0x1), Sample(2.0, 300.0, 1, 1, 0)]
     assert summarize_telemetry(no_counter, 10)["energy_j"] == pytest.approx(400.0)
     assert summarize_telemetry(no_counter, 10)["throttled"] is False
+
+
+def test_nvml_handle_follows_torch_device_by_uuid(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES (as Ray sets it) torch's cuda:0 may be NVML's GPU 3: match by UUID."""
+    import types
+
+    import torch
+
+    from mbbench.hardware.gpus import nvml_handle
+
+    class NVMLError(Exception):
+        pass
+
+    calls = []
+    fake = types.SimpleNamespace(
+        NVMLError=NVMLError, nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda uuid: calls.append(("uuid", uuid)) or f"handle-{uuid}",
+        nvmlDeviceGetHandleByIndex=lambda index: calls.append(("index", index)) or f"handle-{index}")
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: types.SimpleNamespace(uuid="5c1e0f3a-0000-1111-2222-333344445555"))
+    assert nvml_handle(0) == "handle-GPU-5c1e0f3a-0000-1111-2222-333344445555"
+
+    def unknown(uuid):
+        raise NVMLError("not found")
+
+    fake.nvmlDeviceGetHandleByUUID = unknown  # e.g. an old driver: fall back to the index
+    assert nvml_handle(1) == "handle-1" and calls[-1] == ("index", 1)
