@@ -72,6 +72,8 @@ class RayExecutor:
         return None
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict]]:
+        if not tasks:  # everything is recorded already: no need to reach (or start) a cluster
+            return
         ray = self.connect()
         cluster = ray.cluster_resources()
         remote = ray.remote(_ray_task)
@@ -82,7 +84,7 @@ class RayExecutor:
                 impossible.append((task, failed_record(task, reason, "MissingResource")))
             else:
                 pending[remote.options(**self.task_options(task)).remote(task)] = task
-        if self.say and tasks:
+        if self.say:
             self.say(f"submitted {len(pending)} tasks to Ray ({describe_cluster(cluster)}); "
                      f"{len(impossible)} cannot be placed")
         yield from impossible

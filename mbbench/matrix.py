@@ -287,7 +287,7 @@ class LocalExecutor:
 @dataclass
 class Outcome:
     task: Task
-    state: str  # "ran", "skipped" (a record exists) or "elsewhere" (not runnable by this executor)
+    state: str  # "ran" or "skipped" (a record exists)
     record: dict | None
     path: Path | None
 
@@ -302,6 +302,7 @@ def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: 
     for task in tasks:
         found = existing.get(task.key, [])
         done = [(p, r) for p, r in found if r.get("status") != "failed" or not retry_failed]
+        done.sort(key=lambda pair: pair[1].get("status") == "failed")  # a measurement outranks a failure
         if done and not force:
             path, record = done[0]
             skipped.append(Outcome(task, "skipped", record, path))

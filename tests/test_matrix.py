@@ -233,3 +233,14 @@ def test_ray_matrix_places_by_type_records_failures_and_resumes(ray_cluster, tmp
     before = record_files(out)
     again = mx.run_matrix(tasks, out, RayExecutor())
     assert {o.state for o in again} == {"skipped"} and record_files(out) == before
+
+
+def test_matrix_command_on_ray_exits_1_while_failures_remain(ray_cluster, tmp_path):
+    args = ["matrix", "--model", "bert-base", "--suite", "short-variable", "--tiny", "--docs", "2", "--runs", "2",
+            "--device", "cpu", "--gpu", "T4", "--gpu", "H100", "--out", str(tmp_path), "--ray", "--quiet"]
+    first = invoke(*args)
+    assert first.exit_code == 1, first.output
+    assert "2 ran, 0 already recorded, 1 failed" in first.output
+    assert "no node in the Ray cluster has GPU type H100" in first.output
+    again = invoke(*args)
+    assert again.exit_code == 1 and "0 ran, 2 already recorded, 1 failed" in again.output
