@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from mbbench import results, runner
+from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import LocalDevice, accelerator_type, basket, basket_ids_for, detect, match_device_name
 from mbbench.models import registry
@@ -117,6 +118,9 @@ def expand(spec: MatrixSpec, device_kind: str, command_line: str | None = None) 
     Validates everything first (names, suites, options), so a bad matrix fails before anything runs.
     """
     base = _base_config(spec.options)
+    for dtype in spec.dtypes:
+        if dtype is not None:
+            parse_dtype(dtype)  # a typo is an input error now, not a failed record per task later
     suites = {name: load_suite(name) for name in spec.suites}
     labels = [accelerator_type(gpu) for gpu in spec.gpus] or [None]
     tasks: dict[tuple, Task] = {}

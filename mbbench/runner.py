@@ -15,7 +15,7 @@ import torch
 from mbbench import environment, results
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.dtypes import parse_dtype
+from mbbench.dtypes import dtype_name, parse_dtype
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import LocalDevice, detect
 from mbbench.models import registry
@@ -87,7 +87,9 @@ def default_batch_size(suite: Suite) -> int:
 
 def resolve_dtype(cfg: RunConfig, device_kind: str) -> str:
     protocol = PROTOCOLS[cfg.protocol]
-    return cfg.dtype or (protocol.gpu_dtype if device_kind == "cuda" else protocol.cpu_dtype)
+    if cfg.dtype:  # one spelling per dtype ("bf16" -> "bfloat16"), so one configuration has one record id
+        return dtype_name(cfg.dtype)
+    return protocol.gpu_dtype if device_kind == "cuda" else protocol.cpu_dtype
 
 
 def identity(cfg: RunConfig, suite: Suite, dtype: str, batch_size: int | None, device_kind: str) -> dict:

@@ -96,6 +96,9 @@ def test_expand_is_the_cross_product_less_what_a_model_cannot_run():
     assert {t.planned.dtype for t in tasks} == {"bfloat16"}  # planned for the GPU, not this CPU
     assert all(t.config.placement is None for t in tasks)  # a GPU record's gpu dir already says where it ran
 
+    with pytest.raises(UserError, match="float33"):
+        mx.expand(spec(dtypes=("float33",)), "cuda")
+
     # two names of one Ray GPU type are one task, not two records fighting over one file
     tasks, notes = mx.expand(spec(models=("bert-base",), gpus=("a100", "a100-80gb")), "cuda")
     assert len(tasks) == 1 and tasks[0].accelerator == "A100" and any("duplicate" in n for n in notes)
@@ -244,3 +247,23 @@ def test_matrix_command_on_ray_exits_1_while_failures_remain(ray_cluster, tmp_pa
     assert "no node in the Ray cluster has GPU type H100" in first.output
     again = invoke(*args)
     assert again.exit_code == 1 and "0 ran, 2 already recorded, 1 failed" in again.output
+
+
+def test_out_of_memory_and_lost_nodes_become_failed_records(ray_cluster):
+    import torch
+
+    assert mx.describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")) == \
+        "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    [task], _ = mx.expand(spec(models=("bert-base",), gpus=("T4",)), "cuda")
+
+    class LostNode:  # ray.get on the task of a node that died
+        exceptions = ray_cluster.exceptions
+
+        @staticmethod
+        def get(ref):
+            raise ray_cluster.exceptions.NodeDiedError("node 10.0.0.7 died (heartbeat timeout)")
+
+    record = RayExecutor._collect(LostNode, None, task)
+    assert record["status"] == "failed" and record["error_type"] == "NodeDiedError"
+    assert "heartbeat timeout" in record["reason"]
+    assert record["gpu_dir"] == "T4" and record["config_id"] == task.planned.config_id
