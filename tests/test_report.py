@@ -110,3 +110,16 @@ def test_failures_are_listed_apart_and_backends_get_their_own_rows(tmp_path):
     assert h100["bert-large"][1] == "90.0" and "bert-base" not in h100
     failures = md.split("## Failed configurations\n")[1].split("\n## ")[0]
     assert "out of memory: 80 GiB" in failures and "NodeDiedError" not in failures
+
+
+def test_predicted_records_fill_the_max_batch_columns_unless_measured(tmp_path):
+    root = tmp_path / "results"
+    recs = [record("T4", "modernbert-base", "short-fixed", 20_000.0, kind="predicted") | {"max_batch_size": 2048},
+            record("T4", "bert-base", "short-fixed", 25_000.0, kind="predicted") | {"max_batch_size": 1536},
+            record("T4", "bert-base", "short-fixed", max_batch=1024),  # a search beats the memory model
+            record("T4", "bert-base", "long-fixed", kind="predicted", status="unsupported")]
+    for i, r in enumerate(recs):
+        results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
+    t4 = rows_of((build_report([str(root)], tmp_path / "rep") / "report.md").read_text(), "T4")
+    assert t4["modernbert-base"][0] == "**2,048 (p)**"  # the larger of the column, in bold
+    assert t4["bert-base"][0] == "1,024" and t4["bert-base"][3] == "–"

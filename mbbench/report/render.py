@@ -66,10 +66,22 @@ def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
     return sorted(newest.values(), key=lambda r: [str(x) for x in dedup_key(r)]), notes
 
 
+def answers(record: dict, what: str) -> bool:
+    """Whether a record fills a throughput ("tps") or maximum-batch ("max") cell.
+
+    A predicted throughput record also carries the memory model's maximum batch at the suite's length.
+    """
+    searched = record.get("measurement") == "max_batch"
+    if what == "max":
+        return searched or (record["kind"] == "predicted" and ("max_batch_size" in record
+                                                               or record.get("status") == "unsupported"))
+    return not searched
+
+
 def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, bool]:
     """(text, value for ranking, predicted?) of one table cell; '–' unsupported, '' missing."""
     matches = [r for r in records if r["model"] == model and r["suite"] == suite
-               and (r.get("measurement") == "max_batch") == (what == "max") and not r.get("memory_limit_gb")]
+               and answers(r, what) and not r.get("memory_limit_gb")]
     if not matches:
         return "", None, False
     record = sorted(matches, key=lambda r: r["kind"] != "measured")[0]  # a measurement beats a prediction
