@@ -39,6 +39,9 @@ done
 step maxbatch_512 120 python -m mbbench.cli run --max-batch --model modernbert-base --model bert-base --suite short-fixed --device cuda --out "$OUT/results" --quiet
 step maxbatch_8192 90 python -m mbbench.cli run --max-batch --model modernbert-base --suite long-fixed --device cuda --out "$OUT/results" --quiet
 step maxbatch_24gib 120 python -m mbbench.cli run --max-batch --memory-limit 24GiB --model modernbert-base --model bert-base --suite short-fixed --device cuda --out "$OUT/results" --quiet
+# the matrix path on a real GPU (local executor; Ray is not installed there): type label, placement check, NVML by UUID
+step matrix_local 90 python -m mbbench.cli matrix --model modernbert-base --model bert-base --suite short-variable \
+    --docs 512 --runs 3 --gpu h100 --gpu h200 --out "$OUT/matrix" --quiet
 step summary 60 python -m mbbench.cli report --results "$OUT/results" --out "$OUT/report"
 echo "=== steps (name, exit status, seconds)"; cat "$STATUS"
 python - "$OUT/results" <<'PY'
