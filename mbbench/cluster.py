@@ -10,6 +10,8 @@ which writes it. Ray is an optional extra (`pip install 'mbbench[ray]'`), import
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -44,6 +46,7 @@ class RayExecutor:
     def connect(self):
         ray = import_ray()
         if not ray.is_initialized():
+            check_reachable(self.address)
             try:
                 ray.init(address=self.address, logging_level="WARNING")
             except (ConnectionError, RuntimeError, ValueError) as error:
@@ -106,6 +109,19 @@ class RayExecutor:
         except ray.exceptions.RayError as error:  # node lost, worker crashed, cancelled, import failed there
             first = (str(error).strip().splitlines() or [""])[0]
             return failed_record(task, f"{type(error).__name__}: {first}", type(error).__name__)
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an explicit address nobody listens at (Ray itself retries for minutes)."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address or "")
+    if not match:  # None, "auto", "local": Ray's own lookup, which fails fast
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}; "
+                        "is `ray start --head` running there, and is the port open?") from None
 
 
 def describe_cluster(cluster: dict) -> str:

@@ -182,6 +182,25 @@ def test_matrix_command_runs_locally_and_resumes(tmp_path):
     assert elsewhere.exit_code == 2 and "use --ray" in elsewhere.output
 
 
+def test_unreachable_ray_address_fails_fast():
+    import socket
+
+    from mbbench.cluster import check_reachable
+
+    with socket.socket() as listener:  # a port that was free a moment ago and now refuses connections
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(UserError, match="cannot reach a Ray cluster"):
+            check_reachable(address)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        check_reachable(f"127.0.0.1:{listener.getsockname()[1]}")  # someone listens: no error
+    for address in ("auto", "local", None):  # Ray's own lookup, which fails fast by itself
+        check_reachable(address)
+
+
 def test_matrix_ray_without_ray_installed_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     result = invoke("matrix", "--model", "bert-base", "--suite", "short-variable", "--out", str(tmp_path), "--ray")
