@@ -283,20 +283,13 @@ def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, docs,
             say(f"CPU matrix: subsampling {DEFAULT_CPU_DOCS} documents per suite (--docs to change)")
     command_line = " ".join(["mbbench", *sys.argv[1:]])
     tasks, notes = mx.expand(spec, device_kind, command_line)
+    if not tasks:
+        raise UserError("the matrix has no configuration a model can run: " + "; ".join(notes))
     for note in notes:
         if say:
             say(note)
     if not use_ray:
-        here = [t for t in tasks if t.accelerator == local_label]
-        if len(here) < len(tasks):
-            others = sorted({t.accelerator or "any" for t in tasks if t.accelerator != local_label})
-            if not here:
-                raise UserError(f"none of the matrix's GPU types ({', '.join(others)}) is this machine's "
-                                f"({local_label or 'CPU only'}); use --ray to run them on a cluster")
-            if say:
-                say(f"{len(tasks) - len(here)} configurations need other GPU types ({', '.join(others)}): "
-                    "left for --ray")
-        tasks = here
+        tasks = _runnable_here(tasks, local_label, say)
     root = results.check_writable(out_dir)
     if dry_run:
         to_run, skipped = mx.partition(tasks, mx.existing_records(root), force, retry_failed)
@@ -346,6 +339,18 @@ def _matrix_device(spec, use_ray: bool):
         spec = replace(spec, gpus=(label,))
     return local.kind, replace(spec, options=spec.options | {"device": device}), \
         accelerator_type(label) if label else None
+
+
+def _runnable_here(tasks: list, local_label: str | None, say) -> list:
+    """Without Ray, only this machine's GPU type runs; the rest wait for --ray (said, not failed)."""
+    here = [t for t in tasks if t.accelerator == local_label]
+    others = sorted({t.accelerator or "any" for t in tasks if t.accelerator != local_label})
+    if not here:
+        raise UserError(f"none of the matrix's GPU types ({', '.join(others)}) is this machine's "
+                        f"({local_label or 'CPU only'}); use --ray to run them on a cluster")
+    if others and say:
+        say(f"{len(tasks) - len(here)} configurations need other GPU types ({', '.join(others)}): left for --ray")
+    return here
 
 
 def _plan_row(task, state: str) -> dict:

@@ -180,6 +180,8 @@ def test_matrix_command_runs_locally_and_resumes(tmp_path):
 
     elsewhere = invoke(*args, "--gpu", "T4")
     assert elsewhere.exit_code == 2 and "use --ray" in elsewhere.output
+    nothing = invoke(*args, "--backend", "flex")  # bert-base has no "flex": nothing valid is left
+    assert nothing.exit_code == 2 and "no configuration a model can run" in nothing.output
 
 
 def test_unreachable_ray_address_fails_fast():
