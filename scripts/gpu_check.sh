@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issue 7): environment, matmul peak, GPU tests, benchmarks, max batch.
-# Run from a plain checkout on the GPU machine:  PYTHONPATH=. OUT=/some/dir bash scripts/gpu_check.sh
+# Run from a plain checkout on the GPU machine:  PYTHONPATH=. OUT=/some/dir [BUDGET_S=480] bash scripts/gpu_check.sh
 # Every step logs to $OUT/log.txt and keeps going on failure; records land in $OUT/results/.
 set -u
 OUT=${OUT:-$(mktemp -d)}
@@ -10,8 +10,19 @@ LOG="$OUT/log.txt"
 STATUS="$OUT/steps.tsv"
 : > "$STATUS"
 
+# The device session is short: steps run in priority order, each capped by what is left of BUDGET_S,
+# and a step that would get under 20 s is skipped (and says so) rather than cut off half-way.
+BUDGET_S=${BUDGET_S:-480}
+STARTED=$(date +%s)
+
 step() {  # step NAME TIMEOUT_S COMMAND...
     local name=$1 limit=$2; shift 2
+    local left=$(( BUDGET_S - ($(date +%s) - STARTED) ))
+    if (( left < 20 )); then
+        printf '%s\tskipped\t(budget of %ss spent)\n' "$name" "$BUDGET_S" | tee -a "$STATUS"
+        return
+    fi
+    (( limit > left )) && limit=$left
     echo "=== $name: $*" | tee -a "$LOG"
     local began=$(date +%s)
     timeout "$limit" "$@" >> "$LOG" 2>&1
