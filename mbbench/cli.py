@@ -324,7 +324,7 @@ def _matrix_device(spec, use_ray: bool):
     """(device kind, spec with each task's device, this machine's GPU type when local)."""
     from dataclasses import replace
 
-    from mbbench.hardware.gpus import accelerator_type, detect
+    from mbbench.hardware.gpus import detect
     from mbbench.matrix import dir_label
 
     device = spec.options.get("device") or ("cuda" if use_ray else "auto")
@@ -337,8 +337,7 @@ def _matrix_device(spec, use_ray: bool):
     label = dir_label(local.result_dir)
     if not spec.gpus and label:  # this machine's type, so records resume across local and Ray runs
         spec = replace(spec, gpus=(label,))
-    return local.kind, replace(spec, options=spec.options | {"device": device}), \
-        accelerator_type(label) if label else None
+    return local.kind, replace(spec, options=spec.options | {"device": device}), label
 
 
 def _runnable_here(tasks: list, local_label: str | None, say) -> list:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from mbbench.errors import UserError
-from mbbench.matrix import Task, execute, failed_record
+from mbbench.matrix import Task, describe, execute, failed_record
 
 INSTALL_HINT = "pip install 'mbbench[ray]'  (or: pip install ray)"
 # Ray's own convention for accelerator_type requests: a token amount, so every GPU of a node takes tasks.
@@ -107,8 +107,7 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as error:  # node lost, worker crashed, cancelled, import failed there
-            first = (str(error).strip().splitlines() or [""])[0]
-            return failed_record(task, f"{type(error).__name__}: {first}", type(error).__name__)
+            return failed_record(task, describe(error), type(error).__name__)
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:

@@ -17,7 +17,7 @@ import gc
 import socket
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -198,7 +198,7 @@ def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
     finally:
         release_memory()
     record["execution"] = execution_info(via, task, started)
-    if task.command_line and isinstance(record.get("environment"), dict):
+    if task.command_line:
         record["environment"]["command_line"] = task.command_line  # a Ray worker's argv says nothing
     return record
 
@@ -244,25 +244,18 @@ def execution_info(via: str, task: Task, started: float) -> dict:
 
 
 def failed_record(task: Task, reason: str, error_type: str, device: LocalDevice | None = None) -> dict:
-    """A record of a configuration that produced no measurement, with what stopped it."""
-    cfg, suite = task.config, task.suite
-    if device is not None:
-        with contextlib.suppress(Exception):
-            record = runner.base_record(cfg, suite, device, task.planned.dtype, task.planned.batch_size)
-            record.update(status="failed", reason=reason, error_type=error_type, backend=cfg.backend,
-                          tokens_per_second=None, run_seconds=[])
-            return record
-    spec = registry.get_spec(cfg.model)
-    return {
-        "schema_version": results.SCHEMA_VERSION, "kind": "measured", "status": "failed", "reason": reason,
-        "error_type": error_type, "config_id": task.planned.config_id, "config": asdict(cfg),
-        "model": cfg.model + ("-tiny" if cfg.tiny else ""), "family": spec.family, "group": spec.group,
-        "suite": suite.name, "suite_fingerprint": suite.fingerprint, "suite_path": suite.path,
-        "dtype": task.planned.dtype, "protocol": cfg.protocol, "backend": cfg.backend,
-        "batch_size": task.planned.batch_size, "token_budget": cfg.token_budget, "layout": spec.layout,
-        "device": task.device_kind, "gpu_dir": task.planned_dir, "gpu": None, "tokens_per_second": None,
-        "run_seconds": [], "created_at": results.now(),
-    }
+    """A record of a configuration that produced no measurement, with what stopped it.
+
+    `device` is None when the task never reached one (no node of its type, node lost): the record is
+    then filed under the type it asked for.
+    """
+    reached = device or LocalDevice(task.device_kind, "not reached", None)
+    record = runner.base_record(task.config, task.suite, reached, task.planned.dtype, task.planned.batch_size)
+    record.update(status="failed", reason=reason, error_type=error_type, backend=task.config.backend,
+                  tokens_per_second=None, run_seconds=[])
+    if device is None:
+        record.update(gpu=None, gpu_dir=task.planned_dir)
+    return record
 
 
 # ------------------------------------------------------------------------------------------------- drive
@@ -292,12 +285,12 @@ class LocalExecutor:
 class Outcome:
     task: Task
     state: str  # "ran" or "skipped" (a record exists)
-    record: dict | None
-    path: Path | None
+    record: dict
+    path: Path
 
     @property
     def status(self) -> str:
-        return (self.record or {}).get("status", "missing")
+        return self.record["status"]
 
 
 def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: bool) -> tuple[list, list]:
