@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from mbbench.errors import UserError
-from mbbench.matrix import Task, describe, execute, failed_record
+from mbbench.matrix import Task, execute, failed_record
+from mbbench.records import Record
 
 INSTALL_HINT = "pip install 'mbbench[ray]'  (or: pip install ray)"
 # Ray's own convention for accelerator_type requests: a token amount, so every GPU of a node takes tasks.
 GPU_TYPE_AMOUNT = 0.001
+
+
+class MissingResource(RuntimeError):
+    """No node of the cluster can ever run a task (Ray would leave it pending forever)."""
 
 
 def import_ray():
@@ -31,7 +36,7 @@ def import_ray():
     return ray
 
 
-def _ray_task(task: Task) -> dict:
+def _ray_task(task: Task) -> Record:
     """What a Ray worker runs: the same measurement as a local run, returned rather than written."""
     return execute(task, via="ray")
 
@@ -55,7 +60,7 @@ class RayExecutor:
 
     def task_options(self, task: Task) -> dict:
         options = {"num_cpus": self.cpus_per_task, "num_gpus": 1 if task.device_kind == "cuda" else 0,
-                   "name": f"mbbench {task.planned.config_id}"}
+                   "name": f"mbbench {task.planned.identity.file_stem()}"}
         if task.accelerator:
             # A CPU task takes the node's whole type label, so CPU measurements never share a node.
             amount = GPU_TYPE_AMOUNT if task.device_kind == "cuda" else 1
@@ -74,7 +79,7 @@ class RayExecutor:
             return f"the Ray cluster has {cluster.get('CPU', 0):g} CPUs; each task asks for {self.cpus_per_task:g}"
         return None
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Record]]:
         if not tasks:  # everything is recorded already: no need to reach (or start) a cluster
             return
         ray = self.connect()
@@ -84,7 +89,7 @@ class RayExecutor:
         for task in tasks:
             reason = self.infeasible(task, cluster)
             if reason:
-                impossible.append((task, failed_record(task, reason, "MissingResource")))
+                impossible.append((task, failed_record(task, MissingResource(reason))))
             else:
                 pending[remote.options(**self.task_options(task)).remote(task)] = task
         if self.say:
@@ -103,11 +108,11 @@ class RayExecutor:
                     ray.cancel(ref, force=True)
 
     @staticmethod
-    def _collect(ray, ref, task: Task) -> dict:
+    def _collect(ray, ref, task: Task) -> Record:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as error:  # node lost, worker crashed, cancelled, import failed there
-            return failed_record(task, describe(error), type(error).__name__)
+            return failed_record(task, error)
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:

@@ -24,8 +24,10 @@ from typing import Callable, Iterable, Iterator, Protocol
 from mbbench import results, runner
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import LocalDevice, accelerator_type, basket, basket_ids_for, detect, match_device_name
+from mbbench.hardware.gpus import accelerator_type, basket, basket_ids_for, detect, match_device_name
 from mbbench.models import registry
+from mbbench.plan import Plan, RunConfig, resolve
+from mbbench.records import DeviceInfo, Record
 from mbbench.suites import Suite, load_suite
 
 AXES = ("models", "suites", "protocols", "backends", "dtypes", "gpus")
@@ -87,29 +89,21 @@ def build_spec(file_data: dict, axes: dict[str, tuple[str, ...]], options: dict)
 class Task:
     """One configuration to measure, planned by the driver before it runs anywhere."""
 
-    config: runner.RunConfig
+    config: RunConfig
     suite: Suite  # sent with the task, so a user's suite file need not exist on the node
     accelerator: str | None  # the Ray accelerator type it must run on; None: any device
     device_kind: str  # "cuda" or "cpu"
-    planned: runner.Plan
+    planned: Plan  # resolved on a placeholder device: everything but the device is final
     command_line: str | None = None
 
     @property
     def key(self) -> tuple[str | None, str]:
-        return self.accelerator, self.planned.config_id
+        return self.accelerator, self.planned.identity.configuration_key()
 
     @property
     def label(self) -> str:
         return f"{self.config.model}{'-tiny' if self.config.tiny else ''} / {self.suite.name}" + \
                (f" on {self.accelerator}" if self.accelerator else "")
-
-    @property
-    def planned_dir(self) -> str:
-        """Where a record goes when the task never reached a device (the node decides otherwise)."""
-        if self.device_kind == "cpu":
-            return "cpu"
-        ids = basket_ids_for(self.accelerator) if self.accelerator else []
-        return ids[0] if len(ids) == 1 else (self.accelerator or "unplaced")
 
 
 def expand(spec: MatrixSpec, device_kind: str, command_line: str | None = None) -> tuple[list[Task], list[str]]:
@@ -137,21 +131,28 @@ def expand(spec: MatrixSpec, device_kind: str, command_line: str | None = None) 
                         for label in labels:
                             cfg = replace(base, model=model, suite=name, protocol=protocol, backend=backend,
                                           dtype=dtype, placement=label if device_kind == "cpu" else None)
-                            cfg.validate()
-                            task = Task(cfg, suite, label, device_kind, runner.plan(cfg, suite, device_kind),
-                                        command_line)
+                            planned = resolve(cfg, device=unplaced(device_kind, label), suite=suite)
+                            task = Task(cfg, suite, label, device_kind, planned, command_line)
                             if task.key in tasks:
-                                notes.append(f"left out a duplicate of {task.label} ({task.planned.config_id})")
+                                notes.append(f"left out a duplicate of {task.label} ({task.key[1]})")
                                 continue
                             tasks[task.key] = task
     return list(tasks.values()), sorted(set(notes), key=notes.index)
 
 
-def _base_config(options: dict) -> runner.RunConfig:
+def _base_config(options: dict) -> RunConfig:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise UserError(f"unknown matrix option(s): {', '.join(unknown)}")
-    return runner.RunConfig(model="", suite="", **options)
+    return RunConfig(model="", suite="", **options)
+
+
+def unplaced(device_kind: str, label: str | None) -> DeviceInfo:
+    """The device of a task not yet placed: its kind and the GPU type it asked for (filed there if never run)."""
+    if device_kind == "cpu":
+        return DeviceInfo("cpu", "not reached")
+    ids = basket_ids_for(label) if label else []
+    return DeviceInfo("cuda", f"not reached ({label or 'any GPU'})", ids[0] if len(ids) == 1 else (label or "unplaced"))
 
 
 # ------------------------------------------------------------------------------------------- what exists
@@ -164,46 +165,46 @@ def dir_label(gpu_dir: str) -> str | None:
     return gpu.ray_accelerator_type if gpu else gpu_dir
 
 
-def record_key(record: dict) -> tuple[str | None, str]:
-    """The (accelerator type asked for, config id) a record answers; records of `mbbench run` too."""
-    execution = record.get("execution")
-    label = execution.get("accelerator_type") if execution else dir_label(record.get("gpu_dir", "cpu"))
-    return label, record["config_id"]
+def record_key(record: Record) -> tuple[str | None, str]:
+    """The (accelerator type asked for, configuration key) a record answers; records of `mbbench run` too."""
+    execution = record.execution
+    label = execution.get("accelerator_type") if execution else dir_label(record.device.directory)
+    return label, record.identity.configuration_key()
 
 
-def existing_records(root: Path) -> dict[tuple, list[tuple[Path, dict]]]:
+def existing_records(root: Path) -> dict[tuple, list[tuple[Path, Record]]]:
     """Every measured record under root, by key (a task may have left a failure in a different dir)."""
-    found: dict[tuple, list[tuple[Path, dict]]] = {}
+    found: dict[tuple, list[tuple[Path, Record]]] = {}
     if root.is_dir():
         for record in results.read_records([root]):
-            if record.get("kind") == "measured" and record.get("config_id"):
-                path = Path(record.pop("_path"))
-                found.setdefault(record_key(record), []).append((path, record))
+            if record.kind == "measured" and record.identity.measurement == "throughput":
+                found.setdefault(record_key(record), []).append((Path(record.source_path), record))
     return found
 
 
 # ----------------------------------------------------------------------------------------------- measure
 
 def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
-            on_run: Callable[[int, float], None] | None = None) -> dict:
+            on_run: Callable[[int, float], None] | None = None) -> Record:
     """Measure one task on this machine; never raises for a failed configuration (returns its record)."""
     started = time.time()
-    device = None
+    plan = task.planned
     try:
         device = detect(task.config.device)
         check_placement(task, device)
-        record = runner.run(task.config, device, progress, on_run, suite=task.suite)
+        plan = resolve(task.config, device=device, suite=task.suite)
+        record = runner.run(plan, progress, on_run)
     except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
-        record = failed_record(task, describe(error), type(error).__name__, device)
+        record = runner.failure_record(plan, error)
     finally:
         release_memory()
-    record["execution"] = execution_info(via, task, started)
+    record.execution = execution_info(via, task, started)
     if task.command_line:
-        record["environment"]["command_line"] = task.command_line  # a Ray worker's argv says nothing
+        record.environment["command_line"] = task.command_line  # a Ray worker's argv says nothing
     return record
 
 
-def check_placement(task: Task, device: LocalDevice) -> None:
+def check_placement(task: Task, device: DeviceInfo) -> None:
     """Refuse to file a measurement under a GPU type the node does not have."""
     if device.kind != task.device_kind:
         raise UserError(f"the task needs a {task.device_kind} device; this node runs on {device.kind} ({device.name})")
@@ -211,14 +212,6 @@ def check_placement(task: Task, device: LocalDevice) -> None:
     if task.accelerator and gpu and gpu.ray_accelerator_type != task.accelerator:
         raise UserError(f"placed on a node whose GPU is {device.name} ({gpu.ray_accelerator_type}), "
                         f"but the task asked for {task.accelerator}")
-
-
-def describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    if type(error).__name__ == "OutOfMemoryError":
-        return f"out of memory: {first}"
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def release_memory() -> None:
@@ -243,18 +236,11 @@ def execution_info(via: str, task: Task, started: float) -> dict:
     return info
 
 
-def failed_record(task: Task, reason: str, error_type: str, device: LocalDevice | None = None) -> dict:
-    """A record of a configuration that produced no measurement, with what stopped it.
-
-    `device` is None when the task never reached one (no node of its type, node lost): the record is
-    then filed under the type it asked for.
-    """
-    reached = device or LocalDevice(task.device_kind, "not reached", None)
-    record = runner.base_record(task.config, task.suite, reached, task.planned.dtype, task.planned.batch_size)
-    record.update(status="failed", reason=reason, error_type=error_type, backend=task.config.backend,
-                  tokens_per_second=None, run_seconds=[])
-    if device is None:
-        record.update(gpu=None, gpu_dir=task.planned_dir)
+def failed_record(task: Task, error: BaseException) -> Record:
+    """The record of a task that never reached a device (no node of its type, node lost): filed under the
+    GPU type it asked for, with what stopped it."""
+    record = runner.failure_record(task.planned, error)
+    record.execution = {"via": "ray", "accelerator_type": task.accelerator, "reached_device": False}
     return record
 
 
@@ -263,7 +249,7 @@ def failed_record(task: Task, reason: str, error_type: str, device: LocalDevice 
 class Executor(Protocol):
     via: str
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Record]]:
         """Yield (task, record) as each task finishes, in any order."""
 
 
@@ -274,7 +260,7 @@ class LocalExecutor:
     say: Callable[[str], None] | None = None
     via: str = "local"
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Record]]:
         for task in tasks:
             say = (lambda message, t=task: self.say(f"[{t.label}] {message}")) if self.say else None
             on_run = (lambda i, s, t=task, say=say: say(f"pass {i + 1}/{t.config.runs}: {s:.3f} s")) if say else None
@@ -285,12 +271,12 @@ class LocalExecutor:
 class Outcome:
     task: Task
     state: str  # "ran" or "skipped" (a record exists)
-    record: dict
+    record: Record
     path: Path
 
     @property
     def status(self) -> str:
-        return self.record["status"]
+        return self.record.status
 
 
 def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: bool) -> tuple[list, list]:
@@ -298,8 +284,8 @@ def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: 
     to_run, skipped = [], []
     for task in tasks:
         found = existing.get(task.key, [])
-        done = [(p, r) for p, r in found if r.get("status") != "failed" or not retry_failed]
-        done.sort(key=lambda pair: pair[1].get("status") == "failed")  # a measurement outranks a failure
+        done = [(p, r) for p, r in found if r.status != "failed" or not retry_failed]
+        done.sort(key=lambda pair: pair[1].status == "failed")  # a measurement outranks a failure
         if done and not force:
             path, record = done[0]
             skipped.append(Outcome(task, "skipped", record, path))
@@ -311,15 +297,12 @@ def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: 
 def run_matrix(tasks: list[Task], root: str | Path, executor: Executor, force: bool = False,
                retry_failed: bool = False, on_outcome: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
     """Run what is missing; write each record as it arrives (a crash or Ctrl-C loses nothing written)."""
-    root = results.check_writable(root)
-    existing = existing_records(root)
+    store = results.Store(root)
+    existing = existing_records(store.root)
     to_run, outcomes = partition(tasks, existing, force, retry_failed)
     with contextlib.closing(executor.run(to_run)) as finished:
         for index, (task, record) in enumerate(finished, start=1):
-            # a task that never reached a node (no such GPU type, node lost) still says what it asked for
-            record.setdefault("execution", {"via": executor.via, "accelerator_type": task.accelerator,
-                                            "reached_device": False})
-            path = results.write_atomic(results.record_path(root, record), record)
+            path = store.write(record)
             _drop_superseded(existing.get(task.key, []), path)
             outcome = Outcome(task, "ran", record, path)
             outcomes.append(outcome)
@@ -328,8 +311,76 @@ def run_matrix(tasks: list[Task], root: str | Path, executor: Executor, force: b
     return outcomes
 
 
-def _drop_superseded(previous: list[tuple[Path, dict]], written: Path) -> None:
+def _drop_superseded(previous: list[tuple[Path, Record]], written: Path) -> None:
     """A retried task's new record replaces its old failure, which may sit in another gpu dir."""
     for path, record in previous:
-        if path != written and record.get("status") == "failed":
+        if path != written and record.status == "failed":
             path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address: str | None, cpus_per_task: float,
+            out_dir: str, say: Callable[[str], None] | None) -> tuple[list[Task], Path, Executor]:
+    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first."""
+    use_ray = ray_address is not None
+    if use_ray:
+        from mbbench.cluster import RayExecutor, import_ray
+
+        import_ray()  # fail now, with the install hint, not after planning
+    file_data = read_matrix_file(matrix_file) if matrix_file else {}
+    spec = build_spec(file_data, axes, run_options)
+    device_kind, spec, local_label = _matrix_device(spec, use_ray)
+    if device_kind == "cpu" and spec.options.get("docs") is None:
+        from mbbench.plan import DEFAULT_CPU_DOCS
+
+        spec = replace(spec, options=spec.options | {"docs": DEFAULT_CPU_DOCS})
+        if say:
+            say(f"CPU matrix: subsampling {DEFAULT_CPU_DOCS} documents per suite (--docs to change)")
+    import sys
+
+    tasks, notes = expand(spec, device_kind, " ".join(["mbbench", *sys.argv[1:]]))
+    if not tasks:
+        raise UserError("the matrix has no configuration a model can run: " + "; ".join(notes))
+    for note in notes:
+        if say:
+            say(note)
+    if not use_ray:
+        tasks = _runnable_here(tasks, local_label, say)
+    root = results.check_writable(out_dir)
+    executor = RayExecutor(ray_address or None, cpus_per_task, say) if use_ray else LocalExecutor(say)
+    return tasks, root, executor
+
+
+def _matrix_device(spec: MatrixSpec, use_ray: bool) -> tuple[str, MatrixSpec, str | None]:
+    """(device kind, spec with each task's device, this machine's GPU type when local)."""
+    device = spec.options.get("device") or ("cuda" if use_ray else "auto")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise UserError(f"--device {device!r}: expected cpu or cuda")
+    if use_ray:
+        kind = "cpu" if device == "cpu" else "cuda"
+        return kind, replace(spec, options=spec.options | {"device": kind}), None
+    local = detect(device)
+    label = dir_label(local.directory)
+    if not spec.gpus and label:  # this machine's type, so records resume across local and Ray runs
+        spec = replace(spec, gpus=(label,))
+    return local.kind, replace(spec, options=spec.options | {"device": device}), label
+
+
+def _runnable_here(tasks: list[Task], local_label: str | None, say: Callable[[str], None] | None) -> list[Task]:
+    """Without Ray, only this machine's GPU type runs; the rest wait for --ray (said, not failed)."""
+    here = [t for t in tasks if t.accelerator == local_label]
+    others = sorted({t.accelerator or "any" for t in tasks if t.accelerator != local_label})
+    if not here:
+        raise UserError(f"none of the matrix's GPU types ({', '.join(others)}) is this machine's "
+                        f"({local_label or 'CPU only'}); use --ray to run them on a cluster")
+    if others and say:
+        say(f"{len(tasks) - len(here)} configurations need other GPU types ({', '.join(others)}): left for --ray")
+    return here
+
+
+def plan_row(task: Task, state: str) -> dict:
+    """One row of `matrix --dry-run`."""
+    return {"model": task.planned.identity.display_model, "suite": task.suite.name, "gpu_type": task.accelerator or "",
+            "protocol": task.config.protocol, "backend": task.config.backend, "dtype": task.planned.dtype,
+            "configuration": task.key[1], "state": state}

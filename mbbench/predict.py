@@ -1,32 +1,29 @@
-"""Predicted records: the performance and memory models applied to a registry model on a basket GPU.
+"""Predicted records: the performance and memory models applied to a catalogue model on a basket GPU.
 
-A predicted record has `kind: "predicted"`, the model version and its inputs (shape, η and where it
-came from), and lives next to measured records under results/<gpu-id>/, with "predicted" in its file name.
+A predicted record has `kind: "predicted"`, a `Prediction` payload with the model version and its inputs
+(shape, efficiency and where it came from), and lives next to measured records under results/<gpu-id>/.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
-from mbbench import results
+from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel
 from mbbench.hardware.gpus import GPU, lookup
 from mbbench.models import registry
-from mbbench.runner import PROTOCOLS, default_batch_size
-from mbbench.suites import Suite, load_suite
+from mbbench.plan import PROTOCOLS, Plan, RunConfig, resolve
+from mbbench.records import DeviceInfo, Prediction, Record
+from mbbench.suites import Suite
 
-GATED_FAMILIES = {"ModernBERT", "Ettin", "mmBERT", "NeoBERT", "NomicBERT", "GTE-en-MLM", "EuroBERT"}
+# `predict` options that a performance model cannot honour: refused, never silently ignored.
+UNMODELLED_OPTIONS = {"compile": "--compile", "time_transfer": "--time-transfer", "weights": "--weights",
+                      "token_budget": "--token-budget"}
 
 
 def shape_of(spec: registry.ModelSpec, tiny: bool = False) -> perfmodel.Shape:
-    cfg = registry.model_config(spec, tiny)
-    get = lambda *names: next(getattr(cfg, n) for n in names if hasattr(cfg, n))  # noqa: E731
-    hidden = get("hidden_size")
-    ffn = cfg.swiglu_hidden if spec.kind == "neobert" else get("intermediate_size")
-    return perfmodel.Shape(hidden=hidden, ffn=ffn, gated=spec.family in GATED_FAMILIES,
-                           heads=get("num_heads", "num_attention_heads"), layers=get("num_layers", "num_hidden_layers"),
-                           vocab=get("vocab_size"), window=spec.window,
-                           global_every=getattr(cfg, "global_every", 1), unpadded=spec.unpadded)
+    """The performance model's shape of a catalogue model (from its builder)."""
+    return registry.shape_of(spec, tiny)
 
 
 def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch_size: int, gpu: GPU, dtype: str,
@@ -42,60 +39,92 @@ def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch
     return seconds, flops
 
 
-def predicted_record(model: str, suite_name: str, gpu_name: str, protocol: str = "rigorous", dtype: str | None = None,
-                     batch_size: int | None = None, calibration: perfmodel.Calibration | None = None) -> dict:
-    spec, suite, gpu = registry.get_spec(model), load_suite(suite_name), lookup(gpu_name)
-    proto = PROTOCOLS[protocol]
-    dtype = gpu.effective_dtype(dtype or proto.gpu_dtype)
-    batch = batch_size or default_batch_size(suite)
+def predicted_device(gpu: GPU) -> DeviceInfo:
+    """The record's device of a prediction: the basket GPU it is for."""
+    return DeviceInfo(kind="predicted", name=gpu.name, basket_id=gpu.id, sm_count=gpu.sm_count,
+                      compute_capability=".".join(map(str, gpu.compute_capability)),
+                      memory_bytes=int(gpu.memory_gb * 1e9))
+
+
+def check_options(config: RunConfig) -> None:
+    """UserError naming every option of `config` that a prediction cannot model."""
+    unmodelled = [flag for name, flag in UNMODELLED_OPTIONS.items() if getattr(config, name)]
+    if unmodelled:
+        raise UserError(f"predict cannot model {', '.join(unmodelled)}: the performance model predicts the "
+                        "uncompiled forward pass of seeded weights with inputs on the device")
+
+
+def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
+    """Resolve a prediction for a basket GPU. A dtype the GPU lacks is refused when asked for explicitly;
+    the protocol's default on such a GPU becomes the GPU's half precision, and the plan says so.
+    """
+    check_options(config)
+    gpu = lookup(gpu_name)
+    notes = []
+    if config.dtype is not None and gpu.effective_dtype(config.dtype) != config.dtype.replace("bf16", "bfloat16"):
+        raise UserError(f"{gpu.name} has no {config.dtype} tensor cores; ask for --dtype float16 (or predict "
+                        "another GPU)")
+    plan = resolve(replace(config, device="cpu"), "prediction", device=predicted_device(gpu))
+    effective = gpu.effective_dtype(plan.dtype)
+    if effective != plan.dtype:
+        notes.append(f"{gpu.name} has no {plan.dtype} tensor cores: predicted in {effective}")
+        plan = replace(plan, dtype=effective, identity=replace(plan.identity, dtype=effective))
+    return replace(plan, notes=plan.notes + tuple(notes))
+
+
+def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Record:
+    """The predicted record of a plan made by `plan_prediction`."""
+    from mbbench.runner import unsupported_record
+
+    reason = plan.unsupported_reason()
+    if reason:
+        return unsupported_record(plan, reason, kind="predicted")
+    gpu = lookup(plan.device.basket_id)
     calibration = calibration or perfmodel.calibrate()
     eta, eta_source = calibration.efficiency(gpu)
-    ident = {"model": model, "suite": suite.name, "protocol": protocol, "backend": "auto", "dtype": dtype,
-             "batch": f"bs{batch}", "kind": "predicted"}
-    record = {
-        "schema_version": results.SCHEMA_VERSION, "kind": "predicted", "status": "ok", "reason": None,
-        "config_id": results.config_id(ident), "model": model, "family": spec.family, "group": spec.group,
-        "parameters": registry.count_parameters(spec), "suite": suite.name, "suite_fingerprint": suite.fingerprint,
-        "num_documents": suite.definition.documents, "subsampled": False, "batch_size": batch, "dtype": dtype,
-        "protocol": protocol, "backend": "auto", "device": "predicted", "gpu_dir": gpu.id,
-        "gpu": {"name": gpu.name, "basket_id": gpu.id, "sm_count": gpu.sm_count,
-                "compute_capability": ".".join(map(str, gpu.compute_capability)), "memory_gb": gpu.memory_gb},
-        "created_at": results.now(),
-        "prediction": {"model_version": perfmodel.MODEL_VERSION, "efficiency": eta, "efficiency_source": eta_source,
-                       "shape": asdict(shape_of(spec)), "peak_tflops": gpu.peak_tflops(dtype)},
-    }
-    if suite.max_length > spec.max_length:
-        record.update(status="unsupported", tokens_per_second=None,
-                      reason=f"{model} accepts at most {spec.max_length} tokens")
-        return record
-    shape = shape_of(spec)
-    documents = list(range(suite.definition.documents))
-    seconds, flops = suite_time(shape, suite, documents, batch, gpu, dtype, proto.pad_to_suite_max, calibration)
-    real = sum(suite.lengths)
-    bytes_per = 4 if dtype == "float32" else 2
-    backend = "varlen" if spec.unpadded else "sdpa"
-    record.update(real_tokens=real, tokens_per_second=real / seconds, run_seconds=[],
-                  mfu=flops / seconds / (gpu.peak_tflops(dtype) * 1e12),
-                  max_batch_size=memory.max_batch(shape, suite.definition.max_length, gpu.memory_gb * 1e9, bytes_per,
-                                                  backend))
-    return record
+    shape = shape_of(plan.spec, plan.config.tiny)
+    documents = list(range(plan.documents))
+    seconds, flops = suite_time(shape, plan.suite, documents, plan.batch_size, gpu, plan.dtype,
+                                plan.protocol.pad_to_suite_max, calibration)
+    real = sum(plan.suite.lengths[i] for i in documents)
+    bytes_per = 4 if plan.dtype == "float32" else 2
+    backend = "varlen" if shape.unpadded else "sdpa"
+    payload = Prediction(
+        model_version=perfmodel.MODEL_VERSION, tokens_per_second=real / seconds, real_tokens=real,
+        mfu=flops / seconds / (gpu.peak_tflops(plan.dtype) * 1e12),
+        max_batch_size=memory.max_batch(shape, plan.suite.definition.max_length, gpu.memory_gb * 1e9, bytes_per,
+                                        backend),
+        efficiency=eta, efficiency_source=eta_source, peak_tflops=gpu.peak_tflops(plan.dtype), shape=asdict(shape),
+        attention=plan.config.backend if plan.config.backend != "auto" else backend, notes=plan.notes)
+    return Record(kind="predicted", status="ok", identity=plan.identity, device=plan.device, model=plan.model_info(),
+                  suite=plan.suite_info(), payload=payload, environment=_environment())
 
 
-def validation_rows(records: list[dict], calibration: perfmodel.Calibration | None = None) -> list[dict]:
-    """Predicted vs measured for every measured GPU record of a basket GPU (same configuration)."""
+def _environment() -> dict:
+    from mbbench import environment
+
+    return environment.capture()
+
+
+def validation_rows(records: list[Record], calibration: perfmodel.Calibration | None = None) -> list[dict]:
+    """Predicted vs measured for every measured throughput record of a basket GPU (same configuration)."""
     calibration = calibration or perfmodel.calibrate()
     rows = []
     for record in records:
-        if record.get("kind") != "measured" or record.get("status") != "ok" or not record.get("tokens_per_second"):
+        ident = record.identity
+        if (record.kind != "measured" or record.status != "ok" or ident.measurement != "throughput"
+                or not record.device.basket_id or ident.model not in registry.MODELS):
             continue
-        gpu_id = (record.get("gpu") or {}).get("basket_id")
-        if not gpu_id or record["model"] not in registry.MODELS:
-            continue
-        spec, suite = registry.get_spec(record["model"]), load_suite(record["suite"])
-        documents = list(range(record["num_documents"]))
-        seconds, _ = suite_time(shape_of(spec), suite, documents, record["batch_size"] or 32, lookup(gpu_id),
-                                record["dtype"], PROTOCOLS[record["protocol"]].pad_to_suite_max, calibration)
-        predicted = record["real_tokens"] / seconds
-        rows.append({"gpu": gpu_id, "source": record["config_id"], "measured": record["tokens_per_second"],
-                     "predicted": predicted, "error": predicted / record["tokens_per_second"] - 1.0})
+        from mbbench.suites import load_suite
+
+        spec = registry.get_spec(ident.model)
+        suite = load_suite(ident.suite)
+        documents = list(range(record.payload.num_documents))
+        seconds, _ = suite_time(shape_of(spec, ident.tiny), suite, documents, ident.batch_size or 32,
+                                lookup(record.device.basket_id), ident.dtype,
+                                PROTOCOLS[ident.protocol].pad_to_suite_max, calibration)
+        predicted = record.payload.real_tokens / seconds
+        measured = record.payload.tokens_per_second
+        rows.append({"gpu": record.device.basket_id, "source": record.identity.file_stem(), "measured": measured,
+                     "predicted": predicted, "error": predicted / measured - 1.0})
     return rows

@@ -1,45 +1,30 @@
-"""Records: one JSON file per configuration, written atomically, loaded into pandas.
+"""The store: records as JSON files under results/<device>/, written atomically, found by identity.
 
-A record says what it is (`kind`: measured or predicted; `status`: ok, unsupported or failed), on
-which device and software, which backend actually ran, and every raw run time.
+Every command that produces records (`run`, `max-batch`, `predict`, `compare`, `matrix`) goes through
+`Store.produce`: skip when a record of the same identity exists (resume), otherwise produce it, turn an
+exception into a failure record, write it atomically and drop the failure it supersedes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 from mbbench.errors import UserError
-
-SCHEMA_VERSION = 1
-KINDS = ("measured", "predicted")
+from mbbench.records import KINDS, Identity, Record
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def config_id(parts: dict) -> str:
-    """A file-name-safe id of a configuration: equal ids mean the same configuration."""
-    text = "__".join(f"{value}" for value in parts.values() if value is not None and value != "")
-    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text)
-
-
-def record_path(root: str | Path, record: dict) -> Path:
-    return Path(root) / record["gpu_dir"] / f"{record['config_id']}.json"
-
-
-def write_atomic(path: Path, record: dict) -> Path:
-    """Write to a temporary file in the same directory, fsync, then rename: never a partial file."""
+def write_atomic(path: Path, data: dict) -> Path:
+    """Write JSON to a temporary file in the same directory, fsync, then rename: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True, default=str)
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -63,7 +48,7 @@ def check_writable(root: str | Path) -> Path:
     return root
 
 
-def iter_record_files(directories: list[str | Path]):
+def iter_record_files(directories: list[str | Path]) -> Iterator[Path]:
     for directory in directories:
         directory = Path(directory)
         if not directory.is_dir():
@@ -71,47 +56,94 @@ def iter_record_files(directories: list[str | Path]):
         yield from sorted(p for p in directory.rglob("*.json") if not p.name.startswith("."))
 
 
-def read_records(directories: list[str | Path]) -> list[dict]:
-    records = []
-    for path in iter_record_files(directories):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"{path}: unreadable record ({error})") from None
-        if isinstance(record, dict) and record.get("schema_version") and record.get("kind") in KINDS:
-            record["_path"] = str(path)
-            records.append(record)
-    return records
+def read_record(path: Path) -> Record | None:
+    """The record in a file (any schema version), None when the JSON is not a record; UserError if unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable record ({error})") from None
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return None
+    try:
+        return Record.from_json(data, str(path))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
-FLAT_FIELDS = ("kind", "status", "model", "family", "group", "parameters", "suite", "suite_fingerprint",
-               "num_documents", "subsampled", "real_tokens", "padded_tokens", "batch_size", "token_budget",
-               "backend", "dtype", "protocol", "device", "tokens_per_second", "max_batch_size", "max_token_budget",
-               "memory_limit_gb", "created_at", "config_id", "gpu_dir", "reason")
+def read_records(directories: list[str | Path]) -> list[Record]:
+    """Every record under the directories (sweep CSVs and other JSON are ignored)."""
+    return [r for r in (read_record(p) for p in iter_record_files(directories)) if r is not None]
 
 
-def flatten(record: dict) -> dict:
-    row = {key: record.get(key) for key in FLAT_FIELDS}
-    gpu = record.get("gpu") or {}
-    row.update(gpu_name=gpu.get("name"), gpu_id=gpu.get("basket_id") or record.get("gpu_dir"),
-               driver=gpu.get("driver"), cuda=gpu.get("cuda"))
-    stats = record.get("tokens_per_second_stats") or {}
-    for key in ("median", "mean", "std", "min", "max", "iqr", "iqr_over_median"):
-        row[f"tps_{key}"] = stats.get(key)
-    env = record.get("environment") or {}
-    row.update(torch=env.get("torch"), transformers=env.get("transformers"), git_commit=env.get("git_commit"))
-    telemetry = record.get("telemetry") or {}
-    row["throttled"] = telemetry.get("throttled")
-    row["path"] = record.get("_path")
-    return row
-
-
-def load(directory: str | Path | list) -> "pandas.DataFrame":  # noqa: F821
-    """All records under one or more directories as a DataFrame, one row per record."""
+def load(directories: str | Path | list) -> "pandas.DataFrame":  # noqa: F821
+    """All records under one or more directories as a DataFrame, one `Record.flatten()` row per record."""
     import pandas as pd
 
-    directories = directory if isinstance(directory, list) else [directory]
-    return pd.DataFrame([flatten(r) for r in read_records(directories)], columns=[*FLAT_FIELDS, "gpu_name", "gpu_id",
-                        "driver", "cuda", *(f"tps_{k}" for k in ("median", "mean", "std", "min", "max", "iqr",
-                                                                   "iqr_over_median")),
-                        "torch", "transformers", "git_commit", "throttled", "path"])
+    directories = directories if isinstance(directories, list) else [directories]
+    return pd.DataFrame([r.flatten() for r in read_records(directories)])
+
+
+@dataclass
+class Outcome:
+    """What the store did with one configuration."""
+
+    record: Record
+    path: Path
+    state: str  # "ran" or "skipped" (a record of the same identity exists)
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+
+class Store:
+    """Records under `root`, indexed by identity key. Creating one checks that `root` is writable."""
+
+    def __init__(self, root: str | Path):
+        self.root = check_writable(root)
+        self._index: dict[str, list[Record]] | None = None
+
+    def path_for(self, record: Record) -> Path:
+        return self.root / record.device.directory / f"{record.identity.file_stem()}.json"
+
+    def index(self) -> dict[str, list[Record]]:
+        """Identity key -> records with it (newest last)."""
+        if self._index is None:
+            self._index = {}
+            for record in sorted(read_records([self.root]), key=lambda r: r.created_at):
+                self._index.setdefault(record.key, []).append(record)
+        return self._index
+
+    def find(self, identity: Identity, include_failed: bool = False) -> Record | None:
+        """The newest record of this identity (a measurement outranks a failure); None when there is none."""
+        found = [r for r in self.index().get(identity.key(), []) if include_failed or r.status != "failed"]
+        found.sort(key=lambda r: (r.status != "failed", r.created_at))
+        return found[-1] if found else None
+
+    def write(self, record: Record) -> Path:
+        """Write atomically; a new record of an identity removes that identity's older failure records."""
+        path = write_atomic(self.path_for(record), record.to_json())
+        previous = self.index().setdefault(record.key, [])
+        for old in previous:
+            if old.status == "failed" and old.source_path and Path(old.source_path) != path:
+                Path(old.source_path).unlink(missing_ok=True)
+        previous[:] = [r for r in previous if r.status != "failed"] + [record]
+        record.source_path = str(path)
+        return path
+
+    def produce(self, identity: Identity, make: Callable[[], Record], on_error: Callable[[Exception], Record],
+                force: bool = False, retry_failed: bool = True) -> Outcome:
+        """Resume or run one configuration: the one code path of run, max-batch, predict and matrix.
+
+        Skips when a record of `identity` exists (unless `force`; a failure is retried when
+        `retry_failed`). An exception from `make` becomes `on_error(exception)`'s failure record;
+        KeyboardInterrupt propagates (records already written stay).
+        """
+        existing = self.find(identity, include_failed=not retry_failed)
+        if existing is not None and not force:
+            return Outcome(existing, Path(existing.source_path or self.path_for(existing)), "skipped")
+        try:
+            record = make()
+        except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
+            record = on_error(error)
+        return Outcome(record, self.write(record), "ran")

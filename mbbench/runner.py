@@ -1,227 +1,122 @@
-"""One configuration (model x suite x protocol x backend x dtype x device) -> one record.
+"""One resolved plan -> one record: measure tokens/s, search the maximum batch, or record a failure.
 
-The same function serves `mbbench run`, `mbbench matrix` (locally or in a Ray task) and tests:
-it validates, builds the model, makes batches, times passes and returns the record. Writing the
-record is the caller's job (`results.write_atomic`), so remote tasks can send records home.
+The same functions serve `mbbench run`, `mbbench max-batch`, `mbbench matrix` (locally or in a Ray task)
+and tests. They return records; writing them is the store's job (`results.Store`), so remote tasks can
+send records home.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict
 from typing import Callable
 
 import torch
 
-from mbbench import environment, results
+from mbbench import environment
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.dtypes import dtype_name, parse_dtype
+from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import LocalDevice, detect
 from mbbench.models import registry
-from mbbench.suites import Suite, load_suite, make_batches, select_documents
+from mbbench.plan import PROTOCOLS, Plan, RunConfig, default_batch_size, resolve  # noqa: F401  (public API)
+from mbbench.records import Failure, MaxBatchSearch, Record, Throughput
+from mbbench.suites import make_batches, select_documents
+
+Progress = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Protocol:
-    name: str
-    description: str
-    headline: str  # "median" or "mean" of the pass times
-    warmup_batches: int | None  # None: one full warmup pass
-    gpu_dtype: str
-    cpu_dtype: str
-    pad_to_suite_max: bool  # padded models pad every row to the suite's maximum (as the paper)
+def _record(plan: Plan, payload, status: str = "ok", reason: str | None = None, kind: str = "measured") -> Record:
+    return Record(kind=kind, status=status, identity=plan.identity, device=plan.device, model=plan.model_info(),
+                  suite=plan.suite_info(), payload=payload, environment=environment.capture(), reason=reason)
 
 
-PROTOCOLS = {
-    "paper": Protocol("paper", "ModernBERT paper: fp32 weights, one warmup batch, mean of ten passes, "
-                      "batch 512 (short) / 32 (long), rows padded to the suite maximum",
-                      "mean", 1, "float32", "float32", True),
-    "rigorous": Protocol("rigorous", "bf16 on GPU (fp32 on CPU), one full warmup pass, device-event timing, "
-                         "median of the passes, rows padded to the longest in their batch",
-                         "median", None, "bfloat16", "float32", False),
-}
+def unsupported_record(plan: Plan, reason: str, kind: str = "measured") -> Record:
+    """A configuration the model cannot run at all (the paper's "–")."""
+    return _record(plan, Failure(backend=plan.config.backend), "unsupported", reason, kind)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    model: str
-    suite: str
-    protocol: str = "rigorous"
-    backend: str = "auto"
-    dtype: str | None = None  # None: the protocol's dtype for the device
-    batch_size: int | None = None  # None: the paper's timing batch (512 short, 32 long)
-    token_budget: int | None = None  # packed models: tokens per batch instead of a document count
-    docs: int | None = None
-    runs: int = 10
-    warmup_batches: int | None = -1  # -1: the protocol's default
-    device: str = "auto"
-    compile: bool = False
-    time_transfer: bool = False
-    telemetry: bool = True
-    seed: int = 0
-    weights: str | None = None
-    tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
-    # The Ray accelerator type a matrix task was placed on. Part of a CPU run's identity only: CPU records
-    # all live under results/cpu/, so CPU runs on different node types need different names.
-    placement: str | None = None
-
-    def validate(self) -> None:
-        if self.runs < 1:
-            raise UserError(f"--runs must be at least 1, got {self.runs}")
-        if self.docs is not None and self.docs < 1:
-            raise UserError(f"--docs must be positive, got {self.docs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise UserError(f"--token-budget must be positive, got {self.token_budget}")
-        if self.protocol not in PROTOCOLS:
-            raise UserError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-        registry.get_spec(self.model)
+def failure_record(plan: Plan, error: BaseException) -> Record:
+    """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
+    return _record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend), "failed",
+                   describe(error))
 
 
-def default_batch_size(suite: Suite) -> int:
-    """The paper's standard timing batch: 512 documents for short suites, 32 for long ones."""
-    return 512 if suite.max_length <= 512 else 32
+def describe(error: BaseException) -> str:
+    """One line for a failure: "out of memory: ..." for every kind of allocator failure, else type: message."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    if is_out_of_memory(error):
+        return f"out of memory: {first}"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
-def resolve_dtype(cfg: RunConfig, device_kind: str) -> str:
-    protocol = PROTOCOLS[cfg.protocol]
-    if cfg.dtype:  # one spelling per dtype ("bf16" -> "bfloat16"), so one configuration has one record id
-        return dtype_name(cfg.dtype)
-    return protocol.gpu_dtype if device_kind == "cuda" else protocol.cpu_dtype
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError, or a generic CUDA/cuBLAS error whose message says it ran out of memory."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    return bool(re.search(r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED", str(error)))
 
 
-def identity(cfg: RunConfig, suite: Suite, dtype: str, batch_size: int | None, device_kind: str) -> dict:
-    """The fields that define a configuration (and its file name)."""
-    return {"model": cfg.model + ("-tiny" if cfg.tiny else ""), "suite": suite.name, "protocol": cfg.protocol,
-            "backend": cfg.backend, "dtype": dtype,
-            "batch": f"tb{cfg.token_budget}" if cfg.token_budget else f"bs{batch_size}",
-            "docs": f"docs{cfg.docs}" if cfg.docs else None, "compile": "compiled" if cfg.compile else None,
-            "transfer": "with-transfer" if cfg.time_transfer else None,
-            "node": f"on-{cfg.placement}" if cfg.placement and device_kind == "cpu" else None}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a configuration resolves to on a kind of device, before anything runs.
-
-    The matrix driver plans tasks for remote machines with it, and `run` builds its record from it, so
-    the id a driver expects is the id the record gets.
-    """
-
-    dtype: str
-    batch_size: int | None
-    config_id: str
-
-
-def plan(cfg: RunConfig, suite: Suite, device_kind: str) -> Plan:
-    dtype = resolve_dtype(cfg, device_kind)
-    batch_size = None if cfg.token_budget else (cfg.batch_size or default_batch_size(suite))
-    return Plan(dtype, batch_size, results.config_id(identity(cfg, suite, dtype, batch_size, device_kind)))
-
-
-def device_fields(device: LocalDevice) -> dict:
-    return {"device": device.kind, "gpu_dir": device.result_dir, "gpu": asdict(device)}
-
-
-def base_record(cfg: RunConfig, suite: Suite, device: LocalDevice, dtype: str, batch_size: int | None,
-                kind: str = "measured") -> dict:
-    spec = registry.get_spec(cfg.model)
-    ident = identity(cfg, suite, dtype, batch_size, device.kind)
-    return {
-        "schema_version": results.SCHEMA_VERSION, "kind": kind, "status": "ok", "reason": None,
-        "config_id": results.config_id(ident), "config": asdict(cfg),
-        "model": ident["model"], "family": spec.family, "group": spec.group,
-        "parameters": registry.count_parameters(spec, cfg.tiny), "model_max_length": spec.max_length,
-        "suite": suite.name, "suite_fingerprint": suite.fingerprint, "suite_path": suite.path,
-        "suite_documents": suite.definition.documents, "dtype": dtype, "protocol": cfg.protocol,
-        "protocol_description": PROTOCOLS[cfg.protocol].description, "batch_size": batch_size,
-        "token_budget": cfg.token_budget, "layout": spec.layout,
-        **device_fields(device), "environment": environment.capture(), "created_at": results.now(),
-    }
-
-
-def run(cfg: RunConfig, device: LocalDevice | None = None, progress: Callable[[str], None] | None = None,
-        on_run: Callable[[int, float], None] | None = None, suite: Suite | None = None) -> dict:
-    """Measure one configuration; returns its record (status ok or unsupported).
-
-    `suite` may be passed already loaded: a remote matrix task receives the driver's suite definition,
-    so a user's suite file need not exist on the node that measures it.
-    """
-    cfg.validate()
-    suite = suite or load_suite(cfg.suite)
-    device = device or detect(cfg.device)
-    planned = plan(cfg, suite, device.kind)
-    dtype, batch_size = planned.dtype, planned.batch_size
-    spec = registry.get_spec(cfg.model)
-    if cfg.token_budget and spec.layout != "packed":
-        raise UserError(f"--token-budget needs an unpadded model; {cfg.model} runs padded batches")
-    record = base_record(cfg, suite, device, dtype, batch_size)
-
-    if suite.max_length > spec.max_length:
-        record.update(status="unsupported", backend=cfg.backend, tokens_per_second=None, run_seconds=[],
-                      reason=f"{cfg.model} accepts at most {spec.max_length} tokens; suite {suite.name} has "
-                             f"documents of up to {suite.max_length} (nothing is truncated)")
-        return record
-
-    torch_device = torch.device("cuda" if device.kind == "cuda" else "cpu")
-    options = registry.BuildOptions(str(torch_device), parse_dtype(dtype), cfg.backend, cfg.seed, cfg.weights)
+def build(plan: Plan, progress: Progress | None = None):
+    """The encoder of a plan, on the plan's device (index included) in its dtype."""
     if progress:
-        progress(f"building {cfg.model} ({dtype}, backend {cfg.backend}) on {device.name}")
-    encoder = registry.build_encoder(cfg.model, options, tiny=cfg.tiny)
-    forward = torch.compile(encoder.__call__, dynamic=True) if cfg.compile else encoder.__call__
+        progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.config.backend}) "
+                 f"on {plan.device.name} ({plan.torch_device})")
+    options = registry.BuildOptions(plan.torch_device, parse_dtype(plan.dtype), plan.config.backend, plan.config.seed,
+                                    plan.config.weights)
+    return registry.build_encoder(plan.config.model, options, tiny=plan.config.tiny)
 
-    indices = select_documents(suite, cfg.docs)
-    protocol = PROTOCOLS[cfg.protocol]
-    pad_token = getattr(encoder.module.config, "pad_token_id", 0) or 0
-    if cfg.tiny:
-        pad_token = 0
-    batches = make_batches(suite, indices, encoder.layout, batch_size, cfg.token_budget, pad_token,
-                           pad_to=suite.definition.max_length if protocol.pad_to_suite_max else None)
-    if cfg.tiny:  # tiny vocabularies are smaller than the suite's token range
-        vocab = encoder.module.config.vocab_size
-        for batch in batches:
-            batch.input_ids.remainder_(vocab)
 
+def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, float], None] | None = None) -> Record:
+    """Measure one plan's tokens/s; returns its record (status ok or unsupported).
+
+    Raises whatever building or running the model raises (the store turns it into a failure record).
+    """
+    reason = plan.unsupported_reason()
+    if reason:
+        return unsupported_record(plan, reason)
+    encoder = build(plan, progress)
+    forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
+    indices = select_documents(plan.suite, plan.documents)
+    protocol = plan.protocol
+    batches = make_batches(plan.suite, indices, encoder.layout, plan.batch_size, plan.token_budget,
+                           encoder.pad_token_id,
+                           pad_to=plan.suite.definition.max_length if protocol.pad_to_suite_max else None)
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
-    warmup = protocol.warmup_batches if cfg.warmup_batches == -1 else cfg.warmup_batches
     if progress:
-        progress(f"{len(indices)} documents, {real} tokens in {len(batches)} batches; warmup, then {cfg.runs} passes")
-
-    sampler = _telemetry_sampler(device) if cfg.telemetry else None
-    times = measure_passes(forward, batches, torch_device, cfg.runs, warmup, cfg.time_transfer, on_run,
-                           around_timed=sampler)
-
-    per_run = [real / s for s in times.run_seconds]
-    stats = summarize(per_run)
-    headline_seconds = summarize(times.run_seconds).median if protocol.headline == "median" else \
-        summarize(times.run_seconds).mean
-    record.update(
-        backend=encoder.backend, num_documents=len(indices), subsampled=len(indices) < suite.definition.documents,
-        real_tokens=real, padded_tokens=padded, padding_efficiency=real / padded, num_batches=len(batches),
-        warmup_batches=warmup if warmup is not None else len(batches), warmup_seconds=times.warmup_seconds,
-        first_call_seconds=times.first_call_seconds, compile=cfg.compile,
-        compile_seconds=times.first_call_seconds if cfg.compile else None,
-        transfer_timed=cfg.time_transfer, runs=cfg.runs, run_seconds=times.run_seconds,
-        headline=protocol.headline, tokens_per_second=real / headline_seconds,
-        tokens_per_second_stats=stats.to_dict(), samples_per_second=len(indices) / headline_seconds,
-        padded_tokens_per_second=padded / headline_seconds, unstable=stats.relative_iqr > UNSTABLE_IQR,
-        timer="cuda-events" if torch_device.type == "cuda" else "perf_counter",
-        telemetry=_telemetry_summary(sampler, real * cfg.runs),
-    )
-    return record
+        progress(f"{len(indices)} documents, {real} tokens in {len(batches)} batches; "
+                 f"warmup, then {plan.config.runs} passes")
+    device = torch.device(plan.torch_device)
+    sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
+    times = measure_passes(forward, batches, device, plan.config.runs, plan.warmup_batches,
+                           plan.config.time_transfer, on_run, around_timed=sampler)
+    stats = summarize([real / s for s in times.run_seconds])
+    pass_stats = summarize(times.run_seconds)
+    headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
+    payload = Throughput(
+        backend=encoder.backend, num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
+        padded_tokens=padded, num_batches=len(batches),
+        warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
+        warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
+        run_seconds=times.run_seconds, headline=protocol.headline, tokens_per_second=real / headline_seconds,
+        tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
+        unstable=stats.relative_iqr > UNSTABLE_IQR,
+        compile_seconds=times.first_call_seconds if plan.config.compile else None,
+        telemetry=_telemetry_summary(sampler, real * plan.config.runs),
+        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    return _record(plan, payload)
 
 
-def _telemetry_sampler(device: LocalDevice):
-    if device.kind != "cuda":
+def _telemetry_sampler(plan: Plan):
+    if plan.device.kind != "cuda":
         return None
     try:
         from mbbench.bench.telemetry import Sampler, nvml_reader
 
-        return Sampler(nvml_reader(0))
-    except Exception:
+        return Sampler(nvml_reader(plan.device.index or 0))
+    except Exception:  # noqa: BLE001 - telemetry is optional: no NVML, no samples
         return None
 
 
@@ -234,11 +129,9 @@ def _telemetry_summary(sampler, tokens: int) -> dict | None:
 
 
 def parse_memory(text: str | None) -> int | None:
-    """'24GiB', '24GB', '512MiB' -> bytes."""
+    """'24GiB', '24GB', '512MiB' -> bytes; UserError for anything else."""
     if text is None:
         return None
-    import re
-
     match = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB)\s*", text)
     if not match:
         raise UserError(f"--memory-limit {text!r}: expected a size like 24GiB, 24GB or 512MiB")
@@ -246,43 +139,55 @@ def parse_memory(text: str | None) -> int | None:
     return int(value * {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6}[unit])
 
 
-def max_batch(cfg: RunConfig, device: LocalDevice | None = None, granularity: int = 2, margin: float = 0.0,
-              memory_limit: str | None = None, probe=None, fake_limit_tokens: int | None = None,
-              fake_error: bool = False) -> dict:
-    """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites)."""
+def search_mode(plan: Plan) -> str:
+    """"tokens" (a packed token budget) for unpadded models on variable suites, else "batch"."""
+    variable = plan.suite.definition.distribution != "fixed"
+    return "tokens" if variable and plan.spec.unpadded else "batch"
+
+
+def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None) -> tuple:
+    """A search's settings as (name, value) pairs: part of its record's identity."""
+    if granularity < 1:
+        raise UserError(f"--granularity must be at least 1, got {granularity}")
+    if not 0.0 <= margin < 1.0:
+        raise UserError(f"--safety-margin must be in [0, 1), got {margin}")
+    return (("granularity", granularity), ("memory_limit_bytes", parse_memory(memory_limit)),
+            ("safety_margin", margin))
+
+
+def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake_error: bool = False,
+              progress: Progress | None = None) -> Record:
+    """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites).
+
+    The plan must come from `resolve(..., measurement="max_batch", limits=max_batch_limits(...))`.
+    On a CPU only the fake-OOM twin runs (`fake_limit_tokens`): nothing but a CUDA out-of-memory ends a
+    real search, so a CPU search would grow until the host runs out of memory.
+    """
     from mbbench.bench.maxbatch import TrialSpec, search, subprocess_probe
 
-    cfg.validate()
-    suite = load_suite(cfg.suite)
-    device = device or detect(cfg.device)
-    dtype = resolve_dtype(cfg, device.kind)
-    spec = registry.get_spec(cfg.model)
-    limit_bytes = parse_memory(memory_limit)
-    if limit_bytes and device.kind != "cuda":
+    limits = dict(plan.identity.limits)
+    granularity, margin, limit_bytes = limits["granularity"], limits["safety_margin"], limits["memory_limit_bytes"]
+    if plan.device.kind != "cuda" and probe is None and fake_limit_tokens is None:
+        raise UserError("max-batch searches GPU memory; this device is the CPU, where no out-of-memory error "
+                        "ends the search (use a GPU, or `mbbench predict` for the memory model's answer)")
+    if limit_bytes and plan.device.kind != "cuda":
         raise UserError("--memory-limit caps a CUDA allocator; this run is on the CPU")
-    variable = suite.definition.distribution != "fixed"
-    mode = "tokens" if variable and spec.layout == "packed" else "batch"
-    ident = identity(cfg, suite, dtype, None, device.kind) | {"batch": "maxbatch", "docs": None,
-                                                  "limit": f"limit{memory_limit}" if memory_limit else None}
-    record = base_record(cfg, suite, device, dtype, None)
-    record.update(config_id=results.config_id(ident), measurement="max_batch", search_mode=mode,
-                  sequence_length=suite.definition.max_length, granularity=granularity, safety_margin=margin,
-                  memory_limit_gb=limit_bytes / 1e9 if limit_bytes else None, emulated=bool(limit_bytes),
-                  backend=cfg.backend)
-    if suite.max_length > spec.max_length:
-        record.update(status="unsupported", reason=f"{cfg.model} accepts at most {spec.max_length} tokens")
-        return record
-    torch_device = "cuda" if device.kind == "cuda" else "cpu"
-    probe = probe or subprocess_probe(TrialSpec(cfg.model, cfg.suite, dtype, cfg.backend, torch_device, mode,
-                                                cfg.tiny, limit_bytes, fake_limit_tokens, fake_error))
+    reason = plan.unsupported_reason()
+    if reason:
+        return unsupported_record(plan, reason)
+    mode = search_mode(plan)
+    probe = probe or subprocess_probe(TrialSpec(plan.config.model, plan.suite.path, plan.dtype, plan.config.backend,
+                                                plan.torch_device, mode, plan.config.tiny, limit_bytes,
+                                                fake_limit_tokens, fake_error))
     step = granularity if mode == "batch" else max(granularity, 256)
+    if progress:
+        progress(f"searching the largest {'batch' if mode == 'batch' else 'token budget'} in steps of {step}")
     found = search(probe, granularity=step)
-    result = found.with_margin(margin)
-    record.update(
-        max_batch_size=result if mode == "batch" else None, max_token_budget=result if mode == "tokens" else None,
-        largest_ok=found.largest_ok, granularity=step, peak_bytes_at_result=found.peak_bytes,
-        device_memory_gb=device.memory_gb, trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
+    payload = MaxBatchSearch(
+        mode=mode, sequence_length=plan.suite.definition.max_length, granularity=step, safety_margin=margin,
+        memory_limit_bytes=limit_bytes, largest_ok=found.largest_ok, result=found.with_margin(margin),
+        trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
+        device_memory_bytes=plan.device.memory_bytes, peak_bytes_at_result=found.peak_bytes,
         note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"
-              else "largest packed token budget per forward pass"),
-    )
-    return record
+              else "largest packed token budget per forward pass"))
+    return _record(plan, payload)

@@ -13,6 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from mbbench import matrix as mx
+from mbbench import runner
+from mbbench.plan import resolve
+from mbbench.records import Record
 from mbbench.cli import cli
 from mbbench.cluster import RayExecutor
 from mbbench.errors import UserError
@@ -21,9 +24,9 @@ from mbbench.hardware.gpus import LocalDevice, accelerator_type
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"docs": 2, "runs": 2, "tiny": True, "device": "cpu"}
 # What may differ between two measurements of one configuration: timings, host, when, how it was run.
-VOLATILE = {"created_at", "environment", "execution", "run_seconds", "warmup_seconds", "first_call_seconds",
-            "compile_seconds", "tokens_per_second", "tokens_per_second_stats", "samples_per_second",
-            "padded_tokens_per_second", "unstable", "telemetry"}
+VOLATILE = {"created_at", "run_seconds", "warmup_seconds", "first_call_seconds", "compile_seconds",
+            "tokens_per_second", "tokens_per_second_stats", "unstable", "telemetry", "path", "host", "git_commit",
+            "load", "load_warning", "peak_memory_bytes"}
 
 
 def invoke(*args):
@@ -35,8 +38,8 @@ def spec(**axes):
                             "options": dict(SMALL)} | axes)
 
 
-def stable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in VOLATILE}
+def stable(record: Record) -> dict:
+    return {k: v for k, v in record.flatten().items() if k not in VOLATILE}
 
 
 def record_files(root: Path) -> dict[str, float]:
@@ -55,7 +58,9 @@ def broken_weights(tmp_path: Path) -> str:
 def failing_task(tmp_path: Path, device_kind: str = "cpu", accelerator: str | None = None) -> mx.Task:
     [task], _ = mx.expand(replace(spec(models=("roberta-base",)), gpus=(accelerator,) if accelerator else ()),
                           device_kind)
-    return replace(task, config=replace(task.config, weights=broken_weights(tmp_path)))
+    config = replace(task.config, weights=broken_weights(tmp_path))
+    return replace(task, config=config, planned=resolve(config, device=mx.unplaced(device_kind, accelerator),
+                                                        suite=task.suite))
 
 
 # ------------------------------------------------------------------------------------------- the matrix
@@ -86,11 +91,11 @@ def test_documented_example_matrix_expands():
 
 
 def test_expand_is_the_cross_product_less_what_a_model_cannot_run():
-    tasks, notes = mx.expand(spec(suites=("short-variable", "long-fixed"), backends=("auto", "flex"),
+    tasks, notes = mx.expand(spec(suites=("short-variable", "long-fixed"), backends=("auto", "varlen"),
                                   gpus=("t4", "L4")), "cuda")
-    # modernbert: 2 suites x 2 backends x 2 GPU types; bert-base has no "flex" backend: 2 x 1 x 2
+    # modernbert: 2 suites x 2 backends x 2 GPU types; bert-base has no "varlen" backend: 2 x 1 x 2
     assert len(tasks) == 8 + 4
-    assert any("bert-base x backend flex" in note for note in notes)
+    assert any("bert-base x backend varlen" in note for note in notes)
     assert {t.accelerator for t in tasks} == {"T4", "L4"}
     assert len({t.key for t in tasks}) == len(tasks)
     assert {t.planned.dtype for t in tasks} == {"bfloat16"}  # planned for the GPU, not this CPU
@@ -105,7 +110,7 @@ def test_expand_is_the_cross_product_less_what_a_model_cannot_run():
 
     # CPU tasks on different node types are different configurations (all CPU records live in results/cpu/)
     tasks, _ = mx.expand(spec(models=("bert-base",), gpus=("T4", "L4")), "cpu")
-    assert sorted(t.planned.config_id.rsplit("__", 1)[1] for t in tasks) == ["on-L4", "on-T4"]
+    assert sorted(t.planned.identity.placement for t in tasks) == ["L4", "T4"] and tasks[0].key != tasks[1].key
 
 
 def test_gpu_types_map_to_ray_labels():
@@ -151,12 +156,12 @@ def test_local_matrix_writes_one_record_each_resumes_and_records_failures(tmp_pa
     outcomes = mx.run_matrix(tasks, out, mx.LocalExecutor())
 
     assert len(outcomes) == 5 and len(record_files(out)) == 5
-    by_model = {(o.record["model"], o.record["suite"]): o.record for o in outcomes}
+    by_model = {(o.record.flatten()["model"], o.record.identity.suite): o.record.flatten() for o in outcomes}
     failed = by_model[("roberta-base-tiny", "short-variable")]
     assert failed["status"] == "failed" and "SafetensorError" in failed["reason"]
     assert sum(o.status == "ok" for o in outcomes) == 4  # the failure stopped nothing else
-    assert all(json.loads((out / o.path.relative_to(out)).read_text())["config_id"] == o.task.planned.config_id
-               for o in outcomes)  # the id the driver planned is the id the record got
+    assert all(Record.from_json(json.loads(o.path.read_text())).identity.configuration_key() == o.task.key[1]
+               for o in outcomes)  # the configuration the driver planned is the one the record got
 
     before = record_files(out)
     again = mx.run_matrix(tasks, out, mx.LocalExecutor())
@@ -180,7 +185,7 @@ def test_matrix_command_runs_locally_and_resumes(tmp_path):
 
     elsewhere = invoke(*args, "--gpu", "T4")
     assert elsewhere.exit_code == 2 and "use --ray" in elsewhere.output
-    nothing = invoke(*args, "--backend", "flex")  # bert-base has no "flex": nothing valid is left
+    nothing = invoke(*args, "--backend", "varlen")  # bert-base has no "varlen": nothing valid is left
     assert nothing.exit_code == 2 and "no configuration a model can run" in nothing.output
 
 
@@ -231,8 +236,8 @@ def test_ray_records_equal_local_records(ray_cluster, tmp_path):
     assert len(record_files(tmp_path / "ray")) == len(tasks) == 2
     local_records = {o.task.key: o.record for o in local}
     for outcome in remote:
-        assert outcome.record["status"] == "ok"
-        assert outcome.record["execution"]["via"] == "ray" and outcome.record["execution"]["node_id"]
+        assert outcome.record.status == "ok"
+        assert outcome.record.execution["via"] == "ray" and outcome.record.execution["node_id"]
         assert stable(outcome.record) == stable(local_records[outcome.task.key])
     assert set(record_files(tmp_path / "ray")) == set(record_files(tmp_path / "local"))
 
@@ -244,7 +249,8 @@ def test_ray_matrix_places_by_type_records_failures_and_resumes(ray_cluster, tmp
     outcomes = mx.run_matrix(tasks, out, RayExecutor())
 
     assert len(outcomes) == len(tasks) == 4 and len(record_files(out)) == 4
-    status = {(o.task.config.model, o.task.accelerator): o.record for o in outcomes}
+    status = {(o.task.config.model, o.task.accelerator): o.record.flatten() | {"execution": o.record.execution}
+              for o in outcomes}
     for label in ("T4", "L4"):
         record = status[("bert-base", label)]
         assert record["status"] == "ok"
@@ -273,7 +279,7 @@ def test_matrix_command_on_ray_exits_1_while_failures_remain(ray_cluster, tmp_pa
 def test_out_of_memory_and_lost_nodes_become_failed_records(ray_cluster):
     import torch
 
-    assert mx.describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")) == \
+    assert runner.describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")) == \
         "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
     [task], _ = mx.expand(spec(models=("bert-base",), gpus=("T4",)), "cuda")
 
@@ -285,6 +291,6 @@ def test_out_of_memory_and_lost_nodes_become_failed_records(ray_cluster):
             raise ray_cluster.exceptions.NodeDiedError("node 10.0.0.7 died (heartbeat timeout)")
 
     record = RayExecutor._collect(LostNode, None, task)
-    assert record["status"] == "failed" and record["error_type"] == "NodeDiedError"
-    assert "heartbeat timeout" in record["reason"]
-    assert record["gpu_dir"] == "T4" and record["config_id"] == task.planned.config_id
+    assert record.status == "failed" and record.payload.error_type == "NodeDiedError"
+    assert "heartbeat timeout" in record.reason
+    assert record.device.directory == "T4" and record.identity.configuration_key() == task.key[1]

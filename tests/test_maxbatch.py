@@ -40,14 +40,16 @@ def test_non_oom_error_stops_the_search():
 
 def test_subprocess_trials_with_fake_oom_find_the_boundary():
     """Each trial is a fresh process; an injected CUDA OOM (by type) above 6 x 512 tokens."""
-    cfg = runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True)
-    record = runner.max_batch(cfg, granularity=2, fake_limit_tokens=6 * 512 + 100)
-    assert record["max_batch_size"] == 6
-    assert [(t["size"], t["status"]) for t in record["trials"]] == [(2, "ok"), (4, "ok"), (8, "oom"), (6, "ok")]
-    assert record["kind"] == "measured" and record["search_seconds"] > 0
+    plan = runner.resolve(runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
+                          limits=runner.max_batch_limits(granularity=2))
+    record = runner.max_batch(plan, fake_limit_tokens=6 * 512 + 100)
+    assert record.payload.max_batch_size == 6
+    assert [(t["size"], t["status"]) for t in record.payload.trials] == [(2, "ok"), (4, "ok"), (8, "oom"), (6, "ok")]
+    assert record.kind == "measured" and record.payload.search_seconds > 0
 
 
 def test_subprocess_non_oom_error_is_reported():
-    cfg = runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True)
+    plan = runner.resolve(runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
+                          limits=runner.max_batch_limits())
     with pytest.raises(TrialError, match="injected non-OOM failure"):
-        runner.max_batch(cfg, fake_error=True)
+        runner.max_batch(plan, fake_limit_tokens=10**9, fake_error=True)

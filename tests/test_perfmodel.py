@@ -109,9 +109,10 @@ def test_predict_runs_without_a_gpu(tmp_path):
     assert result.exit_code == 0, result.output
     [path] = list(tmp_path.rglob("*.json"))
     record = json.loads(path.read_text())
-    assert record["kind"] == "predicted" and "predicted" in path.name and path.parent.name == "RTX4090"
-    assert record["prediction"]["model_version"] == perfmodel.MODEL_VERSION
-    assert record["tokens_per_second"] > 0 and 0 < record["mfu"] < 1 and record["max_batch_size"] > 0
+    assert record["kind"] == "predicted" and "prediction" in path.name and path.parent.name == "RTX4090"
+    payload = record["payload"]
+    assert payload["model_version"] == perfmodel.MODEL_VERSION
+    assert payload["tokens_per_second"] > 0 and 0 < payload["mfu"] < 1 and payload["max_batch_size"] > 0
     long = CliRunner().invoke(cli, ["run", "--model", "bert-base", "--suite", "long-fixed", "--gpu", "t4",
                                     "--predict", "--out", str(tmp_path)])
     assert long.exit_code == 0 and "unsupported" in long.output

@@ -106,7 +106,8 @@ def test_failures_are_listed_apart_and_backends_get_their_own_rows(tmp_path):
         results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
     md = (build_report([str(root)], tmp_path / "rep") / "report.md").read_text()
     h100 = rows_of(md, "H100-SXM")
-    assert h100["modernbert-base [auto]"][1] == "**300.0**" and h100["modernbert-base [flex]"][1] == "280.0"
+    assert h100["modernbert-base [backend=auto]"][1] == "**300.0**"
+    assert h100["modernbert-base [backend=flex]"][1] == "280.0"
     assert h100["bert-large"][1] == "90.0" and "bert-base" not in h100
     failures = md.split("## Failed configurations\n")[1].split("\n## ")[0]
     assert "out of memory: 80 GiB" in failures and "NodeDiedError" not in failures

@@ -12,6 +12,7 @@ from mbbench.bench.timing import summarize
 from mbbench.cli import cli
 from mbbench.hardware.gpus import LocalDevice, check_requested_gpu
 from mbbench.errors import UserError
+from mbbench.records import Record
 
 
 def invoke(*args):
@@ -22,42 +23,40 @@ def records_in(directory):
     return [json.loads(p.read_text()) for p in sorted(directory.rglob("*.json"))]
 
 
-REQUIRED = ("schema_version", "kind", "model", "parameters", "suite", "suite_fingerprint", "num_documents",
-            "real_tokens", "padded_tokens", "batch_size", "backend", "dtype", "protocol", "device", "gpu",
-            "run_seconds", "tokens_per_second", "tokens_per_second_stats", "environment", "created_at")
-
-
 def test_run_writes_one_complete_record(tmp_path):
     out = tmp_path / "res"
     result = invoke("run", "--suite", "short-variable", "--model", "modernbert-base", "--tiny", "--device", "cpu",
                     "--docs", "16", "--runs", "2", "--out", str(out), "--quiet")
     assert result.exit_code == 0, result.output
-    [record] = records_in(out)
-    for field in REQUIRED:
-        assert field in record, field
-    assert record["kind"] == "measured" and record["status"] == "ok"
-    assert len(record["run_seconds"]) == 2
-    median = statistics.median(record["run_seconds"])
-    assert record["tokens_per_second"] == pytest.approx(record["real_tokens"] / median)
-    assert record["real_tokens"] == sum(__import__("mbbench.suites").suites.load_suite("short-variable").lengths[:16])
-    assert record["backend"] == "sdpa" and record["subsampled"] is True and record["num_documents"] == 16
-    assert record["environment"]["torch"] and record["gpu"]["kind"] == "cpu"
-    # the printed table shows the record's number
-    assert f"{record['tokens_per_second']:,.0f}" in result.output
-    # a second run skips (the record exists), --force re-runs
+    [data] = records_in(out)
+    assert data["schema_version"] == 2 and data["payload_type"] == "throughput"
+    record = Record.from_json(data)
+    payload = record.payload
+    assert record.kind == "measured" and record.status == "ok"
+    assert len(payload.run_seconds) == 2
+    median = statistics.median(payload.run_seconds)
+    assert payload.tokens_per_second == pytest.approx(payload.real_tokens / median)
+    assert payload.real_tokens == sum(__import__("mbbench.suites").suites.load_suite("short-variable").lengths[:16])
+    assert payload.backend == "sdpa" and payload.subsampled is True and payload.num_documents == 16
+    assert record.identity.documents == 16 and record.identity.runs == 2 and record.identity.tiny
+    assert record.environment["torch"] and record.device.kind == "cpu"
+    # the printed table shows the record's number and where it is
+    assert f"{payload.tokens_per_second:,.0f}" in result.output and "cpu/modernbert-base-tiny" in result.output
+    # a second run skips (the record exists, with its date), --force re-runs
     again = CliRunner().invoke(cli, ["run", "--suite", "short-variable", "--model", "modernbert-base", "--tiny",
                                      "--device", "cpu", "--docs", "16", "--runs", "2", "--out", str(out)])
-    assert "record exists" in again.output
+    assert f"record of {record.created_at} exists" in again.output
     assert len(records_in(out)) == 1
 
 
 def test_paper_protocol_uses_mean_and_pads_to_suite_max(tmp_path):
     cfg = runner.RunConfig("bert-base", "short-variable", protocol="paper", docs=6, runs=3, device="cpu", tiny=True,
                            batch_size=4)
-    record = runner.run(cfg)
-    assert record["padded_tokens"] == 6 * 512
-    assert record["tokens_per_second"] == pytest.approx(record["real_tokens"] / statistics.fmean(record["run_seconds"]))
-    assert record["backend"] == "sdpa" and record["layout"] == "padded"
+    record = runner.run(runner.resolve(cfg))
+    assert record.payload.padded_tokens == 6 * 512
+    assert record.tokens_per_second == pytest.approx(record.payload.real_tokens /
+                                                     statistics.fmean(record.payload.run_seconds))
+    assert record.payload.backend == "sdpa" and record.model.layout == "padded"
 
 
 def test_unsupported_suite_is_recorded_not_measured(tmp_path):
@@ -66,7 +65,7 @@ def test_unsupported_suite_is_recorded_not_measured(tmp_path):
                     "--runs", "1", "--out", str(out), "--quiet")
     assert result.exit_code == 0
     [record] = records_in(out)
-    assert record["status"] == "unsupported" and record["tokens_per_second"] is None
+    assert record["status"] == "unsupported" and record["payload_type"] == "failure"
     assert "512" in record["reason"]
     assert "–" in result.output
 

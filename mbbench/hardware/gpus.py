@@ -10,6 +10,7 @@ from functools import lru_cache
 from importlib import resources
 
 from mbbench.errors import UserError
+from mbbench.records import DeviceInfo
 
 
 @dataclass(frozen=True)
@@ -118,26 +119,8 @@ def match_device_name(device_name: str) -> GPU | None:
     return None
 
 
-@dataclass(frozen=True)
-class LocalDevice:
-    """What a record says about the device a measurement ran on."""
-
-    kind: str  # "cuda" or "cpu"
-    name: str
-    basket_id: str | None
-    sm_count: int | None = None
-    compute_capability: str | None = None
-    memory_gb: float | None = None
-    driver: str | None = None
-    cuda: str | None = None
-    uuid: str | None = None
-
-    @property
-    def result_dir(self) -> str:
-        """results/<gpu-id>/: the basket id, else a filesystem-safe form of the device name."""
-        if self.kind == "cpu":
-            return "cpu"
-        return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
+# What a record says about the device a measurement ran on (kind, name, basket id, torch index, ...).
+LocalDevice = DeviceInfo
 
 
 def nvml_handle(torch_index: int = 0):
@@ -169,7 +152,7 @@ def _nvml_info(index: int) -> dict:
         info = {"name": name.decode() if isinstance(name, bytes) else name,
                 "driver": pynvml.nvmlSystemGetDriverVersion(),
                 "uuid": pynvml.nvmlDeviceGetUUID(handle),
-                "memory_gb": pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9}
+                "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)}
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
     except Exception:
         return {}
@@ -185,25 +168,39 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def detect(device: str = "auto") -> LocalDevice:
-    """The local device: NVML first (names, driver), then torch; CPU when there is no GPU."""
+def detect(device: str = "auto") -> DeviceInfo:
+    """The local device, with torch's CUDA index: NVML first (names, driver), then torch; CPU without a GPU.
+
+    `device` is "auto", "cpu", "cuda" or "cuda:N". Raises UserError for any other text, for CUDA
+    asked for where torch sees none, and for an index beyond the visible GPUs.
+    """
     import torch
 
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return LocalDevice("cpu", cpu_name(), None)
+        return DeviceInfo("cpu", cpu_name(), None)
     if not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
+        raise UserError(f"--device {device} asked for, but torch sees no CUDA GPU here")
     index = torch.device(device if device != "auto" else "cuda").index or 0
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 to "
+                        f"cuda:{torch.cuda.device_count() - 1})")
     props = torch.cuda.get_device_properties(index)
     nvml = _nvml_info(index)
     name = nvml.get("name") or props.name
     gpu = match_device_name(name)
-    return LocalDevice("cuda", name, gpu.id if gpu else None, props.multi_processor_count,
-                       f"{props.major}.{props.minor}", round(nvml.get("memory_gb") or props.total_memory / 1e9, 1),
-                       nvml.get("driver"), torch.version.cuda, nvml.get("uuid"))
+    return DeviceInfo("cuda", name, gpu.id if gpu else None, index, props.multi_processor_count,
+                      f"{props.major}.{props.minor}", int(nvml.get("memory_bytes") or props.total_memory),
+                      nvml.get("driver"), torch.version.cuda, nvml.get("uuid"))
 
 
-def check_requested_gpu(requested: str, local: LocalDevice) -> None:
+def torch_device(device: DeviceInfo) -> str:
+    """The torch device string of a detected device: "cpu" or "cuda:N" (the index is never dropped)."""
+    return "cpu" if device.kind == "cpu" else f"cuda:{device.index or 0}"
+
+
+def check_requested_gpu(requested: str, local: DeviceInfo) -> None:
     """Refuse to label a measurement with a GPU the machine does not have."""
     if requested == "auto":
         return

@@ -33,6 +33,16 @@ class Encoder:
         raise NotImplementedError
 
     @property
+    def vocab_size(self) -> int:
+        """Token ids must be below this."""
+        return self.module.config.vocab_size
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id padded batches fill with (0 when the config names none)."""
+        return getattr(self.module.config, "pad_token_id", None) or 0
+
+    @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 

@@ -1,46 +1,44 @@
-"""Model names users type -> how to build them (exact published configs, seeded random weights) and their limits."""
+"""The model catalogue: names users type -> rows of data (config keywords, sources, limits).
+
+Each row's `kind` names its builder (`mbbench.models.builders`), which turns the row into a config,
+a module, an encoder, a backend list, a weight loader and a shape for the performance model. This
+module is the only place that looks a name up; nothing outside `mbbench/models/` dispatches on kind.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-import torch.nn as nn
-
 from mbbench.errors import UserError
 from mbbench.models import config as mb_config
-from mbbench.models.attention import AUTO_ORDER, backend_names, get_backend
-from mbbench.models.competitors import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
-from mbbench.models.modernbert import ModernBert, init_weights
-from mbbench.models.neobert import NeoBert, NeoBertConfig
-
-HF_ATTENTION = ("eager", "sdpa", "flex_attention", "flash_attention_2")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    backend: str = "auto"
-    seed: int = 0
-    weights: str | None = None  # a local checkpoint directory
+from mbbench.models.builders import BUILDERS, BuildOptions, Builder  # noqa: F401  (BuildOptions: public API)
+from mbbench.models.competitors import Encoder
+from mbbench.models.neobert import NeoBertConfig
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One catalogue row. Sources for every number are in shared/reference/backends-and-competitors.md."""
+
     name: str
     family: str
-    kind: str  # "reference" (ours), "neobert" (ours), "hf" (transformers, padded), "hf-packed"
+    kind: str  # the builder: "reference", "neobert", "hf" (transformers, padded), "hf-packed"
     published_parameters: float  # millions, as published
     max_length: int
     source: str
-    make_config: Callable[[], object]
-    hf_class: str | None = None  # transformers model class name, for hf kinds
+    make_config: Callable[[], object] | None = None  # our own modules' config
+    hf_class: str | None = None  # transformers model class name (hf kinds)
+    config_kwargs: dict = field(default_factory=dict)  # keyword arguments of the transformers config
+    requires: str = ""  # the software version the row needs, shown when it is unavailable
     window: int | None = None  # sliding half-window the attention needs (ModernBERT: 64)
+    gated_ffn: bool = False  # GLU feed-forward (transformers rows; ours are gated by construction)
     notes: str = ""
     group: str = "base"  # "base" or "large": the paper's table groups
-    backends: tuple[str, ...] = field(default=())
+
+    @property
+    def builder(self) -> Builder:
+        return BUILDERS[self.kind]
 
     @property
     def unpadded(self) -> bool:
@@ -49,6 +47,11 @@ class ModelSpec:
     @property
     def layout(self) -> str:
         return "packed" if self.unpadded else "padded"
+
+    @property
+    def is_reference_modernbert(self) -> bool:
+        """Our ModernBERT-architecture model (what `verify` checks against transformers)."""
+        return self.kind == "reference"
 
 
 # --- configs (exact published numbers; sources in backends-and-competitors.md part B) ---
@@ -68,14 +71,9 @@ def _mmbert(hidden, heads):
                        local_rope_theta=160_000.0, pad_token_id=0)
 
 
-def _hf(cls_name: str, **kwargs):
-    def make():
-        import transformers
-
-        config_cls = getattr(transformers, cls_name.replace("Model", "Config"))
-        return config_cls(**kwargs)
-    return make
-
+def _hf(cls_name: str, requires: str = "", **kwargs) -> dict:
+    """The catalogue fields of a transformers row."""
+    return {"hf_class": cls_name, "config_kwargs": kwargs, "requires": requires}
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 BERT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -91,48 +89,51 @@ GTE_EN_MLM = dict(vocab_size=30528, max_position_embeddings=8192, type_vocab_siz
 def _specs() -> list[ModelSpec]:
     paper_src = "arXiv 2412.13663 (ModernBERT) Table 4"
     specs = [
-        ModelSpec("bert-base", "BERT", "hf", 110, 512, "transformers BertModel, BertConfig() defaults", _hf("BertModel"),
-                  "BertModel"),
+        ModelSpec("bert-base", "BERT", "hf", 110, 512, "transformers BertModel, BertConfig() defaults", **_hf("BertModel")),
         ModelSpec("bert-large", "BERT", "hf", 340, 512, "transformers BertModel, bert-large-uncased shape",
-                  _hf("BertModel", **BERT_LARGE), "BertModel", group="large",
+                  **_hf("BertModel", **BERT_LARGE), group="large",
                   notes="published 340M; the exact architecture counts 335.1M"),
         ModelSpec("roberta-base", "RoBERTa", "hf", 125, 512, "transformers RobertaModel, roberta-base config",
-                  _hf("RobertaModel", **ROBERTA), "RobertaModel"),
+                  **_hf("RobertaModel", **ROBERTA)),
         ModelSpec("roberta-large", "RoBERTa", "hf", 355, 512, "transformers RobertaModel, roberta-large config",
-                  _hf("RobertaModel", **ROBERTA, **BERT_LARGE), "RobertaModel", group="large"),
+                  **_hf("RobertaModel", **ROBERTA, **BERT_LARGE), group="large"),
         ModelSpec("deberta-v3-base", "DeBERTaV3", "hf", 184, 512, "transformers DebertaV2Model, microsoft/deberta-v3-base config",
-                  _hf("DebertaV2Model", **DEBERTA_V3, **BERT_BASE), "DebertaV2Model", notes="eager attention only in transformers"),
+                  **_hf("DebertaV2Model", **DEBERTA_V3, **BERT_BASE), notes="eager attention only in transformers"),
         ModelSpec("deberta-v3-large", "DeBERTaV3", "hf", 435, 512, "transformers DebertaV2Model, microsoft/deberta-v3-large config",
-                  _hf("DebertaV2Model", **DEBERTA_V3, **BERT_LARGE), "DebertaV2Model", group="large",
+                  **_hf("DebertaV2Model", **DEBERTA_V3, **BERT_LARGE), group="large",
                   notes="eager attention only in transformers"),
-        ModelSpec("nomic-bert", "NomicBERT", "hf", 137, 2048, "transformers NomicBertModel (5.5+), nomic-bert-2048 shape",
-                  _hf("NomicBertModel"), "NomicBertModel",
-                  notes="RoPE theta of nomic-bert-2048 unconfirmed; transformers default 1000 used"),
+        ModelSpec("nomic-bert", "NomicBERT", "hf", 137, 8192, "transformers NomicBertModel (5.5+), nomic-bert-2048 shape",
+                  **_hf("NomicBertModel", "transformers>=5.5"), gated_ffn=True,
+                  notes="trained at 2048 tokens; the paper ran it at 8192 (RoPE extrapolation), so mbbench allows 8192. "
+                        "RoPE theta of nomic-bert-2048 unconfirmed; transformers default 1000 used"),
         ModelSpec("gte-en-mlm-base", "GTE-en-MLM", "hf", 137, 8192, "transformers GteModel (5.18+), gte-en-mlm-base shape",
-                  _hf("GteModel", rope_theta=500_000.0, **GTE_EN_MLM), "GteModel"),
+                  **_hf("GteModel", "transformers>=5.18", rope_theta=500_000.0, **GTE_EN_MLM), gated_ffn=True),
         ModelSpec("gte-en-mlm-base-unpadded", "GTE-en-MLM", "hf-packed", 137, 8192,
                   "transformers GteModel on packed tokens + memory-efficient attention (the paper's xformers row)",
-                  _hf("GteModel", rope_theta=500_000.0, **GTE_EN_MLM), "GteModel"),
+                  **_hf("GteModel", "transformers>=5.18", rope_theta=500_000.0, **GTE_EN_MLM), gated_ffn=True),
         ModelSpec("gte-en-mlm-large", "GTE-en-MLM", "hf", 435, 8192, "transformers GteModel (5.18+), gte-en-mlm-large shape",
-                  _hf("GteModel", rope_theta=160_000.0, **GTE_EN_MLM, **BERT_LARGE), "GteModel", group="large"),
+                  **_hf("GteModel", "transformers>=5.18", rope_theta=160_000.0, **GTE_EN_MLM, **BERT_LARGE), gated_ffn=True,
+                  group="large"),
         ModelSpec("gte-en-mlm-large-unpadded", "GTE-en-MLM", "hf-packed", 435, 8192,
                   "transformers GteModel on packed tokens + memory-efficient attention (the paper's xformers row)",
-                  _hf("GteModel", rope_theta=160_000.0, **GTE_EN_MLM, **BERT_LARGE), "GteModel", group="large"),
+                  **_hf("GteModel", "transformers>=5.18", rope_theta=160_000.0, **GTE_EN_MLM, **BERT_LARGE), gated_ffn=True,
+                  group="large"),
         ModelSpec("modernbert-base", "ModernBERT", "reference", 149, 8192, f"mbbench reference ModernBERT, {paper_src}",
                   _modernbert("base"), window=64),
         ModelSpec("modernbert-large", "ModernBERT", "reference", 395, 8192, f"mbbench reference ModernBERT, {paper_src}",
                   _modernbert("large"), window=64, group="large"),
         ModelSpec("hf-modernbert-base", "ModernBERT", "hf", 149, 8192, "transformers ModernBertModel (padded, as shipped)",
-                  _hf("ModernBertModel"), "ModernBertModel"),
+                  **_hf("ModernBertModel"), gated_ffn=True, window=64),
         ModelSpec("hf-modernbert-large", "ModernBERT", "hf", 395, 8192, "transformers ModernBertModel (padded, as shipped)",
-                  _hf("ModernBertModel", hidden_size=1024, intermediate_size=2624, num_hidden_layers=28,
-                      num_attention_heads=16), "ModernBertModel", group="large"),
+                  **_hf("ModernBertModel", hidden_size=1024, intermediate_size=2624, num_hidden_layers=28,
+                      num_attention_heads=16), gated_ffn=True, window=64, group="large"),
         ModelSpec("eurobert-210m", "EuroBERT", "hf", 210, 8192, "transformers EuroBertModel (5.3+), EuroBERT-210m shape",
-                  _hf("EuroBertModel", rope_theta=250_000.0, tie_word_embeddings=False), "EuroBertModel"),
+                  **_hf("EuroBertModel", "transformers>=5.3", rope_theta=250_000.0, tie_word_embeddings=False),
+                  gated_ffn=True),
         ModelSpec("eurobert-610m", "EuroBERT", "hf", 610, 8192, "transformers EuroBertModel (5.3+), EuroBERT-610m shape",
-                  _hf("EuroBertModel", hidden_size=1152, num_hidden_layers=26, num_attention_heads=18,
-                      num_key_value_heads=6, intermediate_size=4096, rope_theta=250_000.0, tie_word_embeddings=False),
-                  "EuroBertModel", group="large"),
+                  **_hf("EuroBertModel", "transformers>=5.3", hidden_size=1152, num_hidden_layers=26, num_attention_heads=18,
+                      num_key_value_heads=6, intermediate_size=4096, rope_theta=250_000.0, tie_word_embeddings=False), gated_ffn=True,
+                  group="large"),
         ModelSpec("mmbert-small", "mmBERT", "reference", 140, 8192, "ModernBERT architecture (mbbench reference), mmBERT config",
                   _mmbert(384, 6), window=64),
         ModelSpec("mmbert-base", "mmBERT", "reference", 307, 8192, "ModernBERT architecture (mbbench reference), mmBERT config",
@@ -153,151 +154,43 @@ def _specs() -> list[ModelSpec]:
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _specs()}
 
-# Tiny variants of each family (same code path, few parameters) for tests and `--config tiny`.
-TINY_OVERRIDES = {
-    "hf": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
-    "reference": dict(hidden_size=64, intermediate_size=96, num_layers=4, num_heads=4),
-    "neobert": dict(hidden_size=64, num_layers=2, num_heads=4, ffn_size=192),
-}
-
 
 def get_spec(name: str) -> ModelSpec:
+    """The catalogue row of a model name; UserError naming the command that lists them."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; `mbbench list models` shows the {len(MODELS)} names")
     return MODELS[name]
 
 
+def require_available(spec: ModelSpec) -> None:
+    """UserError when the installed software cannot build this model (e.g. an older transformers)."""
+    reason = spec.builder.available(spec)
+    if reason:
+        raise UserError(f"{spec.name} {reason}")
+
+
 def model_config(spec: ModelSpec, tiny: bool = False):
-    cfg = spec.make_config()
-    if not tiny:
-        return cfg
-    overrides = TINY_OVERRIDES["hf" if spec.kind.startswith("hf") else spec.kind]
-    if spec.kind.startswith("hf"):
-        for key, value in overrides.items():
-            setattr(cfg, key, value)
-        if hasattr(cfg, "num_key_value_heads"):
-            cfg.num_key_value_heads = cfg.num_attention_heads
-        cfg.vocab_size = min(cfg.vocab_size, 1024)
-        cfg.pad_token_id = min(cfg.pad_token_id or 0, 3)
-        for key in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
-            if getattr(cfg, key, None) is not None:
-                setattr(cfg, key, 2)
-        return cfg
-    from dataclasses import replace
-
-    return replace(cfg, **overrides, vocab_size=min(cfg.vocab_size, 1024), pad_token_id=0)
-
-
-def _hf_class(spec: ModelSpec):
-    import transformers
-
-    if not hasattr(transformers, spec.hf_class):
-        raise UserError(f"{spec.name} needs transformers' {spec.hf_class}, which transformers "
-                        f"{transformers.__version__} lacks (GteModel needs 5.18+)")
-    return getattr(transformers, spec.hf_class)
-
-
-def _bare_module(spec: ModelSpec, cfg, backend: str) -> nn.Module:
-    """The nn.Module for a spec, with default-initialised weights (possibly on the meta device)."""
-    if spec.kind == "reference":
-        return ModernBert(cfg, backend)
-    if spec.kind == "neobert":
-        return NeoBert(cfg, backend)
-    return _hf_class(spec)(cfg)
+    return spec.builder.config(spec, tiny)
 
 
 def count_parameters(spec: ModelSpec, tiny: bool = False) -> int:
     """Parameters of the bare encoder, built on the meta device so nothing is allocated."""
-    cfg = model_config(spec, tiny)
-    if spec.kind.startswith("hf"):
-        cfg._attn_implementation = "eager"
-    with torch.device("meta"):
-        module = _bare_module(spec, cfg, "eager")
-    return sum(p.numel() for p in module.parameters())
-
-
-def hf_attention(spec: ModelSpec, backend: str) -> str:
-    """Resolve a transformers attn_implementation for a padded HF model."""
-    supported = [impl for impl in HF_ATTENTION if _supports(spec, impl)]
-    if backend == "auto":
-        return "sdpa" if "sdpa" in supported else "eager"
-    if backend not in HF_ATTENTION:
-        raise UserError(f"{spec.name} takes transformers attention implementations: {', '.join(supported)}")
-    if backend not in supported:
-        raise UserError(f"{spec.name} does not support attention {backend!r}; it supports {', '.join(supported)}")
-    return backend
-
-
-def _supports(spec: ModelSpec, impl: str) -> bool:
-    cls = _hf_class(spec)
-    flag = {"eager": None, "sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn",
-            "flash_attention_2": "_supports_flash_attn"}[impl]
-    return flag is None or bool(getattr(cls, flag, False))
+    return spec.builder.parameters(spec, tiny)
 
 
 def backend_choices(spec: ModelSpec) -> list[str]:
-    if spec.kind == "hf":
-        return [impl for impl in HF_ATTENTION if _supports(spec, impl)]
-    names = backend_names()
-    if spec.window is not None:
-        names = [n for n in names if n != "xformers"]
-    return names
+    """Backend names this model can take (one vocabulary for every model; availability is per device)."""
+    return spec.builder.backends(spec)
 
 
-def _seeded_module(spec: ModelSpec, cfg, backend: str, seed: int) -> nn.Module:
-    if spec.kind in ("reference", "neobert"):
-        module = _bare_module(spec, cfg, backend)
-        init_weights(module, seed)
-        return module
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # transformers initialises from the global generator
-        return _bare_module(spec, cfg, backend)
-
-
-def _load_weights(spec: ModelSpec, module: nn.Module, path: str) -> nn.Module:
-    from mbbench.models import weights
-
-    config, state = weights.read_checkpoint(path)
-    if spec.kind == "reference":
-        return weights.load_state(module, state)
-    missing, unexpected = module.load_state_dict(
-        {k.removeprefix(module.base_model_prefix + "."): v for k, v in state.items()}
-        if hasattr(module, "base_model_prefix") else state, strict=False)
-    if missing:
-        raise UserError(f"{path}: checkpoint lacks {len(missing)} tensors of {spec.name}, e.g. {missing[:3]}")
-    return module
+def shape_of(spec: ModelSpec, tiny: bool = False):
+    """The performance model's `Shape` of a model (from its builder)."""
+    return spec.builder.shape(spec, tiny)
 
 
 def build_encoder(name: str, options: BuildOptions = BuildOptions(), tiny: bool = False) -> Encoder:
     """Build a model ready to run: exact config, seeded random weights (or --weights), eval mode."""
     spec = get_spec(name)
-    cfg = model_config(spec, tiny)
-    device, dtype = torch.device(options.device), options.dtype
-    if spec.kind == "hf":
-        cfg._attn_implementation = hf_attention(spec, options.backend)
-    if spec.kind == "hf-packed":
-        backend = options.backend
-        if backend == "auto":  # the paper's row ran xformers; fall back to the fastest packed kernel
-            backend = next((b for b in ["xformers"] + AUTO_ORDER.get(device.type, ["sdpa"])
-                            if get_backend_ok(b, device, dtype)), "sdpa")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            module, attention = packed_hf_model(_hf_class(spec), cfg, backend, device, dtype, {None})
-    else:
-        module = _seeded_module(spec, cfg, options.backend, options.seed)
-    if options.weights:
-        module = _load_weights(spec, module, options.weights)
-    module = module.to(device=device, dtype=dtype).eval()
-    if spec.kind == "hf":
-        return HFPaddedEncoder(module)
-    if spec.kind == "hf-packed":
-        return HFPackedEncoder(module, attention, {None})
-    return PackedEncoder(module)
-
-
-def get_backend_ok(name: str, device: torch.device, dtype: torch.dtype) -> bool:
-    try:
-        get_backend(name, device, dtype, needs_window=False)
-        return True
-    except Exception:
-        return False
+    require_available(spec)
+    spec.builder.check_backend(spec, options.backend)
+    return spec.builder.encoder(spec, options, tiny)

@@ -1,7 +1,10 @@
 """`mbbench report`: records (measured and predicted, any number of directories) -> report.md, index.html, PNGs.
 
-Reads records only. Duplicates of one configuration keep the newest (and the report says so).
-Output is deterministic: rows are sorted, figures carry no timestamps, nothing depends on the clock.
+Reads records only (`Record.flatten()` rows). A table cell holds one configuration: records of one model
+that differ in a field that changes the number (protocol, backend, dtype, batch, documents, passes,
+host, software) get rows of their own, labelled by what differs; repeats of one identity on one host
+keep the newest, and the report says which. Output is deterministic: rows are sorted, figures carry
+no timestamps, nothing depends on the clock.
 """
 
 from __future__ import annotations
@@ -22,25 +25,50 @@ SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
            ("short variable", "tps", "short-variable"), ("long max batch", "max", "long-fixed"),
            ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
+# Fields that change a number without being the model, suite or device: records that differ in one of
+# them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
+VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "compile", "time_transfer",
+                  "weights_sha256", "host", "torch", "transformers")
+LABELS = {"requested_backend": "backend", "weights_sha256": "weights"}
 
 
-def requested_backend(record: dict) -> str:
-    return (record.get("config") or {}).get("backend") or "auto"
+def default_batch(suite: str) -> int:
+    return 32 if suite.startswith("long") else 512
 
 
-def dedup_key(record: dict) -> tuple:
-    return (record.get("gpu_dir"), record.get("kind"), record.get("measurement", "throughput"), record.get("model"),
-            record.get("suite"), record.get("protocol"), record.get("dtype"), record.get("memory_limit_gb"),
-            requested_backend(record))
+def variant(record: dict) -> dict:
+    """The fields of a record that change its number, besides model, suite and device."""
+    batch = record.get("batch_size")
+    values = {"protocol": record.get("protocol"), "requested_backend": record.get("requested_backend") or "auto",
+              "dtype": record.get("dtype"),
+              "batch": f"tb{record['token_budget']}" if record.get("token_budget") else
+              (None if batch in (None, default_batch(record["suite"])) else batch),
+              "docs": record.get("documents") if record.get("subsampled") else None,
+              "runs": record.get("runs"), "compile": record.get("compile") or None,
+              "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
+              "host": record.get("host") if record.get("kind") == "measured" else None,
+              "torch": record.get("torch") if record.get("kind") == "measured" else None,
+              "transformers": record.get("transformers") if record.get("kind") == "measured" else None}
+    return values
 
 
-def label_backends(records: list[dict]) -> list[dict]:
-    """Rows per backend where a model was measured with several (a matrix over backends), else per model."""
-    backends: dict[str, set] = {}
+def label_variants(records: list[dict]) -> list[dict]:
+    """Each record's row label: the model, plus the variant fields that differ among that model's records."""
+    by_model: dict[str, list[dict]] = {}
     for record in records:
-        backends.setdefault(record["model"], set()).add(requested_backend(record))
-    return [r | {"model": f"{r['model']} [{requested_backend(r)}]"} if len(backends[r["model"]]) > 1 else r
-            for r in records]
+        by_model.setdefault(record["model"], []).append(record)
+    labelled = []
+    for model, group in by_model.items():
+        measured = [r for r in group if r.get("kind") == "measured"]
+        differing = [f for f in VARIANT_FIELDS if len({str(variant(r)[f]) for r in (measured or group)}) > 1]
+        for record in group:
+            values = variant(record)
+            parts = [f"{LABELS.get(f, f)}={values[f]}" for f in differing if values[f] is not None]
+            if record.get("kind") == "measured" or not differing:
+                labelled.append(record | {"model": model + (f" [{', '.join(parts)}]" if parts else "")})
+            else:
+                labelled.append(record)
+    return labelled
 
 
 FAILURE_HEADER = ["gpu", "model", "suite", "protocol", "backend", "dtype", "date", "reason"]
@@ -48,22 +76,22 @@ FAILURE_HEADER = ["gpu", "model", "suite", "protocol", "backend", "dtype", "date
 
 def failure_rows(records: list[dict]) -> list[list[str]]:
     """Configurations whose newest record says failed (a matrix task that ran out of memory, lost its node...)."""
-    return [[r.get("gpu_dir", ""), r["model"], r["suite"], r.get("protocol", ""), requested_backend(r),
+    return [[r.get("gpu_dir", ""), r["model"], r["suite"], r.get("protocol", ""), r.get("requested_backend") or "",
              r.get("dtype", ""), (r.get("created_at") or "")[:10], r.get("reason") or ""]
-            for r in sorted(records, key=lambda r: [str(x) for x in dedup_key(r)])]
+            for r in sorted(records, key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"]))]
 
 
 def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
-    """Keep the newest record of each configuration; say which were replaced."""
+    """Keep the newest record of each identity per host; say which were kept over which."""
     newest: dict[tuple, dict] = {}
     notes = []
-    for record in sorted(records, key=lambda r: (r.get("created_at") or "", r.get("_path") or "")):
-        key = dedup_key(record)
+    for record in sorted(records, key=lambda r: (r.get("created_at") or "", r.get("path") or "")):
+        key = (record["key"], record.get("host") if record.get("kind") == "measured" else None)
         if key in newest:
-            notes.append(f"{record['model']} / {record['suite']} on {record['gpu_dir']}: kept {record.get('created_at')}"
-                         f" over {newest[key].get('created_at')}")
+            notes.append(f"{record['model']} / {record['suite']} on {record['gpu_dir']}: kept the newest, "
+                         f"{record.get('created_at')}, over {newest[key].get('created_at')}")
         newest[key] = record
-    return sorted(newest.values(), key=lambda r: [str(x) for x in dedup_key(r)]), notes
+    return sorted(newest.values(), key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"])), notes
 
 
 def answers(record: dict, what: str) -> bool:
@@ -73,7 +101,7 @@ def answers(record: dict, what: str) -> bool:
     """
     searched = record.get("measurement") == "max_batch"
     if what == "max":
-        return searched or (record["kind"] == "predicted" and ("max_batch_size" in record
+        return searched or (record["kind"] == "predicted" and (record.get("max_batch_size") is not None
                                                                or record.get("status") == "unsupported"))
     return not searched
 
@@ -81,10 +109,11 @@ def answers(record: dict, what: str) -> bool:
 def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, bool]:
     """(text, value for ranking, predicted?) of one table cell; '–' unsupported, '' missing."""
     matches = [r for r in records if r["model"] == model and r["suite"] == suite
-               and answers(r, what) and not r.get("memory_limit_gb")]
+               and answers(r, what) and not r.get("memory_limit_bytes")]
     if not matches:
         return "", None, False
-    record = sorted(matches, key=lambda r: r["kind"] != "measured")[0]  # a measurement beats a prediction
+    # a measurement beats a prediction; among repeats the newest (said under "Merged duplicates")
+    record = sorted(matches, key=lambda r: (r["kind"] != "measured", r.get("created_at") or ""))[0]
     predicted = record["kind"] == "predicted"
     if record.get("status") == "unsupported":
         return "–", None, predicted
@@ -136,8 +165,10 @@ def flags(record: dict) -> str:
         out.append("throttled")
     if record.get("subsampled"):
         out.append(f"subsampled ({record.get('num_documents')} docs)")
-    if record.get("memory_limit_gb"):
-        out.append(f"emulated {record['memory_limit_gb']:.0f} GB limit")
+    if record.get("memory_limit_bytes"):
+        out.append(f"emulated {record['memory_limit_bytes'] / 1e9:.0f} GB limit")
+    if record.get("migrated_from"):
+        out.append("schema 1")
     if record.get("kind") == "predicted":
         out.append("predicted")
     return ", ".join(out)
@@ -146,11 +177,10 @@ def flags(record: dict) -> str:
 def provenance_rows(records: list[dict]) -> list[list[str]]:
     rows = []
     for r in records:
-        gpu, env = r.get("gpu") or {}, r.get("environment") or {}
         value = r.get("tokens_per_second")
         rows.append([r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
                      f"{value:,.0f}" if value else (str(r.get("max_batch_size") or r.get("max_token_budget") or "–")),
-                     gpu.get("name", ""), gpu.get("driver") or "", gpu.get("cuda") or "", env.get("torch", ""),
+                     r.get("device_name") or "", r.get("driver") or "", r.get("cuda") or "", r.get("torch") or "",
                      str(r.get("backend", "")), r["dtype"], r["protocol"], (r.get("created_at") or "")[:10], flags(r)])
     return rows
 
@@ -192,19 +222,32 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
     return path
 
 
+def workload(record: dict) -> tuple:
+    """What two records must share for their tokens/s to form a speedup: the same work on the same machine."""
+    return (record["gpu_dir"], record["suite"], record.get("protocol"), record.get("dtype"),
+            record.get("documents") if record.get("subsampled") else None, record.get("batch_size"),
+            record.get("host") if record.get("kind") == "measured" else None, record.get("kind"))
+
+
 def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
+    """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out."""
+    throughput = [r for r in records if r.get("tokens_per_second") and r.get("measurement") != "max_batch"]
+    base = {}
+    for r in throughput:
+        if r["model"].split(" [")[0] == baseline:
+            base.setdefault(workload(r), r["tokens_per_second"])
     rows = []
-    for gpu in sorted({r["gpu_dir"] for r in records}):
-        for model in sorted({r["model"] for r in records if r["gpu_dir"] == gpu}):
-            row = [gpu, model]
-            for suite in (*SHORT, *LONG):
-                def tps(m):
-                    return next((r["tokens_per_second"] for r in records if r["gpu_dir"] == gpu and r["model"] == m
-                                 and r["suite"] == suite and r.get("tokens_per_second")
-                                 and r.get("measurement") != "max_batch"), None)
-                mine, base = tps(model), tps(baseline)
-                row.append(f"{mine / base:.2f}x" if mine and base else "")
-            rows.append(row)
+    for gpu, model in sorted({(r["gpu_dir"], r["model"]) for r in throughput}):
+        if model.split(" [")[0] == baseline:
+            continue
+        cells = []
+        for suite in (*SHORT, *LONG):
+            mine = next((r for r in throughput if r["gpu_dir"] == gpu and r["model"] == model and r["suite"] == suite),
+                        None)
+            ratio = mine and base.get(workload(mine))
+            cells.append(f"{mine['tokens_per_second'] / ratio:.2f}x" if ratio else "")
+        if any(cells):
+            rows.append([gpu, model, *cells])
     return rows
 
 
@@ -215,13 +258,11 @@ def embed(path: Path) -> str:
 def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbert-base",
                  baseline: str = "hf-modernbert-base") -> Path:
     out = Path(out)
-    try:
-        raw = results.read_records(result_dirs)
-    except UserError:
-        raise
+    raw = [r.flatten() for r in results.read_records(result_dirs)]
     if not raw:
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report")
     records, notes = merge(raw)
+    records = label_variants(records)
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
     failed = [r for r in records if r.get("status") == "failed"]
     records = [r for r in records if r.get("status") != "failed"]
@@ -232,7 +273,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     body = [f"<h1>mbbench report</h1><p>{len(records)} records. Throughput in thousands of tokens/s; '–' unsupported, "
             "blank missing, <b>bold</b> best per column, (p) predicted.</p>"]
     for gpu in sorted({r["gpu_dir"] for r in records}):
-        header, rows = paper_table(label_backends([r for r in records if r["gpu_dir"] == gpu]))
+        header, rows = paper_table([r for r in records if r["gpu_dir"] == gpu])
         md += [f"## {gpu}", "", markdown_table(header, rows), ""]
         body.append(f"<h2>{html.escape(gpu)}</h2>" + html_table(header, rows))
     figure = basket_figure(records, model, out / "basket.png")

@@ -1,0 +1,168 @@
+"""Commands that check, explore and read, but measure nothing: verify, sweep, validate-model, report, list.
+
+Registered on the `mbbench` group of `mbbench.cli`; like every command, they parse options and call the
+library. A `UserError` becomes one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mbbench.cli import cli
+from mbbench.console import print_table
+from mbbench.dtypes import parse_dtype
+from mbbench.errors import UserError
+
+
+@cli.command()
+@click.option("--model", default="modernbert-base", show_default=True, help="A ModernBERT-architecture model name.")
+@click.option("--config", "config_name", default=None, help="Use a preset shape instead (tiny, base, large).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", "dtypes", multiple=True, help="Repeatable; default float32 (and bfloat16 on CUDA).")
+@click.option("--backend", "backends", multiple=True, help="Repeatable; default every backend available here.")
+def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, ...], backends: tuple[str, ...]) -> None:
+    """Check every attention backend and layout against eager fp32 and transformers' ModernBertModel."""
+    from mbbench.models import registry
+    from mbbench.models.config import preset
+    from mbbench.verify import verify as run_verify
+
+    if config_name:
+        cfg = preset(config_name)
+    else:
+        spec = registry.get_spec(model)
+        if not spec.is_reference_modernbert:
+            raise UserError(f"verify checks ModernBERT-architecture models; {model} is {spec.family}")
+        cfg = registry.model_config(spec)
+    chosen = [parse_dtype(d) for d in dtypes] or ([parse_dtype("float32")] +
+                                                 ([parse_dtype("bfloat16")] if device.startswith("cuda") else []))
+    checks = run_verify(cfg, device=device, dtypes=tuple(chosen), backends=list(backends) or None)
+    print_table([{"backend": c.backend, "dtype": c.dtype, "layout": c.layout, "against": c.against,
+                  "max_abs_error": f"{c.max_abs_error:.2e}", "max_rel_error": f"{c.max_rel_error:.2e}",
+                  "tolerance": f"{c.tolerance:.0e}", "result": "pass" if c.passed else "FAIL"} for c in checks])
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        click.echo(f"{len(failed)} of {len(checks)} checks failed", err=True)
+        sys.exit(1)
+    click.echo(f"all {len(checks)} checks passed")
+
+
+@cli.command()
+@click.option("--hidden", default="512:1536:64", show_default=True, help="START:STOP:STEP or a comma list.")
+@click.option("--glu", default="1024:6144:64", show_default=True, help="Fused GLU width (2 x intermediate).")
+@click.option("--layers", default="22", show_default=True)
+@click.option("--head-dim", type=int, default=64, show_default=True)
+@click.option("--params", default=None, help="Keep shapes of this size, e.g. 149M±5%.")
+@click.option("--tokens", type=int, default=16384, show_default=True, help="Tokens per forward pass.")
+@click.option("--gpus", default="basket", show_default=True,
+              help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100.")
+@click.option("--dtype", default="bfloat16", show_default=True)
+@click.option("--out", "out_dir", default="results/sweeps", show_default=True)
+@click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
+def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
+    """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
+    import pandas as pd
+
+    from mbbench import results
+    from mbbench.report.figures import sweep_heatmap
+    from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
+
+    weights = parse_basket(gpus)
+    rows = run_sweep(parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"),
+                     head_dim, weights, tokens, parse_params(params), dtype)
+    root = results.check_writable(out_dir)
+    frame = pd.DataFrame(rows)
+    csv_path = root / "sweep.csv"
+    frame.to_csv(csv_path, index=False)
+    sweep_heatmap(frame, root / "sweep_heatmap.png")
+    print_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "aligned_64", "basket_score",
+                                    "paper_heuristic", "basket_tokens_per_second")} for r in rows[:top]])
+    click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path}")
+
+
+@cli.command(name="validate-model")
+@click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True)
+def validate_model(results_dirs) -> None:
+    """Performance model vs calibration.csv (leave-one-GPU-out) and vs measured GPU records."""
+    import statistics
+    from pathlib import Path
+
+    from mbbench import predict, results
+    from mbbench.hardware import perfmodel
+
+    rows = perfmodel.leave_one_gpu_out(list(perfmodel.calibration_rows()))
+    existing = [d for d in results_dirs if Path(d).is_dir()]
+    rows += predict.validation_rows(results.read_records(existing)) if existing else []
+    print_table([{"gpu": r["gpu"], "source": r["source"][:60], "measured_tps": f"{r['measured']:,.0f}",
+                  "predicted_tps": f"{r['predicted']:,.0f}", "error": f"{r['error']:+.1%}"} for r in rows])
+    errors = [abs(r["error"]) for r in rows]
+    click.echo(f"median |error| {statistics.median(errors):.1%} over {len(rows)} rows "
+               f"(calibration rows are leave-one-GPU-out)")
+
+
+@cli.command()
+@click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True,
+              help="Repeatable: record directories from any number of machines.")
+@click.option("--out", "out_dir", default="reports/latest", show_default=True)
+@click.option("--model", default="modernbert-base", show_default=True, help="Model of the GPU-basket figure.")
+@click.option("--baseline", default="hf-modernbert-base", show_default=True, help="Model of the speedup table.")
+def report(results_dirs, out_dir, model, baseline) -> None:
+    """Render report.md, index.html and PNG figures from records (never reruns anything)."""
+    from mbbench.report.render import build_report
+
+    out = build_report(list(results_dirs), out_dir, model, baseline)
+    click.echo(f"wrote {out / 'report.md'} and {out / 'index.html'}")
+
+
+@cli.group(name="list")
+def list_group() -> None:
+    """List models, suites, GPUs or attention backends."""
+
+
+@list_group.command(name="models")
+def list_models() -> None:
+    """Every model name, its parameters (counted on the meta device), limits, and whether it can run here."""
+    from mbbench.models import registry
+
+    rows = []
+    for spec in registry.MODELS.values():
+        missing = spec.builder.available(spec)
+        rows.append({"name": spec.name, "family": spec.family,
+                     "parameters": "–" if missing else f"{registry.count_parameters(spec) / 1e6:.1f}M",
+                     "published": f"{spec.published_parameters:g}M", "max_length": spec.max_length,
+                     "unpadded": "yes" if spec.unpadded else "no",
+                     "backends": "unavailable: " + missing if missing else ",".join(registry.backend_choices(spec)),
+                     "source": spec.source})
+    print_table(rows)
+
+
+@list_group.command(name="suites")
+def list_suites() -> None:
+    """Each suite's documents, total tokens and length statistics."""
+    from mbbench.suites import load_suite, suite_names
+
+    print_table([{**load_suite(name).statistics(), "fingerprint": load_suite(name).fingerprint}
+                 for name in suite_names()])
+
+
+@list_group.command(name="gpus")
+def list_gpus() -> None:
+    """The GPU basket: ids, aliases, SMs, dense tensor peaks (fp32 accumulate), memory, bandwidth."""
+    from mbbench.hardware.gpus import basket
+
+    print_table([{"id": g.id, "aliases": ",".join(g.aliases), "cc": ".".join(map(str, g.compute_capability)),
+                  "sms": g.sm_count, "bf16_tflops": g.bf16_tflops if g.bf16_tflops is not None else "– (fp16)",
+                  "fp16_tflops": g.fp16_tflops, "memory_gb": g.memory_gb, "bandwidth_gbs": g.bandwidth_gbs,
+                  "l2_mb": g.l2_mb, "basket_weight": g.basket_weight} for g in basket().values()])
+
+
+@list_group.command(name="backends")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+def list_backends(device: str, dtype: str) -> None:
+    """Which attention backends can run on a device and dtype, and why not."""
+    from mbbench.models.attention import availability_table
+
+    print_table([{"backend": name, "available": "yes" if a.ok else "no", "reason": a.reason}
+                 for name, a in availability_table(device, parse_dtype(dtype))])

@@ -1,0 +1,358 @@
+"""Typed records: one header (what was asked, on what, with which software) and exactly one payload.
+
+A record is what every measurement, search and prediction produces and what reports read:
+
+    Record
+      header:  schema_version, kind (measured | predicted), status (ok | unsupported | failed), reason,
+               identity (everything that changes the number), device, environment, model, suite, created_at
+      payload: Throughput | MaxBatchSearch | Prediction | Comparison | Failure
+
+`Identity` is the configuration key: two records with equal identities measured the same thing, so
+resume skips on it and the report groups by it. Software versions (torch, transformers, CUDA) live in
+the environment: recorded, shown apart in reports, but not part of the identity.
+
+Schema 1 records (the loose dicts committed before this module existed) are migrated on read by
+`from_json`; nothing on disk is rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Union
+
+SCHEMA_VERSION = 2
+KINDS = ("measured", "predicted")
+STATUSES = ("ok", "unsupported", "failed")
+MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison")
+
+
+def now() -> str:
+    """UTC timestamp, ISO 8601 to the second (the `created_at` of every record)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------------ identity
+
+@dataclass(frozen=True)
+class Identity:
+    """Every field that changes the number a record reports.
+
+    `device` is the basket id of a GPU (e.g. "H100-SXM"), a GPU's own name when it is not in the basket,
+    or the CPU model; `device_index` is torch's CUDA index (None on CPU and for predictions). For a
+    max-batch search, `limits` holds the search's own settings (memory cap, granularity, margin).
+    """
+
+    measurement: str  # one of MEASUREMENTS
+    model: str  # registry name
+    suite: str  # the suite's name, for people; the fingerprint is what identifies it
+    suite_fingerprint: str
+    protocol: str
+    backend: str  # the backend asked for ("auto" included); the one that ran is in the payload
+    dtype: str
+    device: str
+    device_index: int | None = None
+    tiny: bool = False
+    weights_sha256: str | None = None  # a hash of a --weights checkpoint; None: seeded random weights
+    batch_size: int | None = None
+    token_budget: int | None = None
+    documents: int | None = None  # documents actually used (a subsample says so)
+    runs: int | None = None
+    warmup_batches: int | None = None  # None: one full warmup pass
+    compile: bool = False
+    time_transfer: bool = False
+    placement: str | None = None  # the Ray node type a CPU task ran on (CPU records share one directory)
+    limits: tuple[tuple[str, Any], ...] = ()  # max-batch search settings, as sorted (name, value) pairs
+    models: tuple[str, ...] = ()  # a comparison's models (baseline first); empty otherwise
+
+    def key(self) -> str:
+        """A short hash of every field: equal keys mean the same configuration."""
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def configuration_key(self) -> str:
+        """The key without the device: what a matrix driver can know before a task is placed."""
+        text = json.dumps({k: v for k, v in asdict(self).items() if k not in ("device", "device_index")},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def display_model(self) -> str:
+        return self.model + ("-tiny" if self.tiny else "")
+
+    def file_stem(self) -> str:
+        """A readable, file-name-safe prefix plus the key (unique per identity)."""
+        batch = f"tb{self.token_budget}" if self.token_budget else (f"bs{self.batch_size}" if self.batch_size else "")
+        parts = [self.display_model if self.measurement != "comparison" else "-vs-".join(self.models),
+                 self.suite, self.protocol, self.backend, self.dtype, batch,
+                 f"docs{self.documents}" if self.documents else "", self.measurement, self.key()]
+        return re.sub(r"[^A-Za-z0-9._=-]+", "-", "__".join(p for p in parts if p))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Identity":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["limits"] = tuple(tuple(pair) for pair in values.get("limits", ()))
+        values["models"] = tuple(values.get("models", ()))
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------- header parts
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device a record is for: measured on, or predicted for (`kind` "predicted")."""
+
+    kind: str  # "cuda", "cpu" or "predicted"
+    name: str
+    basket_id: str | None = None
+    index: int | None = None
+    sm_count: int | None = None
+    compute_capability: str | None = None
+    memory_bytes: int | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    uuid: str | None = None
+
+    @property
+    def directory(self) -> str:
+        """results/<directory>/: the basket id, "cpu", else a file-name-safe form of the GPU's name."""
+        if self.kind == "cpu":
+            return "cpu"
+        return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
+
+    @property
+    def identity_name(self) -> str:
+        return self.name if self.kind == "cpu" else (self.basket_id or self.name)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str
+    group: str  # "base" or "large": the paper's table groups
+    parameters: int
+    max_length: int
+    layout: str  # "packed" or "padded"
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    path: str | None
+    documents: int  # documents in the whole suite
+    max_length: int
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+
+@dataclass(frozen=True)
+class Throughput:
+    """Timed passes over a suite. Seconds per pass in `run_seconds`; tokens/s of real (unpadded) tokens."""
+
+    kind: ClassVar[str] = "throughput"
+    backend: str  # the attention implementation that ran
+    num_documents: int
+    subsampled: bool
+    real_tokens: int
+    padded_tokens: int
+    num_batches: int
+    warmup_batches: int
+    warmup_seconds: float
+    first_call_seconds: float
+    run_seconds: list[float]
+    headline: str  # "median" or "mean" of the pass times
+    tokens_per_second: float
+    tokens_per_second_stats: dict  # median, mean, std, min, max, iqr, iqr_over_median of per-pass tokens/s
+    timer: str  # "cuda-events" or "perf_counter"
+    unstable: bool
+    backend_reason: str | None = None
+    compile_seconds: float | None = None
+    telemetry: dict | None = None
+    flops_per_pass: float | None = None
+    mfu: float | None = None
+    mfu_note: str | None = None
+    peak_memory_bytes: int | None = None
+    load: dict | None = None  # machine load at start and end of the timed passes
+    load_warning: str | None = None
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
+@dataclass(frozen=True)
+class MaxBatchSearch:
+    """The largest batch (documents at the suite's maximum length) or packed token budget that fits."""
+
+    kind: ClassVar[str] = "max_batch"
+    mode: str  # "batch" or "tokens"
+    sequence_length: int
+    granularity: int
+    safety_margin: float
+    memory_limit_bytes: int | None
+    largest_ok: int
+    result: int  # largest_ok less the margin, rounded down to the granularity
+    trials: list[dict]
+    search_seconds: float
+    device_memory_bytes: int | None = None
+    peak_bytes_at_result: int | None = None
+    capped: bool = False  # stopped by a trial or time cap before the bracket closed
+    bracket: tuple[int, int | None] | None = None  # (largest that fit, smallest that did not)
+    seed: int | None = None  # where the search started (the memory model's prediction)
+    note: str = ""
+
+    @property
+    def max_batch_size(self) -> int | None:
+        return self.result if self.mode == "batch" else None
+
+    @property
+    def max_token_budget(self) -> int | None:
+        return self.result if self.mode == "tokens" else None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The performance and memory models' answer for a configuration on a basket GPU."""
+
+    kind: ClassVar[str] = "prediction"
+    model_version: str
+    tokens_per_second: float
+    real_tokens: int
+    mfu: float
+    max_batch_size: int | None
+    efficiency: float
+    efficiency_source: str
+    peak_tflops: float
+    shape: dict
+    attention: str = "auto"
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Interleaved passes of several models over the same batches: paired ratios against a baseline."""
+
+    kind: ClassVar[str] = "comparison"
+    baseline: str
+    num_documents: int
+    real_tokens: int
+    rounds: int
+    run_seconds: dict  # model -> seconds per pass, in round order
+    backends: dict  # model -> backend that ran
+    ratios: dict  # model -> {"median": x, "low": x, "high": x, "confidence": 0.95, "per_round": [...]}
+    order: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """No number: the configuration failed (error) or cannot run (unsupported); the header has the reason."""
+
+    kind: ClassVar[str] = "failure"
+    error_type: str | None = None
+    backend: str | None = None
+
+
+Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Failure]
+PAYLOADS = {cls.kind: cls for cls in (Throughput, MaxBatchSearch, Prediction, Comparison, Failure)}
+
+
+# ------------------------------------------------------------------------------------------------ record
+
+@dataclass
+class Record:
+    kind: str  # "measured" or "predicted"
+    status: str  # "ok", "unsupported" or "failed"
+    identity: Identity
+    device: DeviceInfo
+    model: ModelInfo | None
+    suite: SuiteInfo | None
+    payload: Payload
+    environment: dict = field(default_factory=dict)
+    reason: str | None = None
+    created_at: str = field(default_factory=now)
+    execution: dict | None = None  # matrix tasks: how and where it ran
+    schema_version: int = SCHEMA_VERSION
+    source_path: str | None = field(default=None, compare=False)  # where it was read from (not written)
+    migrated_from: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"record kind {self.kind!r} not in {KINDS}")
+        if self.status not in STATUSES:
+            raise ValueError(f"record status {self.status!r} not in {STATUSES}")
+        if (self.status == "ok") == isinstance(self.payload, Failure):
+            raise ValueError(f"a record with status {self.status!r} cannot carry a {self.payload.kind} payload")
+
+    @property
+    def key(self) -> str:
+        return self.identity.key()
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return getattr(self.payload, "tokens_per_second", None)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (schema 2)."""
+        body = {"schema_version": self.schema_version, "kind": self.kind, "status": self.status,
+                "reason": self.reason, "created_at": self.created_at, "identity": asdict(self.identity),
+                "device": asdict(self.device), "model": asdict(self.model) if self.model else None,
+                "suite": asdict(self.suite) if self.suite else None, "environment": self.environment,
+                "execution": self.execution, "payload_type": self.payload.kind, "payload": asdict(self.payload)}
+        return body
+
+    @classmethod
+    def from_json(cls, data: dict, source_path: str | None = None) -> "Record":
+        """Read a record of any schema version (1 is migrated); raises ValueError when it is not a record."""
+        if not isinstance(data, dict) or not data.get("schema_version"):
+            raise ValueError("not an mbbench record (no schema_version)")
+        if data["schema_version"] == 1:
+            from mbbench.migrate import from_schema_1
+
+            return from_schema_1(data, source_path)
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(f"record schema {data['schema_version']} is newer than this mbbench ({SCHEMA_VERSION})")
+        payload_cls = PAYLOADS[data["payload_type"]]
+        payload_fields = {f.name for f in fields(payload_cls)}
+        payload = payload_cls(**{k: v for k, v in data["payload"].items() if k in payload_fields})
+        if isinstance(payload, MaxBatchSearch) and payload.bracket is not None:
+            payload = _replace(payload, bracket=tuple(payload.bracket))
+        return cls(kind=data["kind"], status=data["status"], identity=Identity.from_dict(data["identity"]),
+                   device=DeviceInfo(**data["device"]), model=ModelInfo(**data["model"]) if data.get("model") else None,
+                   suite=SuiteInfo(**data["suite"]) if data.get("suite") else None, payload=payload,
+                   environment=data.get("environment") or {}, reason=data.get("reason"),
+                   created_at=data.get("created_at") or "", execution=data.get("execution"),
+                   source_path=source_path)
+
+    def flatten(self) -> dict:
+        """One flat row for pandas and the report: identity, device, software, and the payload's numbers."""
+        ident, payload, env = self.identity, self.payload, self.environment or {}
+        row = {"key": self.key, "configuration_key": ident.configuration_key(), "kind": self.kind,
+               "status": self.status, "reason": self.reason, "measurement": ident.measurement,
+               "model": ident.display_model, "registry_model": ident.model, "tiny": ident.tiny,
+               "suite": ident.suite, "suite_fingerprint": ident.suite_fingerprint, "protocol": ident.protocol,
+               "requested_backend": ident.backend, "dtype": ident.dtype, "batch_size": ident.batch_size,
+               "token_budget": ident.token_budget, "documents": ident.documents, "runs": ident.runs,
+               "warmup_batches": ident.warmup_batches, "compile": ident.compile, "time_transfer": ident.time_transfer,
+               "weights_sha256": ident.weights_sha256, "limits": dict(ident.limits) or None,
+               "device_kind": self.device.kind, "device_name": self.device.name, "device_index": self.device.index,
+               "gpu_dir": self.device.directory, "gpu_id": self.device.basket_id, "driver": self.device.driver,
+               "cuda": self.device.cuda, "family": self.model.family if self.model else None,
+               "group": self.model.group if self.model else "base",
+               "parameters": self.model.parameters if self.model else None,
+               "torch": env.get("torch"), "transformers": env.get("transformers"),
+               "git_commit": env.get("git_commit"), "host": env.get("host"), "created_at": self.created_at,
+               "path": self.source_path, "payload_type": payload.kind, "migrated_from": self.migrated_from}
+        for name, value in asdict(payload).items():
+            row.setdefault(name, value)
+        if isinstance(payload, MaxBatchSearch):
+            row.update(max_batch_size=payload.max_batch_size, max_token_budget=payload.max_token_budget)
+        row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend
+        return row
+
+
+def _replace(obj, **changes):
+    from dataclasses import replace
+
+    return replace(obj, **changes)
