@@ -131,7 +131,7 @@ def test_per_model_batches_and_validation():
 
 def test_real_timer_on_cpu():
     weight = torch.randn(8, 8)
-    forwards = {"one": lambda b: b.float() @ weight, "two": lambda b: (b.float() @ weight) @ weight}  # noqa: E731
+    forwards = {"one": lambda b: b.float() @ weight, "two": lambda b: (b.float() @ weight) @ weight}
     warm = []
     result = run_paired(forwards, _batches(), CPU, 3, time_transfer=True, on_warmup=lambda n, s: warm.append(n))
     assert warm == ["one", "two"]
