@@ -81,3 +81,13 @@ def test_invalid_empirical_suites_name_file_and_field(tmp_path, body, files, mes
     with pytest.raises(UserError, match=message) as error:
         _suite(tmp_path, body, files)
     assert "mine.toml" in str(error.value)
+
+
+def test_documented_example_suite():
+    """docs/suites.md quotes these numbers."""
+    from pathlib import Path
+
+    suite = load_suite(str(Path(__file__).resolve().parent.parent / "docs/examples/support-tickets.toml"))
+    stats = suite.statistics()
+    assert (stats["documents"], stats["total_tokens"], stats["mean"], stats["std"]) == (2048, 1181066, 576.7, 521.9)
+    assert (stats["min"], stats["max"]) == (67, 2723) and suite.fingerprint == "550b145a0e967d03"
