@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -83,6 +85,10 @@ def test_known_ratio_despite_drift():
     assert fast.interval.confidence == 0.95 and fast.interval.resamples == 10_000
     with pytest.raises(KeyError):
         result.ratio("base")
+    record = json.loads(json.dumps(result.to_dict()))
+    assert record["baseline"] == "base" and record["order"][1] == ["fast", "slow", "base"]
+    assert record["ratios"][0]["interval"]["low"] == pytest.approx(3.0)
+    assert record["models"]["fast"]["tokens_per_second_stats"]["median"] > 0
 
 
 def test_one_round_has_no_interval():

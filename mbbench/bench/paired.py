@@ -88,6 +88,14 @@ class PairedResult:
     models: dict[str, ModelPasses]
     ratios: list[PairedRatio]  # every other model vs the baseline, in the order given
 
+    def to_dict(self) -> dict:
+        """JSON-ready: per model its tokens, pass seconds and tokens/s statistics; the ratios; the order."""
+        models = {name: {"tokens": m.tokens, "pass_seconds": m.pass_seconds, "warmup_seconds": m.warmup_seconds,
+                         "first_call_seconds": m.first_call_seconds, "tokens_per_second_stats": m.summary().to_dict()}
+                  for name, m in self.models.items()}
+        return {"baseline": self.baseline, "order": self.order, "models": models,
+                "ratios": [r.to_dict() for r in self.ratios]}
+
     def ratio(self, model: str) -> PairedRatio:
         """The comparison of `model` with the baseline. Raises KeyError for an unknown model or the baseline."""
         for ratio in self.ratios:
