@@ -18,7 +18,9 @@ def _stat(tmp_path, busy_ticks, idle_ticks=1000, name="stat"):
 
 
 def test_snapshot_with_faked_sources(tmp_path):
-    gpu = lambda: GpuLoad(37.0, (111, 222, 333), own_context=False)  # noqa: E731
+    def gpu():
+        return GpuLoad(37.0, (111, 222, 333), own_context=False)
+
     snap = load_snapshot(gpu, own_pid=222, getloadavg=lambda: (1.25, 0.5, 0.1), proc_stat=_stat(tmp_path, 5 * TICK))
     assert (snap.load_average_1m, snap.load_average_5m) == (1.25, 0.5)
     assert snap.gpu_utilization_percent == 37.0 and snap.other_gpu_processes == 2
