@@ -1,14 +1,18 @@
 """Benchmark suites: TOML definitions -> deterministic document lengths and token ids -> batches.
 
-A suite file (see `suites/*.toml`) defines the number of documents, a length distribution
-(`fixed` or `normal` clamped to [min, max]), a token-id range and a seed. Generation uses torch's
-CPU generator only, so the same suite yields the same documents on every machine and device.
-Token ids are drawn per document from a generator seeded by (suite seed, document index), so a
-subsample never needs the whole suite in memory.
+A suite file (see `suites/*.toml` and docs/suites.md) defines the number of documents, a length
+distribution (`fixed`, `normal` truncated then clamped to [min, max], or `empirical`: real
+document lengths, inline or from a file, resampled with the seed), a token-id range and a seed.
+Generation uses torch's CPU generator only, so the same suite yields the same documents on every
+machine and device. Token ids are drawn per document from a generator seeded by (suite seed,
+document index), so a subsample never needs the whole suite in memory. Empirical lengths are read
+when the file is parsed and kept in the definition, so a suite travels to other nodes without its
+lengths file.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -23,7 +27,10 @@ from mbbench.batching import PackedBatch, PaddedBatch, group_by_count, group_by_
 from mbbench.errors import UserError
 
 REPO_SUITES = Path(__file__).resolve().parent.parent / "suites"
-DISTRIBUTIONS = ("fixed", "normal")
+DISTRIBUTIONS = ("fixed", "normal", "empirical")
+# Definition fields left out of the fingerprint: the lengths they produce are in it, where they live is not;
+# `sample` only for the distributions that have no such field (so their fingerprints never changed).
+_UNFINGERPRINTED = ("values", "lengths_file")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,16 @@ class SuiteDefinition:
     token_high: int
     seed: int
     description: str = ""
+    values: tuple[int, ...] | None = None  # empirical: the lengths read (after clamping), in file order
+    lengths_file: str | None = None  # empirical: the file they came from (None: inline)
+    sample: bool = True  # empirical: draw `documents` of `values` with replacement; False: use them as-is
+
+    def fingerprint_fields(self) -> dict:
+        """The definition as the fingerprint sees it (see `_UNFINGERPRINTED`)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in _UNFINGERPRINTED}
+        if self.distribution != "empirical":
+            del fields["sample"]
+        return fields
 
 
 def _require(table: dict, key: str, source: str, kind=(int, float)):
@@ -51,24 +68,41 @@ def _require(table: dict, key: str, source: str, kind=(int, float)):
     return value
 
 
-def parse_definition(data: dict, source: str) -> SuiteDefinition:
-    """Validate a suite table; every error names the file and the field."""
+def parse_definition(data: dict, source: str, base_dir: Path | None = None) -> SuiteDefinition:
+    """Validate a suite table; every error names the file and the field.
+
+    `source` is the suite file's path (for messages); an empirical `lengths.file` is resolved
+    against `base_dir`, by default the directory of `source`. Raises UserError.
+    """
     lengths, tokens = data.get("lengths"), data.get("tokens", {"low": 100, "high": 16000})
     if not isinstance(lengths, dict):
         raise UserError(f"{source}: missing [lengths] table")
     name = data.get("name") or Path(source).stem
-    documents = _require(data, "documents", source, int)
-    if documents <= 0:
-        raise UserError(f"{source}: field 'documents' must be positive, got {documents}")
     distribution = lengths.get("distribution")
     if distribution not in DISTRIBUTIONS:
         raise UserError(f"{source}: field 'lengths.distribution' must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    values, lengths_file, sample = None, None, True
+    if distribution == "empirical":
+        values, lengths_file = _empirical_values(lengths, source, Path(source).parent if base_dir is None else base_dir)
+        sample = lengths.get("sample", True)
+        if not isinstance(sample, bool):
+            raise UserError(f"{source}: field 'lengths.sample' must be true or false, got {sample!r}")
+    documents = len(values) if values is not None and "documents" not in data else \
+        _require(data, "documents", source, int)
+    if documents <= 0:
+        raise UserError(f"{source}: field 'documents' must be positive, got {documents}")
     if distribution == "fixed":
         length = _require(lengths, "length", f"{source} [lengths]", int)
         if length <= 0:
             raise UserError(f"{source}: field 'lengths.length' must be positive, got {length}")
         mean = std = None
         low, high = length, length
+    elif distribution == "empirical":
+        if not sample and documents != len(values):
+            raise UserError(f"{source}: field 'documents' ({documents}) must equal the number of lengths "
+                            f"({len(values)}) when 'lengths.sample' is false (or be left out)")
+        length = mean = std = None
+        low, high = min(values), max(values)
     else:
         length = None
         mean = _require(lengths, "mean", f"{source} [lengths]")
@@ -87,7 +121,97 @@ def parse_definition(data: dict, source: str) -> SuiteDefinition:
         raise UserError(f"{source}: fields 'tokens.low'/'tokens.high' need 0 <= low < high, got {token_low}, {token_high}")
     seed = _require(data, "seed", source, int) if "seed" in data else 42
     return SuiteDefinition(name, documents, distribution, length, mean, std, low, high, token_low, token_high, seed,
-                           data.get("description", ""))
+                           data.get("description", ""), values, lengths_file, sample)
+
+
+def _empirical_values(table: dict, source: str, base_dir: Path) -> tuple[tuple[int, ...], str | None]:
+    """The lengths of an empirical [lengths] table (inline `values` or a `file`), clamped to optional min/max.
+
+    Raises UserError naming the suite file, the field and, for a lengths file, the file and line.
+    """
+    if ("values" in table) == ("file" in table):
+        raise UserError(f"{source}: an empirical [lengths] table needs exactly one of 'lengths.values' "
+                        f"(a list of lengths) or 'lengths.file' (a .txt or .csv file, one length per line)")
+    if "values" in table:
+        raw, lengths_file = table["values"], None
+        if not isinstance(raw, list) or not raw:
+            raise UserError(f"{source}: field 'lengths.values' must be a non-empty list of lengths, got {raw!r}")
+        for position, value in enumerate(raw):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise UserError(f"{source}: field 'lengths.values' item {position} must be a positive integer, "
+                                f"got {value!r}")
+        values = list(raw)
+    else:
+        if not isinstance(table["file"], str):
+            raise UserError(f"{source}: field 'lengths.file' must be a path, got {table['file']!r}")
+        path = base_dir / table["file"]
+        column = table.get("column")
+        if column is not None and not isinstance(column, str):
+            raise UserError(f"{source}: field 'lengths.column' must be a CSV column name, got {column!r}")
+        values, lengths_file = read_lengths(path, f"field 'lengths.file' of {source}", column), str(path)
+    low = _require(table, "min", f"{source} [lengths]", int) if "min" in table else 1
+    high = _require(table, "max", f"{source} [lengths]", int) if "max" in table else None
+    if low < 1:
+        raise UserError(f"{source}: field 'lengths.min' must be >= 1, got {low}")
+    if high is not None and low > high:
+        raise UserError(f"{source}: field 'lengths.min' ({low}) is greater than 'lengths.max' ({high})")
+    clamped = (max(v, low) for v in values)
+    return tuple(clamped if high is None else (min(v, high) for v in clamped)), lengths_file
+
+
+def read_lengths(path: Path, context: str, column: str | None = None) -> list[int]:
+    """Document lengths from a text file (one per line) or a CSV file (one column, or the named `column`).
+
+    Blank lines and lines starting with '#' are skipped; a CSV's first row may be a header.
+    Raises UserError (naming `path`, the line and `context`) for a missing, empty or malformed file.
+    """
+    if not path.is_file():
+        raise UserError(f"{path}: lengths file not found ({context})")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read lengths file ({context}): {error}") from None
+    if path.suffix.lower() == ".csv":
+        rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), 1)
+                if row and not row[0].lstrip().startswith("#")]
+        rows = _csv_column(rows, path, context, column)
+    else:
+        if column is not None:
+            raise UserError(f"{path}: 'lengths.column' applies to .csv files only ({context})")
+        rows = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    lengths = []
+    for number, cell in rows:
+        try:
+            value = int(cell)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise UserError(f"{path} line {number}: {cell!r} is not a positive integer length ({context})")
+        lengths.append(value)
+    if not lengths:
+        raise UserError(f"{path}: no lengths in file ({context})")
+    return lengths
+
+
+def _csv_column(rows: list[tuple[int, list[str]]], path: Path, context: str,
+                column: str | None) -> list[tuple[int, str]]:
+    """(line, cell) of the lengths column; the header row, if any, is dropped."""
+    if not rows:
+        return []
+    header = rows[0][1]
+    has_header = not header[0].strip().lstrip("-").isdigit()
+    if column is not None:
+        names = [h.strip() for h in header]
+        if not has_header or column not in names:
+            raise UserError(f"{path}: no column {column!r} in the header {header} ({context})")
+        index = names.index(column)
+    elif len(header) != 1:
+        raise UserError(f"{path}: {len(header)} columns; name the lengths column with 'lengths.column' ({context})")
+    else:
+        index = 0
+    body = rows[1:] if has_header else rows
+    return [(number, row[index].strip() if index < len(row) else "") for number, row in body]
 
 
 @dataclass(frozen=True)
@@ -104,6 +228,11 @@ class Suite:
         d = self.definition
         if d.distribution == "fixed":
             return [d.length] * d.documents
+        if d.distribution == "empirical":
+            if not d.sample:
+                return list(d.values)
+            picks = torch.randint(0, len(d.values), (d.documents,), generator=torch.Generator().manual_seed(d.seed))
+            return [d.values[i] for i in picks.tolist()]
         generator = torch.Generator().manual_seed(d.seed)
         draws = torch.randn(d.documents, generator=generator, dtype=torch.float64) * d.std + d.mean
         # truncate toward zero then clamp, as the paper's generator does (int(normal(...)))
@@ -115,7 +244,9 @@ class Suite:
 
     @cached_property
     def fingerprint(self) -> str:
-        payload = json.dumps({"definition": asdict(self.definition), "lengths": self.lengths}, sort_keys=True)
+        """Hash of the definition and the lengths actually used (not of where a lengths file lives)."""
+        payload = json.dumps({"definition": self.definition.fingerprint_fields(), "lengths": self.lengths},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def document(self, index: int) -> torch.Tensor:

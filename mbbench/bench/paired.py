@@ -1,0 +1,218 @@
+"""Paired, interleaved comparison of several models: ratios of tokens/s with a bootstrap interval.
+
+The paper's claims are ratios ("ModernBERT is 2x faster than ..."). Measuring model A for a while,
+then model B, lets anything that changes on a shared machine in between (other jobs, clocks,
+thermals) land in the ratio: sequential runs measured 1.18x where interleaved ones gave 1.50x.
+Here every round runs one full pass of *every* model over the same documents, back to back, and
+the order rotates between rounds so no model always goes first (two models: AB, BA, AB, ...; three:
+ABC, BCA, CAB, ...). A round's passes share the machine's state, so each round gives one paired
+ratio; the headline is the median of those ratios, and its uncertainty a percentile bootstrap over
+rounds (Efron & Tibshirani 1993, ch. 13), seeded so reports reproduce.
+
+Passes are timed exactly as `throughput.measure_passes` times them (`timing.timed`: CUDA events,
+or perf_counter on CPU, with the device synchronised around each pass). All models must fit on
+the device together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mbbench.bench.timing import Summary, summarize, synchronize, timed
+
+Timer = Callable[[Callable[[], None], torch.device], float]  # (fn, device) -> seconds, like timing.timed
+OnPass = Callable[[str, int, float], None]  # (model, round, seconds), called runs x models times
+
+CONFIDENCE = 0.95
+RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelPasses:
+    """One model's timed passes; `pass_seconds[r]` is its pass in round `r`."""
+
+    name: str
+    tokens: int  # real (non-padding) tokens in one pass
+    pass_seconds: list[float]
+    warmup_seconds: float  # first call (compilation, if any) + the warmup batches
+    first_call_seconds: float
+
+    @property
+    def tokens_per_second(self) -> list[float]:
+        return [self.tokens / s for s in self.pass_seconds]
+
+    def summary(self) -> Summary:
+        """Statistics of tokens/s over rounds."""
+        return summarize(self.tokens_per_second)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile-bootstrap confidence interval of the median paired ratio."""
+
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """`model` vs `baseline`: tokens/s of model over tokens/s of baseline, one ratio per round (>1: faster)."""
+
+    model: str
+    baseline: str
+    ratios: list[float]
+    median: float
+    interval: Interval | None
+    interval_note: str | None = None  # why there is no interval
+
+    def to_dict(self) -> dict:
+        interval = None if self.interval is None else {
+            "low": self.interval.low, "high": self.interval.high, "confidence": self.interval.confidence,
+            "resamples": self.interval.resamples, "seed": self.interval.seed}
+        return {"model": self.model, "baseline": self.baseline, "ratios": self.ratios, "median": self.median,
+                "interval": interval, "interval_note": self.interval_note}
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    baseline: str
+    order: list[list[str]]  # the order the models ran in, per round
+    models: dict[str, ModelPasses]
+    ratios: list[PairedRatio]  # every other model vs the baseline, in the order given
+
+    def to_dict(self) -> dict:
+        """JSON-ready: per model its tokens, pass seconds and tokens/s statistics; the ratios; the order."""
+        models = {name: {"tokens": m.tokens, "pass_seconds": m.pass_seconds, "warmup_seconds": m.warmup_seconds,
+                         "first_call_seconds": m.first_call_seconds, "tokens_per_second_stats": m.summary().to_dict()}
+                  for name, m in self.models.items()}
+        return {"baseline": self.baseline, "order": self.order, "models": models,
+                "ratios": [r.to_dict() for r in self.ratios]}
+
+    def ratio(self, model: str) -> PairedRatio:
+        """The comparison of `model` with the baseline. Raises KeyError for an unknown model or the baseline."""
+        for ratio in self.ratios:
+            if ratio.model == model:
+                return ratio
+        raise KeyError(f"no ratio for {model!r} (baseline {self.baseline!r}; models: {list(self.models)})")
+
+
+def round_order(names: Sequence[str], round_index: int) -> list[str]:
+    """The order of round `round_index`: `names` rotated left by the round index.
+
+    Two models give AB, BA, AB, ... (each first in half the rounds); n models give every model each
+    position once per n rounds.
+    """
+    shift = round_index % len(names)
+    return list(names[shift:]) + list(names[:shift])
+
+
+def count_tokens(batches: Sequence) -> int:
+    """Real tokens in `batches`: `real_tokens` of mbbench batches, else the element count of tensors."""
+    return int(sum(b.real_tokens if hasattr(b, "real_tokens") else b.numel() for b in batches))
+
+
+def bootstrap_median(values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> Interval:
+    """Percentile-bootstrap interval of the median of `values` (resampled with replacement, numpy's PCG64).
+
+    Raises ValueError for fewer than two values or a confidence outside (0, 1).
+    """
+    if len(values) < 2:
+        raise ValueError(f"a bootstrap needs at least two values, got {len(values)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    data = np.asarray(values, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
+    medians = np.median(data[picks], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return Interval(float(low), float(high), confidence, resamples, seed)
+
+
+def paired_ratio(model: ModelPasses, baseline: ModelPasses, confidence: float = CONFIDENCE,
+                 resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> PairedRatio:
+    """Per-round ratios of tokens/s of `model` over `baseline`, their median and bootstrap interval."""
+    ratios = [m / b for m, b in zip(model.tokens_per_second, baseline.tokens_per_second)]
+    median = float(np.median(ratios))
+    if len(ratios) < 2:
+        return PairedRatio(model.name, baseline.name, ratios, median, None,
+                           f"{len(ratios)} round: an interval needs at least 2 paired rounds")
+    return PairedRatio(model.name, baseline.name, ratios, median, bootstrap_median(ratios, confidence, resamples, seed))
+
+
+def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str, Sequence], device: torch.device,
+               runs: int, baseline: str | None = None, warmup_batches: int | None = None,
+               time_transfer: bool = False, on_pass: OnPass | None = None,
+               on_warmup: Callable[[str, float], None] | None = None, timer: Timer = timed,
+               confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> PairedResult:
+    """Warm up every model, then `runs` rounds of one full pass per model in rotating order.
+
+    `forwards` maps names to callables taking one batch. `batches` is one list shared by all models,
+    or a mapping name -> list (models with different layouts, e.g. padded vs packed, over the same
+    documents); ratios compare tokens/s, so each model's real tokens count. `baseline` defaults to
+    the first name. Warmup is as in `measure_passes`: one call, then the first `warmup_batches`
+    batches (None: a full pass). With `time_transfer`, batches stay on the host and passes include
+    their copies. `on_pass(model, round, seconds)` follows every timed pass, `on_warmup(model,
+    seconds)` every model's warmup. `timer` is `timing.timed` unless a test injects a fake clock.
+
+    Raises ValueError for no models, `runs` < 1, an unknown baseline, or a mapping of batches that
+    misses a model or has an empty list.
+    """
+    names = list(forwards)
+    if not names:
+        raise ValueError("no models to compare")
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in forwards:
+        raise ValueError(f"baseline {baseline!r} is not one of the models {names}")
+    per_model = batches if isinstance(batches, Mapping) else {name: batches for name in names}
+    for name in names:
+        if not per_model.get(name):
+            raise ValueError(f"no batches for model {name!r}")
+    if isinstance(batches, Mapping):
+        staged = {name: _stage(per_model[name], device, time_transfer) for name in names}
+    else:
+        shared = _stage(batches, device, time_transfer)
+        staged = {name: shared for name in names}
+    synchronize(device)
+
+    def one_pass(forward: Callable, items: Sequence) -> None:
+        for batch in items:
+            forward(batch.to(device) if time_transfer else batch)
+
+    first, warmup = {}, {}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    order = [round_order(names, r) for r in range(runs)]
+    with torch.inference_mode():
+        for name in names:
+            items, forward = staged[name], forwards[name]
+            first[name] = timer(lambda: forward(items[0].to(device)), device)
+            rest = items[1:] if warmup_batches is None else items[1:max(warmup_batches, 1)]
+            warmup[name] = first[name] + timer(lambda: one_pass(forward, rest), device)
+            if on_warmup:
+                on_warmup(name, warmup[name])
+        for round_index, round_names in enumerate(order):
+            for name in round_names:
+                elapsed = timer(lambda: one_pass(forwards[name], staged[name]), device)
+                seconds[name].append(elapsed)
+                if on_pass:
+                    on_pass(name, round_index, elapsed)
+    models = {name: ModelPasses(name, count_tokens(per_model[name]), seconds[name], warmup[name], first[name])
+              for name in names}
+    ratios = [paired_ratio(models[name], models[baseline], confidence, resamples, seed)
+              for name in names if name != baseline]
+    return PairedResult(baseline, order, models, ratios)
+
+
+def _stage(batches: Sequence, device: torch.device, time_transfer: bool) -> list:
+    """The batches as the timed passes read them: on the device, unless the transfer is timed."""
+    return list(batches) if time_transfer else [b.to(device) for b in batches]

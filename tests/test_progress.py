@@ -1,0 +1,36 @@
+import io
+
+from mbbench.progress import progress_bar
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_disabled_writes_nothing():
+    for stream, enabled in ((FakeTerminal(), False), (io.StringIO(), True)):  # switched off; not a TTY
+        with progress_bar(4, "passes", enabled=enabled, stream=stream) as bar:
+            for _ in range(4):
+                bar.advance(model="a")
+            bar.write("hello")
+        assert stream.getvalue() == "" and bar.count == 4 and not bar.enabled
+
+
+def test_enabled_on_a_terminal_advances_to_total():
+    stream = FakeTerminal()
+    with progress_bar(3, "paired passes", stream=stream) as bar:
+        bar.advance()
+        bar.advance(2, model="modernbert-base", tokens_per_s="12,345")
+        bar.write("a note")
+    out = stream.getvalue()
+    assert bar.enabled and bar.count == 3
+    assert "paired passes" in out and "3/3" in out and "100%" in out and "ETA" in out
+    assert "model=modernbert-base" in out and "a note" in out
+
+
+def test_unknown_total():
+    stream = FakeTerminal()
+    with progress_bar(None, "probing", stream=stream) as bar:
+        bar.advance(5)
+    assert "probing: 5" in stream.getvalue() and "ETA" not in stream.getvalue()
