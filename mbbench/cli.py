@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import click
 
+from mbbench.console import produce_and_print
+from mbbench.driver import job
 from mbbench.errors import UserError
 from mbbench.plan import DEFAULT_CPU_DOCS, RunConfig
 
@@ -82,30 +84,9 @@ def configs(models, suites, **fields) -> list[RunConfig]:
     return [RunConfig(model=m, suite=s, **fields) for m in models for s in suites]
 
 
-def produce(plans, out_dir: str, make, force: bool, quiet: bool) -> None:
-    """Run `make` over the plans through the store, print one table, exit 1 if any failed, 130 on Ctrl-C."""
-    from mbbench.console import print_table, summary_row
-    from mbbench.driver import produce_all
-    from mbbench.results import Store
-
-    store = Store(out_dir)
-    rows, written = [], []
-    try:
-        for plan, outcome in produce_all(plans, store, make, force):
-            if outcome.state == "skipped" and not quiet:
-                click.echo(f"skip {plan.label}: record of {outcome.record.created_at} exists ({outcome.path}); "
-                           "--force to re-run", err=True)
-            written += [str(outcome.path)] if outcome.state == "ran" else []
-            rows.append(summary_row(outcome.record, state=outcome.state) | {"path": str(outcome.path),
-                                                                             "why": outcome.record.reason})
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: {len(written)} record(s) written" + "".join(f"\n  {p}" for p in written), err=True)
-        sys.exit(130)
-    print_table(rows, [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("path", "why", "reason")])
-    for row in rows:
-        click.echo(f"record: {row['path']}" + (f"  ({row['status']}: {row['why']})" if row["why"] else ""))
-    if any(row["status"] == "failed" for row in rows):
-        sys.exit(1)
+def finish(code: int) -> None:
+    if code:
+        sys.exit(code)
 
 
 def progress_for(plan, quiet: bool):
@@ -138,6 +119,7 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
     from mbbench import runner
     from mbbench.hardware.gpus import check_requested_gpu, detect
     from mbbench.plan import resolve
+    from mbbench.progress import progress_bar
 
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
@@ -146,14 +128,13 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
         click.echo(note, err=True) if not quiet else None
 
     def measure(plan):
-        say = progress_for(plan, quiet)
-        on_run = (lambda i, s: say(f"pass {i + 1}/{plan.config.runs}: {s:.3f} s")) if say else None
-        record = runner.run(plan, say, on_run)
+        with progress_bar(plan.config.runs, f"{plan.label}: timed passes", enabled=not quiet) as bar:
+            record = runner.run(plan, progress_for(plan, quiet), lambda i, s: bar.advance(seconds=f"{s:.3f}"))
         if getattr(record.payload, "unstable", False) and not quiet:
             click.echo(f"warning: {plan.label}: IQR/median above 10%: the result is unstable", err=True)
         return record
 
-    produce(plans, out_dir, measure, force, quiet)
+    finish(produce_and_print([job(p, measure) for p in plans], out_dir, force, quiet))
 
 
 @cli.command(name="max-batch")
@@ -173,7 +154,8 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
     if local.kind != "cuda":
         raise UserError("max-batch searches GPU memory, and this machine has none (on a CPU no out-of-memory error "
                         "ends the search); use `mbbench predict` for the memory model's answer")
-    produce(plans, out_dir, lambda plan: runner.max_batch(plan, progress=progress_for(plan, quiet)), force, quiet)
+    search = lambda plan: runner.max_batch(plan, progress=progress_for(plan, quiet))  # noqa: E731
+    finish(produce_and_print([job(p, search) for p in plans], out_dir, force, quiet))
 
 
 @cli.command(name="predict")
@@ -184,7 +166,36 @@ def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> No
     from mbbench import predict
 
     plans = [predict.plan_prediction(c, gpu) for c in configs(models, suites, **fields) for gpu in gpus]
-    produce(plans, out_dir, predict.predict, force, quiet)
+    finish(produce_and_print([job(p, predict.predict) for p in plans], out_dir, force, quiet))
+
+
+@cli.command()
+@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
+         "device", "out", "force", "time_transfer", "tiny", "quiet")
+@click.option("--baseline", default=None, help="The model the others are divided by (default: the last --model).")
+def compare(models, suites, backend, out_dir, force, quiet, baseline, **fields) -> None:
+    """Interleave MODELs' passes over the same documents; print and record each ratio with a 95% interval."""
+    from mbbench import compare as cmp
+    from mbbench.hardware.gpus import detect
+    from mbbench.progress import progress_bar
+
+    local = detect(fields["device"])
+    baseline = baseline or models[-1]
+    pairs = [cmp.plan_comparison(configs(models, (suite,), backend=backend, **fields), baseline, local)
+             for suite in suites]
+
+    def measure(plans, identity):
+        with progress_bar(plans[0].config.runs * len(plans), f"{identity.suite}: paired passes",
+                          enabled=not quiet) as bar:
+            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model),
+                               progress_for(plans[0], quiet))
+
+    jobs = [job(plans[0], lambda _, plans=plans, identity=identity: measure(plans, identity), identity)
+            for plans, identity in pairs]
+    code = produce_and_print(jobs, out_dir, force, quiet, lambda record: [
+        f"{r['model']} / {r['baseline']} = {cmp.ratio_text(r)}, {record.payload.rounds} paired rounds"
+        for r in record.payload.paired["ratios"]])
+    finish(code)
 
 
 @cli.command()

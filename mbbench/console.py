@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
-from mbbench.records import MaxBatchSearch, Prediction, Record, Throughput
+import click
+
+from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
@@ -44,7 +46,8 @@ def spread(record: Record) -> str:
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
     """What a record measured, in one row: device, protocol, docs, batches, passes, statistic, value, where."""
     ident, payload = record.identity, record.payload
-    row = {"model": ident.display_model, "suite": ident.suite, "device": record.device.name,
+    model = " vs ".join(ident.models) if ident.models else ident.display_model
+    row = {"model": model, "suite": ident.suite, "device": record.device.name,
            "kind": record.kind, "protocol": ident.protocol, "backend": record.flatten()["backend"],
            "dtype": ident.dtype}
     if isinstance(payload, Throughput):
@@ -54,6 +57,9 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     elif isinstance(payload, Prediction):
         row.update(statistic="predicted", tokens_per_second=f"{payload.tokens_per_second:,.3g}",
                    max_batch=payload.max_batch_size)
+    elif isinstance(payload, Comparison):
+        row.update(docs=payload.num_documents, passes=f"{payload.rounds} rounds", statistic="paired median ratio",
+                   ratio=", ".join(f"{r['model']} {r['median']:.2f}x" for r in payload.paired["ratios"]))
     elif isinstance(payload, MaxBatchSearch):
         row.update(max_batch=payload.max_batch_size or f"{payload.max_token_budget} tokens",
                    trials=len(payload.trials))
@@ -63,3 +69,39 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     if path:
         row["record"] = path
     return row
+
+
+def produce_and_print(jobs: Iterable, out_dir: str, force: bool, quiet: bool,
+                      extra_lines: Callable[[Record], list[str]] | None = None) -> int:
+    """Produce every job through the store, print one table and each record's path; the exit status.
+
+    0 when every configuration has a record that is not a failure, 1 when one failed, 130 on Ctrl-C
+    (after naming the records already written). `extra_lines(record)` adds lines under the table.
+    """
+    from mbbench.driver import produce_all
+    from mbbench.results import Store
+
+    store = Store(out_dir)
+    rows, written, extra = [], [], []
+    try:
+        for item, outcome in produce_all(jobs, store, force):
+            if outcome.state == "skipped" and not quiet:
+                click.echo(f"skip {item.label}: record of {outcome.record.created_at} exists ({outcome.path}); "
+                           "--force to re-run", err=True)
+            written += [str(outcome.path)] if outcome.state == "ran" else []
+            rows.append(summary_row(outcome.record, state=outcome.state) | {"path": str(outcome.path),
+                                                                             "why": outcome.record.reason})
+            warning = getattr(outcome.record.payload, "load_warning", None)
+            if warning and outcome.state == "ran":
+                click.echo(f"warning: {item.label}: {warning}", err=True)
+            if extra_lines and outcome.record.status == "ok":
+                extra += extra_lines(outcome.record)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {len(written)} record(s) written" + "".join(f"\n  {p}" for p in written), err=True)
+        return 130
+    print_table(rows, [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("path", "why", "reason")])
+    for row in rows:
+        click.echo(f"record: {row['path']}" + (f"  ({row['status']}: {row['why']})" if row["why"] else ""))
+    for line in extra:
+        click.echo(line)
+    return 1 if any(row["status"] == "failed" for row in rows) else 0

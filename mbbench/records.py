@@ -232,17 +232,23 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Interleaved passes of several models over the same batches: paired ratios against a baseline."""
+    """Interleaved passes of several models over the same documents: paired ratios against a baseline.
+
+    `paired` is `bench.paired.PairedResult.to_dict()`: per model its real tokens, pass seconds (round
+    order) and tokens/s statistics; per other model the per-round ratios of tokens/s over the
+    baseline's, their median and a percentile-bootstrap interval; the order the models ran in.
+    """
 
     kind: ClassVar[str] = "comparison"
     baseline: str
     num_documents: int
-    real_tokens: int
     rounds: int
-    run_seconds: dict  # model -> seconds per pass, in round order
-    backends: dict  # model -> backend that ran
-    ratios: dict  # model -> {"median": x, "low": x, "high": x, "confidence": 0.95, "per_round": [...]}
-    order: str = ""
+    backends: dict  # model -> the attention backend that ran
+    paired: dict
+
+    def ratio(self, model: str) -> dict:
+        """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""
+        return next(r for r in self.paired["ratios"] if r["model"] == model)
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,11 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
                  f"warmup, then {plan.config.runs} passes")
     device = torch.device(plan.torch_device)
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
+    gpu_load = _gpu_load_reader(plan)
+    load_start = environment.load_snapshot(gpu_load)
     times = measure_passes(forward, batches, device, plan.config.runs, plan.warmup_batches,
                            plan.config.time_transfer, on_run, around_timed=sampler)
+    load_end = environment.load_snapshot(gpu_load)
     stats = summarize([real / s for s in times.run_seconds])
     pass_stats = summarize(times.run_seconds)
     headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
@@ -105,8 +108,21 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
         unstable=stats.relative_iqr > UNSTABLE_IQR,
         compile_seconds=times.first_call_seconds if plan.config.compile else None,
         telemetry=_telemetry_summary(sampler, real * plan.config.runs),
-        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        load={"start": load_start.to_dict(), "end": load_end.to_dict()},
+        load_warning=environment.busy_warning(load_start, load_end,
+                                              torch.get_num_threads() if device.type == "cpu" else 1))
     return _record(plan, payload)
+
+
+def _gpu_load_reader(plan: Plan):
+    """NVML utilisation and processes of the plan's GPU (None on CPU or without NVML)."""
+    if plan.device.kind != "cuda":
+        return None
+    try:
+        return environment.nvml_gpu_reader(plan.device.index or 0)
+    except Exception:  # noqa: BLE001 - load is context, not a requirement
+        return None
 
 
 def _telemetry_sampler(plan: Plan):

@@ -251,6 +251,22 @@ def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
     return rows
 
 
+PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "95% interval", "rounds", "docs", "date"]
+
+
+def paired_rows(records: list[dict]) -> list[list[str]]:
+    """One row per ratio of each comparison record: the paper's claims as measured, with their spread."""
+    rows = []
+    for r in records:
+        for ratio in r["paired"]["ratios"]:
+            interval = ratio.get("interval")
+            rows.append([r["gpu_dir"], r["suite"], ratio["model"] + (" (tiny)" if r.get("tiny") else ""),
+                         ratio["baseline"], f"{ratio['median']:.2f}x",
+                         f"{interval['low']:.2f}–{interval['high']:.2f}" if interval else (ratio.get("interval_note") or ""),
+                         str(r["rounds"]), str(r["num_documents"]), (r.get("created_at") or "")[:10]])
+    return sorted(rows)
+
+
 def embed(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
@@ -265,7 +281,8 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     records = label_variants(records)
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
     failed = [r for r in records if r.get("status") == "failed"]
-    records = [r for r in records if r.get("status") != "failed"]
+    paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
+    records = [r for r in records if r.get("status") != "failed" and r.get("measurement") != "comparison"]
     out.mkdir(parents=True, exist_ok=True)
     md = ["# mbbench report", "", f"{len(records)} records from {', '.join(map(str, result_dirs))}. "
           "Throughput in thousands of tokens/s; '–' unsupported, blank missing, **bold** best per column, "
@@ -296,6 +313,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
                 png = sweep_heatmap(frame, out / f"sweep_{value}.png", value)
                 md += [f"![{value}]({png.name})", ""]
                 body.append(f"<h2>Sweep: {value}</h2><img alt='{value}' src='{embed(png)}'>")
+    if paired:
+        md += ["## Paired comparisons (interleaved passes)", "", markdown_table(PAIRED_HEADER, paired_rows(paired)), ""]
+        body.append("<h2>Paired comparisons (interleaved passes)</h2>" + html_table(PAIRED_HEADER, paired_rows(paired)))
     if failed:
         md += ["## Failed configurations", "", markdown_table(FAILURE_HEADER, failure_rows(failed)), ""]
         body.append("<h2>Failed configurations</h2>" + html_table(FAILURE_HEADER, failure_rows(failed)))
