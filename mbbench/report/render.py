@@ -54,20 +54,16 @@ def variant(record: dict) -> dict:
 
 def label_variants(records: list[dict]) -> list[dict]:
     """Each record's row label: the model, plus the variant fields that differ among that model's records."""
-    by_model: dict[str, list[dict]] = {}
-    for record in records:
-        by_model.setdefault(record["model"], []).append(record)
+    by_model: dict[tuple, list[dict]] = {}
+    for record in records:  # measured and predicted records are labelled among their own kind
+        by_model.setdefault((record["model"], record.get("kind")), []).append(record)
     labelled = []
-    for model, group in by_model.items():
-        measured = [r for r in group if r.get("kind") == "measured"]
-        differing = [f for f in VARIANT_FIELDS if len({str(variant(r)[f]) for r in (measured or group)}) > 1]
+    for (model, _), group in by_model.items():
+        differing = [f for f in VARIANT_FIELDS if len({str(variant(r)[f]) for r in group}) > 1]
         for record in group:
             values = variant(record)
             parts = [f"{LABELS.get(f, f)}={values[f]}" for f in differing if values[f] is not None]
-            if record.get("kind") == "measured" or not differing:
-                labelled.append(record | {"model": model + (f" [{', '.join(parts)}]" if parts else "")})
-            else:
-                labelled.append(record)
+            labelled.append(record | {"model": model + (f" [{', '.join(parts)}]" if parts else "")})
     return labelled
 
 
