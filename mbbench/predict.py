@@ -9,37 +9,46 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from mbbench import results
-from mbbench.hardware import memory, perfmodel
+from mbbench.hardware import memory, perfmodel, workload
 from mbbench.hardware.gpus import GPU, lookup
+from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack
 from mbbench.models import registry
 from mbbench.runner import PROTOCOLS, default_batch_size
 from mbbench.suites import Suite, load_suite
 
 GATED_FAMILIES = {"ModernBERT", "Ettin", "mmBERT", "NeoBERT", "NomicBERT", "GTE-en-MLM", "EuroBERT"}
+ROTARY_FAMILIES = {"ModernBERT", "Ettin", "mmBERT", "NeoBERT", "NomicBERT", "GTE-en-MLM", "EuroBERT"}
 
 
 def shape_of(spec: registry.ModelSpec, tiny: bool = False) -> perfmodel.Shape:
+    """The performance-model shape of a registry model (its config's sizes; DeBERTa's disentangled attention)."""
     cfg = registry.model_config(spec, tiny)
     get = lambda *names: next(getattr(cfg, n) for n in names if hasattr(cfg, n))  # noqa: E731
     hidden = get("hidden_size")
     ffn = cfg.swiglu_hidden if spec.kind == "neobert" else get("intermediate_size")
-    return perfmodel.Shape(hidden=hidden, ffn=ffn, gated=spec.family in GATED_FAMILIES,
-                           heads=get("num_heads", "num_attention_heads"), layers=get("num_layers", "num_hidden_layers"),
-                           vocab=get("vocab_size"), window=spec.window,
-                           global_every=getattr(cfg, "global_every", 1), unpadded=spec.unpadded)
+    heads = get("num_heads", "num_attention_heads")
+    disentangled = bool(getattr(cfg, "relative_attention", False))
+    buckets = getattr(cfg, "position_buckets", -1) if disentangled else 0
+    if disentangled and buckets <= 0:  # no log buckets: the span is the relative-position range itself
+        buckets = getattr(cfg, "max_relative_positions", -1)
+        buckets = buckets if buckets > 0 else getattr(cfg, "max_position_embeddings", 512)
+    kv_heads = getattr(cfg, "num_key_value_heads", None)
+    return perfmodel.Shape(hidden=hidden, ffn=ffn, gated=spec.family in GATED_FAMILIES, heads=heads,
+                           layers=get("num_layers", "num_hidden_layers"), vocab=get("vocab_size"), window=spec.window,
+                           global_every=getattr(cfg, "global_every", 1), unpadded=spec.unpadded,
+                           attention_kind="disentangled" if disentangled else "standard", position_buckets=buckets,
+                           rotary=spec.family in ROTARY_FAMILIES,
+                           kv_heads=kv_heads if kv_heads and kv_heads != heads else None)
 
 
 def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch_size: int, gpu: GPU, dtype: str,
-               pad_to_suite_max: bool, calibration: perfmodel.Calibration) -> tuple[float, float]:
-    """Predicted seconds and FLOPs for one pass over `documents` in batches of `batch_size`."""
-    seconds = flops = 0.0
-    for start in range(0, len(documents), batch_size):
-        lengths = [suite.lengths[i] for i in documents[start:start + batch_size]]
-        padded_to = None if shape.unpadded else (suite.definition.max_length if pad_to_suite_max else max(lengths))
-        p = perfmodel.predict(shape, lengths, gpu, dtype, padded_to, calibration)
-        seconds += p.seconds
-        flops += p.flops
-    return seconds, flops
+               pad_to_suite_max: bool, calibration: perfmodel.Calibration,
+               attention: AttentionImpl | None = None, stack: Stack = PYTORCH) -> tuple[float, float]:
+    """Predicted seconds and model FLOPs for one pass over `documents` in batches of `batch_size`."""
+    lengths = [suite.lengths[i] for i in documents]
+    pad_to = suite.definition.max_length if pad_to_suite_max else None
+    result = workload.suite_seconds(shape, lengths, batch_size, gpu, dtype, attention, pad_to, calibration, stack)
+    return result.seconds, result.flops
 
 
 def predicted_record(model: str, suite_name: str, gpu_name: str, protocol: str = "rigorous", dtype: str | None = None,
