@@ -359,16 +359,27 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
         compute, memory_bound = compute + c, memory_bound + m
     bandwidth = gpu.bandwidth_gbs * 1e9 * MEMORY_EFFICIENCY
     bytes_per = bytes_per_element(dtype)
-    # element-wise per layer: 2 norms, 2 residual adds, RoPE on q/k, activation (and gate) over the FFN width
-    # (PyTorch); TensorRT's plugins fuse bias+activation into GEMM epilogues and residual+LayerNorm into one
-    # skip-layernorm pass (read 2, write 1) twice per layer: 6·hidden
-    per_token = 6 * shape.hidden if stack.fused_elementwise else 12 * shape.hidden + 3 * shape.ffn * (2 if shape.gated else 1)
-    elementwise = bytes_per * tokens * per_token
+    elementwise = bytes_per * tokens * elementwise_elements(shape, impl, stack)
     memory_bound += shape.layers * (elementwise / bandwidth + 6 * LAUNCH_SECONDS)
     memory_bound += bytes_per * tokens * shape.hidden * 3 / bandwidth  # embedding gather + norm
     attn_compute, attn_memory, attn_kernel = attention_seconds(shape, lengths, padded_to, gpu, dtype, impl)
     return BatchCost(compute + attn_compute, memory_bound + attn_memory, attn_kernel,
                      forward_flops(shape, lengths, padded_to), gdtype, impl.compute_dtype, estimates)
+
+
+def elementwise_elements(shape: Shape, impl: AttentionImpl, stack: Stack) -> int:
+    """Elements read + written per token and layer by element-wise ops (PyTorch: one kernel per op).
+
+    Two norms (read, write: 4·hidden) and two residual adds (read 2, write 1: 6·hidden); the activation and gate
+    over the FFN-in width (3·F_in); RoPE on q and k: in place by one fused kernel (read, write: 4·hidden) or, as
+    transformers writes it, rotate_half, ×cos, ×sin and the sum as separate ops (9 per tensor: 18·hidden).
+    TensorRT's plugins fuse bias+activation into GEMM epilogues and residual+LayerNorm into one skip-layernorm
+    pass (read 2, write 1) twice per layer: 6·hidden.
+    """
+    if stack.fused_elementwise:
+        return 6 * shape.hidden
+    rope = (4 if impl.fused_rotary else 18) * shape.hidden if shape.rotary else 0
+    return 10 * shape.hidden + rope + 3 * shape.ffn * (2 if shape.gated else 1)
 
 
 @dataclass
@@ -456,10 +467,11 @@ def observed_efficiency(obs: Observation, software: float = 1.0) -> float:
     return (cost.gemm_seconds / software + cost.kernel_seconds) / max(measured - cost.memory_seconds, 1e-12)
 
 
-def spec_features(gpu: GPU) -> tuple[float, float]:
-    """log bytes-per-FLOP and log watts-per-TFLOP: what makes power-capped, low-bandwidth cards slower."""
-    peak = gpu.peak_tflops("float16")
-    return math.log(gpu.bandwidth_gbs / peak), math.log(max(gpu.tdp_w, 1.0) / peak)
+def spec_features(gpu: GPU) -> tuple[float, ...]:
+    """log board power per SM: cards with less power per SM hold their tensor clocks further below boost
+    (T4, L4 at 70–72 W; A100 SXM at 400 W over 108 SMs). Chosen over bytes-per-FLOP and watts-per-TFLOP
+    by leave-one-GPU-out error on calibration.csv (median 15 % vs 25–33 %)."""
+    return (math.log(max(gpu.tdp_w, 1.0) / gpu.sm_count),)
 
 
 def fit_efficiencies(observations: list[Observation]) -> dict[str, float]:
@@ -472,11 +484,12 @@ def fit_efficiencies(observations: list[Observation]) -> dict[str, float]:
 
 
 def efficiency_from_specs(gpu: GPU, known: dict[str, float]) -> float:
-    """η_hw for a GPU without observations: least squares of log η on spec features over known GPUs."""
+    """η_hw for a GPU without observations: least squares of log η on spec features over known GPUs
+    (2 coefficients), clamped to [0.1, 0.95]; the median of known GPUs when fewer than 3 are known."""
     import numpy as np
 
     names = [g for g in known if g in basket()]
-    if len(names) < 4:
+    if len(names) < 3:
         return statistics.median(known.values()) if known else 0.5
     x = np.array([[1.0, *spec_features(basket()[g])] for g in names])
     y = np.log([known[g] for g in names])

@@ -90,6 +90,8 @@ class AttentionImpl:
     compute_dtype: str  # dtype of QKᵀ and PV (bf16 where FlexBERT casts under fp32 weights)
     mask: bool = False  # a dense (B, 1, S, S) boolean mask is materialised (one byte per query-key pair)
     block_sparse: bool = False  # local (windowed) layers compute only the ±window (flash window_size, flex)
+    fused_rotary: bool = True  # RoPE as one in-place kernel (FlexBERT/mbbench Triton rotary) vs transformers'
+    #                            rotate_half, cos and sin products as separate ops
     reason: str = ""
 
     @property
@@ -182,11 +184,11 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
         backend = default_backend(family, environment)
     sm = gpu.compute_capability
     if backend == "eager":
-        return AttentionImpl("eager", "eager", False, dtype, mask=True,
+        return AttentionImpl("eager", "eager", False, dtype, mask=True, fused_rotary=False,
                              reason="eager: QKᵀ, mask, softmax, PV as separate ops on materialised scores")
     if backend == "sdpa":
         kernel, why = sdpa_kernel(dtype, gpu, True, head_dim)
-        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, reason=why)
+        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, fused_rotary=False, reason=why)
     if backend in ("flash", "varlen"):
         if sm < (8, 0):
             raise UserError(f"{backend} attention (FlashAttention 2) needs sm80+; {gpu.name} is sm{sm[0]}{sm[1]}")
@@ -200,6 +202,6 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
     # xformers: cutlass fMHA; block-diagonal over packed tokens, or an additive mask over padded rows
     if dtype == "bfloat16" and sm < (8, 0):
         raise UserError("xformers memory-efficient attention needs sm80+ for bf16")
-    return AttentionImpl("xformers", "mem_efficient", packed_model, dtype, mask=False,
+    return AttentionImpl("xformers", "mem_efficient", packed_model, dtype, mask=False, fused_rotary=False,
                          reason="xformers memory_efficient_attention (cutlass)" +
                                 (" on packed tokens" if packed_model else " with a broadcast (B, 1, 1, S) padding bias"))
