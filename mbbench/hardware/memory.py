@@ -49,8 +49,10 @@ def _reported_bytes() -> dict[str, float]:
 
 
 def capacity_bytes(gpu: GPU) -> float:
-    """Device memory in bytes as NVML reports it (gpu_basket.csv `mem_bytes_reported`, e.g. H200: 143,771 MiB =
-    150.75e9 B); for a basket GPU without a reported value, its marketed size read as GiB (HBM/GDDR capacities are
+    """Device memory in bytes as NVML reports it (gpu_basket.csv `mem_bytes_reported` = nvidia-smi memory.total
+    MiB × 2²⁰: H200 143,771 MiB = 150.75e9 B from a measured device (issue 16); the other values as nvidia-smi
+    prints them for those boards (recollection, M: replace with a measured record's NVML total when one exists).
+    For a basket GPU without a reported value (B200, A30): its marketed size read as GiB (HBM/GDDR capacities are
     binary: the A100 80GB reports 81,920 MiB)."""
     return _reported_bytes().get(gpu.id, gpu.memory_gb * 2**30)
 

@@ -10,10 +10,13 @@ scores (memory-bound). DeBERTa's disentangled attention adds the c2p/p2c GEMMs a
 Element-wise work (norms, residuals, activations, RoPE) is bytes / bandwidth.
 
 Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path): η_hw is fitted per GPU on TensorRT fp16 measurements
-(calibration.csv, η_sw(tensorrt) ≡ 1) and predicted from specs for GPUs without data; η_sw(pytorch, simt) is
-fitted on the ModernBERT paper's RTX 4090 table (fp32 PyTorch, validation.paper_rows). GEMMs, element-wise
-work and eager attention (framework ops) are divided by η_hw·η_sw; fused attention kernels (the same binary
-in any framework) by η_hw only.
+(calibration.csv, η_sw(tensorrt) ≡ 1) and predicted from specs (board power per SM) for GPUs without data;
+η_sw(pytorch, simt) is fitted on the ModernBERT paper's RTX 4090 table (fp32 PyTorch, validation.paper_rows).
+Three buckets of time: compute-bound GEMMs (and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core
+attention kernels (the same binary in any framework) ÷ η_hw; memory-bound work (element-wise passes, eager
+score passes, memory-bound GEMMs) at MEMORY_EFFICIENCY of the datasheet bandwidth, no η.
+Fitted parameters: η_hw per calibration GPU (5, on 18 TensorRT rows), the spec regression (2 coefficients on
+those 5 values), η_sw(pytorch, simt) (1, on 28 paper cells), memory.ALLOCATOR_OVERHEAD (1, on 20 paper cells).
 Source of the rules: gpu-basket.md sections 2 and 6 (NVIDIA's GEMM guides, Anthony et al. 2024),
 backends-and-competitors.md A (attention kernels), modernbert.md §2 (the paper's environment).
 """

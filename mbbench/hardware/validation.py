@@ -5,7 +5,8 @@ Sources (ValidationRow.source):
   from modernbert.md: Table 2 throughput and max batch; cells Table 11 has no runtime for are 'derived' and
   skipped), predicted under the paper protocol (fp32 weights, timing batch, rows padded to the suite maximum,
   each model's default attention in the paper's environment). Throughput rows here were in the fit of η_sw.
-- `paper-4090-lomo`: the same throughput cells, each predicted with η_sw fitted without that model's rows.
+- `paper-4090-lomo`: the same throughput cells, each predicted with η_sw fitted without the rows of its model
+  family (both sizes, padded and unpadded variants).
 - `calibration-logo` / `calibration-lomo`: TensorRT BERT rows (calibration.csv) predicted with η_hw fitted
   without that GPU (spec regression) / without that model.
 - `mlperf-ratio`: MLPerf BERT-99 offline samples/s (TensorRT harness, int8/fp8; never fitted) as ratios to the
@@ -137,7 +138,7 @@ def fit_software(calibration: perfmodel.Calibration, exclude_models: tuple[str, 
 
 def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: bool = True) -> list[ValidationRow]:
     """Throughput and max batch of every measured cell of the paper table; with `lomo`, throughput again with
-    η_sw fitted without the cell's model."""
+    η_sw fitted without the cell's model family (leave-one-model-out)."""
     calibration = calibration or perfmodel.calibrate()
     rows = []
     for row in paper_rows():
@@ -150,14 +151,19 @@ def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: boo
             rows.append(ValidationRow("paper-4090", row.model, row.suite, PAPER_GPU, "max_batch_size",
                                       row.max_batch_size, p.max_batch_size, "pytorch", p.attention.backend, False))
     if lomo:
-        hardware = perfmodel.Calibration(dict(calibration.efficiencies))
+        from mbbench.models import registry
+
+        families: dict[str, tuple[str, ...]] = {}
         for model in sorted({r.model for r in paper_rows()}):
-            held_out = perfmodel.Calibration(dict(hardware.efficiencies))
-            fit_software(held_out, (model,))
+            family = registry.get_spec(model).family
+            families[family] = (*families.get(family, ()), model)
+        for family, models in families.items():
+            held_out = perfmodel.Calibration(dict(calibration.efficiencies))
+            fit_software(held_out, models)
             for row in paper_rows():
-                if row.model == model and row.measured:
+                if row.model in models and row.measured:
                     p = predict_paper_row(row, held_out)
-                    rows.append(ValidationRow("paper-4090-lomo", model, row.suite, PAPER_GPU, "tokens_per_second",
+                    rows.append(ValidationRow("paper-4090-lomo", row.model, row.suite, PAPER_GPU, "tokens_per_second",
                                               row.tokens_per_second, p.tokens_per_second, "pytorch",
                                               p.attention.backend, False))
     return rows
