@@ -296,9 +296,10 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
     """(compute-bound GEMM, memory-bound, fused-kernel) seconds of attention over all layers, before η.
 
     Fused kernels: executed FLOPs / (peak(compute dtype) × KERNEL_EFFICIENCY); on tensor cores they are the
-    third bucket (÷ η_hw), in fp32 they join the compute-bound bucket (SIMT, ÷ η_hw·η_sw like fp32 GEMMs). Eager/math: QKᵀ and PV as batched
-    GEMMs, plus EAGER_PASSES element-wise passes over B·H·S² scores in the model dtype; disentangled attention adds
-    the c2p/p2c GEMMs. Padded execution (impl not packed) attends every padded pair.
+    third bucket (÷ η_hw), in fp32 they join the compute-bound bucket (SIMT, ÷ η_hw·η_sw like fp32 GEMMs).
+    Eager/math: QKᵀ and PV as batched GEMMs, plus EAGER_PASSES element-wise passes over B·H·S² scores in the model
+    dtype; disentangled attention adds the c2p/p2c GEMMs. Padded execution (impl not packed) attends every
+    padded pair.
     """
     if not impl.packed and padded_to is None:
         padded_to = max(lengths)

@@ -203,5 +203,5 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
     if dtype == "bfloat16" and sm < (8, 0):
         raise UserError("xformers memory-efficient attention needs sm80+ for bf16")
     return AttentionImpl("xformers", "mem_efficient", packed_model, dtype, mask=False, fused_rotary=False,
-                         reason="xformers memory_efficient_attention (cutlass)" +
-                                (" on packed tokens" if packed_model else " with a broadcast (B, 1, 1, S) padding bias"))
+                         reason="xformers memory_efficient_attention (cutlass)"
+                                + (" on packed tokens" if packed_model else " with a broadcast (B, 1, 1, S) bias"))

@@ -202,7 +202,8 @@ def mlperf_validation(calibration: perfmodel.Calibration | None = None) -> list[
     impl = AttentionImpl("tensorrt", "mem_efficient", True, "float16", reason="TensorRT fused MHA plugin")
 
     def rate(gpu: GPU) -> float:
-        return perfmodel.predict(shape, [384] * 128, gpu, "float16", None, calibration, impl, TENSORRT).tokens_per_second
+        prediction = perfmodel.predict(shape, [384] * 128, gpu, "float16", None, calibration, impl, TENSORRT)
+        return prediction.tokens_per_second
 
     reference_measured = statistics.median(measured[MLPERF_REFERENCE_GPU])
     reference = rate(lookup(MLPERF_REFERENCE_GPU))
