@@ -83,22 +83,28 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
 
 @cli.command(name="validate-model")
 @click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True)
-def validate_model(results_dirs) -> None:
-    """Performance model vs calibration.csv (leave-one-GPU-out) and vs measured GPU records."""
-    import statistics
+@click.option("--rows/--no-rows", "show_rows", default=True, help="Print every row, not only the medians.")
+def validate_model(results_dirs, show_rows: bool) -> None:
+    """Performance and memory models vs the paper's RTX 4090 table, calibration data and measured records.
+
+    Paper rows are in-fit and leave-one-model-out; calibration rows leave-one-GPU-out and leave-one-model-out;
+    MLPerf cross-GPU ratios were never fitted; measured GPU records come from --results.
+    """
     from pathlib import Path
 
-    from mbbench import predict, results
-    from mbbench.hardware import perfmodel
+    from mbbench import results
+    from mbbench.hardware import validation
 
-    rows = perfmodel.leave_one_gpu_out(list(perfmodel.calibration_rows()))
     existing = [d for d in results_dirs if Path(d).is_dir()]
-    rows += predict.validation_rows(results.read_records(existing)) if existing else []
-    print_table([{"gpu": r["gpu"], "source": r["source"][:60], "measured_tps": f"{r['measured']:,.0f}",
-                  "predicted_tps": f"{r['predicted']:,.0f}", "error": f"{r['error']:+.1%}"} for r in rows])
-    errors = [abs(r["error"]) for r in rows]
-    click.echo(f"median |error| {statistics.median(errors):.1%} over {len(rows)} rows "
-               f"(calibration rows are leave-one-GPU-out)")
+    records = [r.flatten() for r in results.read_records(existing)] if existing else []
+    rows = validation.validation_tables(records)
+    if show_rows:
+        print_table([{"source": r.source, "model": r.model, "suite": r.suite, "gpu": r.gpu, "metric": r.metric,
+                      "backend": r.backend, "measured": f"{r.measured:,.4g}", "predicted": f"{r.predicted:,.4g}",
+                      "error": f"{r.error:+.1%}", "in_fit": "yes" if r.in_fit else "no"} for r in rows])
+    print_table([{"source": source, "metric": metric, "rows": sum(r.source == source and r.metric == metric
+                                                                  for r in rows), "median |error|": f"{error:.1%}"}
+                 for (source, metric), error in validation.median_errors(rows).items()])
 
 
 @cli.command()

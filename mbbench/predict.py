@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from mbbench.errors import UserError
-from mbbench.hardware import memory, perfmodel
+from mbbench.hardware import perfmodel, workload
 from mbbench.hardware.gpus import GPU, lookup
+from mbbench.hardware.memory import capacity_bytes
+from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, resolve_attention
 from mbbench.models import registry
 from mbbench.plan import PROTOCOLS, Plan, RunConfig, resolve
 from mbbench.records import DeviceInfo, Prediction, Record
@@ -27,23 +29,28 @@ def shape_of(spec: registry.ModelSpec, tiny: bool = False) -> perfmodel.Shape:
 
 
 def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch_size: int, gpu: GPU, dtype: str,
-               pad_to_suite_max: bool, calibration: perfmodel.Calibration) -> tuple[float, float]:
-    """Predicted seconds and FLOPs for one pass over `documents` in batches of `batch_size`."""
-    seconds = flops = 0.0
-    for start in range(0, len(documents), batch_size):
-        lengths = [suite.lengths[i] for i in documents[start:start + batch_size]]
-        padded_to = None if shape.unpadded else (suite.definition.max_length if pad_to_suite_max else max(lengths))
-        p = perfmodel.predict(shape, lengths, gpu, dtype, padded_to, calibration)
-        seconds += p.seconds
-        flops += p.flops
-    return seconds, flops
+               pad_to_suite_max: bool, calibration: perfmodel.Calibration,
+               attention: AttentionImpl | None = None, stack: Stack = PYTORCH) -> tuple[float, float]:
+    """Predicted seconds and model FLOPs for one pass over `documents` in batches of `batch_size`."""
+    lengths = [suite.lengths[i] for i in documents]
+    pad_to = suite.definition.max_length if pad_to_suite_max else None
+    result = workload.suite_seconds(shape, lengths, batch_size, gpu, dtype, attention, pad_to, calibration, stack)
+    return result.seconds, result.flops
+
+
+def attention_of(plan: Plan, gpu: GPU, shape: perfmodel.Shape) -> AttentionImpl:
+    """The attention implementation a plan runs: its --backend, or its family's default for the protocol's stack
+    (the paper's environment under the paper protocol, transformers 5 otherwise)."""
+    return resolve_attention(plan.config.backend, plan.dtype, gpu, family=plan.spec.family,
+                             packed_model=plan.spec.unpadded, head_dim=shape.head_dim,
+                             environment="paper" if plan.config.protocol == "paper" else "transformers5")
 
 
 def predicted_device(gpu: GPU) -> DeviceInfo:
     """The record's device of a prediction: the basket GPU it is for."""
     return DeviceInfo(kind="predicted", name=gpu.name, basket_id=gpu.id, sm_count=gpu.sm_count,
                       compute_capability=".".join(map(str, gpu.compute_capability)),
-                      memory_bytes=int(gpu.memory_gb * 1e9))
+                      memory_bytes=int(capacity_bytes(gpu)))
 
 
 def check_options(config: RunConfig) -> None:
@@ -80,22 +87,16 @@ def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Rec
     if reason:
         return unsupported_record(plan, reason, kind="predicted")
     gpu = lookup(plan.device.basket_id)
-    calibration = calibration or perfmodel.calibrate()
-    eta, eta_source = calibration.efficiency(gpu)
     shape = shape_of(plan.spec, plan.config.tiny)
-    documents = list(range(plan.documents))
-    seconds, flops = suite_time(shape, plan.suite, documents, plan.batch_size, gpu, plan.dtype,
-                                plan.protocol.pad_to_suite_max, calibration)
-    real = sum(plan.suite.lengths[i] for i in documents)
-    bytes_per = 4 if plan.dtype == "float32" else 2
-    backend = "varlen" if shape.unpadded else "sdpa"
+    lengths = plan.suite.lengths[:plan.documents]
+    p = workload.predict_suite(shape, lengths, plan.batch_size, gpu, plan.dtype, attention_of(plan, gpu, shape),
+                               plan.suite.definition.max_length if plan.protocol.pad_to_suite_max else None,
+                               calibration, PYTORCH, plan.suite.definition.max_length)
     payload = Prediction(
-        model_version=perfmodel.MODEL_VERSION, tokens_per_second=real / seconds, real_tokens=real,
-        mfu=flops / seconds / (gpu.peak_tflops(plan.dtype) * 1e12),
-        max_batch_size=memory.max_batch(shape, plan.suite.definition.max_length, gpu.memory_gb * 1e9, bytes_per,
-                                        backend),
-        efficiency=eta, efficiency_source=eta_source, peak_tflops=gpu.peak_tflops(plan.dtype), shape=asdict(shape),
-        attention=plan.config.backend if plan.config.backend != "auto" else backend, notes=plan.notes)
+        model_version=perfmodel.MODEL_VERSION, tokens_per_second=p.tokens_per_second, real_tokens=sum(lengths),
+        mfu=p.mfu, max_batch_size=p.max_batch_size, efficiency=p.efficiency, efficiency_source=p.efficiency_source,
+        peak_tflops=perfmodel.peak_flops(gpu, p.compute_dtypes["gemm"]) / 1e12, shape=asdict(shape), attention=p.attention.backend,
+        notes=plan.notes + (p.attention.reason,) + tuple(p.notes))
     return Record(kind="predicted", status="ok", identity=plan.identity, device=plan.device, model=plan.model_info(),
                   suite=plan.suite_info(), payload=payload, environment=_environment())
 
@@ -106,25 +107,8 @@ def _environment() -> dict:
     return environment.capture()
 
 
-def validation_rows(records: list[Record], calibration: perfmodel.Calibration | None = None) -> list[dict]:
-    """Predicted vs measured for every measured throughput record of a basket GPU (same configuration)."""
-    calibration = calibration or perfmodel.calibrate()
-    rows = []
-    for record in records:
-        ident = record.identity
-        if (record.kind != "measured" or record.status != "ok" or ident.measurement != "throughput"
-                or not record.device.basket_id or ident.model not in registry.MODELS):
-            continue
-        from mbbench.suites import load_suite
+def validation_rows(records: list[Record]) -> list:
+    """Predicted vs measured for every measured record of a basket GPU (`hardware.validation.ValidationRow`s)."""
+    from mbbench.hardware.validation import record_validation
 
-        spec = registry.get_spec(ident.model)
-        suite = load_suite(ident.suite)
-        documents = list(range(record.payload.num_documents))
-        seconds, _ = suite_time(shape_of(spec, ident.tiny), suite, documents, ident.batch_size or 32,
-                                lookup(record.device.basket_id), ident.dtype,
-                                PROTOCOLS[ident.protocol].pad_to_suite_max, calibration)
-        predicted = record.payload.real_tokens / seconds
-        measured = record.payload.tokens_per_second
-        rows.append({"gpu": record.device.basket_id, "source": record.identity.file_stem(), "measured": measured,
-                     "predicted": predicted, "error": predicted / measured - 1.0})
-    return rows
+    return record_validation([r.flatten() for r in records])

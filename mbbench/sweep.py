@@ -92,9 +92,12 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str 
     weighted = heuristic = total = 0.0
     for gpu_id, weight in gpus.items():
         gpu: GPU = basket()[gpu_id]
-        p = perfmodel.predict(shape, lengths, gpu, dtype, None, calibration)
+        # perfmodel refuses bf16 where the GPU lacks it (T4); a basket-wide ranking scores fp16 there and says so
+        gpu_dtype = "float16" if dtype in ("bfloat16", "bf16") and gpu.bf16_tflops is None else dtype
+        row[f"{gpu_id}_dtype"] = gpu_dtype
+        p = perfmodel.predict(shape, lengths, gpu, gpu_dtype, None, calibration)
         # achieved FLOP/s over peak, before η: how well the shape tiles this GPU
-        utilisation = p.flops / p.raw_seconds / (gpu.peak_tflops(p.dtype) * 1e12)
+        utilisation = p.flops / p.raw_seconds / perfmodel.peak_flops(gpu, p.gemm_dtype)
         row[f"{gpu_id}_tokens_per_second"] = round(p.tokens_per_second)
         row[f"{gpu_id}_mfu"] = round(p.mfu, 4)
         row[f"{gpu_id}_utilisation"] = round(utilisation, 4)

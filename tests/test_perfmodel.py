@@ -6,23 +6,30 @@ import pytest
 from click.testing import CliRunner
 
 from mbbench.cli import cli
-from mbbench.hardware import memory, perfmodel
+from mbbench.errors import UserError
+from mbbench.hardware import memory, perfmodel, software, workload
 from mbbench.hardware.gpus import basket, lookup, match_device_name
-from mbbench.predict import shape_of
 from mbbench.models.registry import MODELS
+from mbbench.predict import shape_of
 
 
 def test_wave_and_tile_quantization_hand_computed():
     assert perfmodel.waves(109, 108) == 2 and perfmodel.waves(108, 108) == 1
     a100 = lookup("A100-SXM4-80GB")
-    t257 = perfmodel.gemm(8192, 257, 4096, a100, "float16")
-    t384 = perfmodel.gemm(8192, 384, 4096, a100, "float16")
+    per_sm = 312e12 / 108
     t256 = perfmodel.gemm(8192, 256, 4096, a100, "float16")
-    assert t256.seconds < t384.seconds
-    # N = 257 in 128x128 tiles needs as many tiles as N = 384 (3 columns of 64 rows) ...
-    assert t384.tile == (128, 128) and t384.tiles == 64 * 3 == math.ceil(8192 / 128) * math.ceil(257 / 128)
-    # ... and, being unaligned too, the best tile the model finds for it is slower than padding to 384
-    assert t257.seconds > t384.seconds
+    t384 = perfmodel.gemm(8192, 384, 4096, a100, "float16")
+    # 256x128 tiles: 32x2 = 64 and 32x3 = 96 tiles, both one wave on 108 SMs: the same time
+    assert (t256.tile, t256.tiles, t256.waves) == ((256, 128), 64, 1)
+    assert (t384.tile, t384.tiles, t384.waves) == ((256, 128), 96, 1)
+    one_wave = 2 * 256 * 128 * 4096 / per_sm + perfmodel.LAUNCH_SECONDS
+    assert t256.seconds == pytest.approx(one_wave) and t384.seconds == pytest.approx(one_wave)
+    # 416 tiles -> 4 waves, 448 tiles -> 5 waves: the staircase
+    assert perfmodel.gemm(8192, 1664, 4096, a100, "float16").waves == 4
+    assert perfmodel.gemm(8192, 1792, 4096, a100, "float16").seconds == pytest.approx(
+        5 * 2 * 256 * 128 * 4096 / per_sm + perfmodel.LAUNCH_SECONDS)
+    # N = 257 is unaligned (half-rate tensor-core path): slower than padding it to 384
+    assert perfmodel.gemm(8192, 257, 4096, a100, "float16").seconds > t384.seconds
 
 
 def test_tile_count_staircase():
@@ -32,14 +39,26 @@ def test_tile_count_staircase():
     assert 0 < e.wave_efficiency <= 1 and 0 < e.tile_efficiency <= 1
 
 
-def test_peaks_follow_accumulate_mode_and_dtype_support():
-    assert lookup("4090").peak_tflops("bfloat16") == pytest.approx(165.2)  # fp32-accumulate half rate
+def test_peaks_per_compute_dtype_and_refused_dtypes():
+    rtx = lookup("4090")
+    assert rtx.peak_tflops("bfloat16") == pytest.approx(165.2)  # fp32-accumulate half rate
     assert lookup("RTX 4090").fp16_fp16acc_tflops == pytest.approx(330.3)
+    assert perfmodel.peak_flops(rtx, "float32") == pytest.approx(82.6e12)  # SIMT fp32
+    assert perfmodel.peak_flops(lookup("A100-SXM4-80GB"), "tfloat32") == pytest.approx(156e12)
+    assert perfmodel.gemm_dtype("float32", software.PYTORCH) == "float32"
+    assert perfmodel.gemm_dtype("float32", software.PYTORCH_TF32) == "tfloat32"
     t4 = lookup("t4")
-    assert t4.bf16_tflops is None and t4.effective_dtype("bfloat16") == "float16"
-    assert t4.peak_tflops("bfloat16") == 65
-    p = perfmodel.predict(shape_of(MODELS["modernbert-base"]), [512] * 32, "t4", "bfloat16")
-    assert p.dtype == "float16"
+    assert t4.bf16_tflops is None
+    shape = shape_of(MODELS["modernbert-base"])
+    with pytest.raises(UserError, match="no bf16"):
+        perfmodel.predict(shape, [512] * 32, "t4", "bfloat16")
+    with pytest.raises(UserError, match="no bf16"):
+        software.resolve_attention("sdpa", "bf16", t4)
+    with pytest.raises(UserError, match="sm80"):
+        software.resolve_attention("varlen", "float16", t4)
+    with pytest.raises(UserError, match="TF32"):
+        perfmodel.peak_flops(t4, "tfloat32")
+    assert perfmodel.predict(shape, [512] * 32, "t4", "float16").dtype == "float16"
 
 
 def test_aliases_and_detection_names():
@@ -52,10 +71,149 @@ def test_aliases_and_detection_names():
             "H200-SXM", "L40S", "RTX6000Ada", "B200"} <= set(basket())
 
 
+def test_sdpa_kernel_choice_follows_dtype_mask_and_arch():
+    a100, h100, t4 = lookup("A100-SXM4-80GB"), lookup("H100-SXM"), lookup("t4")
+    assert software.sdpa_kernel("bfloat16", a100, False, 64)[0] == "flash"
+    assert software.sdpa_kernel("bfloat16", a100, True, 64)[0] == "mem_efficient"  # a mask rules out flash
+    assert software.sdpa_kernel("float32", a100, False, 64)[0] == "mem_efficient"  # fp32 rules out flash
+    assert software.sdpa_kernel("bfloat16", h100, True, 64)[0] == "flash"  # cuDNN on sm90 takes masks
+    assert software.sdpa_kernel("float16", t4, True, 64)[0] == "mem_efficient"
+    assert software.sdpa_kernel("float32", a100, True, 64, mem_efficient_enabled=False)[0] == "math"
+    assert software.sdpa_kernel("float16", a100, True, 62)[0] == "math"  # misaligned head dim
+
+
+def test_default_attention_table_and_resolution():
+    assert software.default_backend("BERT") == "sdpa" and software.default_backend("RoBERTa") == "eager"
+    assert software.default_backend("RoBERTa", "transformers5") == "sdpa"
+    assert software.default_backend("DeBERTaV3") == software.default_backend("DeBERTaV3", "transformers5") == "eager"
+    assert set(software.DEFAULT_ATTENTION) >= {s.family for s in MODELS.values()}
+    with pytest.raises(UserError):
+        software.default_backend("BERT", "transformers3")
+    rtx = lookup("4090")
+    # FlexBERT under fp32 weights: FA2 varlen, q/k/v cast to bf16 inside attention
+    flex_bert = software.resolve_attention("auto", "float32", rtx, family="ModernBERT")
+    assert (flex_bert.kernel, flex_bert.compute_dtype, flex_bert.packed, flex_bert.block_sparse) == (
+        "flash", "bfloat16", True, True)
+    eager = software.resolve_attention("auto", "float32", rtx, family="RoBERTa", packed_model=False)
+    assert eager.materialises_scores and eager.compute_dtype == "float32" and not eager.packed
+    with pytest.raises(UserError, match="unknown attention backend"):
+        software.resolve_attention("cudnn", "float32", rtx)
+    assert software.stack_of_framework("MLPerf Inference closed, NVIDIA TensorRT harness") is software.TENSORRT
+
+
+def test_calibration_rows_carry_their_stack():
+    rows = perfmodel.calibration_rows()
+    assert rows and all(r.stack is software.TENSORRT for r in rows)
+    assert {r.dtype for r in rows} == {"float16"}
+
+
+def test_forward_flops_hand_computed():
+    bert = shape_of(MODELS["bert-base"])
+    per_token_gemm = 2 * (768 * 2304 + 768 * 768 + 768 * 3072 + 3072 * 768)
+    expected = 12 * (per_token_gemm * 1024 + 4 * 768 * 2 * 512 * 512)
+    assert perfmodel.forward_flops(bert, [512, 512]) == pytest.approx(expected)
+    # padded execution counts the padded tokens and pairs
+    assert perfmodel.forward_flops(bert, [100, 512], padded_to=512) == pytest.approx(expected)
+    # ModernBERT: local layers (14 of 22) attend their ±64 window (129 keys)
+    mb = shape_of(MODELS["modernbert-base"])
+    mb_gemm = 2 * (768 * 2304 + 768 * 768 + 768 * 2304 + 1152 * 768)
+    mb_expected = 22 * mb_gemm * 1000 + 8 * 4 * 768 * 1000 ** 2 + 14 * 4 * 768 * 1000 * 129
+    assert perfmodel.forward_flops(mb, [1000]) == pytest.approx(mb_expected)
+    # DeBERTa: + c2p and p2c (4·tokens·512·hidden) + relative projections (4·512·hidden²) per layer
+    deberta = shape_of(MODELS["deberta-v3-base"])
+    extra = 12 * (4 * 1024 * 512 * 768 + 4 * 512 * 768 * 768)
+    assert perfmodel.forward_flops(deberta, [512, 512]) == pytest.approx(expected + extra)
+    assert perfmodel.cpu_peak_flops("AMD EPYC")[0] is None
+
+
+def test_registry_shapes_carry_family_work():
+    deberta = shape_of(MODELS["deberta-v3-base"])
+    assert (deberta.attention_kind, deberta.position_buckets, deberta.relative_span) == ("disentangled", 256, 512)
+    assert deberta.parameters == pytest.approx(183.8e6, rel=0.01)  # backbone 86M + embeddings 98M
+    assert shape_of(MODELS["eurobert-610m"]).kv_heads == 6
+    assert shape_of(MODELS["eurobert-610m"]).gemms()["qkv"] == (1152, 1152 + 2 * 6 * 64)
+    assert shape_of(MODELS["gte-en-mlm-base"]).rotary and not shape_of(MODELS["bert-base"]).rotary
+
+
+def test_eager_and_varlen_predictions_differ():
+    shape = shape_of(MODELS["modernbert-base"])
+    a100 = lookup("A100-SXM4-80GB")
+    lengths = [300, 512, 128, 477] * 8
+    varlen = software.resolve_attention("varlen", "bfloat16", a100)
+    eager = software.resolve_attention("eager", "bfloat16", a100)
+    fast = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", varlen)
+    slow = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", eager)
+    assert slow.tokens_per_second < 0.8 * fast.tokens_per_second  # padded rows, materialised scores
+    assert slow.max_batch_size < fast.max_batch_size
+    assert slow.flops > fast.flops  # padding and full attention on local layers are executed work
+    assert fast.compute_dtypes == {"weights": "bfloat16", "gemm": "bfloat16", "attention": "bfloat16"}
+    rtx = lookup("4090")
+    paper = workload.predict_suite(shape, [512] * 64, 64, rtx, "float32",
+                                   software.resolve_attention("varlen", "float32", rtx))
+    assert paper.compute_dtypes == {"weights": "float32", "gemm": "float32", "attention": "bfloat16"}
+    assert any("bfloat16 under float32" in note for note in paper.notes)
+    with pytest.raises(UserError, match="no bf16"):
+        workload.predict_suite(shape, [512] * 8, 8, "t4", "bfloat16", eager)
+
+
+def test_memory_model_terms():
+    shape = shape_of(MODELS["modernbert-base"])
+    tokens = 8 * 512
+    est = memory.estimate(shape, batch=8, seq=512, dtype_bytes=2, backend="varlen")
+    assert est.weights == pytest.approx(shape.parameters * 2)
+    glu_step = 2 * 768 + 2304 + 2304
+    attention_step = 2 * 768 + 3 * 768 + 4 * 768 + 768
+    workspace = tokens * 12 * 4  # log-sum-exp
+    assert attention_step * tokens * 2 + workspace > glu_step * tokens * 2  # the attention step is the peak
+    assert est.activations == pytest.approx(tokens * 2 * attention_step)
+    assert est.attention == workspace
+    assert est.overhead == pytest.approx(memory.ALLOCATOR_OVERHEAD * est.activations)
+    eager = memory.estimate(shape, 8, 512, 2, "eager")
+    assert eager.attention == 8 * 512 * 512 + 2 * 8 * 12 * 512 * 512 * 2  # mask + scores and probabilities
+    deberta = shape_of(MODELS["deberta-v3-base"])
+    impl = software.resolve_attention("eager", "float32", lookup("4090"), packed_model=False)
+    assert memory.attention_bytes(deberta, 4, 512, impl, 4) == 4 * 512 * 512 + 7 * 4 * 12 * 512 * 512 * 4
+    cap = 24e9
+    best = memory.max_batch(shape, 512, cap, 2, "varlen")
+    budget = cap - memory.DRIVER_RESERVED_BYTES - memory.CUDA_CONTEXT_BYTES
+    assert best % 2 == 0
+    assert memory.estimate(shape, best, 512, 2).peak <= budget < memory.estimate(shape, best + 2, 512, 2).peak
+
+
+def test_capacity_is_in_the_bytes_nvml_reports():
+    h200 = lookup("h200")
+    assert memory.capacity_bytes(h200) == 143_771 * 2**20
+    assert memory.capacity_bytes(h200) == pytest.approx(150.75e9, rel=1e-3)
+    assert memory.capacity_bytes(lookup("4090")) == 24_564 * 2**20
+    shape = shape_of(MODELS["modernbert-large"])
+    in_bytes = memory.max_batch(shape, 8192, memory.capacity_bytes(h200), 2, "varlen")
+    in_gb = memory.max_batch(shape, 8192, h200.memory_gb * 1e9, 2, "varlen")
+    assert in_bytes > in_gb  # 150.75e9 B, not 141e9
+    peak = memory.estimate(shape, in_bytes, 8192, 2, "varlen").peak
+    assert peak <= memory.usable_bytes(memory.capacity_bytes(h200))
+    rtx = lookup("4090")
+    prediction = workload.predict_suite(shape, [8192] * 32, 32, h200, "bfloat16",
+                                        software.resolve_attention("varlen", "bfloat16", h200))
+    assert prediction.capacity_bytes == 143_771 * 2**20 and prediction.max_batch_size == in_bytes
+    assert memory.capacity_bytes(rtx) < 26e9
+
+
 def test_leave_one_gpu_out_error_on_calibration():
     rows = perfmodel.leave_one_gpu_out(list(perfmodel.calibration_rows()))
     assert len({r["gpu"] for r in rows}) >= 4
     assert statistics.median(abs(r["error"]) for r in rows) < 0.25
+
+
+def test_efficiency_splits_hardware_and_software():
+    calibration = perfmodel.calibrate()
+    rtx, a100 = lookup("4090"), lookup("A100-SXM4-40GB")
+    eta_hw, source = calibration.hardware(rtx)
+    assert source == "from-specs" and 0.1 <= eta_hw <= 0.95
+    assert calibration.hardware(a100)[1] == "fitted"
+    simt = calibration.software[("pytorch", "simt")]
+    assert 0.3 < simt < 1.0 and "paper" in calibration.software_sources[("pytorch", "simt")]
+    assert calibration.efficiency(rtx, software.PYTORCH, "float32")[0] == pytest.approx(eta_hw * simt)
+    assert calibration.efficiency(rtx, software.TENSORRT, "float16")[0] == pytest.approx(eta_hw)
 
 
 def test_paper_heuristic_matches_hand_count():
@@ -67,24 +225,6 @@ def test_paper_heuristic_matches_hand_count():
     assert 0 < perfmodel.paper_heuristic(base, t4) <= 1
 
 
-def test_memory_model_terms():
-    shape = shape_of(MODELS["modernbert-base"])
-    est = memory.estimate(shape, batch=8, seq=512, dtype_bytes=2, backend="varlen")
-    assert est.weights == pytest.approx(shape.parameters * 2)
-    tokens = 8 * 512
-    glu_step = 2 * 768 + 2304 + 2304
-    assert est.activations == pytest.approx(tokens * 2 * max(glu_step, 2 * 768 + 3 * 768 + 4 * 768 + 768))
-    assert est.attention == tokens * 12 * 4
-    assert est.overhead == pytest.approx(0.1 * (est.activations + est.attention))
-    eager = memory.estimate(shape, 8, 512, 2, "eager")
-    assert eager.attention == 8 * 512 * 512 + 2 * 8 * 12 * 512 * 512 * 4
-    cap = 24e9
-    best = memory.max_batch(shape, 512, cap, 2, "varlen")
-    assert best % 2 == 0
-    assert memory.estimate(shape, best, 512, 2).peak <= cap - memory.CUDA_CONTEXT_BYTES
-    assert memory.estimate(shape, best + 2, 512, 2).peak > cap - memory.CUDA_CONTEXT_BYTES
-
-
 def test_sweep_ranks_aligned_shapes_and_modernbert(tmp_path):
     result = CliRunner().invoke(cli, ["sweep", "--hidden", "704:832:32", "--glu", "2048:2560:32", "--layers", "22",
                                       "--gpus", "basket", "--out", str(tmp_path)])
@@ -93,6 +233,7 @@ def test_sweep_ranks_aligned_shapes_and_modernbert(tmp_path):
 
     frame = pd.read_csv(tmp_path / "sweep.csv")
     assert (tmp_path / "sweep_heatmap.png").stat().st_size > 1000
+    assert set(frame["T4_dtype"]) == {"float16"} and set(frame["A100-SXM4-80GB_dtype"]) == {"bfloat16"}
     mb = frame[(frame.hidden == 768) & (frame.glu == 2304)].iloc[0]
     assert mb["rank"] <= len(frame) / 2
     score = {(r.hidden, r.glu): r.basket_score for r in frame.itertuples()}

@@ -260,3 +260,16 @@ def test_no_kind_dispatch_outside_the_models_package():
     offenders = [str(p) for p in (ROOT / "mbbench").rglob("*.py")
                  if "models" not in p.parts and "spec.kind ==" in p.read_text()]
     assert offenders == [] and len((ROOT / "mbbench" / "cli.py").read_text().splitlines()) < 300
+
+
+def test_predict_takes_the_backend_as_an_input(tmp_path):
+    values = {}
+    for backend in ("eager", "varlen"):
+        result = invoke("predict", "--gpu", "h100", "--model", "modernbert-base", "--suite", "long-fixed",
+                        "--backend", backend, "--out", tmp_path / backend)
+        assert result.exit_code == 0, result.output
+        [path] = record_files(tmp_path / backend)
+        record = Record.from_json(json.loads(path.read_text()))
+        assert record.payload.attention == backend and record.identity.backend == backend
+        values[backend] = record.payload.tokens_per_second
+    assert values["varlen"] > 1.5 * values["eager"]  # materialised 8192² fp32 scores cost far more than a kernel

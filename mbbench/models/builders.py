@@ -139,7 +139,7 @@ class ReferenceBuilder(PackedBuilder):
         cfg = self.config(spec, tiny)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, gated=True, heads=cfg.num_heads,
                      layers=cfg.num_layers, vocab=cfg.vocab_size, window=cfg.half_window,
-                     global_every=cfg.global_every, unpadded=True)
+                     global_every=cfg.global_every, unpadded=True, rotary=True)
 
 
 class NeoBertBuilder(PackedBuilder):
@@ -155,7 +155,8 @@ class NeoBertBuilder(PackedBuilder):
 
         cfg = self.config(spec, tiny)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.swiglu_hidden, gated=True, heads=cfg.num_heads,
-                     layers=cfg.num_layers, vocab=cfg.vocab_size, window=None, global_every=1, unpadded=True)
+                     layers=cfg.num_layers, vocab=cfg.vocab_size, window=None, global_every=1, unpadded=True,
+                     rotary=True)
 
 
 # --------------------------------------------------------------------------------------- transformers models
@@ -243,10 +244,18 @@ class HFBuilder(Builder):
         from mbbench.hardware.perfmodel import Shape
 
         cfg = self.config(spec, tiny)
-        return Shape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, gated=spec.gated_ffn,
-                     heads=cfg.num_attention_heads, layers=cfg.num_hidden_layers, vocab=cfg.vocab_size,
-                     window=spec.window, global_every=getattr(cfg, "global_attn_every_n_layers", 1) or 1,
-                     unpadded=False)
+        heads = cfg.num_attention_heads
+        disentangled = bool(getattr(cfg, "relative_attention", False))  # DeBERTa's c2p/p2c attention
+        buckets = getattr(cfg, "position_buckets", -1) if disentangled else 0
+        if disentangled and buckets <= 0:  # no log buckets: the span is the relative-position range itself
+            buckets = getattr(cfg, "max_relative_positions", -1)
+            buckets = buckets if buckets > 0 else getattr(cfg, "max_position_embeddings", 512)
+        kv_heads = getattr(cfg, "num_key_value_heads", None)
+        return Shape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, gated=spec.gated_ffn, heads=heads,
+                     layers=cfg.num_hidden_layers, vocab=cfg.vocab_size, window=spec.window,
+                     global_every=getattr(cfg, "global_attn_every_n_layers", 1) or 1, unpadded=False,
+                     attention_kind="disentangled" if disentangled else "standard", position_buckets=buckets,
+                     rotary=spec.gated_ffn, kv_heads=kv_heads if kv_heads and kv_heads != heads else None)
 
 
 class HFPackedBuilder(HFBuilder):

@@ -1,0 +1,279 @@
+"""validate-model: predictions against published and measured numbers, per source and per model.
+
+Sources (ValidationRow.source):
+- `paper-4090`: every measured cell of the ModernBERT paper's RTX 4090 table (data/paper_4090.csv, transcribed
+  from modernbert.md: Table 2 throughput and max batch; cells Table 11 has no runtime for are 'derived' and
+  skipped), predicted under the paper protocol (fp32 weights, timing batch, rows padded to the suite maximum,
+  each model's default attention in the paper's environment). Throughput rows here were in the fit of η_sw.
+- `paper-4090-lomo`: the same throughput cells, each predicted with η_sw fitted without the rows of its model
+  family (both sizes, padded and unpadded variants).
+- `calibration-logo` / `calibration-lomo`: TensorRT BERT rows (calibration.csv) predicted with η_hw fitted
+  without that GPU (spec regression) / without that model.
+- `mlperf-ratio`: MLPerf BERT-99 offline samples/s (TensorRT harness, int8/fp8; never fitted) as ratios to the
+  A100-SXM4-80GB, against predicted fp16 ratios (int8/fp8 peaks are 2× fp16 on every GPU involved).
+- `measured`: our measured GPU records (dicts), predicted with the record's backend, dtype, batch and protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from mbbench.hardware import memory, perfmodel, workload
+from mbbench.hardware.gpus import GPU, basket, lookup
+from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, resolve_attention
+
+PAPER_GPU = "RTX4090"
+PAPER_DTYPE = "float32"
+MLPERF_REFERENCE_GPU = "A100-SXM4-80GB"
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    source: str
+    model: str
+    suite: str
+    gpu: str
+    metric: str  # "tokens_per_second", "max_batch_size" or "throughput_ratio"
+    measured: float
+    predicted: float
+    stack: str = "pytorch"
+    backend: str = ""
+    in_fit: bool = False  # whether this measurement entered the fit that produced the prediction
+
+    @property
+    def error(self) -> float:
+        """predicted / measured − 1."""
+        return self.predicted / self.measured - 1.0
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    group: str
+    paper_model: str
+    model: str  # registry name
+    backend: str
+    suite: str
+    timing_batch: int
+    tokens_per_second: float
+    max_batch_size: int | None
+    measured: bool  # False: the paper derived the value from the fixed-length time
+
+
+@lru_cache(maxsize=1)
+def paper_rows() -> tuple[PaperRow, ...]:
+    """The paper's RTX 4090 table (data/paper_4090.csv), every cell with its registry model and backend."""
+    text = resources.files("mbbench").joinpath("data/paper_4090.csv").read_text()
+    return tuple(PaperRow(r["group"], r["paper_model"], r["model"], r["backend"], r["suite"], int(r["timing_batch"]),
+                          float(r["kilo_tokens_per_s"]) * 1e3, int(r["max_batch"]) if r["max_batch"] else None,
+                          r["measured"] == "yes") for r in csv.DictReader(text.splitlines()))
+
+
+@dataclass(frozen=True)
+class PaperSetup:
+    shape: perfmodel.Shape
+    lengths: tuple[int, ...]
+    attention: AttentionImpl
+    pad_to: int
+    max_length: int
+
+
+@lru_cache(maxsize=None)
+def paper_setup(model: str, backend: str, suite_name: str) -> PaperSetup:
+    """Shape, suite lengths and attention of a paper cell (the paper's environment; lengths beyond the registry's
+    maximum are allowed: the paper ran NomicBERT at 8192)."""
+    from mbbench.models import registry
+    from mbbench.predict import shape_of
+    from mbbench.suites import load_suite
+
+    spec, suite = registry.get_spec(model), load_suite(suite_name)
+    shape = shape_of(spec)
+    impl = resolve_attention(backend, PAPER_DTYPE, basket()[PAPER_GPU], family=spec.family,
+                             packed_model=spec.unpadded, head_dim=shape.head_dim, environment="paper")
+    return PaperSetup(shape, tuple(suite.lengths), impl, suite.definition.max_length, suite.definition.max_length)
+
+
+def predict_paper_row(row: PaperRow, calibration: perfmodel.Calibration) -> workload.SuitePrediction:
+    s = paper_setup(row.model, row.backend, row.suite)
+    return workload.predict_suite(s.shape, list(s.lengths), row.timing_batch, basket()[PAPER_GPU], PAPER_DTYPE,
+                                  s.attention, s.pad_to, calibration, PYTORCH, s.max_length)
+
+
+@lru_cache(maxsize=None)
+def _paper_raw(model: str, backend: str, suite: str, batch: int) -> workload.SuiteSeconds:
+    s = paper_setup(model, backend, suite)
+    unit = perfmodel.Calibration({PAPER_GPU: 1.0}, {k: 1.0 for k in perfmodel.DEFAULT_SOFTWARE})
+    return workload.suite_seconds(s.shape, list(s.lengths), batch, basket()[PAPER_GPU], PAPER_DTYPE, s.attention,
+                                  s.pad_to, unit, PYTORCH)
+
+
+def fit_software(calibration: perfmodel.Calibration, exclude_models: tuple[str, ...] = ()) -> float:
+    """Fit η_sw(pytorch, simt) in place: the median over the paper table's measured throughput cells (minus
+    `exclude_models`) of the η_sw that reproduces each, given η_hw(RTX 4090) from `calibration`.
+
+    Measured time T = F/(η_hw·η_sw) + K/η_hw + M (F: compute-bound GEMMs; K: fused attention; M: memory-bound)
+    -> η_sw = F / (η_hw·(T − M) − K). One parameter, fitted on fp32 PyTorch rows: it carries SIMT fp32 GEMMs'
+    achieved fraction and PyTorch's overheads relative to TensorRT fp16.
+    """
+    eta_hw, _ = calibration.hardware(basket()[PAPER_GPU])
+    implied = []
+    for row in paper_rows():
+        if not row.measured or row.model in exclude_models:
+            continue
+        raw = _paper_raw(row.model, row.backend, row.suite, row.timing_batch)
+        measured_seconds = raw.real_tokens / row.tokens_per_second
+        denominator = eta_hw * (measured_seconds - raw.memory_raw) - raw.kernel_raw
+        if denominator > 0:
+            implied.append(raw.framework_raw / denominator)
+    value = statistics.median(implied)
+    calibration.software[("pytorch", "simt")] = value
+    calibration.software_sources[("pytorch", "simt")] = (
+        f"fitted on {len(implied)} measured cells of the ModernBERT paper's RTX 4090 table"
+        + (f" without {', '.join(exclude_models)}" if exclude_models else ""))
+    return value
+
+
+def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: bool = True) -> list[ValidationRow]:
+    """Throughput and max batch of every measured cell of the paper table; with `lomo`, throughput again with
+    η_sw fitted without the cell's model family (leave-one-model-out)."""
+    calibration = calibration or perfmodel.calibrate()
+    rows = []
+    for row in paper_rows():
+        if not row.measured:
+            continue
+        p = predict_paper_row(row, calibration)
+        rows.append(ValidationRow("paper-4090", row.model, row.suite, PAPER_GPU, "tokens_per_second",
+                                  row.tokens_per_second, p.tokens_per_second, "pytorch", p.attention.backend, True))
+        if row.max_batch_size:
+            rows.append(ValidationRow("paper-4090", row.model, row.suite, PAPER_GPU, "max_batch_size",
+                                      row.max_batch_size, p.max_batch_size, "pytorch", p.attention.backend, False))
+    if lomo:
+        from mbbench.models import registry
+
+        families: dict[str, tuple[str, ...]] = {}
+        for model in sorted({r.model for r in paper_rows()}):
+            family = registry.get_spec(model).family
+            families[family] = (*families.get(family, ()), model)
+        for family, models in families.items():
+            held_out = perfmodel.Calibration(dict(calibration.efficiencies))
+            fit_software(held_out, models)
+            for row in paper_rows():
+                if row.model in models and row.measured:
+                    p = predict_paper_row(row, held_out)
+                    rows.append(ValidationRow("paper-4090-lomo", row.model, row.suite, PAPER_GPU, "tokens_per_second",
+                                              row.tokens_per_second, p.tokens_per_second, "pytorch",
+                                              p.attention.backend, False))
+    return rows
+
+
+def calibration_validation() -> list[ValidationRow]:
+    """TensorRT rows predicted with η_hw fitted without their GPU (leave-one-GPU-out, spec regression) and
+    without their model (leave-one-model-out)."""
+    observations = list(perfmodel.calibration_rows())
+    rows = [ValidationRow("calibration-logo", r["model"], f"fixed-{r['tokens']}", r["gpu"], "tokens_per_second",
+                          r["measured"], r["predicted"], "tensorrt", "tensorrt")
+            for r in perfmodel.leave_one_gpu_out(observations)]
+    for model in sorted({o.model for o in observations}):
+        fitted = perfmodel.Calibration(perfmodel.fit_efficiencies([o for o in observations if o.model != model]))
+        for o in observations:
+            if o.model != model:
+                continue
+            p = perfmodel.predict(o.shape, list(o.lengths), basket()[o.gpu], o.dtype, o.padded_to, fitted,
+                                  o.attention, o.stack)
+            rows.append(ValidationRow("calibration-lomo", model, f"fixed-{len(o.lengths)}x{o.lengths[0]}", o.gpu,
+                                      "tokens_per_second", o.tokens_per_second, p.tokens_per_second, "tensorrt",
+                                      "tensorrt"))
+    return rows
+
+
+def mlperf_validation(calibration: perfmodel.Calibration | None = None) -> list[ValidationRow]:
+    """MLPerf BERT-99 offline samples/s as ratios to the A100-SXM4-80GB vs predicted fp16 ratios (never fitted)."""
+    calibration = calibration or perfmodel.calibrate(software=False)
+    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text()
+    measured = {}
+    for row in csv.DictReader(text.splitlines()):
+        if "MLPerf" in row["framework"] and row["sequences_per_s"]:
+            gpu = perfmodel.CALIBRATION_GPU.get(row["gpu_id"], row["gpu_id"])
+            measured.setdefault(gpu, []).append(float(row["sequences_per_s"]))
+    shape = perfmodel.CALIBRATION_SHAPES["bert-large"]
+    impl = AttentionImpl("tensorrt", "mem_efficient", True, "float16", reason="TensorRT fused MHA plugin")
+
+    def rate(gpu: GPU) -> float:
+        prediction = perfmodel.predict(shape, [384] * 128, gpu, "float16", None, calibration, impl, TENSORRT)
+        return prediction.tokens_per_second
+
+    reference_measured = statistics.median(measured[MLPERF_REFERENCE_GPU])
+    reference = rate(lookup(MLPERF_REFERENCE_GPU))
+    return [ValidationRow("mlperf-ratio", "bert-large", "squad-v1.1-offline", gpu, "throughput_ratio",
+                          value / reference_measured, rate(lookup(gpu)) / reference, "tensorrt", "tensorrt")
+            for gpu, values in sorted(measured.items()) if gpu != MLPERF_REFERENCE_GPU for value in values]
+
+
+def record_validation(records: list[dict] | tuple[dict, ...],
+                      calibration: perfmodel.Calibration | None = None) -> list[ValidationRow]:
+    """Measured GPU records (`Record.flatten()` rows) against predictions for the same configuration."""
+    from mbbench.models import registry
+    from mbbench.plan import PROTOCOLS
+    from mbbench.predict import shape_of
+    from mbbench.suites import load_suite
+
+    calibration = calibration or perfmodel.calibrate()
+    rows = []
+    for record in records:
+        gpu_id, model = record.get("gpu_id"), record.get("registry_model")
+        if record.get("kind") != "measured" or record.get("status") != "ok" or not gpu_id or record.get("tiny"):
+            continue
+        if record.get("measurement") not in ("throughput", "max_batch") or model not in registry.MODELS:
+            continue
+        spec, suite, gpu = registry.get_spec(model), load_suite(record["suite"]), lookup(gpu_id)
+        shape = shape_of(spec)
+        impl = resolve_attention(record.get("backend") or "auto", record["dtype"], gpu, family=spec.family,
+                                 packed_model=spec.unpadded, head_dim=shape.head_dim, environment="transformers5")
+        if record["measurement"] == "max_batch":
+            if record.get("max_batch_size"):  # a search over rows of the suite's maximum length
+                p = workload.predict_suite(shape, [suite.definition.max_length], 1, gpu, record["dtype"], impl,
+                                           suite.definition.max_length, calibration, PYTORCH,
+                                           suite.definition.max_length)
+                rows.append(ValidationRow("measured", model, record["suite"], gpu.id, "max_batch_size",
+                                          record["max_batch_size"], p.max_batch_size, "pytorch", impl.backend))
+            continue
+        lengths = suite.lengths[:record.get("num_documents") or len(suite.lengths)]
+        pad_to = suite.definition.max_length if PROTOCOLS[record.get("protocol", "paper")].pad_to_suite_max else None
+        p = workload.predict_suite(shape, lengths, record.get("batch_size") or 32, gpu, record["dtype"], impl, pad_to,
+                                   calibration, PYTORCH, suite.definition.max_length)
+        rows.append(ValidationRow("measured", model, record["suite"], gpu.id, "tokens_per_second",
+                                  record["tokens_per_second"], p.tokens_per_second, "pytorch", impl.backend))
+    return rows
+
+
+def validation_tables(records: list[dict] | tuple[dict, ...] = ()) -> list[ValidationRow]:
+    """Every validation row: the paper table (in-fit and leave-one-model-out), the calibration data's
+    leave-one-GPU-out and leave-one-model-out, MLPerf cross-GPU ratios, and `records` when given."""
+    calibration = perfmodel.calibrate()
+    return [*paper_validation(calibration), *calibration_validation(), *mlperf_validation(),
+            *record_validation(records, calibration)]
+
+
+def median_errors(rows: list[ValidationRow]) -> dict[tuple[str, str], float]:
+    """Median |error| per (source, metric)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row.source, row.metric), []).append(abs(row.error))
+    return {key: statistics.median(values) for key, values in groups.items()}
+
+
+def implied_allocator_overhead(exclude_models: tuple[str, ...] = ()) -> list[float]:
+    """Per max-batch cell of the paper table: the allocator overhead (fraction of activations) at which the
+    measured max batch exactly fills the RTX 4090 (NVML bytes less reservation and context)."""
+    usable = memory.usable_bytes(memory.capacity_bytes(basket()[PAPER_GPU]))
+    values = []
+    for row in paper_rows():
+        if not row.max_batch_size or row.model in exclude_models:
+            continue
+        s = paper_setup(row.model, row.backend, row.suite)
+        e = memory.estimate(s.shape, row.max_batch_size, s.max_length, 4, s.attention)
+        values.append((usable - e.weights - e.attention) / e.activations - 1.0)
+    return values
