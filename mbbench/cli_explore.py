@@ -113,11 +113,12 @@ def validate_model(results_dirs, show_rows: bool) -> None:
 @click.option("--out", "out_dir", default="reports/latest", show_default=True)
 @click.option("--model", default="modernbert-base", show_default=True, help="Model of the GPU-basket figure.")
 @click.option("--baseline", default="hf-modernbert-base", show_default=True, help="Model of the speedup table.")
-def report(results_dirs, out_dir, model, baseline) -> None:
+@click.option("--include-smoke", is_flag=True, help="Also show --tiny smoke records (left out by default).")
+def report(results_dirs, out_dir, model, baseline, include_smoke) -> None:
     """Render report.md, index.html and PNG figures from records (never reruns anything)."""
     from mbbench.report.render import build_report
 
-    out = build_report(list(results_dirs), out_dir, model, baseline)
+    out = build_report(list(results_dirs), out_dir, model, baseline, include_smoke)
     click.echo(f"wrote {out / 'report.md'} and {out / 'index.html'}")
 
 

@@ -106,7 +106,7 @@ def test_records_differing_in_batch_or_docs_both_appear_in_the_report(tmp_path):
     for docs, batch in ((8, 8), (4, 512)):
         result = invoke(*TINY_RUN, "--suite", "short-variable", "--docs", docs, "--batch-size", batch, "--out", out)
         assert result.exit_code == 0, result.output
-    md = (build_report([out], tmp_path / "rep") / "report.md").read_text()
+    md = (build_report([out], tmp_path / "rep", include_smoke=True) / "report.md").read_text()
     section = md.split("## cpu\n")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| modernbert-base-tiny")]
     assert len(rows) == 2

@@ -53,12 +53,13 @@ def test_table_values_equal_records_and_render_cells(fixture_dir, tmp_path):
     md = (out / "report.md").read_text()
     h100 = rows_of(md, "H100-SXM")
     # columns: short max, short fixed, short variable, long max, long fixed, long variable
-    assert h100["modernbert-base"][:3] == ["1,024", f"{300_000 / 1000:.1f}", f"{250_000 / 1000:.1f}"]
-    assert h100["bert-base"][1] == f"**{350_000 / 1000:.1f}**"  # best of its column in bold
+    assert h100["modernbert-base"][:3] == ["1,024", "300", "250"]  # three significant figures
+    assert h100["bert-base"][1] == "**350**"  # best measured of its column in bold
     assert h100["bert-base"][4] == "–"  # unsupported
     assert h100["bert-base"][2] == ""  # missing
     assert list(h100) == ["bert-base", "modernbert-base", "modernbert-large"]  # base group first, then large
     assert rows_of(md, "T4")["modernbert-base"][1] == "21.0 (p)"  # newest duplicate, marked predicted
+    assert rows_of(md, "RTX4090")["modernbert-base"][1] == "90.0 (p)"  # predictions are never ranked with measurements
     assert "Merged duplicates" in md and "predicted" in md
 
 
@@ -106,8 +107,8 @@ def test_failures_are_listed_apart_and_backends_get_their_own_rows(tmp_path):
         results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
     md = (build_report([str(root)], tmp_path / "rep") / "report.md").read_text()
     h100 = rows_of(md, "H100-SXM")
-    assert h100["modernbert-base [backend=auto]"][1] == "**300.0**"
-    assert h100["modernbert-base [backend=flex]"][1] == "280.0"
+    assert h100["modernbert-base [backend=auto]"][1] == "**300**"
+    assert h100["modernbert-base [backend=flex]"][1] == "280"
     assert h100["bert-large"][1] == "90.0" and "bert-base" not in h100
     failures = md.split("## Failed configurations\n")[1].split("\n## ")[0]
     assert "out of memory: 80 GiB" in failures and "NodeDiedError" not in failures
@@ -122,5 +123,5 @@ def test_predicted_records_fill_the_max_batch_columns_unless_measured(tmp_path):
     for i, r in enumerate(recs):
         results.write_atomic(root / r["gpu_dir"] / f"r{i}.json", r)
     t4 = rows_of((build_report([str(root)], tmp_path / "rep") / "report.md").read_text(), "T4")
-    assert t4["modernbert-base"][0] == "**2,048 (p)**"  # the larger of the column, in bold
+    assert t4["modernbert-base"][0] == "2,048 (p)"  # the only prediction of its column: not ranked with the search
     assert t4["bert-base"][0] == "1,024" and t4["bert-base"][3] == "–"

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import base64
 import html
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
 
 import matplotlib
 
@@ -53,12 +57,13 @@ def variant(record: dict) -> dict:
 
 
 def label_variants(records: list[dict]) -> list[dict]:
-    """Each record's row label: the model, plus the variant fields that differ among that model's records."""
+    """Each record's row label: the model, plus the variant fields that differ among that model's records
+    of the same kind on the same device."""
     by_model: dict[tuple, list[dict]] = {}
-    for record in records:  # measured and predicted records are labelled among their own kind
-        by_model.setdefault((record["model"], record.get("kind")), []).append(record)
+    for record in records:  # per device; measured and predicted records are labelled among their own kind
+        by_model.setdefault((record["gpu_dir"], record["model"], record.get("kind")), []).append(record)
     labelled = []
-    for (model, _), group in by_model.items():
+    for (_, model, _), group in by_model.items():
         differing = [f for f in VARIANT_FIELDS if len({str(variant(r)[f]) for r in group}) > 1]
         for record in group:
             values = variant(record)
@@ -117,8 +122,29 @@ def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, f
         record.get("tokens_per_second")
     if value is None:
         return "", None, predicted
-    text = f"{value:,}" if what == "max" else f"{value / 1000:.1f}"
-    return text + (" (p)" if predicted else ""), float(value), predicted
+    text = f"{value:,}" if what == "max" else significant(value / 1000)
+    if predicted:
+        return text + " (p)", float(value), predicted
+    return text + measured_spread(record, what), float(value), predicted
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant figures, with thousands separators (2093.1 -> '2,090', 0.4741 -> '0.474')."""
+    if value == 0:
+        return "0"
+    places = digits - 1 - math.floor(math.log10(abs(value)))  # negative: round to tens, hundreds, ...
+    return f"{round(value, places):,.{max(0, places)}f}"
+
+
+def measured_spread(record: dict, what: str) -> str:
+    """' (±1.2%, 10)': half the IQR over the median of per-pass tokens/s, and the number of passes."""
+    if what == "max":
+        return f" ({len(record.get('trials') or [])} trials)" if record.get("trials") else ""
+    passes = len(record.get("run_seconds") or [])
+    stats = record.get("tokens_per_second_stats") or {}
+    if passes < 2 or stats.get("iqr_over_median") is None:
+        return " (1 pass)" if passes == 1 else ""
+    return f" (±{stats['iqr_over_median'] / 2:.1%}, {passes})"
 
 
 def paper_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -126,13 +152,13 @@ def paper_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     models = sorted({r["model"] for r in records}, key=lambda m: (
         next((r.get("group") or "base") for r in records if r["model"] == m) != "base", m))
     grid = [[cell(records, m, what, suite) for _, what, suite in COLUMNS] for m in models]
-    for column in range(len(COLUMNS)):
-        values = [row[column][1] for row in grid if row[column][1] is not None]
-        best = max(values) if values else None
-        for row in grid:
-            text, value, _ = row[column]
-            if best is not None and value == best and len(values) > 1:
-                row[column] = (f"**{text}**", value, row[column][2])
+    for column in range(len(COLUMNS)):  # measured and predicted cells are ranked apart
+        for predicted, mark in ((False, "**"), (True, "_")):
+            values = [row[column][1] for row in grid if row[column][1] is not None and row[column][2] == predicted]
+            for row in grid:
+                text, value, kind = row[column]
+                if len(values) > 1 and kind == predicted and value == max(values):
+                    row[column] = (f"{mark}{text}{mark}", value, kind)
     header = ["model", *(name for name, _, _ in COLUMNS)]
     return header, [[m, *(c[0] for c in row)] for m, row in zip(models, grid)]
 
@@ -146,7 +172,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     def fmt(text: str) -> str:
         text = html.escape(str(text))
-        return f"<b>{text[2:-2]}</b>" if text.startswith("**") else text
+        if text.startswith("**"):
+            return f"<b>{text[2:-2]}</b>"
+        return f"<i>{text[1:-1]}</i>" if text.startswith("_") and text.endswith("_") else text
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -267,36 +295,109 @@ def embed(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+@dataclass
+class Section:
+    """One part of the report, built once and rendered to markdown and HTML alike."""
+
+    title: str
+    text: str = ""
+    table: tuple[list[str], list[list[str]]] | None = None
+    image: Path | None = None
+    items: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = [f"## {self.title}", ""]
+        parts += [self.text, ""] if self.text else []
+        parts += [markdown_table(*self.table), ""] if self.table else []
+        parts += [f"![{self.title}]({self.image.name})", ""] if self.image else []
+        parts += [*(f"- {item}" for item in self.items), ""] if self.items else []
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        parts = [f"<h2>{html.escape(self.title)}</h2>"]
+        parts += [f"<p>{html.escape(self.text)}</p>"] if self.text else []
+        parts += [html_table(*self.table)] if self.table else []
+        parts += [f"<img alt='{html.escape(self.title)}' src='{embed(self.image)}'>"] if self.image else []
+        parts += ["<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in self.items) + "</ul>"] if self.items else []
+        return "".join(parts)
+
+
+PAGE = jinja2.Template("""<!doctype html><html><head><meta charset='utf-8'><title>mbbench report</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #999;padding:2px 6px;font-size:13px}img{max-width:100%}</style>
+<script>window.addEventListener('load',()=>{for(const i of document.images){
+i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}document.body.setAttribute('data-ready','1');});
+</script></head><body><h1>mbbench report</h1><p>{{ intro }}</p>
+{% for section in sections %}{{ section.html() }}
+{% endfor %}</body></html>
+""")
+
+LEGEND = ("Throughput in thousands of tokens/s, three significant figures; measured cells give (±half the IQR "
+          "over the median of per-pass tokens/s, passes); '–' unsupported, blank missing; **bold** best measured "
+          "per column, _italic_ best predicted; (p) predicted.")
+
+
+def environment_rows(records: list[dict]) -> list[list[str]]:
+    """Each distinct machine and software stack the measured records came from, with its load."""
+    seen = {}
+    for r in records:
+        if r.get("kind") != "measured":
+            continue
+        load = ((r.get("load") or {}).get("start") or {})
+        key = (r.get("device_name"), r.get("driver"), r.get("cuda"), r.get("torch"), r.get("transformers"),
+               r.get("host"))
+        busy = "busy" if r.get("load_warning") else ""
+        seen.setdefault(key, [0, load.get("load_average_1m"), load.get("cpu_count"), busy])[0] += 1
+    return [[*(str(v or "") for v in key), str(count), f"{avg:.2f} / {cpus}" if avg is not None else "", busy]
+            for key, (count, avg, cpus, busy) in sorted(seen.items(), key=lambda kv: [str(v) for v in kv[0]])]
+
+
+ENVIRONMENT_HEADER = ["device", "driver", "cuda", "torch", "transformers", "host", "records", "load 1m / cpus",
+                      "warning"]
+
+
 def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbert-base",
-                 baseline: str = "hf-modernbert-base") -> Path:
+                 baseline: str = "hf-modernbert-base", include_smoke: bool = False) -> Path:
+    """Render report.md, index.html and PNGs from the records under `result_dirs` into `out`.
+
+    Smoke records (`--tiny`) are left out unless `include_smoke`. Raises UserError when there are no
+    records or `out` is not a directory that can be written.
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; the report needs a directory")
     raw = [r.flatten() for r in results.read_records(result_dirs)]
+    smoke = [r for r in raw if r.get("tiny")]
+    raw = raw if include_smoke else [r for r in raw if not r.get("tiny")]
     if not raw:
-        raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report")
+        raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report"
+                        + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
     records = label_variants(records)
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
     failed = [r for r in records if r.get("status") == "failed"]
     paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
     records = [r for r in records if r.get("status") != "failed" and r.get("measurement") != "comparison"]
-    out.mkdir(parents=True, exist_ok=True)
-    md = ["# mbbench report", "", f"{len(records)} records from {', '.join(map(str, result_dirs))}. "
-          "Throughput in thousands of tokens/s; '–' unsupported, blank missing, **bold** best per column, "
-          "(p) predicted.", ""]
-    body = [f"<h1>mbbench report</h1><p>{len(records)} records. Throughput in thousands of tokens/s; '–' unsupported, "
-            "blank missing, <b>bold</b> best per column, (p) predicted.</p>"]
-    for gpu in sorted({r["gpu_dir"] for r in records}):
-        header, rows = paper_table([r for r in records if r["gpu_dir"] == gpu])
-        md += [f"## {gpu}", "", markdown_table(header, rows), ""]
-        body.append(f"<h2>{html.escape(gpu)}</h2>" + html_table(header, rows))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot write the report to {out}: {error.strerror or error}") from None
+    read = ", ".join(f"{d} ({sum(str(r.get('path') or '').startswith(str(d)) for r in raw)} records)"
+                     for d in result_dirs)
+    intro = f"Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out." if smoke and not include_smoke
+                               else "") + " " + LEGEND
+    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(records)))]
+    sections += [Section(gpu, table=paper_table([r for r in records if r["gpu_dir"] == gpu]))
+                 for gpu in sorted({r["gpu_dir"] for r in records})]
     figure = basket_figure(records, model, out / "basket.png")
     if figure:
-        md += ["## GPU basket", "", f"![basket]({figure.name})", ""]
-        body.append(f"<h2>GPU basket: {html.escape(model)}</h2><img alt='basket' src='{embed(figure)}'>")
-    header = ["gpu", "model", *SHORT, *LONG]
-    rows = speedup_rows(records, baseline)
-    md += [f"## Speedup against {baseline}", "", markdown_table(header, rows), ""]
-    body.append(f"<h2>Speedup against {html.escape(baseline)}</h2>" + html_table(header, rows))
+        sections.append(Section(f"GPU basket: {model}", image=figure))
+    speedups = speedup_rows(records, baseline)
+    if speedups:
+        sections.append(Section(f"Speedup against {baseline}", "Same suite, protocol, dtype, documents, batch and "
+                                "machine; measured and predicted apart.", (["gpu", "model", *SHORT, *LONG], speedups)))
+    if paired:
+        sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     for directory in result_dirs:
         sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
         if sweep_csv.is_file():
@@ -306,27 +407,13 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
 
             frame = pd.read_csv(sweep_csv)
             for value in ("basket_score", "basket_tokens_per_second"):
-                png = sweep_heatmap(frame, out / f"sweep_{value}.png", value)
-                md += [f"![{value}]({png.name})", ""]
-                body.append(f"<h2>Sweep: {value}</h2><img alt='{value}' src='{embed(png)}'>")
-    if paired:
-        md += ["## Paired comparisons (interleaved passes)", "", markdown_table(PAIRED_HEADER, paired_rows(paired)), ""]
-        body.append("<h2>Paired comparisons (interleaved passes)</h2>" + html_table(PAIRED_HEADER, paired_rows(paired)))
+                sections.append(Section(f"Sweep: {value}", image=sweep_heatmap(frame, out / f"sweep_{value}.png",
+                                                                                value)))
     if failed:
-        md += ["## Failed configurations", "", markdown_table(FAILURE_HEADER, failure_rows(failed)), ""]
-        body.append("<h2>Failed configurations</h2>" + html_table(FAILURE_HEADER, failure_rows(failed)))
-    md += ["## Provenance", "", markdown_table(PROVENANCE_HEADER, provenance_rows(records)), ""]
-    body.append("<h2>Provenance</h2>" + html_table(PROVENANCE_HEADER, provenance_rows(records)))
+        sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
+    sections.append(Section("Provenance", table=(PROVENANCE_HEADER, provenance_rows(records))))
     if notes:
-        md += ["## Merged duplicates", "", *(f"- {n}" for n in notes), ""]
-        body.append("<h2>Merged duplicates</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    (out / "report.md").write_text("\n".join(md))
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #999;padding:2px 6px;font-size:13px}img{max-width:100%}")
-    script = ("window.addEventListener('load',()=>{for(const i of document.images){"
-              "i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}"
-              "document.body.setAttribute('data-ready','1');});")
-    (out / "index.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>mbbench report</title>"
-                                    f"<style>{style}</style><script>{script}</script></head><body>"
-                                    + "".join(body) + "</body></html>\n")
+        sections.append(Section("Merged duplicates", items=notes))
+    (out / "report.md").write_text("\n".join(["# mbbench report", "", intro, "", *(s.markdown() for s in sections)]))
+    (out / "index.html").write_text(PAGE.render(intro=intro, sections=sections))
     return out
