@@ -58,7 +58,7 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
 @click.option("--gpus", default="basket", show_default=True,
               help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100.")
 @click.option("--dtype", default="bfloat16", show_default=True)
-@click.option("--out", "out_dir", default="results/sweeps", show_default=True)
+@click.option("--out", "out_dir", default="runs/sweeps", show_default=True)
 @click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
 def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
     """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
