@@ -93,6 +93,7 @@ def test_checkpoint_of_another_size_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (dict(rope_parameters={"rope_type": "default", "rope_theta": 1.0}), "not a valid transformers"),
     (dict(layer_types=["sliding_attention", "full_attention"] * 2 + ["full_attention"]), "layer_types"),
+    (dict(layer_types=["full_attention", "sliding_attention"]), "layer.types"),  # transformers refuses it
     (dict(hidden_activation="silu"), "activation"),
     (dict(mlp_bias=True), "biases"),
     (dict(model_type="bert"), "model_type"),
@@ -101,3 +102,15 @@ def test_configs_the_reference_cannot_express_are_refused(change, message):
     config = {"model_type": "modernbert", **{k: v for k, v in ODD.items()}, **change}
     with pytest.raises(UserError, match=message):
         weights.checkpoint_config(config)
+
+
+def test_layer_types_longer_than_the_layers_count_by_their_first_entries():
+    """transformers reads layer_types[i] for layer i; early 5.x accepted a longer list (num_hidden_layers lowered
+    after the config was built), later ones refuse it."""
+    from types import SimpleNamespace
+
+    hf_config = SimpleNamespace(**{**ODD, "num_hidden_layers": 2},
+                                layer_types=["full_attention", "sliding_attention", "sliding_attention"] * 7)
+    assert weights.config_from_hf(hf_config).global_every == 2  # layer 0 global, layer 1 local
+    with pytest.raises(UserError, match="must list 30 entries"):
+        weights.config_from_hf(SimpleNamespace(**{**ODD, "num_hidden_layers": 30}, layer_types=hf_config.layer_types))

@@ -32,8 +32,8 @@ def _normalised_hf_config(hf_config):
     try:
         return HFConfig.from_dict(hf_config)
     except Exception as error:  # transformers validates field types (e.g. a flat rope_parameters)
-        raise UserError(f"config.json is not a valid transformers ModernBertConfig: "
-                        f"{str(error).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(f"config.json is not a valid transformers ModernBertConfig: {detail[:400]}") from None
 
 
 def _global_every(hf_config, num_layers: int) -> int:
@@ -41,9 +41,12 @@ def _global_every(hf_config, num_layers: int) -> int:
     layer_types = getattr(hf_config, "layer_types", None)
     if layer_types is None:
         return int(getattr(hf_config, "global_attn_every_n_layers", 3))
-    if len(layer_types) != num_layers or set(layer_types) - {FULL, SLIDING}:
+    # transformers reads layer_types[i] for layer i, so a longer list (e.g. num_hidden_layers lowered after
+    # the config was built) counts by its first num_layers entries
+    if len(layer_types) < num_layers or set(layer_types) - {FULL, SLIDING}:
         raise UserError(f"checkpoint layer_types {layer_types} must list {num_layers} entries of "
                         f"{FULL!r} or {SLIDING!r}")
+    layer_types = list(layer_types[:num_layers])
     globals_ = [i for i, kind in enumerate(layer_types) if kind == FULL]
     every = globals_[1] - globals_[0] if len(globals_) > 1 else max(num_layers, 1)
     if not globals_ or globals_[0] != 0 or globals_ != list(range(0, num_layers, every)):
