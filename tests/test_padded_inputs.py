@@ -83,3 +83,10 @@ def test_some_all_padding_rows(tiny_cfg, pair):
     error, got = _compare(*pair, ids, mask)
     assert error < 1e-5
     assert torch.equal(got[0], torch.zeros_like(got[0])) and torch.equal(got[2], torch.zeros_like(got[2]))
+
+
+def test_empty_packed_input_returns_an_empty_output(tiny_cfg):
+    model = build(tiny_cfg, backend="sdpa", seed=5)
+    with torch.no_grad():
+        out = model(torch.zeros(0, dtype=torch.int64), cu_seqlens=torch.tensor([0, 0], dtype=torch.int32))
+    assert out.shape == (0, tiny_cfg.hidden_size) and out.dtype == torch.float32
