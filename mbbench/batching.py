@@ -4,6 +4,7 @@
 - `PackedBatch`: `(total_tokens,)` ids with `cu_seqlens` (unpadded models); no token is padding.
 
 Every document appears in exactly one batch; real and padded token counts are both known.
+A token-budget batch never holds more tokens than its budget (a longer document is a UserError).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from mbbench.errors import UserError
 
 
 @dataclass
@@ -76,17 +79,51 @@ def pack_documents(docs: Sequence[torch.Tensor]) -> PackedBatch:
     return PackedBatch(torch.cat(list(docs)).to(torch.int64), cu, int(lengths.max()), positions)
 
 
+def check_grouping(batch_size: int | None, token_budget: int | None) -> None:
+    """Validate how documents are grouped: by count (`--batch-size`) or by tokens (`--token-budget`).
+
+    Raises UserError when both are given (one would be silently ignored) or when either is < 1.
+    """
+    if batch_size is not None and token_budget is not None:
+        raise UserError(f"--batch-size {batch_size} and --token-budget {token_budget} both given: a batch is "
+                        "either a number of documents or a number of tokens; pass one")
+    for option, value in (("--batch-size", batch_size), ("--token-budget", token_budget)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{option} must be a positive integer, got {value!r}")
+
+
+def check_budget(lengths: Sequence[int], token_budget: int, documents: Sequence[int] | None = None,
+                 source: str = "") -> None:
+    """Raise UserError if a document is longer than `token_budget`, naming it, its length and the budget.
+
+    `documents` gives the documents' own numbers (default: positions in `lengths`); `source` prefixes the
+    message (e.g. "suite long-variable: ").
+    """
+    longest = max(lengths, default=0)
+    if longest > token_budget:
+        position = list(lengths).index(longest)
+        number = documents[position] if documents is not None else position
+        raise UserError(f"{source}document {number} has {longest} tokens, more than --token-budget "
+                        f"{token_budget}; a budget of at least {longest} tokens fits every document")
+
+
 def group_by_count(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Consecutive groups of `batch_size` documents (the last may be smaller), in suite order."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    """Consecutive groups of `batch_size` documents (the last may be smaller), in suite order.
+
+    Raises UserError for a batch size < 1.
+    """
+    check_grouping(batch_size, None)
     return [list(range(start, min(start + batch_size, len(lengths)))) for start in range(0, len(lengths), batch_size)]
 
 
 def group_by_tokens(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """Consecutive groups whose total length stays within `token_budget` (a longer document goes alone)."""
-    if token_budget < 1:
-        raise ValueError(f"token budget must be >= 1, got {token_budget}")
+    """Consecutive groups (suite order) whose total length stays within `token_budget` tokens.
+
+    Raises UserError for a budget < 1 or when a document alone is longer than the budget (it would
+    otherwise run in a batch larger than the budget), naming that document and the budget it needs.
+    """
+    check_grouping(None, token_budget)
+    check_budget(lengths, token_budget)
     groups: list[list[int]] = []
     current: list[int] = []
     used = 0

@@ -40,7 +40,8 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
     checks = run_verify(cfg, device=device, dtypes=tuple(chosen), backends=list(backends) or None)
     print_table([{"backend": c.backend, "dtype": c.dtype, "layout": c.layout, "against": c.against,
                   "max_abs_error": f"{c.max_abs_error:.2e}", "max_rel_error": f"{c.max_rel_error:.2e}",
-                  "tolerance": f"{c.tolerance:.0e}", "result": "pass" if c.passed else "FAIL"} for c in checks])
+                  "tolerance": f"{c.tolerance:.0e}", "result": "pass" if c.passed else "FAIL",
+                  "reason": getattr(c, "reason", None) or ""} for c in checks])
     failed = [c for c in checks if not c.passed]
     if failed:
         click.echo(f"{len(failed)} of {len(checks)} checks failed", err=True)
@@ -59,7 +60,7 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
               help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100.")
 @click.option("--dtype", default="bfloat16", show_default=True)
 @click.option("--out", "out_dir", default="runs/sweeps", show_default=True)
-@click.option("--top", type=int, default=15, show_default=True, help="Rows to print.")
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows to print.")
 def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
     """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
     import pandas as pd

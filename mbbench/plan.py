@@ -19,7 +19,7 @@ from mbbench.hardware.gpus import detect, torch_device
 from mbbench.models import registry
 from mbbench.models.registry import ModelSpec
 from mbbench.records import DeviceInfo, Identity, ModelInfo, SuiteInfo
-from mbbench.suites import Suite, load_suite
+from mbbench.suites import Suite, check_vocabulary, load_suite
 
 DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
 
@@ -177,10 +177,7 @@ def checkpoint_sha256(path: str | None) -> str | None:
 
 
 def _check_vocabulary(config: RunConfig, spec: ModelSpec, suite: Suite) -> None:
-    vocab = registry.model_config(spec, config.tiny).vocab_size
-    if suite.definition.token_high > vocab:
-        raise UserError(f"suite {suite.name} draws token ids up to {suite.definition.token_high - 1}, but "
-                        f"{config.model} has a vocabulary of {vocab}; lower [tokens] high in the suite file")
+    check_vocabulary(suite, registry.model_config(spec, config.tiny).vocab_size, config.model)
 
 
 def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceInfo | None = None,

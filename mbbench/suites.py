@@ -1,6 +1,6 @@
 """Benchmark suites: TOML definitions -> deterministic document lengths and token ids -> batches.
 
-A suite file (see `suites/*.toml` and docs/suites.md) defines the number of documents, a length
+A suite file (see `mbbench/data/suites/*.toml`, shipped with the package, and docs/suites.md) defines the number of documents, a length
 distribution (`fixed`, `normal` truncated then clamped to [min, max], or `empirical`: real
 document lengths, inline or from a file, resampled with the seed), a token-id range and a seed.
 Generation uses torch's CPU generator only, so the same suite yields the same documents on every
@@ -16,21 +16,30 @@ import csv
 import hashlib
 import json
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-from mbbench.batching import PackedBatch, PaddedBatch, group_by_count, group_by_tokens, pack_documents, pad_documents
+from mbbench.batching import (PackedBatch, PaddedBatch, check_budget, check_grouping, group_by_count,
+                              group_by_tokens, pack_documents, pad_documents)
 from mbbench.errors import UserError
 
-REPO_SUITES = Path(__file__).resolve().parent.parent / "suites"
 DISTRIBUTIONS = ("fixed", "normal", "empirical")
 # Definition fields left out of the fingerprint: the lengths they produce are in it, where they live is not;
 # `sample` only for the distributions that have no such field (so their fingerprints never changed).
 _UNFINGERPRINTED = ("values", "lengths_file")
+
+
+def package_suites():
+    """The suites shipped as package data (the paper's short/long x fixed/variable sets), an
+    importlib.resources Traversable: a directory of the installed package, wheel or editable."""
+    return resources.files("mbbench").joinpath("data/suites")
+
 
 
 @dataclass(frozen=True)
@@ -263,27 +272,64 @@ class Suite:
                 "std": round(std, 1), "min": min(lengths), "max": max(lengths)}
 
 
-def load_suite(name_or_path: str, search: list[Path] | None = None) -> Suite:
-    """A suite by name (looked up in ./suites then the project's suites/) or by path to a TOML file."""
-    candidates = [Path(name_or_path)] if name_or_path.endswith(".toml") else [
-        directory / f"{name_or_path}.toml" for directory in (search or [Path.cwd() / "suites", REPO_SUITES])]
-    for path in candidates:
+def suite_directories() -> list:
+    """Where suites are looked up by name, first match wins: ./suites of the cwd (user suites), then the
+    suites shipped inside the package (mbbench/data/suites, present in wheels and editable installs)."""
+    return [Path.cwd() / "suites", package_suites()]
+
+
+def _read_suite(path) -> Suite:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error})") from None
+    return Suite(parse_definition(data, str(path)), str(path))
+
+
+def _is_path(name_or_path: str) -> bool:
+    return name_or_path.endswith(".toml") or "/" in name_or_path or os.sep in name_or_path
+
+
+def load_suite(name_or_path: str, search: list | None = None) -> Suite:
+    """A suite by name (looked up in `search`, default `suite_directories()`) or by path to a TOML file.
+
+    Raises UserError for an unknown name (listing the known ones), a missing file, invalid TOML or fields.
+    """
+    if _is_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"suite file {name_or_path!r} not found")
+        return _read_suite(path)
+    for directory in search or suite_directories():
+        path = directory / f"{name_or_path}.toml"
         if path.is_file():
-            try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as error:
-                raise UserError(f"{path}: not valid TOML ({error})") from None
-            return Suite(parse_definition(data, str(path)), str(path))
-    known = ", ".join(suite_names())
+            return _read_suite(path)
+    known = ", ".join(suite_names()) or "none found"
     raise UserError(f"unknown suite {name_or_path!r} (known: {known}; or pass a path to a .toml file)")
 
 
 def suite_names() -> list[str]:
+    """Names of every suite findable by name (user ./suites and the shipped ones), sorted."""
     names: set[str] = set()
-    for directory in (Path.cwd() / "suites", REPO_SUITES):
+    for directory in suite_directories():
         if directory.is_dir():
-            names.update(p.stem for p in directory.glob("*.toml"))
+            names.update(entry.name.removesuffix(".toml") for entry in directory.iterdir()
+                         if entry.name.endswith(".toml") and entry.is_file())
     return sorted(names)
+
+
+def check_vocabulary(suite: Suite, vocab_size: int, model_name: str) -> None:
+    """Refuse a suite whose token ids do not all exist in a model's vocabulary.
+
+    Ids are drawn from [tokens.low, tokens.high), so `tokens.high` must be <= `vocab_size`; otherwise the
+    embedding lookup fails on the device (an index error, or a CUDA assert that kills the process).
+    Raises UserError naming the suite, the model and both numbers.
+    """
+    high = suite.definition.token_high
+    if high > vocab_size:
+        raise UserError(f"suite {suite.name} draws token ids up to {high - 1} ([tokens] high = {high}), but "
+                        f"{model_name}'s vocabulary has {vocab_size} ids (0 to {vocab_size - 1}); "
+                        f"set [tokens] high <= {vocab_size} in {suite.path}")
 
 
 def select_documents(suite: Suite, documents: int | None) -> list[int]:
@@ -298,9 +344,14 @@ def select_documents(suite: Suite, documents: int | None) -> list[int]:
 def make_batches(suite: Suite, indices: list[int], layout: str, batch_size: int | None = None,
                  token_budget: int | None = None, pad_token_id: int = 0,
                  pad_to: int | None = None) -> list[PaddedBatch | PackedBatch]:
-    """Group the chosen documents (in order) and build batches in the model's layout, on the CPU."""
+    """Group the chosen documents (in order) and build batches in the model's layout, on the CPU.
+
+    Raises UserError when both `batch_size` and `token_budget` are given, or a document exceeds the budget.
+    """
+    check_grouping(batch_size, token_budget)
     lengths = [suite.lengths[i] for i in indices]
     if token_budget is not None:
+        check_budget(lengths, token_budget, indices, f"suite {suite.name}: ")
         groups = group_by_tokens(lengths, token_budget)
     else:
         groups = group_by_count(lengths, batch_size or len(lengths))

@@ -7,6 +7,7 @@ weighted basket efficiency score: the weighted mean over GPUs of predicted achie
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -15,39 +16,133 @@ from mbbench.hardware import perfmodel
 from mbbench.hardware.gpus import GPU, basket, lookup
 
 
-def parse_range(text: str, name: str) -> list[int]:
-    """'512:1536:64' (inclusive), '768,1024' or '22'."""
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+RANGE_FORMS = "START:STOP:STEP, START:STOP or a comma list of integers"
+
+
+def _integer(text: str, option: str, whole: str) -> int:
     try:
-        if ":" in text:
-            start, stop, *step = (int(x) for x in text.split(":"))
-            return list(range(start, stop + 1, step[0] if step else 1))
-        return [int(x) for x in text.split(",")]
+        return int(text.strip())
     except ValueError:
-        raise UserError(f"--{name} {text!r}: expected START:STOP:STEP or a comma list of integers") from None
+        raise UserError(f"--{option} {whole!r}: {text.strip()!r} is not an integer; expected {RANGE_FORMS}") from None
+
+
+def parse_range(text: str, name: str, minimum: int = 1) -> list[int]:
+    """'512:1536:64' (inclusive), '512:1536' (step 1), '768,1024' or '22' -> the values, in order.
+
+    Raises UserError (naming --`name`) for an empty or malformed text, STEP <= 0, STOP < START, or a value
+    below `minimum` (every sweep dimension is a positive size).
+    """
+    whole = text
+    text = text.strip()
+    if not text:
+        raise UserError(f"--{name} is empty; expected {RANGE_FORMS}")
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise UserError(f"--{name} {whole!r}: expected {RANGE_FORMS}")
+        numbers = [_integer(part, name, whole) for part in parts]
+        start, stop, step = numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 1
+        if step <= 0:
+            raise UserError(f"--{name} {whole!r}: STEP must be positive, got {step}")
+        if stop < start:
+            raise UserError(f"--{name} {whole!r}: STOP {stop} is less than START {start} (an empty range)")
+        values = list(range(start, stop + 1, step))
+    else:
+        values = [_integer(part, name, whole) for part in text.split(",")]
+    too_small = [v for v in values if v < minimum]
+    if too_small:
+        raise UserError(f"--{name} {whole!r}: values must be >= {minimum}, got {too_small[0]}")
+    return list(dict.fromkeys(values))
 
 
 def parse_params(text: str | None) -> tuple[float, float] | None:
-    """'149M±5%' or '149M+-5%' -> (target parameters, tolerance fraction)."""
-    if not text:
+    """'149M±5%', '149M+-5%', '0.4B' (±5%) -> (target parameters, tolerance fraction); None for no text.
+
+    Raises UserError for a malformed text, a target <= 0, or a tolerance outside (0, 100) %.
+    """
+    if text is None or not text.strip():
         return None
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([MB])\s*(?:(?:±|\+-|\+/-)\s*([0-9.]+)\s*%)?\s*", text)
+    number = r"(\d+(?:\.\d*)?|\.\d+)"
+    match = re.fullmatch(rf"\s*{number}\s*([MmBb])\s*(?:(?:±|\+-|\+/-)\s*{number}\s*%)?\s*", text)
     if not match:
-        raise UserError(f"--params {text!r}: expected e.g. 149M±5%")
-    scale = 1e6 if match.group(2) == "M" else 1e9
-    return float(match.group(1)) * scale, float(match.group(3) or 5) / 100
+        raise UserError(f"--params {text!r}: expected a size in M or B with an optional tolerance, e.g. 149M±5%")
+    target = float(match.group(1)) * (1e6 if match.group(2) in "Mm" else 1e9)
+    tolerance = float(match.group(3) or 5)
+    if target <= 0:
+        raise UserError(f"--params {text!r}: the parameter target must be positive")
+    if not 0 < tolerance < 100:
+        raise UserError(f"--params {text!r}: the tolerance must be between 0 and 100 %, got {tolerance:g}%")
+    return target, tolerance / 100
 
 
 def parse_basket(text: str) -> dict[str, float]:
-    """'basket' (the paper's basket and weights), or 'T4,L4,H100' (equal weights), or 'T4=2,L4=1'."""
-    if text == "basket":
+    """'basket' (the paper's basket and weights), 'all', 'T4,L4,H100' (equal weights), or 'T4=2,L4=1'.
+
+    Raises UserError for an empty or unknown GPU name, a GPU named twice, a weight that is not a finite
+    number >= 0, or weights that are all zero.
+    """
+    if text.strip() == "basket":
         return {g.id: g.basket_weight for g in basket().values() if g.basket_weight > 0}
-    if text == "all":
+    if text.strip() == "all":
         return {g.id: 1.0 for g in basket().values()}
-    weights = {}
+    weights: dict[str, float] = {}
     for part in text.split(","):
-        name, _, weight = part.partition("=")
-        weights[lookup(name).id] = float(weight) if weight else 1.0
+        name, equals, weight_text = (x.strip() for x in part.partition("="))
+        if not name:
+            raise UserError(f"--gpus {text!r}: empty GPU name; expected e.g. T4,L4=2,H100")
+        gpu_id = lookup(name).id
+        if gpu_id in weights:
+            raise UserError(f"--gpus {text!r}: {name} names {gpu_id} a second time")
+        weights[gpu_id] = _weight(weight_text, name, text) if equals else 1.0
+    if not any(weights.values()):
+        raise UserError(f"--gpus {text!r}: every weight is zero")
     return weights
+
+
+def _weight(weight_text: str, name: str, text: str) -> float:
+    try:
+        weight = float(weight_text)
+    except ValueError:
+        weight = math.nan
+    if not math.isfinite(weight) or weight < 0:
+        raise UserError(f"--gpus {text!r}: the weight of {name} must be a number >= 0, got {weight_text!r}")
+    return weight
+
+
+def parse_dtype_name(dtype: str) -> str:
+    """'bfloat16'/'bf16', 'float16'/'fp16', 'float32'/'fp32' -> the canonical torch name; UserError otherwise."""
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def validate_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, tokens: int) -> None:
+    """Refuse sweep inputs that cannot describe a model or a workload (UserError naming the option).
+
+    Every dimension must be a positive integer and head_dim even (RoPE rotates pairs); at least one hidden
+    size must divide into heads of head_dim and at least one GLU width must be even (candidates skips the
+    others, so a range may include them).
+    """
+    for option, values in (("hidden", hidden), ("glu", glu), ("layers", layers)):
+        if not values:
+            raise UserError(f"--{option}: no values")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise UserError(f"--{option}: values must be positive integers, got {bad[0]!r}")
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:
+        raise UserError(f"--head-dim must be a positive even integer (RoPE rotates pairs), got {head_dim!r}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise UserError(f"--tokens must be a positive integer, got {tokens!r}")
+    if all(h % head_dim for h in hidden):
+        raise UserError(f"no --hidden value ({_shown(hidden)}) is divisible by --head-dim {head_dim}")
+    if all(g % 2 for g in glu):
+        raise UserError(f"no --glu value ({_shown(glu)}) is even (it is split into input and gate halves)")
+
+
+def _shown(values: list[int]) -> str:
+    return ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
 
 
 @dataclass
@@ -85,7 +180,8 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str 
           calibration: perfmodel.Calibration | None = None, doc_length: int = 512) -> dict:
     calibration = calibration or perfmodel.calibrate()
     shape = candidate.shape
-    lengths = [doc_length] * max(tokens // doc_length, 1)
+    # exactly `tokens` tokens: full documents of doc_length plus one shorter remainder
+    lengths = [doc_length] * (tokens // doc_length) + ([tokens % doc_length] if tokens % doc_length else [])
     row = {"hidden": candidate.hidden, "glu": candidate.glu, "layers": candidate.layers,
            "heads": shape.heads, "parameters_m": round(shape.parameters / 1e6, 1),
            "aligned_64": all(d % 64 == 0 for d in (candidate.hidden, candidate.glu, candidate.glu // 2))}
@@ -117,6 +213,15 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str 
 
 def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, gpus: dict[str, float],
               tokens: int, params: tuple[float, float] | None = None, dtype: str = "bfloat16") -> list[dict]:
+    """Score and rank every candidate shape (hidden x glu x layers) on the weighted GPU basket.
+
+    Raises UserError for invalid inputs (see `validate_sweep`, `parse_dtype_name`) or when no candidate
+    satisfies the ranges and the parameter target.
+    """
+    validate_sweep(hidden, glu, layers, head_dim, tokens)
+    dtype = parse_dtype_name(dtype)
+    if not gpus or not any(gpus.values()) or any(not math.isfinite(w) or w < 0 for w in gpus.values()):
+        raise UserError(f"GPU weights must be finite, >= 0 and not all zero, got {gpus}")
     cands = candidates(hidden, glu, layers, head_dim, params)
     if not cands:
         raise UserError("no candidate shape satisfies the ranges and constraints")

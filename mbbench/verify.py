@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from mbbench.batching import pack_documents, pad_documents
+from mbbench.errors import BackendUnavailable, UserError
+from mbbench.hardware.gpus import parse_device
 from mbbench.models.attention import BACKEND_CLASSES, get_backend
 from mbbench.models.config import ModernBertConfig
 from mbbench.models.modernbert import build
@@ -31,9 +33,12 @@ class Check:
     max_abs_error: float
     max_rel_error: float  # max |diff| / max |reference|: elementwise ratios blow up near zero
     tolerance: float
+    reason: str = ""  # set when the check could not run (e.g. a requested backend unavailable here): a failure
 
     @property
     def passed(self) -> bool:
+        if self.reason:
+            return False
         return self.max_rel_error <= self.tolerance if self.dtype != "float32" else self.max_abs_error <= self.tolerance
 
 
@@ -73,8 +78,42 @@ def make_documents(cfg: ModernBertConfig, lengths=DEFAULT_LENGTHS, seed: int = 0
     return [torch.randint(low, cfg.vocab_size, (n,), generator=generator) for n in lengths]
 
 
+def unavailable(name: str, dtype: torch.dtype, reason: str) -> Check:
+    """A failing check for a backend that was asked for but cannot run (errors are NaN: nothing ran)."""
+    nan = float("nan")
+    return Check(name, str(dtype).removeprefix("torch."), "-", "-", nan, nan, TOLERANCE[dtype], reason)
+
+
+def _runnable(names: list[str], requested: bool, device: torch.device, dtype: torch.dtype
+              ) -> tuple[list[str], list[Check]]:
+    """(backends that run here, failing checks for requested ones that cannot); unrequested ones are skipped."""
+    runnable, failed = [], []
+    for name in names:
+        try:
+            get_backend(name, device, dtype, needs_window=True)
+        except BackendUnavailable as error:
+            if requested:
+                failed.append(unavailable(name, dtype, str(error)))
+            continue
+        except UserError:
+            raise  # an unknown backend name is a bad input, not a failed check
+        except Exception as error:  # noqa: BLE001 - a backend that breaks while probing cannot run here
+            if requested:
+                failed.append(unavailable(name, dtype, f"{type(error).__name__}: {error}"))
+            continue
+        runnable.append(name)
+    return runnable, failed
+
+
 def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype, ...] = (torch.float32,),
            backends: list[str] | None = None, lengths=DEFAULT_LENGTHS, seed: int = 0) -> list[Check]:
+    """Compare every backend x dtype x layout against eager fp32 packed and transformers fp32 padded.
+
+    `backends=None` checks every backend that can run on `device` (others are skipped); a backend named in
+    `backends` that cannot run is returned as a failing Check whose `reason` says why.
+    Raises UserError for a bad device string or an unknown backend name.
+    """
+    device_obj = parse_device(device)
     docs = make_documents(cfg, lengths, seed)
     packed, padded = pack_documents(docs), pad_documents(docs, cfg.pad_token_id)
     real = padded.attention_mask.bool()
@@ -86,20 +125,17 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
                                           attention_mask=padded.attention_mask).last_hidden_state[real]
 
     checks = [Check("transformers-sdpa", "float32", "padded", "eager-fp32", *_errors(hf_out, reference), 1e-4)]
-    device_obj = torch.device(device)
-    names = backends or [n for n, cls in BACKEND_CLASSES.items()]
     for dtype in dtypes:
+        names, failed = _runnable(backends or list(BACKEND_CLASSES), backends is not None, device_obj, dtype)
+        checks.extend(failed)
         for name in names:
-            try:
-                get_backend(name, device_obj, dtype, needs_window=True)
-            except Exception:
-                continue  # unavailable here; `verify` lists what it checked
-            run = build(cfg, backend=name, seed=seed, device=device, dtype=dtype)
+            run = build(cfg, backend=name, seed=seed, device=device_obj, dtype=dtype)
             with torch.inference_mode():
                 outputs = {
-                    "packed": run(packed.input_ids.to(device), cu_seqlens=packed.cu_seqlens.to(device),
+                    "packed": run(packed.input_ids.to(device_obj), cu_seqlens=packed.cu_seqlens.to(device_obj),
                                   max_seqlen=packed.max_seqlen),
-                    "padded": run(padded.input_ids.to(device), padded.attention_mask.to(device))[real.to(device)],
+                    "padded": run(padded.input_ids.to(device_obj),
+                                  padded.attention_mask.to(device_obj))[real.to(device_obj)],
                 }
             tol = TOLERANCE[dtype]
             for layout, out in outputs.items():

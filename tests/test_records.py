@@ -192,7 +192,7 @@ def test_detect_keeps_the_index_and_refuses_bad_devices(monkeypatch):
     found = gpus.detect("cuda:1")
     assert found.index == 1 and found.basket_id == "H200-SXM" and gpus.torch_device(found) == "cuda:1"
     assert found.memory_bytes == 150_754_820_096  # bytes, as the device reports them
-    for bad, message in (("cuda:2", "sees 2 GPU"), ("tpu", "expected auto, cpu, cuda or cuda:N")):
+    for bad, message in (("cuda:2", "sees 2 CUDA GPUs"), ("tpu", "unknown device .tpu.")):
         with pytest.raises(UserError, match=message):
             gpus.detect(bad)
 

@@ -168,24 +168,46 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def detect(device: str = "auto") -> DeviceInfo:
-    """The local device, with torch's CUDA index: NVML first (names, driver), then torch; CPU without a GPU.
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
-    `device` is "auto", "cpu", "cuda" or "cuda:N". Raises UserError for any other text, for CUDA
-    asked for where torch sees none, and for an index beyond the visible GPUs.
+
+def parse_device(text: str):
+    """A device string -> `torch.device`: 'auto' (first CUDA GPU, else CPU), 'cpu', 'cuda', 'cuda:N'.
+
+    Raises UserError naming the problem: a device kind mbbench cannot run on (tpu, mps, ...), a malformed
+    index, no CUDA GPU visible to torch, or an index >= the number of visible GPUs.
     """
     import torch
 
-    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise UserError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return DeviceInfo("cpu", cpu_name(), None)
+    name = text.strip().lower() if isinstance(text, str) else str(text)
+    if name == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise UserError(f"unknown device {text!r}: mbbench runs on {DEVICE_FORMS}")
     if not torch.cuda.is_available():
-        raise UserError(f"--device {device} asked for, but torch sees no CUDA GPU here")
-    index = torch.device(device if device != "auto" else "cuda").index or 0
-    if index >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 to "
-                        f"cuda:{torch.cuda.device_count() - 1})")
+        raise UserError(f"device {text!r}: torch {torch.__version__} sees no CUDA GPU here "
+                        f"({'a CPU-only build' if torch.version.cuda is None else 'no GPU visible'}); use cpu")
+    count, index = torch.cuda.device_count(), int(match.group(1) or 0)
+    if index >= count:
+        raise UserError(f"device {text!r}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
+                        f"(cuda:0 to cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
+def detect(device: str = "auto") -> DeviceInfo:
+    """The local device, with torch's CUDA index: NVML first (names, driver), then torch; CPU without a GPU.
+
+    `device` is validated by `parse_device` (UserError for tpu, cuda:7 on a one-GPU machine, ...).
+    """
+    import torch
+
+    chosen = parse_device(device)
+    if chosen.type == "cpu":
+        return DeviceInfo("cpu", cpu_name(), None)
+    index = chosen.index or 0
     props = torch.cuda.get_device_properties(index)
     nvml = _nvml_info(index)
     name = nvml.get("name") or props.name

@@ -131,6 +131,7 @@ class ReferenceBuilder(PackedBuilder):
         from mbbench.models import weights
 
         config, state = weights.read_checkpoint(path)
+        weights.check_checkpoint(expected_cfg, weights.checkpoint_config(config, path), spec.name)
         return weights.load_state(module, state)
 
     def shape(self, spec, tiny=False):
@@ -227,7 +228,9 @@ class HFBuilder(Builder):
 
         _, state = weights.read_checkpoint(path)
         prefix = getattr(module, "base_model_prefix", "") + "."
-        missing, _ = module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()}, strict=False)
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+        weights.check_shapes(module, state, path)
+        missing, _ = module.load_state_dict(state, strict=False)
         if missing:
             raise UserError(f"{path}: checkpoint lacks {len(missing)} tensors of {spec.name}, e.g. {missing[:3]}")
         return module

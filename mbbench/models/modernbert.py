@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mbbench.errors import UserError
 from mbbench.models.attention import AttentionBackend, PackedLayout, get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig
 
@@ -107,22 +108,59 @@ class Embeddings(nn.Module):
         return self.norm(self.tok_embeddings(input_ids))
 
 
-def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-    """Padded (batch, seq) -> packed ids, cu_seqlens, max_seqlen, flat indices of the real tokens.
+def _describe_hole(row: torch.Tensor) -> str:
+    """'positions 60-119' for the first masked gap between real tokens of one (seq,) bool row."""
+    real = row.nonzero().squeeze(1).tolist()
+    gap = next(i for i in range(1, len(real)) if real[i] != real[i - 1] + 1)
+    return f"positions {real[gap - 1] + 1}-{real[gap] - 1}"
 
-    Assumes right padding (real tokens first in each row), which is what every suite produces.
+
+def check_padding_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Validate a padded batch's mask; return (per-row real lengths (batch,) int32, longest length).
+
+    Right padding and left padding are exact: each row's real tokens form one contiguous run, and
+    transformers' positions (0..seq-1 over the padded row) differ from ours (0..n-1 over the run) by a
+    constant per row, which RoPE does not see and the |i - j| window does not change.
+    A row with masked tokens *between* real ones (a hole) is refused: transformers keeps the hole's
+    width in RoPE distances and in the window, which a packed document cannot reproduce.
+    Raises UserError for a mask of another shape or with a hole. One host sync.
     """
-    mask = attention_mask.bool()
-    lengths = mask.sum(dim=1, dtype=torch.int32)
-    indices = mask.flatten().nonzero().squeeze(1)
-    cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
-    return input_ids.flatten()[indices], cu_seqlens, int(lengths.max()), indices
+    if attention_mask.shape != input_ids.shape:
+        raise UserError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
+                        f"shape {tuple(input_ids.shape)}")
+    mask = attention_mask.bool()  # (batch, seq)
+    lengths = mask.sum(dim=1, dtype=torch.int32)  # (batch,)
+    starts = torch.diff(mask.int(), dim=1, prepend=mask.new_zeros(mask.shape[0], 1).int()) == 1
+    runs = starts.sum(dim=1)  # (batch,) contiguous runs of real tokens per row
+    if mask.shape[0] == 0 or mask.shape[1] == 0:
+        return lengths, 0
+    longest, most_runs = torch.stack([lengths.max(), runs.max().to(lengths.dtype)]).tolist()
+    if most_runs > 1:
+        row = int((runs > 1).nonzero()[0, 0])
+        raise UserError(f"attention_mask row {row} has a hole (masked {_describe_hole(mask[row].cpu())} between "
+                        "real tokens); the reference ModernBERT takes right- or left-padded rows only, since "
+                        "transformers would keep the hole in RoPE distances and the local window")
+    return lengths, longest
+
+
+def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """Padded (batch, seq) -> packed ids (total,), cu_seqlens (docs + 1,), max_seqlen, flat indices (total,).
+
+    Takes right- or left-padded rows (see `check_padding_mask`, which raises UserError otherwise).
+    Rows with no real token are left out of `cu_seqlens` (they hold no document); their output is zeros.
+    """
+    lengths, longest = check_padding_mask(input_ids, attention_mask)
+    indices = attention_mask.bool().flatten().nonzero().squeeze(1)
+    documents = lengths[lengths > 0]
+    cu_seqlens = F.pad(torch.cumsum(documents, dim=0, dtype=torch.int32), (1, 0))
+    return input_ids.flatten()[indices], cu_seqlens, longest, indices
 
 
 def repad(packed: torch.Tensor, indices: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+    """Packed (total, hidden) -> (batch, seq, hidden), zeros on padding."""
     out = packed.new_zeros(batch * seq, packed.shape[-1])
     out.index_copy_(0, indices, packed)
-    return out.view(batch, seq, -1)
+    return out.view(batch, seq, packed.shape[-1])
 
 
 class ModernBert(nn.Module):
@@ -174,6 +212,8 @@ class ModernBert(nn.Module):
         if input_ids.dim() == 1:
             if cu_seqlens is None:
                 raise ValueError("packed input_ids need cu_seqlens (and max_seqlen)")
+            if input_ids.numel() == 0:
+                return self._empty_output(0)
             if max_seqlen is None:
                 max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
             return self.forward_packed(input_ids, cu_seqlens, max_seqlen)
@@ -181,7 +221,14 @@ class ModernBert(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ids, cu, max_len, indices = unpad(input_ids, attention_mask)
+        if ids.numel() == 0:  # every row is padding: no document to encode, the output is all padding
+            return self._empty_output(batch * seq).view(batch, seq, self.config.hidden_size)
         return repad(self.forward_packed(ids, cu, max_len), indices, batch, seq)
+
+    def _empty_output(self, rows: int) -> torch.Tensor:
+        """(rows, hidden) zeros in the model's dtype and device: what padding positions hold."""
+        weight = self.final_norm.weight
+        return weight.new_zeros(rows, self.config.hidden_size)
 
 
 class PredictionHead(nn.Module):
