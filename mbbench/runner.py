@@ -248,9 +248,14 @@ def parse_memory(text: str | None) -> int | None:
 
 def max_batch(cfg: RunConfig, device: LocalDevice | None = None, granularity: int = 2, margin: float = 0.0,
               memory_limit: str | None = None, probe=None, fake_limit_tokens: int | None = None,
-              fake_error: bool = False) -> dict:
-    """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites)."""
-    from mbbench.bench.maxbatch import TrialSpec, search, subprocess_probe
+              fake_error: bool = False, seed: int | str | None = "predicted", max_trials: int | None = None,
+              max_seconds: float | None = None) -> dict:
+    """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites).
+
+    seed: a size to start from; "predicted": the memory model's, on CUDA (None on CPU); None: unseeded.
+    max_trials / max_seconds: caps; a capped search's record says `capped` and gives its `bracket`.
+    """
+    from mbbench.bench.maxbatch import TrialSpec, memory_model_seed, search, subprocess_probe
 
     cfg.validate()
     suite = load_suite(cfg.suite)
@@ -276,7 +281,18 @@ def max_batch(cfg: RunConfig, device: LocalDevice | None = None, granularity: in
     probe = probe or subprocess_probe(TrialSpec(cfg.model, cfg.suite, dtype, cfg.backend, torch_device, mode,
                                                 cfg.tiny, limit_bytes, fake_limit_tokens, fake_error))
     step = granularity if mode == "batch" else max(granularity, 256)
-    found = search(probe, granularity=step)
+    # --- gpurun (issue 15): seeded, capped search; port these lines onto the rewritten runner -------------
+    seed_source = "given" if isinstance(seed, int) else None
+    if seed == "predicted":
+        capacity = limit_bytes or (device.memory_gb * 1e9 if device.kind == "cuda" and device.memory_gb else None)
+        seed = memory_model_seed(cfg.model, suite.definition.max_length, capacity, dtype, mode, step,
+                                 cfg.tiny) if capacity else None
+        seed_source = "memory-model" if seed else None
+    found = search(probe, granularity=step, seed=seed, max_trials=max_trials, max_seconds=max_seconds)
+    record.update(search_seed=found.seed, seed_source=seed_source, capped=found.capped,
+                  stopped_by=found.stopped_by, bracket=list(found.bracket), max_trials=max_trials,
+                  max_seconds=max_seconds)
+    # --- end gpurun ------------------------------------------------------------------------------------------
     result = found.with_margin(margin)
     record.update(
         max_batch_size=result if mode == "batch" else None, max_token_budget=result if mode == "tokens" else None,
