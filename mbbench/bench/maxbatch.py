@@ -123,6 +123,8 @@ def _unseeded(start: int, ceiling: int) -> Plan:
 
 def _seeded(seed: int, spread: float, ceiling: int) -> Plan:
     """Probe the seed, bisect the presumed bracket on its side, fall back to galloping past it."""
+    if ceiling <= 1:  # `upper` is below one granularity step: nothing may be probed
+        return 0, ceiling
     seed = max(1, min(seed, ceiling - 1))
     if (yield seed):
         edge = min(int(seed * spread) + 3, ceiling)  # presumed to fail; +3 keeps a truth of 2*seed+1 inside
