@@ -173,6 +173,8 @@ def run_step(session: Session, step: Step) -> None:
     tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     with open(session.out / "log.txt", "a") as log:
         log.write("\n".join(tail) + "\n")
+    last = next((line.strip() for line in reversed(tail) if line.strip() and not set(line.strip()) <= set("=-")), "")
+    note = "; ".join(filter(None, [note, last[:120].replace("\t", " ")]))  # e.g. pytest's "3 passed, 2 deselected in 31.2s"
     session.say(f"--- {step.name}: {status} in {seconds:.1f} s {note}".rstrip())
     session.record(step, status, seconds, note)
 
