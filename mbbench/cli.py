@@ -8,7 +8,6 @@ Ctrl-C exits 130 and names the records already written.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 import click
 
@@ -140,8 +139,13 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 @cli.command(name="max-batch")
 @options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "out", "force", "tiny", "quiet",
          "granularity", "safety_margin", "memory_limit")
+@click.option("--max-trials", type=int, default=None, help="Stop after N trials (the record gives the bracket).")
+@click.option("--max-seconds", type=float, default=None, help="Start no trial that would end after S seconds.")
+@click.option("--seed", type=int, default=None, help="Start from this size (default: the memory model's).")
+@click.option("--emulate-oom-above", type=int, default=None, hidden=True,
+              help="CPU twin (tests, rehearsal): trials above this many tokens raise a CUDA out-of-memory.")
 def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, safety_margin, memory_limit,
-                      **fields) -> None:
+                      max_trials, max_seconds, seed, emulate_oom_above, **fields) -> None:
     """Search the largest batch (or packed token budget) that fits, one fresh process per trial."""
     from mbbench import runner
     from mbbench.hardware.gpus import check_requested_gpu, detect
@@ -149,12 +153,18 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
 
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
-    limits = runner.max_batch_limits(granularity, safety_margin, memory_limit)
+    limits = runner.max_batch_limits(granularity, safety_margin, memory_limit, max_trials, max_seconds)
     plans = [resolve(c, "max_batch", device=local, limits=limits) for c in configs(models, suites, **fields)]
-    if local.kind != "cuda":
+    if local.kind != "cuda" and emulate_oom_above is None:
         raise UserError("max-batch searches GPU memory, and this machine has none (on a CPU no out-of-memory error "
                         "ends the search); use `mbbench predict` for the memory model's answer")
-    search = lambda plan: runner.max_batch(plan, progress=progress_for(plan, quiet))  # noqa: E731
+
+    def search(plan):
+        say = progress_for(plan, quiet)
+        on_trial = (lambda t: say(f"trial {t.size}: {t.status} ({t.seconds:.1f} s)")) if say else None
+        return runner.max_batch(plan, progress=say, seed=seed if seed is not None else "predicted",
+                                fake_limit_tokens=emulate_oom_above, on_trial=on_trial)
+
     finish(produce_and_print([job(p, search) for p in plans], out_dir, force, quiet))
 
 

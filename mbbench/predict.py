@@ -14,7 +14,7 @@ from mbbench.hardware.gpus import GPU, lookup
 from mbbench.hardware.memory import capacity_bytes
 from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, resolve_attention
 from mbbench.models import registry
-from mbbench.plan import PROTOCOLS, Plan, RunConfig, resolve
+from mbbench.plan import Plan, RunConfig, resolve
 from mbbench.records import DeviceInfo, Prediction, Record
 from mbbench.suites import Suite
 

@@ -352,6 +352,7 @@ class Record:
                "path": self.source_path, "payload_type": payload.kind, "migrated_from": self.migrated_from}
         for name, value in asdict(payload).items():
             row.setdefault(name, value)
+        row.setdefault("tokens_per_second", None)  # every row has the headline column, None without a number
         if isinstance(payload, MaxBatchSearch):
             row.update(max_batch_size=payload.max_batch_size, max_token_budget=payload.max_token_budget)
         row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from mbbench import environment
+from mbbench.bench.maxbatch import is_oom
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
 from mbbench.dtypes import parse_dtype
@@ -46,16 +47,9 @@ def describe(error: BaseException) -> str:
     """One line for a failure: "out of memory: ..." for every kind of allocator failure, else type: message."""
     lines = str(error).strip().splitlines()
     first = lines[0] if lines else ""
-    if is_out_of_memory(error):
+    if is_oom(error):
         return f"out of memory: {first}"
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a generic CUDA/cuBLAS error whose message says it ran out of memory."""
-    if type(error).__name__ == "OutOfMemoryError":
-        return True
-    return bool(re.search(r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED", str(error)))
 
 
 def build(plan: Plan, progress: Progress | None = None):
@@ -161,25 +155,34 @@ def search_mode(plan: Plan) -> str:
     return "tokens" if variable and plan.spec.unpadded else "batch"
 
 
-def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None) -> tuple:
-    """A search's settings as (name, value) pairs: part of its record's identity."""
+def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None,
+                     max_trials: int | None = None, max_seconds: float | None = None) -> tuple:
+    """A search's settings as (name, value) pairs: part of its record's identity (a capped search may stop
+    short of the answer, so its caps change the number). Raises UserError for impossible values."""
     if granularity < 1:
         raise UserError(f"--granularity must be at least 1, got {granularity}")
     if not 0.0 <= margin < 1.0:
         raise UserError(f"--safety-margin must be in [0, 1), got {margin}")
-    return (("granularity", granularity), ("memory_limit_bytes", parse_memory(memory_limit)),
-            ("safety_margin", margin))
+    if max_trials is not None and max_trials < 1:
+        raise UserError(f"--max-trials must be at least 1, got {max_trials}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    return (("granularity", granularity), ("max_seconds", max_seconds), ("max_trials", max_trials),
+            ("memory_limit_bytes", parse_memory(memory_limit)), ("safety_margin", margin))
 
 
 def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake_error: bool = False,
-              progress: Progress | None = None) -> Record:
+              progress: Progress | None = None, seed: int | str | None = "predicted",
+              on_trial: Callable[[object], None] | None = None) -> Record:
     """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites).
 
     The plan must come from `resolve(..., measurement="max_batch", limits=max_batch_limits(...))`.
-    On a CPU only the fake-OOM twin runs (`fake_limit_tokens`): nothing but a CUDA out-of-memory ends a
-    real search, so a CPU search would grow until the host runs out of memory.
+    `seed`: a size to start from; "predicted": the memory model's answer for the device (or the memory
+    cap), None: unseeded doubling. A search stopped by its trial or time cap is recorded as `capped`
+    with the bracket it reached. On a CPU only the fake-OOM twin runs (`fake_limit_tokens`): nothing but
+    a CUDA out-of-memory ends a real search, so a CPU search would grow until the host runs out of memory.
     """
-    from mbbench.bench.maxbatch import TrialSpec, search, subprocess_probe
+    from mbbench.bench.maxbatch import TrialSpec, memory_model_seed, search, subprocess_probe
 
     limits = dict(plan.identity.limits)
     granularity, margin, limit_bytes = limits["granularity"], limits["safety_margin"], limits["memory_limit_bytes"]
@@ -195,15 +198,36 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
     probe = probe or subprocess_probe(TrialSpec(plan.config.model, plan.suite.path, plan.dtype, plan.config.backend,
                                                 plan.torch_device, mode, plan.config.tiny, limit_bytes,
                                                 fake_limit_tokens, fake_error))
+    if on_trial:
+        probe = _observed(probe, on_trial)
     step = granularity if mode == "batch" else max(granularity, 256)
+    seed_source = "given" if isinstance(seed, int) else None
+    if seed == "predicted":
+        capacity = limit_bytes or (plan.device.memory_bytes if plan.device.kind == "cuda" else None)
+        seed = memory_model_seed(plan.config.model, plan.suite.definition.max_length, capacity, plan.dtype, mode,
+                                 step, plan.config.tiny) if capacity else None
+        seed_source = "memory-model" if seed else None
     if progress:
-        progress(f"searching the largest {'batch' if mode == 'batch' else 'token budget'} in steps of {step}")
-    found = search(probe, granularity=step)
+        progress(f"searching the largest {'batch' if mode == 'batch' else 'token budget'} in steps of {step}"
+                 + (f", from the memory model's {seed}" if seed_source == "memory-model" else ""))
+    found = search(probe, granularity=step, seed=seed, max_trials=limits.get("max_trials"),
+                   max_seconds=limits.get("max_seconds"))
     payload = MaxBatchSearch(
         mode=mode, sequence_length=plan.suite.definition.max_length, granularity=step, safety_margin=margin,
         memory_limit_bytes=limit_bytes, largest_ok=found.largest_ok, result=found.with_margin(margin),
         trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
         device_memory_bytes=plan.device.memory_bytes, peak_bytes_at_result=found.peak_bytes,
+        capped=found.capped, bracket=tuple(found.bracket), seed=found.seed,
         note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"
-              else "largest packed token budget per forward pass"))
+              else "largest packed token budget per forward pass")
+        + (f"; stopped by {found.stopped_by}: a confirmed lower bound" if found.capped else "")
+        + (f"; seeded by the {seed_source.replace('-', ' ')}" if seed_source else ""))
     return _record(plan, payload)
+
+
+def _observed(probe, on_trial: Callable[[object], None]):
+    def observed(size: int):
+        trial = probe(size)
+        on_trial(trial)
+        return trial
+    return observed

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from mbbench.batching import group_by_count, group_by_tokens, pack_documents, pad_documents
 from mbbench.errors import UserError
-from mbbench.suites import load_suite, make_batches, parse_definition, select_documents
+from mbbench.suites import load_suite, make_batches, select_documents
 
 PAPER_TOTALS = {"short-fixed": 4_194_304, "long-fixed": 67_108_864}
 

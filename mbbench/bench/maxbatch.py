@@ -1,10 +1,19 @@
-"""OOM-safe maximum batch search: grow geometrically, then bisect, one fresh process per trial.
+"""OOM-safe maximum batch search: seeded bracket, bisection, caps; one fresh process per trial.
 
 The search is pure logic over a `probe(size) -> Trial`; only a probe that reports "oom" means
 "too big". Any other error raised by the probe stops the search and propagates. The real probe
 (`subprocess_probe`) runs each trial in a new Python process (`python -m mbbench.bench.maxbatch`)
-so one OOM cannot fragment or poison the allocator for the next trial; only
-`torch.cuda.OutOfMemoryError`, caught by type, is reported as "oom".
+so one OOM cannot fragment or poison the allocator for the next trial; `is_oom` decides what counts
+as running out of memory (the typed `torch.cuda.OutOfMemoryError`, and the generic CUDA errors whose
+message says so).
+
+Sizes are k x granularity; the strategies below work on k ("units").
+- Seeded (a prediction, e.g. the memory model's): probe the seed, then bisect the presumed bracket
+  [seed / spread, seed x spread] whose far end is assumed, not probed; only if the answer lands on
+  that end is it probed, and a seed that was off by more than `spread` falls back to galloping.
+- Unseeded: gallop (double) from `start` until a failure, then bisect.
+Caps (`max_trials`, `max_seconds`) stop the search early; the result then says so and gives the
+verified bracket (largest size that ran, smallest that ran out of memory).
 """
 
 from __future__ import annotations
@@ -14,9 +23,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 from mbbench.errors import UserError
+
+# Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).
+OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 
 
 @dataclass
@@ -25,14 +37,26 @@ class Trial:
     status: str  # "ok" or "oom"
     peak_bytes: int | None = None
     seconds: float = 0.0
+    detail: str | None = None  # the OOM's message when it was not the typed torch.cuda.OutOfMemoryError
 
 
 @dataclass
 class SearchResult:
+    """What a search found. Sizes, not units; `smallest_failed` None: no size failed (or only `upper` capped)."""
+
     largest_ok: int  # 0 when even the smallest size failed
     granularity: int
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
+    smallest_failed: int | None = None
+    capped: bool = False  # stopped by max_trials / max_seconds before the bracket closed
+    stopped_by: str | None = None  # "max_trials", "max_seconds" or None
+    seed: int | None = None  # the size the search started from (None: unseeded)
+
+    @property
+    def bracket(self) -> tuple[int, int | None]:
+        """(largest size that ran, smallest that ran out of memory): verified by trials, never presumed."""
+        return self.largest_ok, self.smallest_failed
 
     def with_margin(self, margin: float) -> int:
         """The result less a safety margin (a fraction), rounded down to the granularity."""
@@ -48,45 +72,157 @@ class TrialError(RuntimeError):
     """A trial failed for a reason other than running out of memory: the search stops."""
 
 
-def search(probe: Callable[[int], Trial], granularity: int = 2, start: int = 1, upper: int | None = None
-           ) -> SearchResult:
-    """Largest size (a multiple of `granularity`) for which `probe` succeeds.
+def is_oom(error: BaseException) -> bool:
+    """True for the typed CUDA OOM and for RuntimeErrors (e.g. torch.AcceleratorError) whose message says
+    the device ran out of memory ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(marker.lower() in text for marker in OOM_MARKERS)
 
-    Sizes are k * granularity; k doubles from `start` until a failure (or `upper`), then the gap
-    between the last success and the first failure is bisected. Trials: about 2 * log2(limit) + 3.
+
+# --- strategies: generators that yield the next k to probe and receive whether it ran -------------------------
+
+Plan = Generator[int, bool, tuple[int, int]]
+
+
+def _bisect(lo: int, hi: int) -> Plan:
+    """Narrow (lo fits, hi fails) to adjacent units; lo/hi may be presumed. Returns the final pair."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (yield mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def _gallop_up(lo: int, k: int, ceiling: int) -> Plan:
+    """From a fitting `lo`, probe k, 2k, 4k, ... (below `ceiling`) until one fails; returns (lo, hi)."""
+    while k < ceiling:
+        if not (yield k):
+            return lo, k
+        lo, k = k, min(2 * k, ceiling)
+    return lo, ceiling
+
+
+def _gallop_down(hi: int) -> Plan:
+    """From a failing `hi`, probe hi/2, hi/4, ... until one fits; returns (lo, hi) (lo 0: nothing fits)."""
+    k = hi // 2
+    while k >= 1:
+        if (yield k):
+            return k, hi
+        hi, k = k, k // 2
+    return 0, hi
+
+
+def _unseeded(start: int, ceiling: int) -> Plan:
+    lo, hi = yield from _gallop_up(0, min(start, ceiling), ceiling)
+    return (yield from _bisect(lo, hi))
+
+
+def _seeded(seed: int, spread: float, ceiling: int) -> Plan:
+    """Probe the seed, bisect the presumed bracket on its side, fall back to galloping past it."""
+    if ceiling <= 1:  # `upper` is below one granularity step: nothing may be probed
+        return 0, ceiling
+    seed = max(1, min(seed, ceiling - 1))
+    if (yield seed):
+        edge = min(int(seed * spread) + 3, ceiling)  # presumed to fail; +3 keeps a truth of 2*seed+1 inside
+        lo, hi = yield from _bisect(seed, edge)
+        if hi < edge or edge == ceiling:  # a probe inside failed, or the edge is the upper bound: closed
+            return lo, hi
+        if not (yield edge):  # every probe fitted: the presumed edge is checked
+            return lo, edge
+        lo, hi = yield from _gallop_up(edge, min(2 * edge, ceiling), ceiling)
+        return (yield from _bisect(lo, hi))
+    edge = int(seed / spread) - 1  # presumed to fit
+    if edge <= 0:
+        return (yield from _bisect(0, seed))
+    lo, hi = yield from _bisect(edge, seed)
+    if lo > edge:
+        return lo, hi
+    if (yield edge):
+        return edge, hi
+    lo, hi = yield from _gallop_down(edge)
+    return (yield from _bisect(lo, hi))
+
+
+def search(probe: Callable[[int], Trial], granularity: int = 2, seed: int | None = None,
+           max_trials: int | None = None, max_seconds: float | None = None, *, start: int = 1,
+           upper: int | None = None, spread: float = 2.0,
+           clock: Callable[[], float] = time.perf_counter) -> SearchResult:
+    """Largest size (a multiple of `granularity`) for which `probe` succeeds, assuming fit is monotone.
+
+    seed: a predicted size (e.g. `memory_model_seed`); None gallops from `start` x granularity.
+    max_trials / max_seconds: caps. A trial is not started when `max_trials` are done, or when the
+      seconds spent plus the longest trial so far would pass `max_seconds`; the result is then
+      `capped` with `stopped_by` set, and its bracket is the verified one reached.
+    upper: never probe above this size. spread: the seed's presumed error factor (>= 1.25).
+    clock: seconds (tests pass a fake one).
+
+    Trial bounds, with T = limit // granularity (limit: the largest size that fits):
+    - seeded, limit / 2 <= seed <= 2 * limit, spread 2: at most 1 + ceil(log2(T + 3)) trials
+      (<= 8 for T <= 125, e.g. granularity 8 and limits up to 1007);
+    - unseeded: at most 2 * log2(max(limit, 2)) + 3 (doubling, then bisection).
+    Raises UserError on bad arguments; whatever the probe raises (e.g. TrialError) propagates.
     """
     if granularity < 1 or start < 1:
         raise UserError("granularity and start must be >= 1")
-    began = time.perf_counter()
+    if spread < 1.25 or (seed is not None and seed < 1) or (max_trials is not None and max_trials < 1):
+        raise UserError("spread must be >= 1.25, seed and max_trials >= 1")
+    ceiling = upper // granularity + 1 if upper is not None else sys.maxsize  # first unit never probed
+    plan = _seeded(max(1, seed // granularity), spread, ceiling) if seed else _unseeded(start, ceiling)
+    began = clock()
     trials: list[Trial] = []
-
-    def fits(k: int) -> bool:
-        trial = probe(k * granularity)
-        trials.append(trial)
-        return trial.status == "ok"
-
-    k_max = None if upper is None else upper // granularity
-    low, high, k = 0, None, start  # invariant: low fits (0 trivially), high does not (None: unknown)
-    while high is None:
-        if k_max is not None and k >= k_max:
-            k = k_max
-            if fits(k):
-                low = k
+    lo, hi, stopped_by = 0, None, None
+    try:
+        k = next(plan)
+        while True:
+            stopped_by = _cap_reached(trials, clock() - began, max_trials, max_seconds)
+            if stopped_by:
                 break
-            high = k
-            break
-        if fits(k):
-            low, k = k, k * 2
-        else:
-            high = k
-    if high is not None:
-        while high - low > 1:
-            mid = (low + high) // 2
-            if fits(mid):
-                low = mid
-            else:
-                high = mid
-    return SearchResult(low * granularity, granularity, trials, time.perf_counter() - began)
+            trial = probe(k * granularity)
+            trials.append(trial)
+            fits = trial.status == "ok"
+            lo, hi = (max(lo, k), hi) if fits else (lo, k if hi is None else min(hi, k))
+            k = plan.send(fits)
+    except StopIteration:
+        pass
+    finally:
+        plan.close()
+    return SearchResult(lo * granularity, granularity, trials, clock() - began,
+                        hi * granularity if hi is not None else None, stopped_by is not None, stopped_by,
+                        seed)
+
+
+def _cap_reached(trials: list[Trial], elapsed: float, max_trials: int | None, max_seconds: float | None
+                 ) -> str | None:
+    if max_trials is not None and len(trials) >= max_trials:
+        return "max_trials"
+    longest = max((t.seconds for t in trials), default=0.0)
+    if max_seconds is not None and elapsed + longest > max_seconds:
+        return "max_seconds"
+    return None
+
+
+def memory_model_seed(model: str, seq: int, capacity_bytes: float, dtype: str, mode: str, granularity: int,
+                      tiny: bool = False) -> int | None:
+    """The memory model's maximum batch (mode "batch") or token budget ("tokens") for `capacity_bytes`.
+
+    seq: the suite's maximum length. Returns None when the model predicts that nothing fits.
+    Source: `mbbench.hardware.memory.max_batch` on the model's shape (`mbbench.predict.shape_of`).
+    """
+    from mbbench.hardware import memory
+    from mbbench.models import registry
+    from mbbench.predict import shape_of
+
+    spec = registry.get_spec(model)
+    bytes_per = 4 if dtype == "float32" else 2
+    backend = "varlen" if spec.unpadded else "sdpa"
+    batch = memory.max_batch(shape_of(spec, tiny), seq, capacity_bytes, bytes_per, backend, granularity=1)
+    size = batch * seq if mode == "tokens" else batch
+    size = size // granularity * granularity
+    return size or None
 
 
 def synthetic_probe(limit: int, peak_per_item: int = 1) -> Callable[[int], Trial]:
@@ -94,6 +230,14 @@ def synthetic_probe(limit: int, peak_per_item: int = 1) -> Callable[[int], Trial
     def probe(size: int) -> Trial:
         return Trial(size, "ok" if size <= limit else "oom", size * peak_per_item if size <= limit else None)
     return probe
+
+
+# The forms an out-of-memory takes on CUDA, for tests of the classification (`TrialSpec.fake_oom`).
+FAKE_OOMS = {
+    "typed": "CUDA out of memory. Tried to allocate 2.00 GiB (injected)",
+    "cuda-error": "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported (injected)",
+    "cublas": "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)` (injected)",
+}
 
 
 @dataclass(frozen=True)
@@ -108,11 +252,16 @@ class TrialSpec:
     mode: str  # "batch": size documents of the suite's maximum length; "tokens": a packed token budget
     tiny: bool = False
     memory_limit_bytes: int | None = None
-    fake_limit_tokens: int | None = None  # tests: raise a CUDA OOM above this many tokens
+    fake_limit_tokens: int | None = None  # tests: raise an OOM above this many tokens
     fake_error: bool = False  # tests: raise a non-OOM error
+    fake_oom: str = "typed"  # tests: which form the injected OOM takes (a key of FAKE_OOMS)
 
 
 def subprocess_probe(spec: TrialSpec, timeout: float = 600.0) -> Callable[[int], Trial]:
+    """A probe that runs each trial in a fresh `python -m mbbench.bench.maxbatch` process.
+
+    Raises TrialError when the process fails or reports a non-OOM error; `timeout` is in seconds.
+    """
     def probe(size: int) -> Trial:
         payload = json.dumps({**asdict(spec), "size": size})
         began = time.perf_counter()
@@ -125,12 +274,31 @@ def subprocess_probe(spec: TrialSpec, timeout: float = 600.0) -> Callable[[int],
         answer = json.loads(lines[-1])
         if answer["status"] == "error":
             raise TrialError(f"trial at size {size} failed: {answer['error']}")
-        return Trial(size, answer["status"], answer.get("peak_bytes"), time.perf_counter() - began)
+        return Trial(size, answer["status"], answer.get("peak_bytes"), time.perf_counter() - began,
+                     answer.get("detail"))
     return probe
 
 
+def fixed_length_batch(size: int, length: int, layout: str, pad_token_id: int = 0, seed: int = 0):
+    """`size` documents of `length` random ids in [100, 16000) (the paper's range), built in one call.
+
+    Packed: ids `(size * length,)`, cu_seqlens `(size + 1,)` int32, positions `(size * length,)`;
+    padded: ids and an all-ones mask `(size, length)` (no row is padded; `pad_token_id` is unused).
+    """
+    import torch
+
+    from mbbench.batching import PackedBatch, PaddedBatch
+
+    ids = torch.randint(100, 16000, (size, length), generator=torch.Generator().manual_seed(seed))
+    if layout == "packed":
+        cu = torch.arange(0, (size + 1) * length, length, dtype=torch.int32)
+        return PackedBatch(ids.reshape(-1), cu, length, torch.arange(length).repeat(size))
+    return PaddedBatch(ids, torch.ones_like(ids), size * length)
+
+
 def _trial_batch(spec: TrialSpec, size: int, pad_token_id: int, layout: str):
-    """The inputs for one trial, built from the suite's own documents."""
+    """The inputs for one trial and their token count: a packed token budget from the suite's documents
+    (mode "tokens"), or `size` documents of the suite's maximum length (the paper's memory column)."""
     from mbbench.suites import load_suite, make_batches
 
     suite = load_suite(spec.suite)
@@ -143,17 +311,11 @@ def _trial_batch(spec: TrialSpec, size: int, pad_token_id: int, layout: str):
             used += suite.lengths[index]
         [batch] = make_batches(suite, indices, "packed", token_budget=max(used, 1))
         return batch, used
-    # fixed-length documents at the suite's maximum, as the paper measures its memory column
-    from mbbench.batching import pack_documents, pad_documents
-    import torch
-
-    docs = [torch.randint(100, 16000, (length,), generator=torch.Generator().manual_seed(i)) for i in range(size)]
-    batch = pack_documents(docs) if layout == "packed" else pad_documents(docs, pad_token_id)
-    return batch, size * length
+    return fixed_length_batch(size, length, layout, pad_token_id), size * length
 
 
 def run_trial(spec: TrialSpec, size: int) -> dict:
-    """One forward pass in this process; reports ok / oom (by type) / error."""
+    """One forward pass in this process; reports ok (with peak bytes) / oom (`is_oom`) / error."""
     import torch
 
     from mbbench.dtypes import parse_dtype
@@ -173,7 +335,8 @@ def run_trial(spec: TrialSpec, size: int) -> dict:
         if spec.tiny:
             batch.input_ids.remainder_(encoder.module.config.vocab_size)
         if spec.fake_limit_tokens is not None and tokens > spec.fake_limit_tokens:
-            raise torch.cuda.OutOfMemoryError(f"injected: {tokens} tokens > {spec.fake_limit_tokens}")
+            error = torch.cuda.OutOfMemoryError if spec.fake_oom == "typed" else RuntimeError
+            raise error(FAKE_OOMS[spec.fake_oom])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode():
@@ -182,9 +345,10 @@ def run_trial(spec: TrialSpec, size: int) -> dict:
             torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         return {"status": "ok", "peak_bytes": peak}
-    except torch.cuda.OutOfMemoryError:
-        return {"status": "oom"}
-    except Exception as error:  # anything else is a real failure, reported, never counted as "too big"
+    except Exception as error:  # only an OOM means "too big"; anything else is a real failure, reported
+        if is_oom(error):
+            typed = isinstance(error, torch.cuda.OutOfMemoryError)
+            return {"status": "oom", "detail": None if typed else f"{type(error).__name__}: {str(error)[:300]}"}
         return {"status": "error", "error": f"{type(error).__name__}: {error}"}
 
 
