@@ -273,3 +273,11 @@ def test_predict_takes_the_backend_as_an_input(tmp_path):
         assert record.payload.attention == backend and record.identity.backend == backend
         values[backend] = record.payload.tokens_per_second
     assert values["varlen"] > 1.5 * values["eager"]  # materialised 8192² fp32 scores cost far more than a kernel
+
+
+def test_a_first_run_writes_to_runs_and_leaves_the_reference_records_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", "--model", "modernbert-base", "--tiny", "--device", "cpu", "--docs", "2", "--runs", "1",
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len(record_files(tmp_path / "runs")) == 1 and not (tmp_path / "results").exists()
