@@ -16,6 +16,7 @@ import torch
 from mbbench import environment
 from mbbench.bench.maxbatch import is_oom
 from mbbench.bench.throughput import measure_passes
+from mbbench.batching import PackedBatch
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
@@ -92,6 +93,8 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
     stats = summarize([real / s for s in times.run_seconds])
     pass_stats = summarize(times.run_seconds)
     headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
+    flops = pass_flops(plan, batches)
+    mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds)
     payload = Throughput(
         backend=encoder.backend, num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
@@ -103,10 +106,42 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
         compile_seconds=times.first_call_seconds if plan.config.compile else None,
         telemetry=_telemetry_summary(sampler, real * plan.config.runs),
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        flops_per_pass=flops, mfu=mfu, mfu_note=mfu_note,
         load={"start": load_start.to_dict(), "end": load_end.to_dict()},
         load_warning=environment.busy_warning(load_start, load_end,
                                               torch.get_num_threads() if device.type == "cpu" else 1))
     return _record(plan, payload)
+
+
+def pass_flops(plan: Plan, batches) -> float:
+    """Model FLOPs of one pass over `batches`, by the performance model's counter (`perfmodel.forward_flops`),
+    so measured and predicted MFU are computed alike. Padded batches count their padding (it is executed)."""
+    from mbbench.hardware.perfmodel import forward_flops
+
+    shape = registry.shape_of(plan.spec, plan.config.tiny)
+    total = 0.0
+    for batch in batches:
+        if isinstance(batch, PackedBatch):
+            total += forward_flops(shape, (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).tolist())
+        else:
+            total += forward_flops(shape, batch.attention_mask.sum(1).tolist(), batch.input_ids.shape[1])
+    return total
+
+
+def model_flops_utilisation(plan: Plan, flops_per_second: float) -> tuple[float | None, str]:
+    """(MFU, how it was computed): achieved model FLOP/s over the basket GPU's dense peak for the dtype
+    (vendor datasheet, gpu_basket.csv); None on CPUs and GPUs outside the basket, with the reason."""
+    from mbbench.hardware import perfmodel
+    from mbbench.hardware.gpus import basket
+
+    if plan.device.kind == "cpu":
+        return perfmodel.cpu_peak_flops(plan.device.name)
+    gpu = basket().get(plan.device.basket_id or "")
+    if gpu is None:
+        return None, f"{plan.device.name} is not in the GPU basket: no datasheet peak"
+    dtype = "tfloat32" if plan.dtype == "float32" and torch.backends.cuda.matmul.allow_tf32 else plan.dtype
+    peak = perfmodel.peak_flops(gpu, dtype)
+    return flops_per_second / peak, f"model FLOPs / pass time / {gpu.name} dense {dtype} peak ({peak / 1e12:.0f} TFLOP/s)"
 
 
 def _gpu_load_reader(plan: Plan):

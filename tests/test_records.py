@@ -170,6 +170,9 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
     record = runner.run(plan)
     assert seen == {"build": "cuda:1", "passes": "cuda:1", "peak": "cuda:1", "load": 1, "nvml": 1}
     assert record.device.index == 1
+    # MFU from the performance model's FLOP counter over the H100's bf16 datasheet peak (989.4 TFLOP/s dense)
+    assert record.payload.flops_per_pass > 0 and "H100" in record.payload.mfu_note
+    assert record.payload.mfu == pytest.approx(record.payload.flops_per_pass / 1.0 / 989.4e12, rel=1e-3)
 
     trials = []
     monkeypatch.setattr(maxbatch, "subprocess_probe", lambda spec: trials.append(spec.device) or
