@@ -14,7 +14,8 @@ import click
 from mbbench.console import produce_and_print
 from mbbench.driver import job
 from mbbench.errors import UserError
-from mbbench.plan import DEFAULT_CPU_DOCS, RunConfig
+from mbbench.cli_options import options
+from mbbench.plan import RunConfig
 
 
 class Group(click.Group):
@@ -30,53 +31,6 @@ class Group(click.Group):
 @click.version_option(package_name="mbbench")
 def cli() -> None:
     """Benchmark encoder transformers (ModernBERT and competitors) and explore hardware-aware shapes."""
-
-
-# Options shared by the commands that take a configuration: defined once, attached by name.
-OPTIONS = {
-    "models": click.option("--model", "models", multiple=True, default=["modernbert-base"], show_default=True,
-                           help="Repeatable. `mbbench list models` shows the names."),
-    "suites": click.option("--suite", "suites", multiple=True, default=["short-variable"], show_default=True,
-                           help="Repeatable: a suite name or a path to a .toml file (docs/suites.md)."),
-    "protocol": click.option("--protocol", default="rigorous", show_default=True,
-                             type=click.Choice(["rigorous", "paper"])),
-    "backend": click.option("--backend", default="auto", show_default=True,
-                            help="Attention backend (`mbbench list backends`)."),
-    "dtype": click.option("--dtype", default=None, help="Default: the protocol's (bf16 on GPU, fp32 on CPU)."),
-    "batch_size": click.option("--batch-size", type=int, default=None,
-                               help="Documents per batch (default: 512 short, 32 long)."),
-    "token_budget": click.option("--token-budget", type=int, default=None,
-                                 help="Unpadded models: tokens per batch instead of --batch-size."),
-    "docs": click.option("--docs", type=int, default=None,
-                         help=f"Use the first N documents (recorded). Default on CPU: {DEFAULT_CPU_DOCS}."),
-    "runs": click.option("--runs", type=int, default=10, show_default=True, help="Timed passes over the suite."),
-    "warmup": click.option("--warmup", "warmup_batches", type=int, default=-1,
-                           help="Warmup batches (default: the protocol's)."),
-    "device": click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-    "gpu": click.option("--gpu", default="auto", show_default=True,
-                        help="The GPU the result is for (refused if it is not the local one)."),
-    "out": click.option("--out", "out_dir", default="runs", show_default=True,
-                        help="Records go to OUT/<device>/ (the project's reference records live in results/)."),
-    "force": click.option("--force", is_flag=True, help="Re-run configurations whose record already exists."),
-    "compile": click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model."),
-    "time_transfer": click.option("--time-transfer", is_flag=True, help="Time host-to-device copies too."),
-    "weights": click.option("--weights", default=None, help="A local checkpoint directory instead of random weights."),
-    "tiny": click.option("--tiny", is_flag=True, help="A tiny variant of each model's family (smoke tests)."),
-    "quiet": click.option("--quiet", is_flag=True, help="No progress output; only the final table."),
-    "granularity": click.option("--granularity", type=int, default=2, show_default=True, help="Step of the result."),
-    "safety_margin": click.option("--safety-margin", type=float, default=0.0, show_default=True,
-                                  help="Fraction of the result to drop."),
-    "memory_limit": click.option("--memory-limit", default=None, help="Cap the allocator, e.g. 24GiB (emulation)."),
-}
-
-
-def options(*names: str):
-    """Attach the shared options `names` to a command."""
-    def attach(command):
-        for name in reversed(names):
-            command = OPTIONS[name](command)
-        return command
-    return attach
 
 
 def configs(models, suites, **fields) -> list[RunConfig]:
@@ -250,14 +204,26 @@ def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_d
         click.echo(f"{len(to_run)} to run, {len(skipped)} already recorded (dry run: nothing ran)")
         return
 
+    from mbbench.progress import progress_bar
+
+    bars = []  # one bar over the configurations that run, with an ETA; made when the first one finishes
+
     def report(outcome, index: int, total: int) -> None:
-        if say:
-            result = outcome.record.tokens_per_second
-            text = f"{result:,.0f} tokens/s" if result else (outcome.record.reason or outcome.status)
-            say(f"[{index}/{total}] {outcome.task.label}: {outcome.status}: {text} -> {outcome.path}")
+        if not bars:
+            bars.append(progress_bar(total, "matrix", enabled=not quiet, unit="config"))
+        result = outcome.record.tokens_per_second
+        text = f"{result:,.0f} tokens/s" if result else (outcome.record.reason or outcome.status)
+        line = f"[{index}/{total}] {outcome.task.label}: {outcome.status}: {text} -> {outcome.path}"
+        if bars[0].enabled:
+            bars[0].write(line)
+        elif say:
+            say(line)
+        bars[0].advance()
 
     try:
         outcomes = mx.run_matrix(tasks, root, executor, force, retry_failed, on_outcome=report)
+        for bar in bars:
+            bar.close()
     except KeyboardInterrupt:
         click.echo("interrupted: every record that finished is written; run the same command to resume", err=True)
         sys.exit(130)
