@@ -136,12 +136,11 @@ def list_models() -> None:
     rows = []
     for spec in registry.MODELS.values():
         missing = spec.builder.available(spec)
-        rows.append({"name": spec.name, "family": spec.family,
+        rows.append({"name": spec.name, "available": f"no: {missing}" if missing else "yes", "family": spec.family,
                      "parameters": "–" if missing else f"{registry.count_parameters(spec) / 1e6:.1f}M",
                      "published": f"{spec.published_parameters:g}M", "max_length": spec.max_length,
                      "unpadded": "yes" if spec.unpadded else "no",
-                     "backends": "unavailable: " + missing if missing else ",".join(registry.backend_choices(spec)),
-                     "source": spec.source})
+                     "backends": ",".join(registry.backend_choices(spec)), "source": spec.source})
     print_table(rows)
 
 

@@ -11,20 +11,25 @@ from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Thro
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """Rows (dicts) as an aligned table on stdout; plain text when stdout is not a terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 240, highlight=False,
-                      soft_wrap=False)
+    """Rows (dicts) as an aligned table on stdout: rich on a terminal; plain, never cut or wrapped, otherwise
+    (logs, pipes and tests read every character)."""
+    columns = list(columns or (rows[0] if rows else []))
+    cells = [[_text(row.get(column, "")) for column in columns] for row in rows]
     if not rows:
-        console.print("(nothing)")
-        return
-    columns = list(columns or rows[0])
-    table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
-    for row in rows:
-        table.add_row(*(_text(row.get(column, "")) for column in columns))
-    console.print(table)
+        click.echo("(nothing)")
+    elif sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
+        for row in cells:
+            table.add_row(*row)
+        Console(highlight=False).print(table)
+    else:
+        widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
+        for line in ([title] if title else []) + ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()] + \
+                ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]:
+            click.echo(line)
 
 
 def _text(value) -> str:

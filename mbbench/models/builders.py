@@ -175,8 +175,8 @@ class HFBuilder(Builder):
         missing = [name for name in (spec.hf_class, spec.hf_class.replace("Model", "Config"))
                    if not hasattr(transformers, name)]
         if missing:
-            return (f"needs transformers' {missing[0]} ({spec.requires or 'a newer transformers'}); "
-                    f"transformers {transformers.__version__} is installed")
+            return (f"needs {spec.requires or 'a newer transformers'} ({missing[0]}); "
+                    f"{transformers.__version__} is installed")
         return None
 
     def _require(self, spec) -> None:
@@ -210,13 +210,13 @@ class HFBuilder(Builder):
         cls = getattr(self._transformers(), spec.hf_class)
         return [name for name, flag in HF_SUPPORT_FLAG.items() if flag is None or getattr(cls, flag, False)]
 
-    def attention_implementation(self, spec, backend: str) -> str:
-        """transformers' attn_implementation for one of our backend names (auto: sdpa where supported)."""
+    def resolve_backend(self, spec, backend: str) -> str:
+        """Our backend name that runs for `backend` (auto: sdpa where transformers supports it, else eager)."""
         supported = self.backends(spec)
         if backend == "auto":
             backend = "sdpa" if "sdpa" in supported else "eager"
         self.check_backend(spec, backend)
-        return HF_ATTENTION[backend]
+        return backend
 
     def _seeded(self, spec, cfg, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -237,11 +237,12 @@ class HFBuilder(Builder):
 
     def encoder(self, spec, options, tiny=False):
         cfg = self.config(spec, tiny)
-        cfg._attn_implementation = self.attention_implementation(spec, options.backend)
+        backend = self.resolve_backend(spec, options.backend)
+        cfg._attn_implementation = HF_ATTENTION[backend]  # transformers' name for the same kernel
         module = self._seeded(spec, cfg, options.seed)
         if options.weights:
             module = self.load_weights(spec, module, options.weights, cfg)
-        return HFPaddedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval())
+        return HFPaddedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval(), backend)
 
     def shape(self, spec, tiny=False):
         from mbbench.hardware.perfmodel import Shape

@@ -60,8 +60,9 @@ class PackedEncoder(Encoder):
 
 
 class HFPaddedEncoder(Encoder):
-    def __init__(self, module: nn.Module):
-        super().__init__(module, "padded", module.config._attn_implementation)
+    def __init__(self, module: nn.Module, backend: str | None = None):
+        # `backend`: mbbench's name for the attention that runs (one vocabulary across model families)
+        super().__init__(module, "padded", backend or module.config._attn_implementation)
 
     def __call__(self, batch: PaddedBatch) -> torch.Tensor:
         return self.module(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
