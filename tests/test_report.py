@@ -124,3 +124,22 @@ def test_predicted_records_fill_the_max_batch_columns_unless_measured(tmp_path):
     t4 = rows_of((build_report([str(root)], tmp_path / "rep") / "report.md").read_text(), "T4")
     assert t4["modernbert-base"][0] == "2,048 (p)"  # the only prediction of its column: not ranked with the search
     assert t4["bert-base"][0] == "1,024" and t4["bert-base"][3] == "–"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (CI installs it)")
+def test_a_paired_comparison_reaches_the_rendered_page(tmp_path):
+    """A new user's path: compare two models, report, read the page in a headless browser."""
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["compare", "--model", "modernbert-base", "--model", "hf-modernbert-base",
+                                      "--suite", "short-variable", "--device", "cpu", "--docs", "4", "--runs", "3",
+                                      "--tiny", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "modernbert-base / hf-modernbert-base = " in result.output and "(95% CI)" in result.output
+    page = build_report([str(out)], tmp_path / "rep", include_smoke=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", (page / "index.html").as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "Paired comparisons (interleaved passes)" in dom and "hf-modernbert-base" in dom
+    assert 'data-ready="1"' in dom and "Environment" in dom

@@ -216,12 +216,12 @@ PROVENANCE_HEADER = ["model", "suite", "measurement", "kind", "value", "gpu", "d
 def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
     """Tokens/s of one model per suite across GPUs: measured solid, predicted hatched, min-max whiskers."""
     rows = [r for r in records if r["model"] == model and r.get("tokens_per_second") and
-            r.get("measurement") != "max_batch"]
+            r.get("measurement") != "max_batch" and r["gpu_dir"] != "cpu"]  # a GPU figure: CPU rows are tables
     if not rows:
         return None
     suites = sorted({r["suite"] for r in rows})
     gpus = sorted({(r["gpu_dir"], r["kind"]) for r in rows})
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(suites) * max(1, len(gpus)) / 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(suites) * max(1, len(gpus)) / 2), 3.8))
     width = 0.8 / len(gpus)
     for i, (gpu, kind) in enumerate(gpus):
         xs, ys, lo, hi = [], [], [], []
@@ -238,7 +238,8 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
                hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suites))], suites)
     ax.set_ylabel("thousand tokens / s")
-    ax.set_title(f"{model}: tokens/s per suite across GPUs (hatched = predicted)")
+    ax.set_title(f"{model}: tokens/s per suite across GPUs\n(hatched = predicted, whiskers = min-max of passes)",
+                 fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
