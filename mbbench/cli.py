@@ -25,6 +25,9 @@ class Group(click.Group):
         except UserError as error:
             click.echo(f"mbbench: error: {error}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:  # commands that write records say which before this; the rest just stop
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=Group)
@@ -66,7 +69,8 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
         given = {k for k in params if k not in ctx.params or ctx.get_parameter_source(k).name != "DEFAULT"}
         unknown = sorted(given - {p.name for p in target.params} - {"max_batch", "predict_flag"})
         if unknown:
-            flags = ", ".join("--" + name.replace("_", "-").removesuffix("-model") for name in unknown)
+            flags = ", ".join("--" + {"gpus": "gpu"}.get(name, name).replace("_", "-").removesuffix("-model")
+                              for name in unknown)
             raise UserError(f"`mbbench {target.name}` cannot honour {flags}")
         return ctx.invoke(target, **{p.name: params.get(p.name, p.default) for p in target.params})
     from mbbench import runner
@@ -151,14 +155,12 @@ def compare(models, suites, backend, out_dir, force, quiet, baseline, **fields) 
     def measure(plans, identity):
         with progress_bar(plans[0].config.runs * len(plans), f"{identity.suite}: paired passes",
                           enabled=not quiet) as bar:
-            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model),
-                               progress_for(plans[0], quiet))
+            say = None if quiet else (lambda message: click.echo(f"[compare / {identity.suite}] {message}", err=True))
+            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model), say)
 
     jobs = [job(plans[0], lambda _, plans=plans, identity=identity: measure(plans, identity), identity)
             for plans, identity in pairs]
-    code = produce_and_print(jobs, out_dir, force, quiet, lambda record: [
-        f"{r['model']} / {r['baseline']} = {cmp.ratio_text(r)}, {record.payload.rounds} paired rounds"
-        for r in record.payload.paired["ratios"]])
+    code = produce_and_print(jobs, out_dir, force, quiet, cmp.ratio_lines)
     finish(code)
 
 
@@ -214,6 +216,8 @@ def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_d
         result = outcome.record.tokens_per_second
         text = f"{result:,.0f} tokens/s" if result else (outcome.record.reason or outcome.status)
         line = f"[{index}/{total}] {outcome.task.label}: {outcome.status}: {text} -> {outcome.path}"
+        warning = getattr(outcome.record.payload, "load_warning", None)
+        line += f"\nwarning: {outcome.task.label}: {warning}" if warning else ""
         if bars[0].enabled:
             bars[0].write(line)
         elif say:

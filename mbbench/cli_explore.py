@@ -79,7 +79,12 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
     sweep_heatmap(frame, root / "sweep_heatmap.png")
     print_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "aligned_64", "basket_score",
                                     "paper_heuristic", "basket_tokens_per_second")} for r in rows[:top]])
-    click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path}")
+    substituted = sorted({g for g in weights if rows and rows[0].get(f"{g}_dtype") not in (None, dtype)})
+    if substituted:
+        click.echo(f"note: {', '.join(substituted)} has no {dtype}; scored in {rows[0][substituted[0] + '_dtype']} "
+                   "there (the CSV's <gpu>_dtype columns)")
+    click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path} and "
+               f"{root / 'sweep_heatmap.png'}")
 
 
 @cli.command(name="validate-model")

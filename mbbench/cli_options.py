@@ -24,7 +24,7 @@ OPTIONS = {
     "docs": click.option("--docs", type=int, default=None,
                          help=f"Use the first N documents (recorded). Default on CPU: {DEFAULT_CPU_DOCS}."),
     "runs": click.option("--runs", type=int, default=10, show_default=True, help="Timed passes over the suite."),
-    "warmup": click.option("--warmup", "warmup_batches", type=int, default=-1,
+    "warmup": click.option("--warmup", "warmup_batches", type=int, default=None,
                            help="Warmup batches (default: the protocol's)."),
     "device": click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     "gpu": click.option("--gpu", default="auto", show_default=True,

@@ -87,3 +87,15 @@ def ratio_text(ratio: dict) -> str:
         return (f"{ratio['median']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}] "
                 f"({interval['confidence']:.0%} CI)")
     return f"{ratio['median']:.2f}x ({ratio.get('interval_note') or 'no interval'})"
+
+
+FEW_ROUNDS = 5  # below this a bootstrap interval over rounds is too coarse to trust
+
+
+def ratio_lines(record: Record) -> list[str]:
+    """One line per ratio of a comparison record, with a warning when the rounds are too few."""
+    rounds = record.payload.rounds
+    note = f" (only {rounds} round{'s' if rounds != 1 else ''}: the interval is coarse; use --runs 10 or more)" \
+        if rounds < FEW_ROUNDS else ""
+    return [f"{r['model']} / {r['baseline']} = {ratio_text(r)}, {rounds} paired round{'s' if rounds != 1 else ''}"
+            + note for r in record.payload.paired["ratios"]]

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Sequence
 
 import click
 
+from mbbench.formatting import significant
 from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
 
 
@@ -51,7 +52,7 @@ def spread(record: Record) -> str:
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
     """What a record measured, in one row: device, protocol, docs, batches, passes, statistic, value, where."""
     ident, payload = record.identity, record.payload
-    model = " vs ".join(ident.models) if ident.models else ident.display_model
+    model = " vs ".join([*ident.models[1:], ident.models[0]]) if ident.models else ident.display_model
     row = {"model": model, "suite": ident.suite, "device": record.device.name,
            "kind": record.kind, "protocol": ident.protocol, "backend": record.flatten()["backend"],
            "dtype": ident.dtype}
@@ -60,7 +61,7 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
                    statistic=payload.headline, tokens_per_second=f"{payload.tokens_per_second:,.0f}",
                    **{"iqr/median": spread(record)})
     elif isinstance(payload, Prediction):
-        row.update(statistic="predicted", tokens_per_second=f"{payload.tokens_per_second:,.3g}",
+        row.update(statistic="predicted", tokens_per_second=significant(payload.tokens_per_second),
                    max_batch=payload.max_batch_size)
     elif isinstance(payload, Comparison):
         row.update(docs=payload.num_documents, passes=f"{payload.rounds} rounds", statistic="paired median ratio",
@@ -70,7 +71,8 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
                    trials=len(payload.trials))
     else:
         row.update(tokens_per_second="–", reason=(record.reason or "")[:90])
-    row["status"] = record.status + (f" ({state})" if state == "skipped" else "")
+    row["status"] = record.status + (" (unstable)" if getattr(payload, "unstable", False) else "") + \
+        (f" ({state})" if state == "skipped" else "")
     if path:
         row["record"] = path
     return row

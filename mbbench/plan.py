@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from mbbench.dtypes import dtype_name
+from mbbench.dtypes import dtype_name, parse_dtype
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import detect, torch_device
 from mbbench.models import registry
@@ -58,7 +58,7 @@ class RunConfig:
     token_budget: int | None = None  # packed models: tokens per batch instead of a document count
     docs: int | None = None  # None: every document (on CPU: DEFAULT_CPU_DOCS)
     runs: int = 10
-    warmup_batches: int | None = -1  # -1: the protocol's default; None: one full pass
+    warmup_batches: int | None = None  # None: the protocol's (rigorous: one full pass; paper: one batch)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     compile: bool = False
     time_transfer: bool = False
@@ -74,7 +74,7 @@ class RunConfig:
                                  ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1)):
             if value is not None and value < low:
                 raise UserError(f"{name} must be at least {low}, got {value}")
-        if self.warmup_batches is not None and self.warmup_batches < -1:
+        if self.warmup_batches is not None and self.warmup_batches < 0:
             raise UserError(f"--warmup must be 0 or more, got {self.warmup_batches}")
         if self.batch_size is not None and self.token_budget is not None:
             raise UserError("--batch-size and --token-budget both given: a batch is either a document count "
@@ -172,6 +172,8 @@ def checkpoint_sha256(path: str | None) -> str | None:
     directory = Path(path)
     if not directory.is_dir():
         raise UserError(f"--weights {path}: not a directory")
+    if not (directory / "config.json").is_file():
+        raise UserError(f"--weights {path}: no config.json (expected a Hugging Face checkpoint directory)")
     stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(directory.iterdir()))
     return _checkpoint_sha256(str(directory.resolve()), stamp)
 
@@ -199,6 +201,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         docs = DEFAULT_CPU_DOCS
         notes.append(f"CPU run: subsampling {docs} documents per suite (--docs to change)")
     documents = min(docs, suite.definition.documents) if docs else suite.definition.documents
+    if docs and docs > suite.definition.documents:
+        notes.append(f"--docs {docs}: suite {suite.name} has {suite.definition.documents} documents; using all of them")
     if measurement == "max_batch":
         batch_size, token_budget, documents = None, None, None
     else:
@@ -209,8 +213,11 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
             raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "
                             f"({longest} tokens); a document is never split, so use at least {longest}")
     dtype = resolve_dtype(config, device.kind)
+    device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
+    if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device
+        spec.builder.check_runs(spec, config.backend, device_string, parse_dtype(dtype))
     protocol = PROTOCOLS[config.protocol]
-    warmup = protocol.warmup_batches if config.warmup_batches == -1 else config.warmup_batches
+    warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
     timing = measurement == "throughput"
     identity = Identity(
         measurement=measurement, model=config.model, tiny=config.tiny, suite=suite.name,
@@ -220,6 +227,5 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         documents=documents, runs=config.runs if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)))
-    device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
     return Plan(config, measurement, spec, suite, device, device_string, dtype, batch_size, token_budget,
                 documents or 0, warmup, identity, tuple(notes))

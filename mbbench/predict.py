@@ -76,6 +76,7 @@ def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
     if effective != plan.dtype:
         notes.append(f"{gpu.name} has no {plan.dtype} tensor cores: predicted in {effective}")
         plan = replace(plan, dtype=effective, identity=replace(plan.identity, dtype=effective))
+    attention_of(plan, gpu, shape_of(plan.spec, plan.config.tiny))  # UserError now for a backend this GPU lacks
     return replace(plan, notes=plan.notes + tuple(notes))
 
 
@@ -96,9 +97,17 @@ def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Rec
         model_version=perfmodel.MODEL_VERSION, tokens_per_second=p.tokens_per_second, real_tokens=sum(lengths),
         mfu=p.mfu, max_batch_size=p.max_batch_size, efficiency=p.efficiency, efficiency_source=p.efficiency_source,
         peak_tflops=perfmodel.peak_flops(gpu, p.compute_dtypes["gemm"]) / 1e12, shape=asdict(shape), attention=p.attention.backend,
-        notes=plan.notes + (p.attention.reason,) + tuple(p.notes))
+        notes=tuple(dict.fromkeys((*plan.notes, p.attention.reason, *p.notes, *_memory_note(plan, p)))))
     return Record(kind="predicted", status="ok", identity=plan.identity, device=plan.device, model=plan.model_info(),
                   suite=plan.suite_info(), payload=payload, environment=_environment())
+
+
+def _memory_note(plan: Plan, prediction) -> tuple[str, ...]:
+    """A batch larger than the memory model's maximum would run out of memory: say so beside the number."""
+    if plan.batch_size and plan.batch_size > prediction.max_batch_size:
+        return (f"batch {plan.batch_size} exceeds the predicted maximum batch {prediction.max_batch_size}: "
+                "this configuration would run out of memory",)
+    return ()
 
 
 def _environment() -> dict:

@@ -41,7 +41,7 @@ def unsupported_record(plan: Plan, reason: str, kind: str = "measured") -> Recor
 def failure_record(plan: Plan, error: BaseException) -> Record:
     """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
     return _record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend), "failed",
-                   describe(error))
+                   describe(error), "predicted" if plan.measurement == "prediction" else "measured")
 
 
 def describe(error: BaseException) -> str:

@@ -77,6 +77,21 @@ def _require(table: dict, key: str, source: str, kind=(int, float)):
     return value
 
 
+# Every field a suite file may have (docs/suites.md): a misspelt one is an error, never a silent default.
+TOP_LEVEL_FIELDS = ("name", "description", "documents", "seed", "lengths", "tokens")
+LENGTH_FIELDS = {"fixed": ("distribution", "length"), "normal": ("distribution", "mean", "std", "min", "max"),
+                 "empirical": ("distribution", "values", "file", "column", "sample", "min", "max")}
+# Lengths are generated in memory (8 bytes each): ten million documents is 80 MB, far beyond any suite's need.
+MAX_DOCUMENTS = 10_000_000
+
+
+def _refuse_unknown(table: dict, known: tuple[str, ...], source: str, prefix: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise UserError(f"{source}: unknown field(s) {', '.join(prefix + u for u in unknown)}; "
+                        f"known here: {', '.join(prefix + k for k in known)}")
+
+
 def parse_definition(data: dict, source: str, base_dir: Path | None = None) -> SuiteDefinition:
     """Validate a suite table; every error names the file and the field.
 
@@ -86,10 +101,15 @@ def parse_definition(data: dict, source: str, base_dir: Path | None = None) -> S
     lengths, tokens = data.get("lengths"), data.get("tokens", {"low": 100, "high": 16000})
     if not isinstance(lengths, dict):
         raise UserError(f"{source}: missing [lengths] table")
+    if not isinstance(tokens, dict):
+        raise UserError(f"{source}: 'tokens' must be a table ([tokens] with low and high)")
     name = data.get("name") or Path(source).stem
     distribution = lengths.get("distribution")
     if distribution not in DISTRIBUTIONS:
         raise UserError(f"{source}: field 'lengths.distribution' must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    _refuse_unknown(data, TOP_LEVEL_FIELDS, source, "")
+    _refuse_unknown(lengths, LENGTH_FIELDS[distribution], source, "lengths.")
+    _refuse_unknown(tokens, ("low", "high"), source, "tokens.")
     values, lengths_file, sample = None, None, True
     if distribution == "empirical":
         values, lengths_file = _empirical_values(lengths, source, Path(source).parent if base_dir is None else base_dir)
@@ -98,8 +118,8 @@ def parse_definition(data: dict, source: str, base_dir: Path | None = None) -> S
             raise UserError(f"{source}: field 'lengths.sample' must be true or false, got {sample!r}")
     documents = len(values) if values is not None and "documents" not in data else \
         _require(data, "documents", source, int)
-    if documents <= 0:
-        raise UserError(f"{source}: field 'documents' must be positive, got {documents}")
+    if not 0 < documents <= MAX_DOCUMENTS:
+        raise UserError(f"{source}: field 'documents' must be between 1 and {MAX_DOCUMENTS:,}, got {documents}")
     if distribution == "fixed":
         length = _require(lengths, "length", f"{source} [lengths]", int)
         if length <= 0:

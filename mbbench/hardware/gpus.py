@@ -229,7 +229,7 @@ def check_requested_gpu(requested: str, local: DeviceInfo) -> None:
     wanted = lookup(requested)
     if local.kind == "cpu":
         raise UserError(f"--gpu {requested} asks for {wanted.name}, but this run's device is the CPU "
-                        f"({local.name}); use --predict for a prediction")
+                        f"({local.name}); use `mbbench predict` for a prediction")
     if local.basket_id != wanted.id:
         raise UserError(f"--gpu {requested} asks for {wanted.name}, but the local GPU is {local.name}; "
-                        "refusing to mislabel the result (use --predict for a prediction)")
+                        "refusing to mislabel the result (use `mbbench predict` for a prediction)")

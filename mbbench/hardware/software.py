@@ -180,9 +180,11 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
     dtype = check_dtype(gpu, dtype)
     if backend not in BACKENDS:
         raise UserError(f"unknown attention backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    sm = gpu.compute_capability
     if backend == "auto":
         backend = default_backend(family, environment)
-    sm = gpu.compute_capability
+        if backend in ("flash", "varlen") and sm < (8, 0):  # auto never picks what cannot run on this GPU
+            backend = "flex" if packed_model else "sdpa"
     if backend == "eager":
         return AttentionImpl("eager", "eager", False, dtype, mask=True, fused_rotary=False,
                              reason="eager: QKᵀ, mask, softmax, PV as separate ops on materialised scores")

@@ -86,6 +86,11 @@ class Builder:
             module = self.module(spec, cfg, "eager")
         return sum(p.numel() for p in module.parameters())
 
+    def check_runs(self, spec: "ModelSpec", backend: str, device: str, dtype: torch.dtype) -> None:
+        """UserError (BackendUnavailable) when `backend`, asked for by name, cannot run on `device` in `dtype`."""
+        if backend != "auto":
+            get_backend(backend, torch.device(device), dtype, needs_window=spec.window is not None)
+
     def check_backend(self, spec: "ModelSpec", backend: str) -> None:
         """UserError when `backend` is not one this model can take (availability on a device is separate)."""
         choices = ["auto", *self.backends(spec)]
@@ -210,6 +215,11 @@ class HFBuilder(Builder):
         cls = getattr(self._transformers(), spec.hf_class)
         return [name for name, flag in HF_SUPPORT_FLAG.items() if flag is None or getattr(cls, flag, False)]
 
+    def check_runs(self, spec, backend, device, dtype):
+        if backend == "flash" and (torch.device(device).type != "cuda" or not _importable("flash_attn")):
+            raise BackendUnavailable(f"{spec.name} --backend flash runs transformers' flash_attention_2, which "
+                                     "needs a CUDA GPU and flash-attn (pip install 'mbbench[flash]')")
+
     def resolve_backend(self, spec, backend: str) -> str:
         """Our backend name that runs for `backend` (auto: sdpa where transformers supports it, else eager)."""
         supported = self.backends(spec)
@@ -265,6 +275,8 @@ class HFBuilder(Builder):
 class HFPackedBuilder(HFBuilder):
     """The paper's "GTE (xformers)" row: a transformers model on packed tokens through our backends."""
 
+    check_runs = Builder.check_runs  # our packed backends, as for our own models
+
     def backends(self, spec):
         return [] if self.available(spec) else backend_names()
 
@@ -285,6 +297,12 @@ class HFPackedBuilder(HFBuilder):
 
     def shape(self, spec, tiny=False):
         return replace(super().shape(spec, tiny), unpadded=True)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _runs(name: str, device: torch.device, dtype: torch.dtype) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mbbench import results  # noqa: E402
+from mbbench.formatting import significant  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
@@ -31,9 +31,11 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
            ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
 # Fields that change a number without being the model, suite or device: records that differ in one of
 # them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
-VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "compile", "time_transfer",
-                  "weights_sha256", "host", "torch", "transformers")
-LABELS = {"requested_backend": "backend", "weights_sha256": "weights"}
+VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "warmup", "compile",
+                  "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
+                  "transformers", "model_version")
+LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
+          "device_name": "device", "model_version": "model"}
 
 
 def default_batch(suite: str) -> int:
@@ -50,6 +52,9 @@ def variant(record: dict) -> dict:
               "docs": record.get("documents") if record.get("subsampled") else None,
               "runs": record.get("runs"), "compile": record.get("compile") or None,
               "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
+              "warmup": record.get("warmup_batches"),
+              "suite_fingerprint": (record.get("suite_fingerprint") or "")[:8] or None,
+              "device_name": record.get("device_name"), "model_version": record.get("model_version"),
               "host": record.get("host") if record.get("kind") == "measured" else None,
               "torch": record.get("torch") if record.get("kind") == "measured" else None,
               "transformers": record.get("transformers") if record.get("kind") == "measured" else None}
@@ -64,7 +69,9 @@ def label_variants(records: list[dict]) -> list[dict]:
         by_model.setdefault((record["gpu_dir"], record["model"], record.get("kind")), []).append(record)
     labelled = []
     for (_, model, _), group in by_model.items():
-        differing = [f for f in VARIANT_FIELDS if len({str(variant(r)[f]) for r in group}) > 1]
+        suites = {r["suite"] for r in group}  # a field differs when two records of one suite differ in it
+        differing = [f for f in VARIANT_FIELDS
+                     if any(len({str(variant(r)[f]) for r in group if r["suite"] == suite}) > 1 for suite in suites)]
         for record in group:
             values = variant(record)
             parts = [f"{LABELS.get(f, f)}={values[f]}" for f in differing if values[f] is not None]
@@ -88,9 +95,16 @@ def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
     notes = []
     for record in sorted(records, key=lambda r: (r.get("created_at") or "", r.get("path") or "")):
         key = (record["key"], record.get("host") if record.get("kind") == "measured" else None)
+        if record.get("kind") == "predicted":  # a newer prediction of the same workload supersedes an older model's
+            key = ("predicted", record["gpu_dir"], record["model"], record["suite"], record.get("protocol"),
+                   record.get("requested_backend"), record.get("dtype"), record.get("batch_size"),
+                   record.get("measurement"))
         if key in newest:
+            old = newest[key]
+            versions = (f" ({record.get('model_version')} over {old.get('model_version')})"
+                        if record.get("model_version") != old.get("model_version") else "")
             notes.append(f"{record['model']} / {record['suite']} on {record['gpu_dir']}: kept the newest, "
-                         f"{record.get('created_at')}, over {newest[key].get('created_at')}")
+                         f"{record.get('created_at')}, over {old.get('created_at')}{versions}")
         newest[key] = record
     return sorted(newest.values(), key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"])), notes
 
@@ -126,14 +140,6 @@ def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, f
     if predicted:
         return text + " (p)", float(value), predicted
     return text + measured_spread(record, what), float(value), predicted
-
-
-def significant(value: float, digits: int = 3) -> str:
-    """`value` to `digits` significant figures, with thousands separators (2093.1 -> '2,090', 0.4741 -> '0.474')."""
-    if value == 0:
-        return "0"
-    places = digits - 1 - math.floor(math.log10(abs(value)))  # negative: round to tens, hundreds, ...
-    return f"{round(value, places):,.{max(0, places)}f}"
 
 
 def measured_spread(record: dict, what: str) -> str:
@@ -245,6 +251,19 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def other_suite_rows(records: list[dict]) -> list[list[str]]:
+    """Throughput of suites that are not one of the paper's four columns (a user's own suites)."""
+    paper = {suite for _, _, suite in COLUMNS}
+    rows = []
+    for r in records:
+        if r["suite"] in paper or r.get("measurement") == "max_batch" or not r.get("tokens_per_second"):
+            continue
+        text = significant(r["tokens_per_second"] / 1000) + (" (p)" if r["kind"] == "predicted" else
+                                                             measured_spread(r, "tps"))
+        rows.append([r["gpu_dir"], r["model"], r["suite"], (r.get("suite_fingerprint") or "")[:8], text])
+    return sorted(rows)
 
 
 def workload(record: dict) -> tuple:
@@ -390,6 +409,10 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(records)))]
     sections += [Section(gpu, table=paper_table([r for r in records if r["gpu_dir"] == gpu]))
                  for gpu in sorted({r["gpu_dir"] for r in records})]
+    others = other_suite_rows(records)
+    if others:
+        sections.append(Section("Other suites", "Suites beyond the paper's four (user suites, by fingerprint).",
+                                (["device", "model", "suite", "fingerprint", "thousand tokens/s"], others)))
     figure = basket_figure(records, model, out / "basket.png")
     if figure:
         sections.append(Section(f"GPU basket: {model}", image=figure))
@@ -416,5 +439,6 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
     (out / "report.md").write_text("\n".join(["# mbbench report", "", intro, "", *(s.markdown() for s in sections)]))
-    (out / "index.html").write_text(PAGE.render(intro=intro, sections=sections))
+    intro_html = html.escape(intro).replace("**bold**", "<b>bold</b>").replace("_italic_", "<i>italic</i>")
+    (out / "index.html").write_text(PAGE.render(intro=intro_html, sections=sections))
     return out
