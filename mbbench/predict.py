@@ -39,10 +39,15 @@ def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch
 
 
 def attention_of(plan: Plan, gpu: GPU, shape: perfmodel.Shape) -> AttentionImpl:
-    """The attention implementation a plan runs: its --backend, or its family's default for the protocol's stack
-    (the paper's environment under the paper protocol, transformers 5 otherwise)."""
-    return resolve_attention(plan.config.backend, plan.dtype, gpu, family=plan.spec.family,
-                             packed_model=plan.spec.unpadded, head_dim=shape.head_dim,
+    """The attention implementation a plan runs: its --backend, or by default what runs there: the family's
+    default in the paper's environment under the paper protocol; otherwise mbbench's own `auto` for its packed
+    models and transformers 5's default for transformers models."""
+    backend = plan.config.backend
+    if backend == "auto" and plan.config.protocol != "paper" and plan.spec.unpadded:
+        # mbbench's own packed models: what `auto` runs on this GPU (models/attention.py AUTO_ORDER for CUDA)
+        backend = "varlen" if gpu.compute_capability >= (8, 0) else "flex"
+    return resolve_attention(backend, plan.dtype, gpu, family=plan.spec.family, packed_model=plan.spec.unpadded,
+                             head_dim=shape.head_dim,
                              environment="paper" if plan.config.protocol == "paper" else "transformers5")
 
 
