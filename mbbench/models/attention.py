@@ -312,7 +312,7 @@ def block_ranges(layout: PackedLayout, window: int | None, block: int = FLEX_BLO
     kv = lo[:, None] + torch.arange(span, device=lo.device)[None, :]  # (blocks, span)
     visited = kv <= hi[:, None]
     kv = kv.clamp(max=blocks - 1)
-    single = doc_first == doc_last  # (blocks,) the block lies inside one document
+    single = (doc_first == doc_last) & (last - first == block - 1)  # (blocks,) a whole block in one document
     full = visited & single[:, None] & single[kv] & (doc_first[kv] == doc_first[:, None])
     if window is not None:
         reach = torch.maximum(last[:, None] - first[kv], last[kv] - first[:, None])  # (blocks, span) max |q - k|
@@ -514,7 +514,7 @@ AUTO_ORDER = {
 # CPU crossover (fp32, base config, measured with scripts/compare_local_attention.py; see
 # docs/benchmarking.md): up to this longest document, padded sdpa's dense band costs no more than the
 # tiles; above it the tiled `windowed` backend wins and its lead grows with length.
-CPU_WINDOWED_CROSSOVER = 512
+CPU_WINDOWED_CROSSOVER = 128
 
 
 @dataclass(frozen=True)
