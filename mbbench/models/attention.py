@@ -329,15 +329,20 @@ def flex_block_mask(layout: PackedLayout, window: int | None, block: int = FLEX_
     from torch.nn.attention.flex_attention import BlockMask
 
     total = layout.total_tokens
-    blocks = -(-total // block)
-    doc = F.pad(layout.doc_ids, (0, blocks * block - total), value=-1)  # (blocks*block,): safe to index
+    # (total,): not padded to whole blocks; flex masks keys past seq_lengths itself, and a captured
+    # tensor longer than the sequence breaks Inductor's CPU flex template (C++ compile error, torch 2.13).
+    doc = layout.doc_ids
 
+    # `doc` as a closure cell and the window as a default argument: other spellings (window in a closure
+    # cell, doc as a default argument) make Inductor's CPU flex template fail to compile on recompiles
+    # (torch 2.13, "cur_kvSplitSize… was not declared"). A process that changes heads or head_dim after
+    # the first flex call can still hit that bug.
     if window is None:
         def mask_mod(b, h, q_idx, kv_idx):
             return doc[q_idx] == doc[kv_idx]
     else:
-        def mask_mod(b, h, q_idx, kv_idx):
-            return (doc[q_idx] == doc[kv_idx]) & ((q_idx - kv_idx).abs() <= window)
+        def mask_mod(b, h, q_idx, kv_idx, w=window):
+            return (doc[q_idx] == doc[kv_idx]) & ((q_idx - kv_idx).abs() <= w)
     num, idx, full_num, full_idx = block_ranges(layout, window, block)
     mask = BlockMask.from_kv_blocks(num, idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
                                     seq_lengths=(total, total), compute_q_blocks=False)
