@@ -25,7 +25,9 @@ import time
 import torch
 
 from mbbench.batching import pack_documents, pad_documents
-from mbbench.models.attention import choose_backend, flex_block_mask, packed_layout
+from mbbench.models.attention import (
+    SdpaAttention, WindowedSdpaAttention, choose_backend, flex_block_mask, packed_layout,
+)
 from mbbench.models.config import preset
 from mbbench.models.modernbert import build
 from mbbench.verify import transformers_twin
@@ -72,6 +74,36 @@ def mask_report(tokens: int, doc_len: int = 512, repeats: int = 5) -> None:
     print(f"peak RSS growth during mask builds: {_rss_mib() - rss0:.1f} MiB")
 
 
+def crossover_report(pairs: int, heads: int = 12, head_dim: int = 64) -> None:
+    """One local (±64) layer's attention alone: padded sdpa time / windowed time, by document length.
+
+    Each row packs 16,384 tokens (or one document when longer) of equal-length documents; interleaved
+    pairs as in `compare`. This is the measurement behind `CPU_WINDOWED_CROSSOVER`.
+    """
+    print("| document length | docs | sdpa / windowed (median [95% CI]) |")
+    print("| --- | --- | --- |")
+    for length in (64, 128, 192, 256, 512, 1024, 4096):
+        docs = max(1, 16384 // length)
+        cu = torch.arange(0, (docs + 1) * length, length, dtype=torch.int32)  # (docs + 1,)
+        layout = packed_layout(cu, length, docs * length)
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(docs * length, heads, head_dim, generator=gen) for _ in range(3))
+        runs = []
+        for backend in (SdpaAttention(), WindowedSdpaAttention()):
+            context = backend.prepare(layout, {64})
+            runs.append(lambda b=backend, c=context: b.attend(q, k, v, layout, c, 64, head_dim ** -0.5))
+        with torch.inference_mode():
+            for fn in runs:
+                fn()
+            ratios = []
+            for i in range(pairs):
+                order = runs if i % 2 == 0 else runs[::-1]
+                times = {fn: time_once(fn) for fn in order}
+                ratios.append(times[runs[0]] / times[runs[1]])
+        low, high = bootstrap(ratios)
+        print(f"| {length} | {docs} | {statistics.median(ratios):.2f}x [{low:.2f}, {high:.2f}] |", flush=True)
+
+
 def compare(name: str, lengths: list[int], pairs: int, seed: int) -> None:
     """Interleaved timing of ours vs transformers on one workload; prints one table row."""
     cfg = preset("base")
@@ -111,6 +143,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="timed AB/BA pairs per workload")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--crossover", action="store_true",
+                        help="only time one local layer's attention, padded sdpa vs windowed, by document length")
     parser.add_argument("--mask-tokens", type=int, default=0, help="also time the flex BlockMask for N tokens")
     args = parser.parse_args()
     names = args.workloads.split(",")
@@ -119,6 +153,9 @@ def main() -> None:
         parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, base config, "
           f"{args.pairs} pairs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if args.crossover:
+        crossover_report(args.pairs)
+        return
     if args.mask_tokens:
         mask_report(args.mask_tokens)
     print("| workload | docs | tokens | our backend | speedup (median [95% CI]) | ours tok/s | transformers tok/s "

@@ -10,7 +10,14 @@ Each backend splits its work in two:
 - `attend(q, k, v, context, window, scale)` runs once per layer.
 
 Backends say whether they can run on a device and dtype (`availability`), and asking for one that
-cannot is an error, never a silent fallback.
+cannot is an error, never a silent fallback. `choose_backend(device, dtype, lengths, needs_window)`
+picks one for a workload and says why; `attention_work(backend, layout, window)` counts the scores a
+layer computes, so the cost classes (linear local layers, quadratic global ones) are testable.
+
+Memory per forward: `windowed` keeps O(tokens × 192) bools for local layers and a key-padding mask for
+global ones; `flex` builds its BlockMask at 128-token block granularity, O((tokens / 128)²) int32;
+`sdpa` keeps a (1, 1, L, L) band, or (docs, 1, L, L) when document lengths differ; `eager` (the
+numerical reference) materialises (docs, heads, L, L) scores by design.
 """
 
 from __future__ import annotations
