@@ -135,15 +135,20 @@ def _padded_context(layout: PackedLayout, windows: set[int | None]) -> _PaddedCo
 
 
 def _to_padded(x: torch.Tensor, ctx: _PaddedContext) -> torch.Tensor:
+    """(total, heads, dim) -> (docs, heads, max_len, dim); a view when every document has max_len."""
     heads, dim = x.shape[1:]
+    if x.shape[0] == ctx.docs * ctx.max_len:  # no padding: packed order is already padded order
+        return x.view(ctx.docs, ctx.max_len, heads, dim).transpose(1, 2)  # (docs, heads, len, dim)
     out = x.new_zeros(ctx.docs * ctx.max_len, heads, dim)
     out.index_copy_(0, ctx.flat_index, x)
     return out.view(ctx.docs, ctx.max_len, heads, dim).transpose(1, 2)  # (docs, heads, len, dim)
 
 
 def _from_padded(x: torch.Tensor, ctx: _PaddedContext) -> torch.Tensor:
+    """(docs, heads, max_len, dim) -> (total, heads, dim), dropping padding rows."""
     docs, heads, length, dim = x.shape
-    return x.transpose(1, 2).reshape(docs * length, heads, dim).index_select(0, ctx.flat_index)
+    rows = x.transpose(1, 2).reshape(docs * length, heads, dim)  # (docs * len, heads, dim)
+    return rows if rows.shape[0] == ctx.flat_index.numel() else rows.index_select(0, ctx.flat_index)
 
 
 class EagerAttention(AttentionBackend):
@@ -222,6 +227,17 @@ def band_tiles(layout: PackedLayout, window: int, block: int = LOCAL_QUERY_BLOCK
     return BandTiles(block, window, tiles, total, mask[:, None])  # (tiles, 1, block, span)
 
 
+def _pad_rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Zero rows around (rows, ...) x; zero-fills only the new rows (F.pad fills all, then copies)."""
+    if before == after == 0 and x.is_contiguous():
+        return x
+    out = x.new_empty(before + x.shape[0] + after, *x.shape[1:])
+    out[:before].zero_()
+    out[before:before + x.shape[0]].copy_(x)
+    out[before + x.shape[0]:].zero_()
+    return out
+
+
 def band_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiles: BandTiles, scale: float) -> torch.Tensor:
     """±window attention of packed (total, heads, dim) q, k, v via one batched SDPA over the tiles.
 
@@ -230,9 +246,9 @@ def band_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiles: BandTi
     total, heads, dim = q.shape
     block, window, n = tiles.block, tiles.window, tiles.tiles
     span = block + 2 * window
-    qt = F.pad(q, (0, 0, 0, 0, 0, n * block - total)).view(n, block, heads, dim).transpose(1, 2)  # (n, h, block, d)
-    pad = (0, 0, 0, 0, window, n * block - total + window)
-    kt, vt = (F.pad(t, pad).unfold(0, span, block).permute(0, 1, 3, 2) for t in (k, v))  # (n, h, span, d)
+    qt = _pad_rows(q, 0, n * block - total).view(n, block, heads, dim).transpose(1, 2)  # (n, h, block, d)
+    kt, vt = (_pad_rows(t, window, n * block - total + window).unfold(0, span, block).permute(0, 1, 3, 2)
+              for t in (k, v))  # (n, h, span, d)
     out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=tiles.mask, scale=scale)  # (n, h, block, d)
     return out.transpose(1, 2).reshape(n * block, heads, dim)[:total]  # (total, heads, dim)
 
