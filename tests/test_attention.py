@@ -46,12 +46,12 @@ def test_windowed_keeps_exactly_the_band_inside_each_document():
     layout = layout_of((100, 3, 200))
     tiles = band_tiles(layout, 64)
     assert tiles.mask.shape == (tiles.tiles, 1, 64, 64 + 2 * 64)
-    kept = int(tiles.mask.sum()) - (tiles.tiles * 64 - layout.total_tokens) * 0  # padding rows keep themselves
     real_rows = tiles.mask.view(-1, 192)[:layout.total_tokens].sum(dim=1)
     # a token at position p of a document of length n keeps min(p+64, n-1) - max(p-64, 0) + 1 keys
     pos, n = layout.positions, torch.tensor((100, 3, 200))[layout.doc_ids]
     assert torch.equal(real_rows, torch.minimum(pos + 64, n - 1) - torch.clamp(pos - 64, min=0) + 1)
-    assert kept >= int(real_rows.sum())
+    padding_rows = tiles.mask.view(-1, 192)[layout.total_tokens:]
+    assert bool((padding_rows.sum(dim=1) >= 1).all())  # a padding query keeps itself: no all-masked row
 
 
 def test_padded_masks_are_no_bigger_than_needed():
