@@ -107,6 +107,8 @@ class Plan:
     warmup_batches: int | None  # None: one full pass
     identity: Identity
     notes: tuple[str, ...] = field(default=())
+    backend: str = "auto"  # the backend that will be built: `auto` resolved for this device and workload
+    backend_reason: str = ""  # why (a measured crossover, a kernel that cannot run here, "asked for")
 
     @property
     def protocol(self) -> Protocol:
@@ -214,8 +216,12 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
                             f"({longest} tokens); a document is never split, so use at least {longest}")
     dtype = resolve_dtype(config, device.kind)
     device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
+    backend, backend_reason = config.backend, ""
     if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device
         spec.builder.check_runs(spec, config.backend, device_string, parse_dtype(dtype))
+        choice = spec.builder.choose(spec, config.backend, device_string, parse_dtype(dtype),
+                                     suite.lengths[:documents] if documents else suite.lengths)
+        backend, backend_reason = choice.name, choice.reason
     protocol = PROTOCOLS[config.protocol]
     warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
     timing = measurement == "throughput"
@@ -228,4 +234,4 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)))
     return Plan(config, measurement, spec, suite, device, device_string, dtype, batch_size, token_budget,
-                documents or 0, warmup, identity, tuple(notes))
+                documents or 0, warmup, identity, tuple(notes), backend, backend_reason)

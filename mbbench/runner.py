@@ -56,9 +56,9 @@ def describe(error: BaseException) -> str:
 def build(plan: Plan, progress: Progress | None = None):
     """The encoder of a plan, on the plan's device (index included) in its dtype."""
     if progress:
-        progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.config.backend}) "
-                 f"on {plan.device.name} ({plan.torch_device})")
-    options = registry.BuildOptions(plan.torch_device, parse_dtype(plan.dtype), plan.config.backend, plan.config.seed,
+        progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
+                 f"{plan.backend_reason or 'asked for'}) on {plan.device.name} ({plan.torch_device})")
+    options = registry.BuildOptions(plan.torch_device, parse_dtype(plan.dtype), plan.backend, plan.config.seed,
                                     plan.config.weights)
     return registry.build_encoder(plan.config.model, options, tiny=plan.config.tiny)
 
@@ -96,7 +96,7 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
     flops = pass_flops(plan, batches)
     mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds)
     payload = Throughput(
-        backend=encoder.backend, num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
+        backend=encoder.backend, backend_reason=plan.backend_reason, num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
         warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
@@ -230,7 +230,7 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
     if reason:
         return unsupported_record(plan, reason)
     mode = search_mode(plan)
-    probe = probe or subprocess_probe(TrialSpec(plan.config.model, plan.suite.path, plan.dtype, plan.config.backend,
+    probe = probe or subprocess_probe(TrialSpec(plan.config.model, plan.suite.path, plan.dtype, plan.backend,
                                                 plan.torch_device, mode, plan.config.tiny, limit_bytes,
                                                 fake_limit_tokens, fake_error))
     if on_trial:

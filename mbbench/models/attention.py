@@ -10,7 +10,14 @@ Each backend splits its work in two:
 - `attend(q, k, v, context, window, scale)` runs once per layer.
 
 Backends say whether they can run on a device and dtype (`availability`), and asking for one that
-cannot is an error, never a silent fallback.
+cannot is an error, never a silent fallback. `choose_backend(device, dtype, lengths, needs_window)`
+picks one for a workload and says why; `attention_work(backend, layout, window)` counts the scores a
+layer computes, so the cost classes (linear local layers, quadratic global ones) are testable.
+
+Memory per forward: `windowed` keeps O(tokens × 192) bools for local layers and a key-padding mask for
+global ones; `flex` builds its BlockMask at 128-token block granularity, O((tokens / 128)²) int32;
+`sdpa` keeps a (1, 1, L, L) band, or (docs, 1, L, L) when document lengths differ; `eager` (the
+numerical reference) materialises (docs, heads, L, L) scores by design.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import importlib
 import importlib.util
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,39 +95,60 @@ class AttentionBackend:
 @dataclass
 class _PaddedContext:
     flat_index: torch.Tensor  # (total,) index into docs * max_len
-    masks: dict  # window -> bool mask broadcastable to (docs, heads, max_len, max_len)
+    masks: dict  # window -> bool mask broadcastable to (docs, heads, max_len, max_len), or None
     docs: int
     max_len: int
 
 
-def _padded_context(layout: PackedLayout, windows: set[int | None]) -> _PaddedContext:
+def _padded_masks(layout: PackedLayout, windows: set[int | None]) -> dict:
+    """The smallest bool mask per window for padded (docs, max_len) attention.
+
+    Global layers need only a key-padding mask `(docs, 1, 1, max_len)`, and none at all when every
+    document has the same length (decided from python ints: no host sync). Local layers need the
+    ±window band `(1, 1, max_len, max_len)`, combined with key padding only when lengths differ, so
+    `(docs, 1, max_len, max_len)` exists only for ragged batches; `choose_backend` sends long ragged
+    documents to the tiled `windowed` backend instead.
+    """
     docs = layout.cu_seqlens.numel() - 1
     max_len = layout.max_seqlen
     device = layout.cu_seqlens.device
-    lengths = (layout.cu_seqlens[1:] - layout.cu_seqlens[:-1]).to(torch.int64)
+    ragged = layout.total_tokens != docs * max_len
     pos = torch.arange(max_len, device=device)
-    key_valid = (pos[None, :] < lengths[:, None])[:, None, None, :]  # (docs, 1, 1, max_len)
+    key_valid = None
+    if ragged:
+        lengths = (layout.cu_seqlens[1:] - layout.cu_seqlens[:-1]).to(torch.int64)
+        key_valid = (pos[None, :] < lengths[:, None])[:, None, None, :]  # (docs, 1, 1, max_len)
     masks = {}
     for window in windows:
         if window is None:
             masks[window] = key_valid
-        else:
-            band = (pos[:, None] - pos[None, :]).abs() <= window
-            masks[window] = key_valid & band[None, None]
-    flat_index = layout.doc_ids * max_len + layout.positions
-    return _PaddedContext(flat_index, masks, docs, max_len)
+            continue
+        band = ((pos[:, None] - pos[None, :]).abs() <= window)[None, None]  # (1, 1, max_len, max_len)
+        masks[window] = band if key_valid is None else key_valid & band
+    return masks
+
+
+def _padded_context(layout: PackedLayout, windows: set[int | None]) -> _PaddedContext:
+    docs = layout.cu_seqlens.numel() - 1
+    flat_index = layout.doc_ids * layout.max_seqlen + layout.positions
+    return _PaddedContext(flat_index, _padded_masks(layout, windows), docs, layout.max_seqlen)
 
 
 def _to_padded(x: torch.Tensor, ctx: _PaddedContext) -> torch.Tensor:
+    """(total, heads, dim) -> (docs, heads, max_len, dim); a view when every document has max_len."""
     heads, dim = x.shape[1:]
+    if x.shape[0] == ctx.docs * ctx.max_len:  # no padding: packed order is already padded order
+        return x.view(ctx.docs, ctx.max_len, heads, dim).transpose(1, 2)  # (docs, heads, len, dim)
     out = x.new_zeros(ctx.docs * ctx.max_len, heads, dim)
     out.index_copy_(0, ctx.flat_index, x)
     return out.view(ctx.docs, ctx.max_len, heads, dim).transpose(1, 2)  # (docs, heads, len, dim)
 
 
 def _from_padded(x: torch.Tensor, ctx: _PaddedContext) -> torch.Tensor:
+    """(docs, heads, max_len, dim) -> (total, heads, dim), dropping padding rows."""
     docs, heads, length, dim = x.shape
-    return x.transpose(1, 2).reshape(docs * length, heads, dim).index_select(0, ctx.flat_index)
+    rows = x.transpose(1, 2).reshape(docs * length, heads, dim)  # (docs * len, heads, dim)
+    return rows if rows.shape[0] == ctx.flat_index.numel() else rows.index_select(0, ctx.flat_index)
 
 
 class EagerAttention(AttentionBackend):
@@ -136,7 +164,8 @@ class EagerAttention(AttentionBackend):
     def attend(self, q, k, v, layout, context, window, scale):
         qp, kp, vp = (_to_padded(t, context) for t in (q, k, v))
         scores = torch.matmul(qp.float(), kp.float().transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~context.masks[window], float("-inf"))
+        if context.masks[window] is not None:
+            scores = scores.masked_fill(~context.masks[window], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out = torch.matmul(probs, vp.float()).to(q.dtype)
         return _from_padded(out, context)
@@ -158,15 +187,198 @@ class SdpaAttention(AttentionBackend):
         return _from_padded(out, context)
 
 
+# --- windowed: local layers in query tiles over the ±window band, global layers padded per document ---
+
+LOCAL_QUERY_BLOCK = 64  # queries per tile; each tile reads 64 + 2*64 = 192 keys (measured: see docs/benchmarking.md)
+
+
+@dataclass
+class BandTiles:
+    """Index data for ±window attention over packed tokens in tiles of `block` queries.
+
+    Tile b holds queries `[b*block, (b+1)*block)` and keys `[b*block - window, (b+1)*block + window)`
+    of the packed sequence (out-of-range keys are padding). `mask` keeps keys of the same document
+    within ±window; padding tokens form their own document, so no query row is fully masked.
+    """
+
+    block: int
+    window: int
+    tiles: int
+    total: int
+    mask: torch.Tensor  # (tiles, 1, block, block + 2 * window) bool
+
+
+def band_tiles(layout: PackedLayout, window: int, block: int = LOCAL_QUERY_BLOCK) -> BandTiles:
+    """Tile masks for ±`window` attention on `layout`: memory O(tokens × (block + 2·window)) bools.
+
+    Raises ValueError for a negative window or a block < 1.
+    """
+    if window < 0 or block < 1:
+        raise ValueError(f"window must be >= 0 and block >= 1 (got window={window}, block={block})")
+    total = layout.total_tokens
+    tiles = -(-total // block)
+    span = block + 2 * window
+    doc = F.pad(layout.doc_ids, (window, tiles * block - total + window), value=-1)  # (tiles*block + 2w,)
+    q_doc = doc[window:window + tiles * block].view(tiles, block)  # (tiles, block)
+    k_doc = doc.unfold(0, span, block)  # (tiles, span)
+    rel = torch.arange(span, device=doc.device)[None, :] - torch.arange(block, device=doc.device)[:, None]
+    band = (rel >= 0) & (rel <= 2 * window)  # (block, span): |query - key| <= window
+    mask = (q_doc[:, :, None] == k_doc[:, None, :]) & band[None]  # (tiles, block, span)
+    return BandTiles(block, window, tiles, total, mask[:, None])  # (tiles, 1, block, span)
+
+
+def _pad_rows(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Zero rows around (rows, ...) x; zero-fills only the new rows (F.pad fills all, then copies)."""
+    if before == after == 0 and x.is_contiguous():
+        return x
+    out = x.new_empty(before + x.shape[0] + after, *x.shape[1:])
+    out[:before].zero_()
+    out[before:before + x.shape[0]].copy_(x)
+    out[before + x.shape[0]:].zero_()
+    return out
+
+
+def band_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiles: BandTiles, scale: float) -> torch.Tensor:
+    """±window attention of packed (total, heads, dim) q, k, v via one batched SDPA over the tiles.
+
+    Work is tiles × block × (block + 2·window) scores: linear in the number of tokens.
+    """
+    total, heads, dim = q.shape
+    block, window, n = tiles.block, tiles.window, tiles.tiles
+    span = block + 2 * window
+    qt = _pad_rows(q, 0, n * block - total).view(n, block, heads, dim).transpose(1, 2)  # (n, h, block, d)
+    kt, vt = (_pad_rows(t, window, n * block - total + window).unfold(0, span, block).permute(0, 1, 3, 2)
+              for t in (k, v))  # (n, h, span, d)
+    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=tiles.mask, scale=scale)  # (n, h, block, d)
+    return out.transpose(1, 2).reshape(n * block, heads, dim)[:total]  # (total, heads, dim)
+
+
+@dataclass
+class _WindowedContext:
+    padded: _PaddedContext  # global layers
+    tiles: dict  # window -> BandTiles
+
+
+class WindowedSdpaAttention(AttentionBackend):
+    name = "windowed"
+    description = ("SDPA; local layers in 64-query tiles over the ±window band (O(tokens × window)), "
+                   "global layers padded per document")
+
+    def availability(self, device, dtype):
+        return Availability(True)
+
+    def prepare(self, layout, windows):
+        padded = _padded_context(layout, {None} if None in windows else set())
+        tiles = {w: band_tiles(layout, w) for w in windows if w is not None}
+        return _WindowedContext(padded, tiles)
+
+    def attend(self, q, k, v, layout, context, window, scale):
+        if window is not None:
+            return band_attend(q, k, v, context.tiles[window], scale)
+        ctx = context.padded
+        qp, kp, vp = (_to_padded(t, ctx) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=ctx.masks[None], scale=scale)
+        return _from_padded(out, ctx)
+
+
 # --- FlexAttention: one packed sequence, block-sparse document (+ window) mask ---
+
+
+FLEX_BLOCK = 128  # FlexAttention's default sparse block size
+
+_FLEX_KERNEL = None  # compiled once per process, shared by every model (compiling costs seconds)
+
+
+def flex_kernel():
+    """`torch.compile(flex_attention, dynamic=True)`, compiled on first call and cached per process."""
+    global _FLEX_KERNEL
+    if _FLEX_KERNEL is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX_KERNEL = torch.compile(flex_attention, dynamic=True)
+    return _FLEX_KERNEL
+
+
+def _block_extent(layout: PackedLayout, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per `block`-token block: first token, last token, document of each (all (blocks,) int64)."""
+    total = layout.total_tokens
+    first = torch.arange(0, total, block, device=layout.doc_ids.device)  # (blocks,)
+    last = (first + block - 1).clamp(max=total - 1)
+    return first, last, layout.doc_ids[first], layout.doc_ids[last]
+
+
+def _compact(kv: torch.Tensor, keep: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of candidate kv blocks -> (num (1, 1, rows) int32, indices (1, 1, rows, width) int32)."""
+    rows = kv.shape[0]
+    ordered = torch.where(keep, kv, width).sort(dim=1).values  # kept blocks first, ascending
+    indices = torch.zeros(rows, width, dtype=torch.int32, device=kv.device)
+    cols = min(width, ordered.shape[1])
+    indices[:, :cols] = torch.where(ordered[:, :cols] < width, ordered[:, :cols], 0).to(torch.int32)
+    return keep.sum(dim=1).to(torch.int32)[None, None], indices[None, None]  # (1, 1, rows), (1, 1, rows, width)
+
+
+def block_ranges(layout: PackedLayout, window: int | None, block: int = FLEX_BLOCK):
+    """Visited kv blocks per query block for a document (+ ±window) mask, split into full and partial.
+
+    Returns (partial_num, partial_idx, full_num, full_idx) in BlockMask's kv layout:
+    num (1, 1, blocks) int32, idx (1, 1, blocks, blocks) int32. Memory O((tokens / block)²) int32.
+    Each query block visits one contiguous kv block range: its documents' span, clipped to ±window.
+    """
+    first, last, doc_first, doc_last = _block_extent(layout, block)
+    blocks = first.numel()
+    cu = layout.cu_seqlens.to(torch.int64)
+    lo_tok, hi_tok = cu[doc_first], cu[doc_last + 1] - 1  # (blocks,) inclusive token range
+    if window is not None:
+        lo_tok, hi_tok = torch.maximum(lo_tok, first - window), torch.minimum(hi_tok, last + window)
+    lo, hi = lo_tok // block, hi_tok // block  # (blocks,) inclusive kv block range
+    span = int((hi - lo).max()) + 1  # one host sync per forward, in prepare
+    kv = lo[:, None] + torch.arange(span, device=lo.device)[None, :]  # (blocks, span)
+    visited = kv <= hi[:, None]
+    kv = kv.clamp(max=blocks - 1)
+    single = (doc_first == doc_last) & (last - first == block - 1)  # (blocks,) a whole block in one document
+    full = visited & single[:, None] & single[kv] & (doc_first[kv] == doc_first[:, None])
+    if window is not None:
+        reach = torch.maximum(last[:, None] - first[kv], last[kv] - first[:, None])  # (blocks, span) max |q - k|
+        full &= reach <= window
+    return (*_compact(kv, visited & ~full, blocks), *_compact(kv, full, blocks))
+
+
+def flex_block_mask(layout: PackedLayout, window: int | None, block: int = FLEX_BLOCK):
+    """BlockMask for documents (+ ±window) over the packed sequence, built at block granularity.
+
+    Never materialises a token × token mask: memory is O((tokens / block)²) int32 (4 MiB of indices at
+    131,072 tokens) and the mask_mod runs only inside partial blocks.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    total = layout.total_tokens
+    # (total,): not padded to whole blocks; flex masks keys past seq_lengths itself, and a captured
+    # tensor longer than the sequence breaks Inductor's CPU flex template (C++ compile error, torch 2.13).
+    doc = layout.doc_ids
+
+    # `doc` as a closure cell and the window as a default argument: other spellings (window in a closure
+    # cell, doc as a default argument) make Inductor's CPU flex template fail to compile on recompiles
+    # (torch 2.13, "cur_kvSplitSize… was not declared"). A process that changes heads or head_dim after
+    # the first flex call can still hit that bug.
+    if window is None:
+        def mask_mod(b, h, q_idx, kv_idx):
+            return doc[q_idx] == doc[kv_idx]
+    else:
+        def mask_mod(b, h, q_idx, kv_idx, w=window):
+            return (doc[q_idx] == doc[kv_idx]) & ((q_idx - kv_idx).abs() <= w)
+    num, idx, full_num, full_idx = block_ranges(layout, window, block)
+    mask = BlockMask.from_kv_blocks(num, idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
+                                    seq_lengths=(total, total), compute_q_blocks=False)
+    # Document and ±window masks are symmetric, so the q-block view (used by backward) is the kv view;
+    # this skips from_kv_blocks' dense transpose, which took most of the build time.
+    mask.q_num_blocks, mask.q_indices = num, idx
+    mask.full_q_num_blocks, mask.full_q_indices = full_num, full_idx
+    return mask
 
 
 class FlexAttention(AttentionBackend):
     name = "flex"
     description = "compiled FlexAttention over the packed sequence with a block-sparse document/window mask"
-
-    def __init__(self) -> None:
-        self._compiled = None  # compiled lazily: compiling costs seconds and is only paid when used
 
     def availability(self, device, dtype):
         try:
@@ -179,33 +391,13 @@ class FlexAttention(AttentionBackend):
             return Availability(False, "flex attention on CPU needs AVX2")
         return Availability(True)
 
-    def _kernel(self):
-        if self._compiled is None:
-            from torch.nn.attention.flex_attention import flex_attention
-
-            self._compiled = torch.compile(flex_attention, dynamic=True)
-        return self._compiled
-
     def prepare(self, layout, windows):
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        doc = layout.doc_ids
-        total = layout.total_tokens
-        masks = {}
-        for window in windows:
-            if window is None:
-                def mask_mod(b, h, q_idx, kv_idx, doc=doc):
-                    return doc[q_idx] == doc[kv_idx]
-            else:
-                def mask_mod(b, h, q_idx, kv_idx, doc=doc, w=window):
-                    return (doc[q_idx] == doc[kv_idx]) & ((q_idx - kv_idx).abs() <= w)
-            masks[window] = create_block_mask(mask_mod, None, None, total, total, device=doc.device)
-        return masks
+        return {window: flex_block_mask(layout, window) for window in windows}
 
     def attend(self, q, k, v, layout, context, window, scale):
         qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, total, dim)
-        out = self._kernel()(qh, kh, vh, block_mask=context[window], scale=scale)
-        return out.squeeze(0).transpose(0, 1)
+        out = flex_kernel()(qh, kh, vh, block_mask=context[window], scale=scale)
+        return out.squeeze(0).transpose(0, 1)  # (total, heads, dim)
 
 
 # --- kernels that take cu_seqlens directly (CUDA only) ---
@@ -302,17 +494,104 @@ class XformersAttention(AttentionBackend):
         return out[0]
 
 
+def _exact_pairs(layout: PackedLayout, window: int | None) -> int:
+    """Query-key pairs the mask keeps (what an exact varlen kernel computes)."""
+    lengths = (layout.cu_seqlens[1:] - layout.cu_seqlens[:-1]).to(torch.int64)
+    if window is None:
+        return int((lengths * lengths).sum())
+    pos = layout.positions
+    length = lengths[layout.doc_ids]
+    keys = torch.minimum(pos + window, length - 1) - torch.clamp(pos - window, min=0) + 1  # (total,)
+    return int(keys.sum())
+
+
+def attention_work(backend: str, layout: PackedLayout, window: int | None) -> int:
+    """Score elements (query × key pairs, per head) one layer of `backend` computes on `layout`.
+
+    Counts what the backend evaluates, including padding and masked-out pairs inside visited tiles or
+    blocks: padded backends (eager, sdpa; windowed on global layers) docs × max_len²; windowed local
+    layers tiles × 64 × (64 + 2·window); flex visited 128 × 128 blocks × 128²; varlen/flash/xformers
+    the kept pairs. Raises UserError for an unknown backend name.
+    """
+    padded = (layout.cu_seqlens.numel() - 1) * layout.max_seqlen ** 2
+    if backend in ("eager", "sdpa") or (backend == "windowed" and window is None):
+        return padded
+    if backend == "windowed":
+        tiles = -(-layout.total_tokens // LOCAL_QUERY_BLOCK)
+        return tiles * LOCAL_QUERY_BLOCK * (LOCAL_QUERY_BLOCK + 2 * window)
+    if backend == "flex":
+        num, _, full_num, _ = block_ranges(layout, window)
+        return int(num.sum() + full_num.sum()) * FLEX_BLOCK ** 2
+    if backend in ("varlen", "flash", "xformers"):
+        return _exact_pairs(layout, window)
+    raise UserError(f"unknown attention backend {backend!r}")
+
+
 BACKEND_CLASSES: dict[str, type[AttentionBackend]] = {
-    cls.name: cls for cls in (EagerAttention, SdpaAttention, FlexAttention, VarlenAttention, FlashAttn,
-                              XformersAttention)
+    cls.name: cls for cls in (EagerAttention, SdpaAttention, WindowedSdpaAttention, FlexAttention,
+                              VarlenAttention, FlashAttn, XformersAttention)
 }
 
-# Fastest first; `auto` takes the first one that can run. On CPU, sdpa beats flex once compile time
-# is counted and needs no compiler, so flex is only chosen there when asked for.
+# Fastest first; `auto` without document lengths takes the first one that can run. On CPU, sdpa beats
+# flex once compile time is counted and needs no compiler, so flex is only chosen there when asked for.
 AUTO_ORDER = {
-    "cuda": ["flash", "varlen", "flex", "sdpa"],
+    "cuda": ["flash", "varlen", "flex", "windowed", "sdpa"],
     "cpu": ["sdpa", "eager"],
 }
+
+# CPU crossover (fp32, base config, measured with scripts/compare_local_attention.py; see
+# docs/benchmarking.md): up to this longest document, padded sdpa's dense band costs no more than the
+# tiles; above it the tiled `windowed` backend wins and its lead grows with length.
+CPU_WINDOWED_CROSSOVER = 128
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend `choose_backend` picked and why (record both with a result)."""
+
+    name: str
+    reason: str
+
+
+def _first_available(order: list[str], device: torch.device, dtype: torch.dtype, needs_window: bool) -> str:
+    for candidate in order:
+        backend = BACKEND_CLASSES[candidate]()
+        if backend.availability(device, dtype).ok and (backend.supports_window or not needs_window):
+            return candidate
+    raise BackendUnavailable(f"no attention backend can run on {device} in {dtype}")
+
+
+def _choose_cpu(longest: int, needs_window: bool) -> BackendChoice:
+    if not needs_window:
+        return BackendChoice("sdpa", "cpu, no local layers: padded sdpa (the tiles only help ±window layers)")
+    if longest > CPU_WINDOWED_CROSSOVER:
+        return BackendChoice("windowed", f"cpu, max document {longest} > crossover {CPU_WINDOWED_CROSSOVER}: "
+                                         "windowed sdpa skips key blocks outside ±window on local layers")
+    return BackendChoice("sdpa", f"cpu, max document {longest} <= crossover {CPU_WINDOWED_CROSSOVER}: "
+                                 "padded sdpa's dense band costs no more than the tiles")
+
+
+def choose_backend(device: torch.device | str, dtype: torch.dtype, lengths: Sequence[int],
+                   needs_window: bool = True) -> BackendChoice:
+    """Pick the attention backend for a workload of documents with these `lengths` (tokens).
+
+    CPU: `sdpa` when the longest document is <= `CPU_WINDOWED_CROSSOVER`, else `windowed` (a measured
+    crossover, docs/benchmarking.md); flex is never picked on CPU because its one-time compile (~30 s per
+    process) outweighs its gain on a benchmark run. CUDA: the first available of `AUTO_ORDER["cuda"]`
+    (flash, varlen on sm80+; flex with its block mask elsewhere, e.g. T4; then windowed sdpa).
+    Raises ValueError for empty lengths and BackendUnavailable when nothing can run.
+    """
+    device = torch.device(device)
+    if not lengths:
+        raise ValueError("choose_backend needs at least one document length")
+    longest = max(int(n) for n in lengths)
+    if device.type == "cpu":
+        return _choose_cpu(longest, needs_window)
+    order = AUTO_ORDER.get(device.type, ["windowed", "sdpa", "eager"])
+    name = _first_available(order, device, dtype, needs_window)
+    skipped = order[:order.index(name)]
+    why = f"; {', '.join(skipped)} cannot run here" if skipped else ""
+    return BackendChoice(name, f"{device.type}: first available of {' > '.join(order)}{why}")
 
 
 def backend_names() -> list[str]:
@@ -320,15 +599,16 @@ def backend_names() -> list[str]:
 
 
 def get_backend(name: str, device: torch.device | str, dtype: torch.dtype,
-                needs_window: bool = True) -> AttentionBackend:
-    """Build the named backend, or the fastest available for `auto`; raise if it cannot run here."""
+                needs_window: bool = True, lengths: Sequence[int] | None = None) -> AttentionBackend:
+    """Build the named backend, or for `auto` the one `choose_backend` picks (given `lengths`) or the
+    first available of `AUTO_ORDER` (without); raise BackendUnavailable if it cannot run here."""
     device = torch.device(device)
     if name == "auto":
-        for candidate in AUTO_ORDER.get(device.type, ["sdpa", "eager"]):
-            backend = BACKEND_CLASSES[candidate]()
-            if backend.availability(device, dtype).ok and (backend.supports_window or not needs_window):
-                return backend
-        raise BackendUnavailable(f"no attention backend can run on {device} in {dtype}")
+        if lengths:
+            name = choose_backend(device, dtype, lengths, needs_window).name
+        else:
+            return BACKEND_CLASSES[_first_available(AUTO_ORDER.get(device.type, ["sdpa", "eager"]), device,
+                                                    dtype, needs_window)]()
     if name not in BACKEND_CLASSES:
         raise UserError(f"unknown attention backend {name!r}; choose from auto, {', '.join(BACKEND_CLASSES)}")
     backend = BACKEND_CLASSES[name]()

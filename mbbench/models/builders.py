@@ -13,13 +13,13 @@ Kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 
 from mbbench.errors import BackendUnavailable, UserError
-from mbbench.models.attention import backend_names, get_backend
+from mbbench.models.attention import BackendChoice, backend_names, choose_backend, get_backend
 from mbbench.models.competitors import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
@@ -85,6 +85,13 @@ class Builder:
         with torch.device("meta"):
             module = self.module(spec, cfg, "eager")
         return sum(p.numel() for p in module.parameters())
+
+    def choose(self, spec: "ModelSpec", backend: str, device: str, dtype: torch.dtype,
+               lengths: Sequence[int]) -> BackendChoice:
+        """The backend that will run for `backend` on this workload, and why (`auto` chooses by workload)."""
+        if backend != "auto":
+            return BackendChoice(backend, "asked for")
+        return choose_backend(torch.device(device), dtype, lengths, needs_window=spec.window is not None)
 
     def check_runs(self, spec: "ModelSpec", backend: str, device: str, dtype: torch.dtype) -> None:
         """UserError (BackendUnavailable) when `backend`, asked for by name, cannot run on `device` in `dtype`."""
@@ -215,6 +222,12 @@ class HFBuilder(Builder):
         cls = getattr(self._transformers(), spec.hf_class)
         return [name for name, flag in HF_SUPPORT_FLAG.items() if flag is None or getattr(cls, flag, False)]
 
+    def choose(self, spec, backend, device, dtype, lengths):
+        if backend != "auto":
+            return BackendChoice(backend, "asked for")
+        name = self.resolve_backend(spec, backend)
+        return BackendChoice(name, f"transformers' default for {spec.hf_class}: {HF_ATTENTION[name]} on padded rows")
+
     def check_runs(self, spec, backend, device, dtype):
         if backend == "flash" and (torch.device(device).type != "cuda" or not _importable("flash_attn")):
             raise BackendUnavailable(f"{spec.name} --backend flash runs transformers' flash_attention_2, which "
@@ -276,6 +289,13 @@ class HFPackedBuilder(HFBuilder):
     """The paper's "GTE (xformers)" row: a transformers model on packed tokens through our backends."""
 
     check_runs = Builder.check_runs  # our packed backends, as for our own models
+
+    def choose(self, spec, backend, device, dtype, lengths):
+        if backend != "auto":
+            return BackendChoice(backend, "asked for")
+        if _runs("xformers", torch.device(device), dtype):
+            return BackendChoice("xformers", "the paper's GTE row ran xformers memory-efficient attention")
+        return choose_backend(torch.device(device), dtype, lengths, needs_window=False)
 
     def backends(self, spec):
         return [] if self.available(spec) else backend_names()

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mbbench.errors import UserError
-from mbbench.models.attention import AttentionBackend, PackedLayout, get_backend, packed_layout
+from mbbench.models.attention import AttentionBackend, BackendChoice, PackedLayout, get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig
 
 
@@ -164,13 +164,14 @@ def repad(packed: torch.Tensor, indices: torch.Tensor, batch: int, seq: int) -> 
 
 
 class ModernBert(nn.Module):
-    """The encoder. `backend` is an attention backend name (or `auto`), resolved on first use."""
+    """The encoder. `backend` is an attention backend name, `auto`, or the `BackendChoice` that
+    `choose_backend(device, dtype, lengths, needs_window)` returned (its reason is kept in
+    `backend_reason`); it is resolved on first use."""
 
-    def __init__(self, cfg: ModernBertConfig, backend: str = "auto"):
+    def __init__(self, cfg: ModernBertConfig, backend: str | BackendChoice = "auto"):
         super().__init__()
         self.config = cfg
-        self.backend_name = backend
-        self._backend: AttentionBackend | None = None
+        self.set_backend(backend)
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.final_norm = layer_norm(cfg)
@@ -186,8 +187,12 @@ class ModernBert(nn.Module):
                                         needs_window=self.config.num_layers > 1)
         return self._backend
 
-    def set_backend(self, name: str) -> None:
-        self.backend_name, self._backend = name, None
+    def set_backend(self, name: str | BackendChoice) -> None:
+        """Use another backend (a name, `auto`, or a `BackendChoice`) from the next forward on."""
+        reason = name.reason if isinstance(name, BackendChoice) else ""
+        name = name.name if isinstance(name, BackendChoice) else name
+        self.backend_name, self.backend_reason = name, reason
+        self._backend: AttentionBackend | None = None
 
     def _windows(self) -> set[int | None]:
         return {layer.attn.window for layer in self.layers}
@@ -244,7 +249,7 @@ class PredictionHead(nn.Module):
 class ModernBertForMaskedLM(nn.Module):
     """Encoder + MLM head with the decoder tied to the token embeddings (decoder has a bias)."""
 
-    def __init__(self, cfg: ModernBertConfig, backend: str = "auto"):
+    def __init__(self, cfg: ModernBertConfig, backend: str | BackendChoice = "auto"):
         super().__init__()
         self.model = ModernBert(cfg, backend)
         self.head = PredictionHead(cfg)
@@ -273,7 +278,7 @@ def init_weights(module: nn.Module, seed: int = 0, std: float = 0.02) -> None:
             param.copy_(values.to(param.dtype))
 
 
-def build(cfg: ModernBertConfig, backend: str = "auto", seed: int = 0, device: str | torch.device = "cpu",
+def build(cfg: ModernBertConfig, backend: str | BackendChoice = "auto", seed: int = 0, device: str | torch.device = "cpu",
           dtype: torch.dtype = torch.float32, mlm: bool = False) -> nn.Module:
     """A ready-to-run reference model in eval mode with seeded random weights."""
     model = (ModernBertForMaskedLM if mlm else ModernBert)(cfg, backend)
