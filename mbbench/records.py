@@ -107,15 +107,15 @@ class DeviceInfo:
     """The device a record is for: measured on, or predicted for (`kind` "predicted")."""
 
     kind: str  # "cuda", "cpu" or "predicted"
-    name: str
-    basket_id: str | None = None
-    index: int | None = None
+    name: str  # as NVML reports it ("NVIDIA H100 80GB HBM3"), or the CPU model
+    basket_id: str | None = None  # gpu_basket.csv id when the name matches one
+    index: int | None = None  # torch's CUDA index (cuda:N); None on CPU and for predictions
     sm_count: int | None = None
-    compute_capability: str | None = None
-    memory_bytes: int | None = None
-    driver: str | None = None
-    cuda: str | None = None
-    uuid: str | None = None
+    compute_capability: str | None = None  # "9.0"
+    memory_bytes: int | None = None  # total device memory in bytes, as the device reports it
+    driver: str | None = None  # NVIDIA driver version
+    cuda: str | None = None  # torch's CUDA version
+    uuid: str | None = None  # NVML UUID: how telemetry finds this GPU under CUDA_VISIBLE_DEVICES
 
     @property
     def directory(self) -> str:

@@ -151,40 +151,42 @@ def _from_padded(x: torch.Tensor, ctx: _PaddedContext) -> torch.Tensor:
     return rows if rows.shape[0] == ctx.flat_index.numel() else rows.index_select(0, ctx.flat_index)
 
 
-class EagerAttention(AttentionBackend):
+class _PaddedBackend(AttentionBackend):
+    """Backends that scatter each document into a padded tile inside the call (the reference and CPU paths)."""
+
+    def availability(self, device, dtype):
+        return Availability(True)
+
+    def prepare(self, layout, windows):
+        return _padded_context(layout, windows)
+
+    def attend(self, q, k, v, layout, context, window, scale):
+        qp, kp, vp = (_to_padded(t, context) for t in (q, k, v))  # (docs, heads, max_len, dim)
+        return _from_padded(self.attend_padded(qp, kp, vp, context.masks[window], scale).to(q.dtype), context)
+
+    def attend_padded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                      scale: float) -> torch.Tensor:
+        """(docs, heads, len, dim) in and out; `mask` True where a key is visible (None: all are)."""
+        raise NotImplementedError
+
+
+class EagerAttention(_PaddedBackend):
     name = "eager"
     description = "explicit softmax(QK^T)V on padded documents; the numerical reference"
 
-    def availability(self, device, dtype):
-        return Availability(True)
-
-    def prepare(self, layout, windows):
-        return _padded_context(layout, windows)
-
-    def attend(self, q, k, v, layout, context, window, scale):
-        qp, kp, vp = (_to_padded(t, context) for t in (q, k, v))
-        scores = torch.matmul(qp.float(), kp.float().transpose(-1, -2)) * scale
-        if context.masks[window] is not None:
-            scores = scores.masked_fill(~context.masks[window], float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        out = torch.matmul(probs, vp.float()).to(q.dtype)
-        return _from_padded(out, context)
+    def attend_padded(self, q, k, v, mask, scale):
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v.float())
 
 
-class SdpaAttention(AttentionBackend):
+class SdpaAttention(_PaddedBackend):
     name = "sdpa"
     description = "torch scaled_dot_product_attention with a boolean document+window mask (padded per call)"
 
-    def availability(self, device, dtype):
-        return Availability(True)
-
-    def prepare(self, layout, windows):
-        return _padded_context(layout, windows)
-
-    def attend(self, q, k, v, layout, context, window, scale):
-        qp, kp, vp = (_to_padded(t, context) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=context.masks[window], scale=scale)
-        return _from_padded(out, context)
+    def attend_padded(self, q, k, v, mask, scale):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 # --- windowed: local layers in query tiles over the ±window band, global layers padded per document ---
