@@ -69,9 +69,21 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
     from mbbench.report.figures import sweep_heatmap
     from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
 
+    from mbbench.progress import progress_bar
+
     weights = parse_basket(gpus)
+    bars = []
+
+    def on_candidate(total: int) -> None:  # the total first, then 0 per scored shape
+        if not bars:
+            bars.append(progress_bar(total, "sweep", unit="shape"))
+        else:
+            bars[0].advance()
+
     rows = run_sweep(parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"),
-                     head_dim, weights, tokens, parse_params(params), dtype)
+                     head_dim, weights, tokens, parse_params(params), dtype, on_candidate)
+    for bar in bars:
+        bar.close()
     root = results.check_writable(out_dir)
     frame = pd.DataFrame(rows)
     csv_path = root / "sweep.csv"

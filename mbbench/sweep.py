@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel
@@ -212,7 +213,8 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str 
 
 
 def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, gpus: dict[str, float],
-              tokens: int, params: tuple[float, float] | None = None, dtype: str = "bfloat16") -> list[dict]:
+              tokens: int, params: tuple[float, float] | None = None, dtype: str = "bfloat16",
+              on_candidate: Callable[[int], None] | None = None) -> list[dict]:
     """Score and rank every candidate shape (hidden x glu x layers) on the weighted GPU basket.
 
     Raises UserError for invalid inputs (see `validate_sweep`, `parse_dtype_name`) or when no candidate
@@ -226,7 +228,13 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
     if not cands:
         raise UserError("no candidate shape satisfies the ranges and constraints")
     calibration = perfmodel.calibrate()
-    rows = [score(c, gpus, tokens, dtype, calibration) for c in cands]
+    if on_candidate:
+        on_candidate(len(cands))  # the total first, then one call per scored shape
+    rows = []
+    for candidate in cands:
+        rows.append(score(candidate, gpus, tokens, dtype, calibration))
+        if on_candidate:
+            on_candidate(0)
     # rank by basket efficiency; with a parameter target, shapes of one size also rank by speed
     key = (lambda r: (r["basket_score"], r["basket_tokens_per_second"])) if params else (lambda r: r["basket_score"])
     rows.sort(key=key, reverse=True)

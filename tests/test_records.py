@@ -284,3 +284,24 @@ def test_a_first_run_writes_to_runs_and_leaves_the_reference_records_alone(tmp_p
                     "--quiet")
     assert result.exit_code == 0, result.output
     assert len(record_files(tmp_path / "runs")) == 1 and not (tmp_path / "results").exists()
+
+
+def test_the_run_table_says_what_was_measured_and_a_busy_machine_is_flagged(tmp_path, monkeypatch):
+    from mbbench import environment
+
+    busy = environment.LoadSnapshot(time_s=0.0, load_average_1m=9.0, load_average_5m=9.0, cpu_count=2,
+                                    gpu_utilization_percent=None, other_gpu_processes=None,
+                                    machine_busy_cpu_seconds=None, process_cpu_seconds=0.0)
+    monkeypatch.setattr(environment, "load_snapshot", lambda *args, **kwargs: busy)
+    result = CliRunner().invoke(cli, ["run", "--model", "modernbert-base", "--tiny", "--device", "cpu", "--docs", "3",
+                                      "--runs", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("model"))
+    for column in ("device", "protocol", "docs", "batches", "passes", "statistic", "tokens_per_second",
+                   "iqr/median", "status"):
+        assert column in header, column
+    assert "rigorous" in result.output and "median" in result.output and "record: " in result.output
+    [path] = record_files(tmp_path)
+    record = Record.from_json(json.loads(path.read_text()))
+    assert "machine was busy" in record.payload.load_warning and "machine was busy" in result.output
+    assert record.payload.load["start"]["load_average_1m"] == 9.0
