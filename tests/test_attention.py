@@ -149,3 +149,21 @@ def test_flex_equals_eager_at_window_and_document_edges(window, fresh_dynamo):
     expected = run(EagerAttention(), layout, q, k, v, window)
     got = run(FlexAttention(), layout, q, k, v, window)
     assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_windowed_global_layers_of_ragged_batches_skip_the_padding():
+    """Up to 64 ragged documents: one unpadded SDPA call each, equal to eager; work is the sum of len²."""
+    from mbbench.models.attention import PER_DOCUMENT_GLOBAL_LIMIT, packed_layout
+
+    lengths = [300, 257, 190, 131, 64, 5, 1]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    layout = packed_layout(cu, max(lengths), sum(lengths))
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(sum(lengths), 4, 16, generator=generator) for _ in range(3))
+    windowed, eager = WindowedSdpaAttention(), EagerAttention()
+    context = windowed.prepare(layout, {None, 64})
+    assert context.spans is not None and context.padded is None and len(lengths) <= PER_DOCUMENT_GLOBAL_LIMIT
+    got = windowed.attend(q, k, v, layout, context, None, 0.25)
+    want = eager.attend(q, k, v, layout, eager.prepare(layout, {None}), None, 0.25)
+    assert (got - want).abs().max() < 1e-5
+    assert attention_work("windowed", layout, None) == sum(n * n for n in lengths) < len(lengths) * 300 ** 2
