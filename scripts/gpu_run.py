@@ -70,7 +70,7 @@ STEPS: list[Step] = [
          Command("{py} scripts/gpu_steps.py smoke --device cpu --out {w}/smoke.json", 8, 40)),
     Step("verify_bf16", "modernbert-base, varlen and sdpa in bf16, against eager fp32 and transformers",
          Command("{py} -m mbbench.cli verify --model modernbert-base --device cuda --dtype bfloat16 "
-                 "--backend varlen --backend sdpa", 40, 90),
+                 "--backend varlen --backend sdpa --backend windowed", 40, 90),
          Command("{py} -m mbbench.cli verify --config tiny --device cpu --dtype float32 --backend sdpa", 8, 60)),
     Step("throughput_short", "tokens/s, short-fixed and short-variable, 1024 documents, 5 passes",
          Command(RUN + " --suite short-fixed --suite short-variable --docs 1024 --runs 5 --device cuda "
