@@ -87,6 +87,8 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
     gpu_load = _gpu_load_reader(plan)
     load_start = environment.load_snapshot(gpu_load)
+    if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
+        torch.cuda.reset_peak_memory_stats(device)
     times = measure_passes(forward, batches, device, plan.config.runs, plan.warmup_batches,
                            plan.config.time_transfer, on_run, around_timed=sampler)
     load_end = environment.load_snapshot(gpu_load)

@@ -163,12 +163,13 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
     monkeypatch.setattr(registry, "build_encoder", build)
     monkeypatch.setattr(runner, "measure_passes", passes)
     monkeypatch.setattr(runner.torch.cuda, "max_memory_allocated", lambda device: seen.setdefault("peak", str(device)))
+    monkeypatch.setattr(runner.torch.cuda, "reset_peak_memory_stats", lambda device: seen.setdefault("reset", str(device)))
     monkeypatch.setattr(runner.environment, "nvml_gpu_reader", lambda index: seen.setdefault("load", index) and None)
     import mbbench.bench.telemetry as telemetry
 
     monkeypatch.setattr(telemetry, "nvml_reader", lambda index: seen.setdefault("nvml", index) and None)
     record = runner.run(plan)
-    assert seen == {"build": "cuda:1", "passes": "cuda:1", "peak": "cuda:1", "load": 1, "nvml": 1}
+    assert seen == {"build": "cuda:1", "passes": "cuda:1", "peak": "cuda:1", "reset": "cuda:1", "load": 1, "nvml": 1}
     assert record.device.index == 1
     # MFU from the performance model's FLOP counter over the H100's bf16 datasheet peak (989.4 TFLOP/s dense)
     assert record.payload.flops_per_pass > 0 and "H100" in record.payload.mfu_note
