@@ -202,6 +202,7 @@ def _records(work: Path) -> list[dict]:
                 "status": data["status"], "measurement": ident["measurement"],
                 "backend": payload.get("backend"), "tokens_per_second": payload.get("tokens_per_second"),
                 "tokens_per_second_stats": payload.get("tokens_per_second_stats"),
+                "passes": len(payload.get("run_seconds") or []),
                 "max_batch_size": payload.get("result") if payload.get("mode") == "batch" else None,
                 "max_token_budget": payload.get("result") if payload.get("mode") == "tokens" else None,
                 "memory_limit_gb": (limits.get("memory_limit_bytes") or 0) / 1e9 or None,
@@ -235,7 +236,7 @@ def headline(work: Path) -> list[str]:
         lines.append(f"{'model':<24} {'suite':<15} {'status':<11} {'backend':<8} {'tokens/s':>12} {'iqr/med':>8}")
     for r in sorted(timed, key=lambda r: (r["model"], r["suite"])):
         tps = r.get("tokens_per_second")
-        iqr = (r.get("tokens_per_second_stats") or {}).get("iqr_over_median")
+        iqr = (r.get("tokens_per_second_stats") or {}).get("iqr_over_median") if r.get("passes", 0) > 1 else None
         lines.append(f"{r['model']:<24} {r['suite']:<15} {r['status']:<11} {str(r.get('backend')):<8} "
                      f"{f'{tps:,.0f}' if tps else '–':>12} {f'{iqr:.1%}' if iqr is not None else '':>8}")
     for r in (r for r in records if r.get("measurement") == "max_batch"):

@@ -45,7 +45,8 @@ def environment(device: str, out: str) -> None:
                                          timeout=20).stdout if smi else None}
     write_json(out, info)
     ok = [name for name, a in info["backends"].items() if a["ok"]]
-    print(f"{local.name} ({local.kind}, {(local.memory_bytes or 0) / 2**30:.1f} GiB); torch {torch.__version__}; backends: {', '.join(ok)}")
+    memory = f"{local.memory_bytes / 2**30:.1f} GiB" if local.memory_bytes else "memory not reported"
+    print(f"{local.name} ({local.kind}, {memory}); torch {torch.__version__}; backends: {', '.join(ok)}")
 
 
 # --------------------------------------------------------------------------------------------------- matmul
