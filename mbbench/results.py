@@ -38,6 +38,8 @@ def write_atomic(path: Path, data: dict) -> Path:
 
 def check_writable(root: str | Path) -> Path:
     """Fail early (before any measurement) when the output directory cannot be written."""
+    if not str(root).strip():
+        raise UserError("--out is empty: name a directory for the records")
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -226,7 +226,8 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
         raise UserError(f"GPU weights must be finite, >= 0 and not all zero, got {gpus}")
     cands = candidates(hidden, glu, layers, head_dim, params)
     if not cands:
-        raise UserError("no candidate shape satisfies the ranges and constraints")
+        raise UserError("no candidate shape satisfies --hidden, --glu, --layers, --head-dim and --params together "
+                        "(hidden sizes the head dimension does not divide are skipped)")
     calibration = perfmodel.calibrate()
     if on_candidate:
         on_candidate(len(cands))  # the total first, then one call per scored shape
