@@ -36,7 +36,8 @@ def _identity(old: dict, device: DeviceInfo, measurement: str) -> Identity:
         suite=old.get("suite", ""), suite_fingerprint=old.get("suite_fingerprint") or "",
         protocol=old.get("protocol") or "rigorous", backend=config.get("backend") or "auto",
         dtype=old.get("dtype") or "", device=device.identity_name, device_index=None,
-        weights_sha256=config.get("weights"), batch_size=old.get("batch_size"), token_budget=old.get("token_budget"),
+        weights_sha256=f"path:{config['weights']}" if config.get("weights") else None,  # schema 1 kept the path
+        batch_size=old.get("batch_size"), token_budget=old.get("token_budget"),
         documents=old.get("num_documents") if measurement == "throughput" else None,
         runs=old.get("runs") if measurement == "throughput" else None,
         warmup_batches=old.get("warmup_batches") if measurement == "throughput" else None,
