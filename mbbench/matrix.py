@@ -302,20 +302,12 @@ def run_matrix(tasks: list[Task], root: str | Path, executor: Executor, force: b
     to_run, outcomes = partition(tasks, existing, force, retry_failed)
     with contextlib.closing(executor.run(to_run)) as finished:
         for index, (task, record) in enumerate(finished, start=1):
-            path = store.write(record)
-            _drop_superseded(existing.get(task.key, []), path)
+            path = store.write(record, supersedes=[old for _, old in existing.get(task.key, [])])
             outcome = Outcome(task, "ran", record, path)
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome, index, len(to_run))
     return outcomes
-
-
-def _drop_superseded(previous: list[tuple[Path, Record]], written: Path) -> None:
-    """A retried task's new record replaces its old failure, which may sit in another gpu dir."""
-    for path, record in previous:
-        if path != written and record.status == "failed":
-            path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- command line

@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from mbbench.errors import UserError
 from mbbench.records import KINDS, Identity, Record
@@ -122,11 +122,12 @@ class Store:
         found.sort(key=lambda r: (r.status != "failed", r.created_at))
         return found[-1] if found else None
 
-    def write(self, record: Record) -> Path:
-        """Write atomically; a new record of an identity removes that identity's older failure records."""
+    def write(self, record: Record, supersedes: Iterable[Record] = ()) -> Path:
+        """Write atomically; the new record removes the older failure records of its identity and any failure
+        among `supersedes` (a matrix task's failure filed before it reached a device, under another identity)."""
         path = write_atomic(self.path_for(record), record.to_json())
         previous = self.index().setdefault(record.key, [])
-        for old in previous:
+        for old in [*previous, *supersedes]:
             if old.status == "failed" and old.source_path and Path(old.source_path) != path:
                 Path(old.source_path).unlink(missing_ok=True)
         previous[:] = [r for r in previous if r.status != "failed"] + [record]
