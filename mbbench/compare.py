@@ -97,5 +97,6 @@ def ratio_lines(record: Record) -> list[str]:
     rounds = record.payload.rounds
     note = f" (only {rounds} round{'s' if rounds != 1 else ''}: the interval is coarse; use --runs 10 or more)" \
         if rounds < FEW_ROUNDS else ""
-    return [f"{r['model']} / {r['baseline']} = {ratio_text(r)}, {rounds} paired round{'s' if rounds != 1 else ''}"
-            + note for r in record.payload.paired["ratios"]]
+    tiny = "-tiny" if record.identity.tiny else ""
+    return [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
+            f"round{'s' if rounds != 1 else ''}" + note for r in record.payload.paired["ratios"]]

@@ -52,7 +52,9 @@ def spread(record: Record) -> str:
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
     """What a record measured, in one row: device, protocol, docs, batches, passes, statistic, value, where."""
     ident, payload = record.identity, record.payload
-    model = " vs ".join([*ident.models[1:], ident.models[0]]) if ident.models else ident.display_model
+    tiny = "-tiny" if ident.tiny else ""
+    model = " vs ".join(m + tiny for m in [*ident.models[1:], ident.models[0]]) if ident.models else \
+        ident.display_model
     row = {"model": model, "suite": ident.suite, "device": record.device.name,
            "kind": record.kind, "protocol": ident.protocol, "backend": record.flatten()["backend"],
            "dtype": ident.dtype}

@@ -258,7 +258,8 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
         note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"
               else "largest packed token budget per forward pass")
         + (f"; stopped by {found.stopped_by}: a confirmed lower bound" if found.capped else "")
-        + (f"; seeded by the {seed_source.replace('-', ' ')}" if seed_source else ""))
+        + {"memory-model": "; started from the memory model's prediction", "given": "; started from --seed"}.get(
+            seed_source or "", ""))
     return _record(plan, payload)
 
 

@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     text = summarize(session)
     pack(session)
     session.say("\n" + text)
+    if not args.work:  # everything is in the archive; a temporary work folder is not left behind
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r["status"] == "ok" for r in session.rows) else 1
 
 

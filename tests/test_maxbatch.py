@@ -172,7 +172,7 @@ def test_subprocess_seeded_capped_search_records_its_bracket():
     payload = record.payload
     assert [(t["size"], t["status"]) for t in payload.trials] == [(4, "ok"), (8, "oom")]
     assert payload.capped is True and "max_trials" in payload.note and payload.bracket == (4, 8)
-    assert payload.max_batch_size == 4 and payload.seed == 4 and "given" in payload.note
+    assert payload.max_batch_size == 4 and payload.seed == 4 and "started from --seed" in payload.note
     assert dict(record.identity.limits)["max_trials"] == 2  # a capped search is its own configuration
 
 

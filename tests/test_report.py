@@ -134,7 +134,7 @@ def test_a_paired_comparison_reaches_the_rendered_page(tmp_path):
                                       "--suite", "short-variable", "--device", "cpu", "--docs", "4", "--runs", "3",
                                       "--tiny", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "modernbert-base / hf-modernbert-base = " in result.output and "(95% CI)" in result.output
+    assert "modernbert-base-tiny / hf-modernbert-base-tiny = " in result.output and "(95% CI)" in result.output
     page = build_report([str(out)], tmp_path / "rep", include_smoke=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",

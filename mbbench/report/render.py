@@ -34,6 +34,7 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
 VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "warmup", "compile",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
                   "transformers", "model_version")
+TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "model_version": "model"}
 
@@ -62,16 +63,24 @@ def variant(record: dict) -> dict:
 
 
 def label_variants(records: list[dict]) -> list[dict]:
-    """Each record's row label: the model, plus the variant fields that differ among that model's records
-    of the same kind on the same device."""
+    """Each record's row label: the model, plus the variant fields that tell its records apart.
+
+    Protocol and dtype label every row of a device's table (of one kind) where they vary, so no row mixes
+    them across columns and none is ranked unlabelled against another protocol; the other fields label a
+    model's rows where two records of one suite differ in them.
+    """
     by_model: dict[tuple, list[dict]] = {}
+    by_table: dict[tuple, list[dict]] = {}
     for record in records:  # per device; measured and predicted records are labelled among their own kind
         by_model.setdefault((record["gpu_dir"], record["model"], record.get("kind")), []).append(record)
+        by_table.setdefault((record["gpu_dir"], record.get("kind")), []).append(record)
     labelled = []
-    for (_, model, _), group in by_model.items():
-        suites = {r["suite"] for r in group}  # a field differs when two records of one suite differ in it
+    for (gpu_dir, model, kind), group in by_model.items():
+        table = by_table[(gpu_dir, kind)]
+        suites = {r["suite"] for r in group}
         differing = [f for f in VARIANT_FIELDS
-                     if any(len({str(variant(r)[f]) for r in group if r["suite"] == suite}) > 1 for suite in suites)]
+                     if (f in TABLE_WIDE_FIELDS and len({str(variant(r)[f]) for r in table}) > 1)
+                     or any(len({str(variant(r)[f]) for r in group if r["suite"] == suite}) > 1 for suite in suites)]
         for record in group:
             values = variant(record)
             parts = [f"{LABELS.get(f, f)}={values[f]}" for f in differing if values[f] is not None]
