@@ -119,7 +119,8 @@ def validate_model(results_dirs, show_rows: bool) -> None:
     if show_rows:
         print_table([{"source": r.source, "model": r.model, "suite": r.suite, "gpu": r.gpu, "metric": r.metric,
                       "backend": r.backend, "measured": f"{r.measured:,.4g}", "predicted": f"{r.predicted:,.4g}",
-                      "error": f"{r.error:+.1%}", "in_fit": "yes" if r.in_fit else "no"} for r in rows])
+                      "error": f"{r.error:+.1%}", "in_fit": "yes" if r.in_fit else "no", "note": r.note}
+                    for r in rows])
     print_table([{"source": source, "metric": metric, "rows": sum(r.source == source and r.metric == metric
                                                                   for r in rows), "median |error|": f"{error:.1%}"}
                  for (source, metric), error in validation.median_errors(rows).items()])

@@ -7,12 +7,6 @@ import pytest
 
 from mbbench.hardware import perfmodel, validation
 
-# RoBERTa-base: the paper measured eager RoBERTa-base as fast as SDPA BERT-base (23.3 s each) while its max batch
-# (664 vs 1096) shows materialised fp32 scores; eager costs 8 passes over B·H·S² fp32 scores, so the model puts it
-# 26 % below BERT-base. Pairs with it are checked against BERT-base only (its named ratio).
-OUTLIER = "roberta-base"
-
-
 @pytest.fixture(scope="module")
 def calibration():
     return perfmodel.calibrate()
@@ -61,9 +55,24 @@ def test_named_paper_ratios_within_30_percent(paper, a, b):
 
 
 def test_every_pairwise_paper_ratio_within_30_percent(paper):
-    rows = [r for r in paper if r.source == "paper-4090" and r.metric == "tokens_per_second" and r.model != OUTLIER]
+    rows = [r for r in paper if r.source == "paper-4090" and r.metric == "tokens_per_second"]
     errors = [abs(ratio_error(a, b)) for a, b in itertools.permutations(rows, 2)]
-    assert len(errors) == 27 * 26 and max(errors) <= 0.30
+    assert len(errors) == 28 * 27 and max(errors) <= 0.30
+
+
+def test_roberta_base_is_validated_against_its_notebook_and_shows_the_printed_value(paper):
+    # Table 11 prints 23.3 s for RoBERTa-base, BERT-base's time to the digit; its spot-check notebook ran 31.32 s
+    # for the same 8192 x 512 tokens. Eager attention (its max batch, 664 vs 1096, shows materialised scores) makes
+    # the notebook's time the physical one: RoBERTa-large is likewise 0.77x BERT-large in the same table.
+    [row] = [r for r in validation.paper_rows() if (r.model, r.suite) == ("roberta-base", "short-fixed")]
+    assert row.tokens_per_second == pytest.approx(8192 * 512 / 31.32)
+    assert row.printed_tokens_per_second == pytest.approx(179.9e3) and "notebook" in row.note
+    assert [r for r in validation.paper_rows() if r.note] == [row]  # the only corrected cell
+    printed = cell(paper, "roberta-base", "short-fixed", source="paper-4090-as-printed")
+    validated = cell(paper, "roberta-base", "short-fixed")
+    assert printed.predicted == validated.predicted and not printed.in_fit
+    bert = cell(paper, "bert-base", "short-fixed")
+    assert abs(ratio_error(validated, bert)) <= 0.10 < abs(ratio_error(printed, bert))
 
 
 def test_every_max_batch_within_25_percent(paper):

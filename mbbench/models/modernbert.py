@@ -23,31 +23,34 @@ class RotaryTables(nn.Module):
     """cos/sin tables for one RoPE theta, indexed by in-document position.
 
     Values equal `cos(position * inv_freq)` computed in fp32, exactly as transformers computes them
-    per call; a table lookup avoids recomputing them in every forward.
+    per call; a table lookup avoids recomputing them in every forward. transformers' tables repeat
+    the `head_dim / 2` frequencies twice (`cat(freqs, freqs)`); only one copy is kept here, since
+    `apply_rotary` works on the two halves of each head separately.
     """
 
     def __init__(self, head_dim: int, theta: float, max_positions: int):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-        freqs = torch.arange(max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)
+        angles = torch.arange(max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]  # (positions, dim / 2)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens,) positions -> cos, sin of shape (tokens, 1, 1, head_dim / 2), broadcastable over
+        (tokens, 2, heads, head_dim / 2) halves of q and k."""
         # transformers rounds cos/sin to the activation dtype before rotating; do the same.
-        return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+        return self.cos[positions].to(dtype)[:, None, None, :], self.sin[positions].to(dtype)[:, None, None, :]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (tokens, heads, head_dim) in fp32 and return the input dtype (as transformers does)."""
-    xf = x.float()
-    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+    """RoPE on (..., head_dim) x in fp32, returned in x's dtype; cos, sin broadcast over (..., head_dim / 2).
+
+    Bit-equal to transformers' `x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)`: per half that is
+    `x1·cos - x2·sin` and `x2·cos + x1·sin` (adding a negated product is subtracting it, exactly), with
+    neither the doubled tables nor the rotated copy of x materialised.
+    """
+    first, second = x.float().chunk(2, dim=-1)  # (..., head_dim / 2) each
+    return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -60,13 +63,12 @@ class Attention(nn.Module):
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], backend: AttentionBackend,
-                layout: PackedLayout, context) -> torch.Tensor:
-        qkv = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(dim=1)
-        cos, sin = rope
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = backend.attend(q, k, v, layout, context, self.window, self.head_dim ** -0.5)
-        return self.Wo(out.reshape(x.shape[0], -1))
+                layout: PackedLayout, context, residual: torch.Tensor) -> torch.Tensor:
+        """Pre-normed (tokens, hidden) x -> residual + attention output, (tokens, hidden)."""
+        qkv = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, head_dim)
+        q, k = apply_rotary(qkv[:, :2], *rope).unbind(dim=1)  # q and k rotated in one pass
+        out = backend.attend(q, k, qkv[:, 2], layout, context, self.window, self.head_dim ** -0.5)
+        return add_linear(residual, out.reshape(x.shape[0], -1), self.Wo)  # (tokens, hidden)
 
 
 class GeGLU(nn.Module):
@@ -75,9 +77,19 @@ class GeGLU(nn.Module):
         self.Wi = nn.Linear(cfg.hidden_size, cfg.glu_size, bias=False)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs, gate = self.Wi(x).chunk(2, dim=-1)
-        return self.Wo(F.gelu(inputs) * gate)  # exact (erf) GELU, as ModernBERT's "gelu"
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Pre-normed (tokens, hidden) x -> residual + MLP output, (tokens, hidden)."""
+        inputs, gate = self.Wi(x).chunk(2, dim=-1)  # (tokens, intermediate) each
+        return add_linear(residual, F.gelu(inputs) * gate, self.Wo)  # exact (erf) GELU, as ModernBERT's "gelu"
+
+
+def add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """`residual + linear(x)` for a bias-free linear, as one GEMM that accumulates onto the residual.
+
+    (tokens, in) x, (tokens, out) residual. Saves the separate elementwise add (a full read and write of
+    the hidden states) per residual branch; the sum is rounded once instead of twice.
+    """
+    return torch.addmm(residual, x, linear.weight.t())
 
 
 def layer_norm(cfg: ModernBertConfig) -> nn.LayerNorm:
@@ -94,8 +106,8 @@ class EncoderLayer(nn.Module):
         self.mlp = GeGLU(cfg)
 
     def forward(self, x, rope, backend, layout, context):
-        x = x + self.attn(self.attn_norm(x), rope, backend, layout, context)
-        return x + self.mlp(self.mlp_norm(x))
+        x = self.attn(self.attn_norm(x), rope, backend, layout, context, residual=x)
+        return self.mlp(self.mlp_norm(x), residual=x)
 
 
 class Embeddings(nn.Module):

@@ -62,9 +62,9 @@ class NeoBertLayer(nn.Module):
         self.ffn = SwiGLU(cfg)
 
     def forward(self, x, rope, backend: AttentionBackend, layout, context):
-        q, k, v = self.qkv(self.attention_norm(x)).view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        attn = backend.attend(q, k, v, layout, context, None, self.head_dim ** -0.5)
+        qkv = self.qkv(self.attention_norm(x)).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)
+        q, k = apply_rotary(qkv[:, :2], *rope).unbind(1)  # q and k rotated in one pass
+        attn = backend.attend(q, k, qkv[:, 2], layout, context, None, self.head_dim ** -0.5)
         x = x + self.wo(attn.reshape(x.shape[0], -1))
         return x + self.ffn(self.ffn_norm(x))
 
