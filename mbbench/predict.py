@@ -47,7 +47,7 @@ def attention_of(plan: Plan, gpu: GPU, shape: perfmodel.Shape) -> AttentionImpl:
         # mbbench's own packed models: what `auto` runs on this GPU (models/attention.py AUTO_ORDER for CUDA)
         backend = "varlen" if gpu.compute_capability >= (8, 0) else "flex"
     return resolve_attention(backend, plan.dtype, gpu, family=plan.spec.family, packed_model=plan.spec.unpadded,
-                             head_dim=shape.head_dim,
+                             head_dim=shape.head_dim, rotary=plan.spec.builder.rotary_code,
                              environment="paper" if plan.config.protocol == "paper" else "transformers5")
 
 

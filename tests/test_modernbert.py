@@ -6,7 +6,7 @@ from mbbench.errors import BackendUnavailable, UserError
 from mbbench.models import weights
 from mbbench.models.attention import get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig, from_glu, preset
-from mbbench.models.modernbert import ModernBert, build
+from mbbench.models.modernbert import ModernBert, RotaryTables, apply_rotary, build
 from mbbench.models.registry import MODELS, count_parameters
 from mbbench.verify import make_documents, transformers_twin, verify
 
@@ -17,6 +17,30 @@ def test_presets_are_the_papers_shapes():
     assert (large.num_layers, large.hidden_size, large.num_heads, large.glu_size) == (28, 1024, 16, 5248)
     assert base.vocab_size == large.vocab_size == 50368
     assert base.half_window == 64 and base.global_rope_theta == 160_000 and base.local_rope_theta == 10_000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rotary_is_bit_equal_to_transformers_formula(dtype):
+    # transformers: tables over cat(freqs, freqs), rounded to the activation dtype, applied in fp32 with rotate_half
+    positions = torch.randint(0, 1024, (300,), generator=torch.Generator().manual_seed(0))
+    qkv = torch.randn(300, 3, 12, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+    qk = qkv[:, :2]  # (tokens, 2, heads, head_dim): the strided view the model rotates
+    tables = RotaryTables(64, 160_000.0, 1024)
+    cos, sin = (torch.cat((t, t), dim=-1)[positions].to(dtype)[:, None, None, :] for t in (tables.cos, tables.sin))
+    first, second = qk.float().chunk(2, dim=-1)
+    expected = (qk.float() * cos + torch.cat((-second, first), dim=-1) * sin).to(dtype)
+    ours = apply_rotary(qk, *tables(positions, dtype))
+    assert ours.dtype == dtype and torch.equal(ours, expected)
+
+
+def test_rotary_tables_are_correctly_rounded():
+    # the reported case: fp32 CPU cos(28.125...) was off by 1.5e-4 in some processes; the tables go through float64
+    tables = RotaryTables(64, 160_000.0, 8192)
+    inv_freq = 1.0 / (160_000.0 ** (torch.arange(0, 64, 2, dtype=torch.float) / 64))
+    angles = torch.arange(8192, dtype=torch.float)[:, None] * inv_freq[None, :]  # transformers' fp32 angles
+    assert torch.equal(tables.cos, angles.double().cos().float())
+    assert (tables.cos.double() - angles.double().cos()).abs().max() <= 2 ** -25  # half an ulp of values <= 1
+    assert (tables.sin.double() - angles.double().sin()).abs().max() <= 2 ** -25
 
 
 @pytest.mark.parametrize("name, expected", [("modernbert-base", 149.0e6), ("modernbert-large", 394.8e6)])

@@ -94,6 +94,24 @@ def test_default_attention_table_and_resolution():
     flex_bert = software.resolve_attention("auto", "float32", rtx, family="ModernBERT")
     assert (flex_bert.kernel, flex_bert.compute_dtype, flex_bert.packed, flex_bert.block_sparse) == (
         "flash", "bfloat16", True, True)
+    assert flex_bert.rotary == "fused"  # FlexBERT's Triton rotary
+    # outside the paper's environment RoPE is the model code's torch ops, for every backend
+    for backend in ("varlen", "flex", "sdpa", "eager"):
+        ours = software.resolve_attention(backend, "bfloat16", rtx, environment="transformers5", rotary="mbbench")
+        assert ours.rotary == "mbbench", backend
+    assert software.resolve_attention("sdpa", "float32", rtx, environment="transformers5").rotary == "transformers"
+    with pytest.raises(UserError, match="unknown rotary code"):
+        software.resolve_attention("sdpa", "float32", rtx, rotary="triton")
+    h = 768
+    # counted from the code (perfmodel.rotary_bytes): bf16 activations, fp32 arithmetic
+    assert perfmodel.rotary_bytes(h, "fused", "bfloat16") == 4 * h * 2
+    assert perfmodel.rotary_bytes(h, "mbbench", "bfloat16") == 4 * h * 6 + 2 * (2 * h * 4 + h * 2) == 44 * h
+    assert perfmodel.rotary_bytes(h, "transformers", "bfloat16") == 2 * (10 * h * 4 + 3 * h * 6) == 116 * h
+    assert perfmodel.rotary_bytes(h, "mbbench", "float32") == 56 * h < perfmodel.rotary_bytes(h, "transformers",
+                                                                                              "float32") == 80 * h
+    shape = perfmodel.Shape(hidden=h, ffn=1152, gated=True, heads=12, layers=22, vocab=50368, rotary=True)
+    impl = software.resolve_attention("varlen", "bfloat16", rtx, environment="transformers5", rotary="mbbench")
+    assert perfmodel.elementwise_bytes(shape, impl, software.PYTORCH, "bfloat16") == (10 * h + 3 * 2304) * 2 + 44 * h
     eager = software.resolve_attention("auto", "float32", rtx, family="RoBERTa", packed_model=False)
     assert eager.materialises_scores and eager.compute_dtype == "float32" and not eager.packed
     with pytest.raises(UserError, match="unknown attention backend"):

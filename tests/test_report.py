@@ -1,5 +1,6 @@
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -143,3 +144,14 @@ def test_a_paired_comparison_reaches_the_rendered_page(tmp_path):
                          text=True, timeout=120).stdout
     assert "Paired comparisons (interleaved passes)" in dom and "hf-modernbert-base" in dom
     assert 'data-ready="1"' in dom and "Environment" in dom
+
+
+def test_a_comparison_record_counts_in_the_environment_block(tmp_path):
+    # the committed CPU comparison: its machine was missing from the Environment table (comparisons were left out)
+    [committed] = sorted((Path(__file__).parent.parent / "results" / "cpu").glob("*__comparison__*.json"))
+    shutil.copy(committed, tmp_path / committed.name)
+    md = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
+    environment = md.split("## Environment\n")[1].split("\n## ")[0]
+    [row] = [line for line in environment.splitlines() if "2.13.0+cpu" in line]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "Intel(R) Xeon(R) Processor" and cells[6] == "1" and cells[7].endswith(" / 2")  # its load

@@ -35,7 +35,9 @@ from mbbench.hardware.gpus import GPU, basket, lookup
 from mbbench.hardware.software import (PYTORCH, TENSORRT, AttentionImpl, Stack, check_dtype, resolve_attention,
                                        stack_of_framework)
 
-MODEL_VERSION = "perfmodel-2"
+# perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
+# transformers' and mbbench's torch ops, in fp32, with their casts under half precision); perfmodel-2: attention implementation, stack and per-operation dtypes as inputs.
+MODEL_VERSION = "perfmodel-3"
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))
 LAUNCH_SECONDS = 4e-6
 MEMORY_EFFICIENCY = 0.85
@@ -284,10 +286,10 @@ def _split(estimate: GemmEstimate, count: float = 1.0) -> tuple[float, float]:
 
 def default_attention(shape: Shape, gpu: GPU, dtype: str) -> AttentionImpl:
     """The attention assumed when none is given: packed FA2 varlen (sm80+) or packed memory-efficient for
-    unpadded shapes, padded SDPA otherwise."""
+    unpadded shapes (mbbench's own models and their RoPE), padded SDPA (transformers) otherwise."""
     if shape.unpadded:
         backend = "varlen" if gpu.compute_capability >= (8, 0) else "xformers"
-        return resolve_attention(backend, dtype, gpu, packed_model=True, head_dim=shape.head_dim)
+        return resolve_attention(backend, dtype, gpu, packed_model=True, head_dim=shape.head_dim, rotary="mbbench")
     return resolve_attention("sdpa", dtype, gpu, packed_model=False, head_dim=shape.head_dim)
 
 
@@ -363,7 +365,7 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
         compute, memory_bound = compute + c, memory_bound + m
     bandwidth = gpu.bandwidth_gbs * 1e9 * MEMORY_EFFICIENCY
     bytes_per = bytes_per_element(dtype)
-    elementwise = bytes_per * tokens * elementwise_elements(shape, impl, stack)
+    elementwise = tokens * elementwise_bytes(shape, impl, stack, dtype)
     memory_bound += shape.layers * (elementwise / bandwidth + 6 * LAUNCH_SECONDS)
     memory_bound += bytes_per * tokens * shape.hidden * 3 / bandwidth  # embedding gather + norm
     attn_compute, attn_memory, attn_kernel = attention_seconds(shape, lengths, padded_to, gpu, dtype, impl)
@@ -371,19 +373,41 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
                      forward_flops(shape, lengths, padded_to), gdtype, impl.compute_dtype, estimates)
 
 
-def elementwise_elements(shape: Shape, impl: AttentionImpl, stack: Stack) -> int:
-    """Elements read + written per token and layer by element-wise ops (PyTorch: one kernel per op).
+def elementwise_bytes(shape: Shape, impl: AttentionImpl, stack: Stack, dtype: str) -> float:
+    """Bytes read + written per token and layer by element-wise ops (PyTorch: one kernel per op), `dtype`
+    activations.
 
     Two norms (read, write: 4·hidden) and two residual adds (read 2, write 1: 6·hidden); the activation and gate
-    over the FFN-in width (3·F_in); RoPE on q and k: in place by one fused kernel (read, write: 4·hidden) or, as
-    transformers writes it, rotate_half, ×cos, ×sin and the sum as separate ops (9 per tensor: 18·hidden).
-    TensorRT's plugins fuse bias+activation into GEMM epilogues and residual+LayerNorm into one skip-layernorm
-    pass (read 2, write 1) twice per layer: 6·hidden.
+    over the FFN-in width (3·F_in); RoPE on q and k (`rotary_bytes`). TensorRT's plugins fuse bias+activation
+    into GEMM epilogues and residual+LayerNorm into one skip-layernorm pass (read 2, write 1) twice per layer:
+    6·hidden.
     """
+    width = bytes_per_element(dtype)
     if stack.fused_elementwise:
-        return 6 * shape.hidden
-    rope = (4 if impl.fused_rotary else 18) * shape.hidden if shape.rotary else 0
-    return 10 * shape.hidden + rope + 3 * shape.ffn * (2 if shape.gated else 1)
+        return 6 * shape.hidden * width
+    rope = rotary_bytes(shape.hidden, impl.rotary, dtype) if shape.rotary else 0.0
+    return (10 * shape.hidden + 3 * shape.ffn * (2 if shape.gated else 1)) * width + rope
+
+
+def rotary_bytes(hidden: int, code: str, dtype: str) -> float:
+    """Bytes read + written per token to rotate q and k (hidden elements each) with `dtype` activations, computed
+    in fp32 as every implementation here does (software.ROTARY_CODES; counts from the code, h = hidden):
+
+    - fused: read q, k and write them back: 4h·w.
+    - transformers, per tensor: `x.float()` twice (each reads h·w, writes h·4; no-ops in fp32), rotate_half
+      (neg: h/2 in and out; cat: h in and out), ×cos, ×sin (h in and out each), the sum (2h in, h out), all
+      at 4 bytes, and the downcast (h·4 in, h·w out; a no-op in fp32): 10h·4 + 3h·(w + 4) under half precision.
+    - mbbench (`modernbert.apply_rotary`): four products over half-width views, each reading h elements in
+      their dtype and writing h fp32 values, and two sums reading 2h fp32 and writing h in the activation
+      dtype: 4h·(w + 4) + 2·(2h·4 + h·w) for q and k together.
+    """
+    w, f = bytes_per_element(dtype), bytes_per_element("float32")
+    if code == "fused":
+        return 4 * hidden * w
+    if code == "transformers":
+        casts = 0 if w == f else 3 * hidden * (w + f)
+        return 2 * (10 * hidden * f + casts)
+    return 4 * hidden * (w + f) + 2 * (2 * hidden * f + hidden * w)
 
 
 @dataclass

@@ -90,8 +90,8 @@ class AttentionImpl:
     compute_dtype: str  # dtype of QKᵀ and PV (bf16 where FlexBERT casts under fp32 weights)
     mask: bool = False  # a dense (B, 1, S, S) boolean mask is materialised (one byte per query-key pair)
     block_sparse: bool = False  # local (windowed) layers compute only the ±window (flash window_size, flex)
-    fused_rotary: bool = True  # RoPE as one in-place kernel (FlexBERT/mbbench Triton rotary) vs transformers'
-    #                            rotate_half, cos and sin products as separate ops
+    rotary: str = "fused"  # how RoPE runs (ROTARY_CODES): one Triton kernel (FlexBERT, the paper's environment), or
+    #                        separate torch ops as transformers writes them or as mbbench's reference does
     reason: str = ""
 
     @property
@@ -168,42 +168,54 @@ def default_backend(family: str, environment: str = "paper") -> str:
     return getattr(DEFAULT_ATTENTION[family], environment)
 
 
+# How RoPE is applied, by the code that runs it (perfmodel.elementwise_bytes costs each):
+# fused: one kernel reads and writes q and k (FlexBERT's flash-attn Triton rotary);
+# transformers: x.float() (twice), rotate_half (neg + cat), ×cos, ×sin, the sum and the downcast, each a pass;
+# mbbench: modernbert.apply_rotary — four products reading x in its dtype, two sums written in x's dtype.
+ROTARY_CODES = ("fused", "transformers", "mbbench")
+
+
 def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "ModernBERT", packed_model: bool = True,
-                      head_dim: int = 64, environment: str = "paper") -> AttentionImpl:
+                      head_dim: int = 64, environment: str = "paper", rotary: str = "transformers") -> AttentionImpl:
     """The attention that runs for `backend` with a model in `dtype` on `gpu`.
 
     `packed_model`: the model packs documents (mbbench reference models, transformers models on packed tokens);
     padded transformers models run padded rows whatever the kernel. `auto` takes the family's default in
     `environment` (DEFAULT_ATTENTION). Raises UserError for an unknown backend or one that cannot run
-    (flash/varlen need sm80+; the T4 has no bf16).
+    (flash/varlen need sm80+; the T4 has no bf16). `rotary`: the model code's RoPE (ROTARY_CODES: "transformers"
+    or "mbbench"); in the paper's environment FlexBERT's flash/flex path fuses it whatever is given.
     """
+    if rotary not in ROTARY_CODES:
+        raise UserError(f"unknown rotary code {rotary!r}; choose from {', '.join(ROTARY_CODES)}")
     dtype = check_dtype(gpu, dtype)
     if backend not in BACKENDS:
         raise UserError(f"unknown attention backend {backend!r}; choose from {', '.join(BACKENDS)}")
     sm = gpu.compute_capability
+    # Only FlexBERT (the paper's environment, packed kernels) fuses RoPE into one Triton kernel.
+    packed_rotary = "fused" if environment == "paper" else rotary
     if backend == "auto":
         backend = default_backend(family, environment)
         if backend in ("flash", "varlen") and sm < (8, 0):  # auto never picks what cannot run on this GPU
             backend = "flex" if packed_model else "sdpa"
     if backend == "eager":
-        return AttentionImpl("eager", "eager", False, dtype, mask=True, fused_rotary=False,
+        return AttentionImpl("eager", "eager", False, dtype, mask=True, rotary=rotary,
                              reason="eager: QKᵀ, mask, softmax, PV as separate ops on materialised scores")
     if backend == "sdpa":
         kernel, why = sdpa_kernel(dtype, gpu, True, head_dim)
-        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, fused_rotary=False, reason=why)
+        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, rotary=rotary, reason=why)
     if backend in ("flash", "varlen"):
         if sm < (8, 0):
             raise UserError(f"{backend} attention (FlashAttention 2) needs sm80+; {gpu.name} is sm{sm[0]}{sm[1]}")
         cast = dtype if dtype in HALF else ("bfloat16" if gpu.bf16_tflops is not None else "float16")
         why = "FA2 varlen on packed tokens" + ("" if cast == dtype else f"; q/k/v cast to {cast} inside attention "
                                                                       f"under {dtype} weights (FlexBERT)")
-        return AttentionImpl(backend, "flash", True, cast, block_sparse=True, reason=why)
+        return AttentionImpl(backend, "flash", True, cast, block_sparse=True, rotary=packed_rotary, reason=why)
     if backend == "flex":
-        return AttentionImpl("flex", "flex", True, dtype, block_sparse=True,
+        return AttentionImpl("flex", "flex", True, dtype, block_sparse=True, rotary=packed_rotary,
                              reason="FlexAttention with a document/window block mask")
     # xformers: cutlass fMHA; block-diagonal over packed tokens, or an additive mask over padded rows
     if dtype == "bfloat16" and sm < (8, 0):
         raise UserError("xformers memory-efficient attention needs sm80+ for bf16")
-    return AttentionImpl("xformers", "mem_efficient", packed_model, dtype, mask=False, fused_rotary=False,
+    return AttentionImpl("xformers", "mem_efficient", packed_model, dtype, mask=False, rotary=rotary,
                          reason="xformers memory_efficient_attention (cutlass)"
                                 + (" on packed tokens" if packed_model else " with a broadcast (B, 1, 1, S) bias"))

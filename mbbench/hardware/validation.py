@@ -113,7 +113,8 @@ def paper_setup(model: str, backend: str, suite_name: str) -> PaperSetup:
     spec, suite = registry.get_spec(model), load_suite(suite_name)
     shape = shape_of(spec)
     impl = resolve_attention(backend, PAPER_DTYPE, basket()[PAPER_GPU], family=spec.family,
-                             packed_model=spec.unpadded, head_dim=shape.head_dim, environment="paper")
+                             packed_model=spec.unpadded, head_dim=shape.head_dim, environment="paper",
+                             rotary=spec.builder.rotary_code)
     return PaperSetup(shape, tuple(suite.lengths), impl, suite.definition.max_length, suite.definition.max_length)
 
 
@@ -257,7 +258,8 @@ def record_validation(records: list[dict] | tuple[dict, ...],
         spec, suite, gpu = registry.get_spec(model), load_suite(record["suite"]), lookup(gpu_id)
         shape = shape_of(spec)
         impl = resolve_attention(record.get("backend") or "auto", record["dtype"], gpu, family=spec.family,
-                                 packed_model=spec.unpadded, head_dim=shape.head_dim, environment="transformers5")
+                                 packed_model=spec.unpadded, head_dim=shape.head_dim, environment="transformers5",
+                                 rotary=spec.builder.rotary_code)
         if record["measurement"] == "max_batch":
             if record.get("max_batch_size"):  # a search over rows of the suite's maximum length
                 p = workload.predict_suite(shape, [suite.definition.max_length], 1, gpu, record["dtype"], impl,

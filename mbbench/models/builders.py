@@ -56,6 +56,8 @@ class BuildOptions:
 class Builder:
     """The operations every kind provides; subclasses fill them in."""
 
+    rotary_code = "transformers"  # whose RoPE code runs (hardware.software.ROTARY_CODES), for the perf model
+
     def available(self, spec: "ModelSpec") -> str | None:
         """None when the model can be built with the software here, else why not."""
         return None
@@ -109,6 +111,8 @@ class Builder:
 
 class PackedBuilder(Builder):
     """Shared by our own packed encoders (reference ModernBERT and NeoBERT)."""
+
+    rotary_code = "mbbench"  # modernbert.apply_rotary
 
     module_class: type = nn.Module
     tiny_key: str = ""

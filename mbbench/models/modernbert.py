@@ -22,8 +22,9 @@ from mbbench.models.config import ModernBertConfig
 class RotaryTables(nn.Module):
     """cos/sin tables for one RoPE theta, indexed by in-document position.
 
-    Values equal `cos(position * inv_freq)` computed in fp32, exactly as transformers computes them
-    per call; a table lookup avoids recomputing them in every forward. transformers' tables repeat
+    Angles equal transformers' `position * inv_freq` in fp32 bit for bit; their cos/sin are the correctly
+    rounded fp32 values (transformers' fp32 `cos()` agrees to an ulp, see below); a table lookup avoids
+    recomputing them in every forward. transformers' tables repeat
     the `head_dim / 2` frequencies twice (`cat(freqs, freqs)`); only one copy is kept here, since
     `apply_rotary` works on the two halves of each head separately.
     """
@@ -32,25 +33,37 @@ class RotaryTables(nn.Module):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
         angles = torch.arange(max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]  # (positions, dim / 2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        # cos/sin in float64, rounded once to fp32: torch 2.13's fp32 CPU cos is off by up to 1.5e-4 for some
+        # angles in some processes (allocation-alignment dependent; e.g. cos(28.125) in about 1 process of 6),
+        # where the float64 route is deterministic and within half an fp32 ulp of the true value.
+        self.register_buffer("cos", angles.double().cos().float(), persistent=False)
+        self.register_buffer("sin", angles.double().sin().float(), persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tokens,) positions -> cos, sin of shape (tokens, 1, 1, head_dim / 2), broadcastable over
+        """(tokens,) positions -> fp32 cos, sin of shape (tokens, 1, 1, head_dim / 2), broadcastable over
         (tokens, 2, heads, head_dim / 2) halves of q and k."""
-        # transformers rounds cos/sin to the activation dtype before rotating; do the same.
-        return self.cos[positions].to(dtype)[:, None, None, :], self.sin[positions].to(dtype)[:, None, None, :]
+        # transformers rounds cos/sin to the activation dtype, then multiplies in fp32: keep the rounded values,
+        # held in fp32 so that products with half-precision q and k are computed (and kept) in fp32.
+        cos, sin = (t[positions].to(dtype).float()[:, None, None, :] for t in (self.cos, self.sin))
+        return cos, sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE on (..., head_dim) x in fp32, returned in x's dtype; cos, sin broadcast over (..., head_dim / 2).
+    """RoPE on (..., head_dim) x, computed in fp32 and returned in x's dtype; fp32 cos, sin broadcast over
+    (..., head_dim / 2).
 
-    Bit-equal to transformers' `x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)`: per half that is
-    `x1·cos - x2·sin` and `x2·cos + x1·sin` (adding a negated product is subtracting it, exactly), with
-    neither the doubled tables nor the rotated copy of x materialised.
+    Bit-equal to transformers' `(x.float() * cat(cos, cos) + rotate_half(x.float()) * cat(sin, sin)).to(x.dtype)`:
+    per half that is `x1·cos - x2·sin` and `x2·cos + x1·sin` (adding a negated product is subtracting it,
+    exactly). The fp32 upcast happens inside each product (x is read in its own dtype) and each half's sum is
+    written straight into the output in x's dtype, so no fp32 copy of x, doubled table, rotated copy or final
+    concatenation is materialised: 6 element-wise passes over half-width tensors.
     """
-    first, second = x.float().chunk(2, dim=-1)  # (..., head_dim / 2) each
-    return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1).to(x.dtype)
+    first, second = x.chunk(2, dim=-1)  # (..., head_dim / 2) views
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out_first, out_second = out.chunk(2, dim=-1)
+    torch.sub(first * cos, second * sin, out=out_first)  # the fp32 result is rounded once, into x's dtype
+    torch.add(second * cos, first * sin, out=out_second)
+    return out
 
 
 class Attention(nn.Module):

@@ -415,7 +415,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
                      for d in result_dirs)
     intro = f"Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out." if smoke and not include_smoke
                                else "") + " " + LEGEND
-    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(records)))]
+    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows([*records, *paired])))]
     sections += [Section(gpu, table=paper_table([r for r in records if r["gpu_dir"] == gpu]))
                  for gpu in sorted({r["gpu_dir"] for r in records})]
     others = other_suite_rows(records)
