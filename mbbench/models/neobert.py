@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
-from mbbench.models.modernbert import RotaryTables, apply_rotary
+from mbbench.models.modernbert import RotaryTables, add_linear, apply_rotary
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ class SwiGLU(nn.Module):
         self.w12 = nn.Linear(cfg.hidden_size, 2 * cfg.swiglu_hidden, bias=False)
         self.w3 = nn.Linear(cfg.swiglu_hidden, cfg.hidden_size, bias=False)
 
-    def forward(self, x):
-        gate, value = self.w12(x).chunk(2, dim=-1)
-        return self.w3(F.silu(gate) * value)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Pre-normed (tokens, hidden) x -> residual + SwiGLU output, (tokens, hidden)."""
+        gate, value = self.w12(x).chunk(2, dim=-1)  # (tokens, swiglu_hidden) each
+        return add_linear(residual, F.silu(gate) * value, self.w3)
 
 
 class NeoBertLayer(nn.Module):
@@ -65,8 +66,8 @@ class NeoBertLayer(nn.Module):
         qkv = self.qkv(self.attention_norm(x)).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)
         q, k = apply_rotary(qkv[:, :2], *rope).unbind(1)  # q and k rotated in one pass
         attn = backend.attend(q, k, qkv[:, 2], layout, context, None, self.head_dim ** -0.5)
-        x = x + self.wo(attn.reshape(x.shape[0], -1))
-        return x + self.ffn(self.ffn_norm(x))
+        x = add_linear(x, attn.reshape(x.shape[0], -1), self.wo)  # residual + output projection, one GEMM
+        return self.ffn(self.ffn_norm(x), residual=x)
 
 
 class NeoBert(nn.Module):
