@@ -222,6 +222,10 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         choice = spec.builder.choose(spec, config.backend, device_string, parse_dtype(dtype),
                                      suite.lengths[:documents] if documents else suite.lengths)
         backend, backend_reason = choice.name, choice.reason
+        if config.compile and backend == "flex" and device.kind == "cpu":
+            raise UserError("--compile with the flex backend cannot run on CPU: torch.compile(dynamic=True) reaches "
+                            "Inductor's dynamic CPU flex template, whose C++ does not compile (torch 2.13); run "
+                            "without --compile (flex is compiled on its own, per length) or pick another backend")
     protocol = PROTOCOLS[config.protocol]
     warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
     timing = measurement == "throughput"

@@ -151,6 +151,18 @@ def test_flex_equals_eager_at_window_and_document_edges(window, fresh_dynamo):
     assert (got - expected).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("totals", [(500, 321, 64)])
+def test_flex_on_cpu_runs_several_total_lengths_in_one_process(totals, fresh_dynamo):
+    """The reported crash: a second total length in one process (500 then 321 tokens) failed to compile in
+    Inductor's dynamic CPU flex template; the CPU kernel is static and compiles once per length."""
+    for total in totals:
+        layout = layout_of((total - total // 3, total // 3))
+        q, k, v = qkv(layout.total_tokens, heads=4, dim=16)
+        for window in (None, 64):
+            expected = run(EagerAttention(), layout, q, k, v, window)
+            assert (run(FlexAttention(), layout, q, k, v, window) - expected).abs().max().item() < 1e-5
+
+
 def test_windowed_global_layers_of_ragged_batches_skip_the_padding():
     """Up to 64 ragged documents: one unpadded SDPA call each, equal to eager; work is the sum of len²."""
     from mbbench.models.attention import PER_DOCUMENT_GLOBAL_LIMIT, packed_layout

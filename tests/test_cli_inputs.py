@@ -35,6 +35,7 @@ def invoke(*args):
     (["run", *TINY, "--model", "bert-base", "--token-budget", "4096"], "needs an unpadded model"),
     (["run", *TINY, "--batch-size", "2", "--token-budget", "4096"], "--batch-size and --token-budget"),
     (["run", *TINY, "--token-budget", "64"], "smaller than the longest document"),
+    (["run", *TINY, "--backend", "flex", "--compile"], "--compile with the flex backend"),
     (["max-batch", "--tiny", "--device", "cpu"], "GPU memory"),
     (["max-batch", "--tiny", "--device", "cpu", "--granularity", "0"], "--granularity"),
     (["max-batch", "--tiny", "--device", "cpu", "--safety-margin", "1.5"], "--safety-margin"),

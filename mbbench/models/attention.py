@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -323,17 +324,22 @@ def _attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float)
 
 FLEX_BLOCK = 128  # FlexAttention's default sparse block size
 
-_FLEX_KERNEL = None  # compiled once per process, shared by every model (compiling costs seconds)
+_FLEX_KERNELS: dict = {}  # device type -> compiled flex_attention, shared by every model (compiling costs seconds)
+
+# Inductor's CPU flex template (torch 2.13) generates C++ that does not compile (`cur_qSplitSize8` undeclared)
+# once a dynamic-shape kernel meets a second sequence length; static shapes compile correctly, once per total
+# length (a few seconds each, paid in the warmup pass), so the CPU kernel is static and may recompile this often.
+CPU_FLEX_RECOMPILE_LIMIT = 64
 
 
-def flex_kernel():
-    """`torch.compile(flex_attention, dynamic=True)`, compiled on first call and cached per process."""
-    global _FLEX_KERNEL
-    if _FLEX_KERNEL is None:
+def flex_kernel(device_type: str = "cuda"):
+    """`torch.compile(flex_attention)`, compiled on first call and cached per process and device type:
+    dynamic shapes on CUDA, static shapes on CPU (see CPU_FLEX_RECOMPILE_LIMIT)."""
+    if device_type not in _FLEX_KERNELS:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _FLEX_KERNEL = torch.compile(flex_attention, dynamic=True)
-    return _FLEX_KERNEL
+        _FLEX_KERNELS[device_type] = torch.compile(flex_attention, dynamic=device_type != "cpu")
+    return _FLEX_KERNELS[device_type]
 
 
 def _block_extent(layout: PackedLayout, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -433,7 +439,9 @@ class FlexAttention(AttentionBackend):
 
     def attend(self, q, k, v, layout, context, window, scale):
         qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, total, dim)
-        out = flex_kernel()(qh, kh, vh, block_mask=context[window], scale=scale)
+        static = q.device.type == "cpu"  # one compile per total length (see CPU_FLEX_RECOMPILE_LIMIT)
+        with torch._dynamo.config.patch(recompile_limit=CPU_FLEX_RECOMPILE_LIMIT) if static else nullcontext():
+            out = flex_kernel(q.device.type)(qh, kh, vh, block_mask=context[window], scale=scale)
         return out.squeeze(0).transpose(0, 1)  # (total, heads, dim)
 
 
