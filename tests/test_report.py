@@ -1,3 +1,4 @@
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -155,3 +156,21 @@ def test_a_comparison_record_counts_in_the_environment_block(tmp_path):
     [row] = [line for line in environment.splitlines() if "2.13.0+cpu" in line]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "Intel(R) Xeon(R) Processor" and cells[6] == "1" and cells[7].endswith(" / 2")  # its load
+
+
+def test_environment_block_shows_every_records_load_and_any_busy_one(tmp_path):
+    # the reported case: a busy comparison record sharing a machine with a quiet throughput record was hidden
+    [committed] = sorted((Path(__file__).parent.parent / "results" / "cpu").glob("*__comparison__*.json"))
+    data = json.loads(committed.read_text())
+    data["payload"]["paired"]["load_warning"] = "the machine was busy"
+    data["payload"]["paired"]["load"]["start"]["load_average_1m"] = 3.5
+    (tmp_path / "busy.json").write_text(json.dumps(data))
+    data["payload"]["paired"]["load_warning"] = None  # the same machine, quiet, another configuration
+    data["payload"]["paired"]["load"]["start"]["load_average_1m"] = 0.5
+    data["identity"]["runs"] = 5
+    (tmp_path / "quiet.json").write_text(json.dumps(data))
+    md = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
+    environment = md.split("## Environment\n")[1].split("\n## ")[0]
+    [row] = [line for line in environment.splitlines() if data["device"]["name"] in line]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6:] == ["2", "0.50–3.50 / 2", "busy (1 of 2)"]

@@ -367,18 +367,25 @@ LEGEND = ("Throughput in thousands of tokens/s, three significant figures; measu
 
 
 def environment_rows(records: list[dict]) -> list[list[str]]:
-    """Each distinct machine and software stack the measured records came from, with its load."""
-    seen = {}
+    """Each distinct machine and software stack the measured records came from: how many records, the range of
+    1-minute load averages at their start, and how many were measured on a busy machine."""
+    groups: dict[tuple, list[dict]] = {}
     for r in records:
-        if r.get("kind") != "measured":
-            continue
-        load = ((r.get("load") or {}).get("start") or {})
-        key = (r.get("device_name"), r.get("driver"), r.get("cuda"), r.get("torch"), r.get("transformers"),
-               r.get("host"))
-        busy = "busy" if r.get("load_warning") else ""
-        seen.setdefault(key, [0, load.get("load_average_1m"), load.get("cpu_count"), busy])[0] += 1
-    return [[*(str(v or "") for v in key), str(count), f"{avg:.2f} / {cpus}" if avg is not None else "", busy]
-            for key, (count, avg, cpus, busy) in sorted(seen.items(), key=lambda kv: [str(v) for v in kv[0]])]
+        if r.get("kind") == "measured":
+            key = (r.get("device_name"), r.get("driver"), r.get("cuda"), r.get("torch"), r.get("transformers"),
+                   r.get("host"))
+            groups.setdefault(key, []).append(r)
+    rows = []
+    for key, members in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+        starts = [(r.get("load") or {}).get("start") or {} for r in members]
+        loads = sorted(s["load_average_1m"] for s in starts if s.get("load_average_1m") is not None)
+        cpus = next((s["cpu_count"] for s in starts if s.get("cpu_count")), "?")
+        load = "" if not loads else (f"{loads[0]:.2f} / {cpus}" if loads[0] == loads[-1]
+                                     else f"{loads[0]:.2f}–{loads[-1]:.2f} / {cpus}")
+        busy = sum(1 for r in members if r.get("load_warning"))
+        rows.append([*(str(v or "") for v in key), str(len(members)), load,
+                     f"busy ({busy} of {len(members)})" if busy else ""])
+    return rows
 
 
 ENVIRONMENT_HEADER = ["device", "driver", "cuda", "torch", "transformers", "host", "records", "load 1m / cpus",
