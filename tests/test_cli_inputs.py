@@ -45,6 +45,7 @@ def invoke(*args):
     (["predict", "--gpu", "nope"], "unknown GPU"),
     (["predict", "--gpu", "t4", "--dtype", "bf16"], "no bf16"),
     (["predict", "--gpu", "h100", "--backend", "xformers"], "takes --backend"),
+    (["predict", "--gpu", "a100", "--backend", "windowed"], "no cost model for the windowed backend"),
     (["compare", *TINY, "--model", "modernbert-base"], "at least two --model"),
     (["compare", *TINY, "--model", "modernbert-base", "--model", "bert-base", "--baseline", "roberta-base"],
      "--baseline"),

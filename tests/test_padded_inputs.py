@@ -90,3 +90,19 @@ def test_empty_packed_input_returns_an_empty_output(tiny_cfg):
     with torch.no_grad():
         out = model(torch.zeros(0, dtype=torch.int64), cu_seqlens=torch.tensor([0, 0], dtype=torch.int32))
     assert out.shape == (0, tiny_cfg.hidden_size) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cu, max_seqlen, total, message", [
+    ([0, 30, 80], 40, 80, "max_seqlen 40 is below the longest document (50 tokens)"),  # the reported case
+    ([0, 30, 60], 50, 80, "cu_seqlens must run from 0 to the 80 packed tokens"),
+    ([0, 50, 30, 80], 50, 80, "without decreasing"),
+    ([0, 200], 200, 200, "exceeds max_position_embeddings (128)"),
+])
+def test_inconsistent_packing_is_refused(cu, max_seqlen, total, message):
+    from mbbench.models.config import preset
+    from mbbench.models.modernbert import build
+
+    model = build(preset("tiny", max_position_embeddings=128), backend="sdpa")
+    ids = torch.randint(5, 100, (total,))
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model(ids, cu_seqlens=torch.tensor(cu, dtype=torch.int32), max_seqlen=max_seqlen)

@@ -188,6 +188,10 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
     if rotary not in ROTARY_CODES:
         raise UserError(f"unknown rotary code {rotary!r}; choose from {', '.join(ROTARY_CODES)}")
     dtype = check_dtype(gpu, dtype)
+    if backend == "windowed":
+        raise UserError("the performance model has no cost model for the windowed backend (mbbench's CPU path: "
+                        "64-query SDPA tiles for local layers, padded SDPA for global ones); predict varlen, flash or "
+                        "flex (what `auto` picks on GPUs) or sdpa")
     if backend not in BACKENDS:
         raise UserError(f"unknown attention backend {backend!r}; choose from {', '.join(BACKENDS)}")
     sm = gpu.compute_capability

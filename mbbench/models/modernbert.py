@@ -168,6 +168,26 @@ def check_padding_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
     return lengths, longest
 
 
+def check_packing(cu_seqlens: torch.Tensor, max_seqlen: int, total_tokens: int, max_positions: int) -> None:
+    """Raise UserError for a packed batch the encoder would mis-handle: `max_seqlen` (a python int) above
+    `max_positions`; and, when the (docs + 1,) cu_seqlens are on the CPU (reading them there costs no device
+    sync), cu_seqlens that do not run from 0 to `total_tokens` without decreasing, or a `max_seqlen` below the
+    longest document. Either would silently give wrong attention in some backends.
+    """
+    if max_seqlen > max_positions:
+        raise UserError(f"a document of {max_seqlen} tokens exceeds max_position_embeddings ({max_positions})")
+    if cu_seqlens.device.type != "cpu":
+        return
+    bounds = cu_seqlens.tolist()
+    lengths = [b - a for a, b in zip(bounds, bounds[1:])]
+    if not bounds or bounds[0] != 0 or bounds[-1] != total_tokens or any(n < 0 for n in lengths):
+        shown = ", ".join(map(str, bounds[:4])) + (", ..." if len(bounds) > 4 else "")
+        raise UserError(f"cu_seqlens must run from 0 to the {total_tokens} packed tokens without decreasing "
+                        f"(got [{shown}] ending at {bounds[-1] if bounds else None})")
+    if lengths and max_seqlen < max(lengths):
+        raise UserError(f"max_seqlen {max_seqlen} is below the longest document ({max(lengths)} tokens)")
+
+
 def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """Padded (batch, seq) -> packed ids (total,), cu_seqlens (docs + 1,), max_seqlen, flat indices (total,).
 
@@ -223,7 +243,13 @@ class ModernBert(nn.Module):
         return {layer.attn.window for layer in self.layers}
 
     def forward_packed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """(total,) ids -> (total, hidden). `max_seqlen` is a python int so nothing syncs the host."""
+        """(total,) ids -> (total, hidden). `max_seqlen` is a python int so nothing syncs the host.
+
+        Raises UserError for a document longer than max_position_embeddings and, when cu_seqlens is on the
+        CPU (checking costs nothing there), for cu_seqlens that do not cover the ids or a max_seqlen below the
+        longest document: either would silently give wrong attention in some backends.
+        """
+        check_packing(cu_seqlens, max_seqlen, input_ids.shape[0], self.config.max_position_embeddings)
         backend = self.backend
         layout = packed_layout(cu_seqlens, max_seqlen, input_ids.shape[0])
         context = backend.prepare(layout, self._windows())

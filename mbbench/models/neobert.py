@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
-from mbbench.models.modernbert import RotaryTables, add_linear, apply_rotary
+from mbbench.models.modernbert import RotaryTables, add_linear, apply_rotary, check_packing
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class NeoBert(nn.Module):
         return self._backend
 
     def forward_packed(self, input_ids, cu_seqlens, max_seqlen: int) -> torch.Tensor:
+        """(total,) ids -> (total, hidden); UserError for inconsistent packing (modernbert.check_packing)."""
+        check_packing(cu_seqlens, max_seqlen, input_ids.shape[0], self.config.max_position_embeddings)
         layout = packed_layout(cu_seqlens, max_seqlen, input_ids.shape[0])
         context = self.backend.prepare(layout, {None})
         x = self.encoder(input_ids)
