@@ -49,15 +49,24 @@ def spread(record: Record) -> str:
     return f"{payload.tokens_per_second_stats['iqr_over_median']:.1%}"
 
 
+def _would_not_fit(record: Record) -> str:
+    """' (batch > predicted max)' for a prediction whose batch exceeds the predicted maximum batch."""
+    payload, batch = record.payload, record.identity.batch_size
+    if isinstance(payload, Prediction) and batch and payload.max_batch_size and batch > payload.max_batch_size:
+        return f" (batch {batch} > predicted max {payload.max_batch_size}: would run out of memory)"
+    return ""
+
+
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
     """What a record measured, in one row: device, protocol, docs, batches, passes, statistic, value, where."""
     ident, payload = record.identity, record.payload
     tiny = "-tiny" if ident.tiny else ""
     model = " vs ".join(m + tiny for m in [*ident.models[1:], ident.models[0]]) if ident.models else \
         ident.display_model
+    backend = (",".join(payload.backends.get(m, "?") for m in [*ident.models[1:], ident.models[0]])
+               if isinstance(payload, Comparison) else record.flatten()["backend"])  # what ran, in model order
     row = {"model": model, "suite": ident.suite, "device": record.device.name,
-           "kind": record.kind, "protocol": ident.protocol, "backend": record.flatten()["backend"],
-           "dtype": ident.dtype}
+           "kind": record.kind, "protocol": ident.protocol, "backend": backend, "dtype": ident.dtype}
     if isinstance(payload, Throughput):
         row.update(docs=payload.num_documents, batches=payload.num_batches, passes=len(payload.run_seconds),
                    statistic=payload.headline, tokens_per_second=f"{payload.tokens_per_second:,.0f}",
@@ -74,7 +83,7 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     else:
         row.update(tokens_per_second="–", reason=(record.reason or "")[:90])
     row["status"] = record.status + (" (unstable)" if getattr(payload, "unstable", False) else "") + \
-        (f" ({state})" if state == "skipped" else "")
+        (f" ({state})" if state == "skipped" else "") + _would_not_fit(record)
     if path:
         row["record"] = path
     return row

@@ -9,7 +9,7 @@ here, with a `UserError`, before a model is built or a file written.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -215,6 +215,9 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
             raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "
                             f"({longest} tokens); a document is never split, so use at least {longest}")
     dtype = resolve_dtype(config, device.kind)
+    default_dtype = resolve_dtype(replace(config, dtype=None), device.kind)
+    if dtype != default_dtype:  # the record still names the protocol: say what was changed in it
+        notes.append(f"dtype {dtype} overrides the {config.protocol} protocol's {default_dtype}")
     device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
     backend, backend_reason = config.backend, ""
     if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device

@@ -1,3 +1,4 @@
+import json
 """Every bad value of every option of the producing and reading commands: one line, exit 2, nothing written.
 
 Issue 14 §3: failures that surfaced as tracebacks. Each case names the option in its message.
@@ -104,3 +105,23 @@ def test_hf_models_take_our_backend_names_and_records_say_ours():
 
     encoder = build_encoder("bert-base", BuildOptions(backend="flex"), tiny=True)
     assert encoder.backend == "flex" and encoder.module.config._attn_implementation == "flex_attention"
+
+
+def test_predict_says_when_the_batch_would_not_fit_and_when_the_dtype_overrides_the_protocol(tmp_path):
+    result = invoke("predict", "--gpu", "h100", "--suite", "long-variable", "--batch-size", "100000",
+                    "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0 and "batch 100000 > predicted max" in result.output, result.output
+    result = invoke("predict", "--gpu", "4090", "--protocol", "paper", "--dtype", "bfloat16", "--out", tmp_path,
+                    "--quiet")
+    [path] = tmp_path.rglob("*__paper__*.json")
+    assert result.exit_code == 0
+    assert "dtype bfloat16 overrides the paper protocol's float32" in json.loads(path.read_text())["payload"]["notes"]
+
+
+def test_compare_table_names_the_backends_that_ran(tmp_path):
+    result = invoke("compare", *TINY, "--model", "modernbert-base", "--model", "hf-modernbert-base",
+                    "--out", tmp_path, "--quiet")
+    [path] = tmp_path.rglob("*comparison*.json")
+    backends = json.loads(path.read_text())["payload"]["backends"]
+    assert result.exit_code == 0 and "auto,auto" not in result.output
+    assert f"{backends['modernbert-base']},{backends['hf-modernbert-base']}" in result.output  # model order
