@@ -14,6 +14,7 @@ from mbbench.cli import cli
 from mbbench.console import print_table
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
+from mbbench.formatting import significant
 
 
 @cli.command()
@@ -99,9 +100,15 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
                f"{root / 'sweep_heatmap.png'}")
 
 
+def _value(number: float) -> str:
+    """A validation cell: whole counts as they are (max batch 664), other values to 4 significant figures."""
+    return f"{int(number):,}" if float(number).is_integer() else significant(number, 4)
+
+
 @cli.command(name="validate-model")
 @click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True)
-@click.option("--rows/--no-rows", "show_rows", default=True, help="Print every row, not only the medians.")
+@click.option("--rows/--no-rows", "show_rows", default=True, show_default=True,
+              help="Print every row before the medians (--no-rows: the medians only).")
 def validate_model(results_dirs, show_rows: bool) -> None:
     """Performance and memory models vs the paper's RTX 4090 table, calibration data and measured records.
 
@@ -118,7 +125,8 @@ def validate_model(results_dirs, show_rows: bool) -> None:
     rows = validation.validation_tables(records)
     if show_rows:
         print_table([{"source": r.source, "model": r.model, "suite": r.suite, "gpu": r.gpu, "metric": r.metric,
-                      "backend": r.backend, "measured": f"{r.measured:,.4g}", "predicted": f"{r.predicted:,.4g}",
+                      "backend": r.backend, "measured": _value(r.measured),
+                      "predicted": _value(r.predicted),
                       "error": f"{r.error:+.1%}", "in_fit": "yes" if r.in_fit else "no", "note": r.note}
                     for r in rows])
     print_table([{"source": source, "metric": metric, "rows": sum(r.source == source and r.metric == metric
