@@ -311,10 +311,11 @@ def paired_rows(records: list[dict]) -> list[list[str]]:
     """One row per ratio of each comparison record: the paper's claims as measured, with their spread."""
     rows = []
     for r in records:
+        tiny = " (tiny)" if r.get("tiny") else ""  # both sides of a tiny comparison are tiny models
         for ratio in r["paired"]["ratios"]:
             interval = ratio.get("interval")
-            rows.append([r["gpu_dir"], r["suite"], ratio["model"] + (" (tiny)" if r.get("tiny") else ""),
-                         ratio["baseline"], f"{ratio['median']:.2f}x",
+            rows.append([r["gpu_dir"], r["suite"], ratio["model"] + tiny, ratio["baseline"] + tiny,
+                         f"{ratio['median']:.2f}x",
                          f"{interval['low']:.2f}–{interval['high']:.2f}" if interval else (ratio.get("interval_note") or ""),
                          str(r["rounds"]), str(r["num_documents"]), (r.get("created_at") or "")[:10]])
     return sorted(rows)
