@@ -76,6 +76,7 @@ def test_half_precision_bar_is_transformers_own_error_in_that_dtype(tiny_cfg):
 
     checks = verify(tiny_cfg, dtypes=(torch.bfloat16,), backends=["sdpa"], lengths=(150, 40))
     [own] = [c for c in checks if c.backend == "transformers-sdpa" and c.dtype == "bfloat16"]
+    assert own.is_bar and own.judged_on == "rel"
     assert 0 < own.max_rel_error and own.tolerance == max(TOLERANCE[torch.bfloat16],
                                                           HALF_PRECISION_SLACK * own.max_rel_error)
     ours = [c for c in checks if c.backend == "sdpa"]

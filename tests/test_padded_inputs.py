@@ -96,7 +96,10 @@ def test_empty_packed_input_returns_an_empty_output(tiny_cfg):
     ([0, 30, 80], 40, 80, "max_seqlen 40 is below the longest document (50 tokens)"),  # the reported case
     ([0, 30, 60], 50, 80, "cu_seqlens must run from 0 to the 80 packed tokens"),
     ([0, 50, 30, 80], 50, 80, "without decreasing"),
-    ([0, 200], 200, 200, "exceeds max_position_embeddings (128)"),
+    ([0, 200], 200, 200, "max_seqlen 200 exceeds max_position_embeddings (128)"),
+    ([[0, 30, 80]], 50, 80, "cu_seqlens must be a 1-D integer tensor"),
+    ([0.0, 30.0, 80.0], 50, 80, "cu_seqlens must be a 1-D integer tensor"),
+    ([0, 30, 80], 50, 0, "cu_seqlens must run from 0 to the 0 packed tokens"),  # empty ids
 ])
 def test_inconsistent_packing_is_refused(cu, max_seqlen, total, message):
     from mbbench.models.config import preset
@@ -105,4 +108,20 @@ def test_inconsistent_packing_is_refused(cu, max_seqlen, total, message):
     model = build(preset("tiny", max_position_embeddings=128), backend="sdpa")
     ids = torch.randint(5, 100, (total,))
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        model(ids, cu_seqlens=torch.tensor(cu, dtype=torch.int32), max_seqlen=max_seqlen)
+        cu_seqlens = torch.tensor(cu) if isinstance(cu[0], float) else torch.tensor(cu, dtype=torch.int32)
+        model(ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+
+
+def test_packed_batch_of_one_equals_packed_and_other_2d_packed_inputs_are_refused():
+    # the reported case: (1, total) ids with cu_seqlens ignored them and attended across documents
+    from mbbench.models.config import preset
+    from mbbench.models.modernbert import build
+
+    model = build(preset("tiny"), backend="sdpa")
+    ids, cu = torch.randint(5, 100, (80,)), torch.tensor([0, 30, 80], dtype=torch.int32)
+    with torch.inference_mode():
+        packed = model(ids, cu_seqlens=cu, max_seqlen=50)
+        assert torch.equal(model(ids[None], cu_seqlens=cu, max_seqlen=50), packed[None])
+    for bad in ({"input_ids": torch.stack([ids, ids])}, {"input_ids": ids[None], "attention_mask": torch.ones(1, 80)}):
+        with pytest.raises(UserError, match="cu_seqlens describe packed tokens"):
+            model(**bad, cu_seqlens=cu, max_seqlen=50)

@@ -174,8 +174,11 @@ def check_packing(cu_seqlens: torch.Tensor, max_seqlen: int, total_tokens: int, 
     sync), cu_seqlens that do not run from 0 to `total_tokens` without decreasing, or a `max_seqlen` below the
     longest document. Either would silently give wrong attention in some backends.
     """
+    if cu_seqlens.dim() != 1 or cu_seqlens.is_floating_point() or cu_seqlens.is_complex():
+        raise UserError(f"cu_seqlens must be a 1-D integer tensor (got {tuple(cu_seqlens.shape)} {cu_seqlens.dtype})")
     if max_seqlen > max_positions:
-        raise UserError(f"a document of {max_seqlen} tokens exceeds max_position_embeddings ({max_positions})")
+        raise UserError(f"max_seqlen {max_seqlen} exceeds max_position_embeddings ({max_positions}): no document "
+                        "may be longer")
     if cu_seqlens.device.type != "cpu":
         return
     bounds = cu_seqlens.tolist()
@@ -264,14 +267,24 @@ class ModernBert(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> torch.Tensor:
-        """Packed input (with cu_seqlens) returns packed output; padded input returns padded output."""
+        """Packed (total,) ids with cu_seqlens return (total, hidden); a packed batch of one, (1, total) ids
+        with cu_seqlens, returns (1, total, hidden); padded (batch, seq) ids (with attention_mask, or none for
+        no padding) return (batch, seq, hidden). Raises UserError for cu_seqlens with padded rows or a mask.
+        """
+        if cu_seqlens is not None and input_ids.dim() == 2:
+            if input_ids.shape[0] != 1 or attention_mask is not None:
+                raise UserError(f"cu_seqlens describe packed tokens: pass (total,) or (1, total) input_ids without "
+                                f"attention_mask (got input_ids {tuple(input_ids.shape)}"
+                                f"{' and an attention_mask' if attention_mask is not None else ''})")
+            return self(input_ids[0], cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)[None]  # (1, total, hidden)
         if input_ids.dim() == 1:
             if cu_seqlens is None:
                 raise ValueError("packed input_ids need cu_seqlens (and max_seqlen)")
-            if input_ids.numel() == 0:
-                return self._empty_output(0)
             if max_seqlen is None:
-                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if cu_seqlens.numel() > 1 else 0
+            if input_ids.numel() == 0:
+                check_packing(cu_seqlens, max_seqlen, 0, self.config.max_position_embeddings)
+                return self._empty_output(0)
             return self.forward_packed(input_ids, cu_seqlens, max_seqlen)
         batch, seq = input_ids.shape
         if attention_mask is None:
