@@ -49,6 +49,13 @@ def progress_for(plan, quiet: bool):
     return None if quiet else (lambda message: click.echo(f"[{plan.label}] {message}", err=True))
 
 
+def echo_notes(plans, quiet: bool) -> None:
+    """Each distinct note of the resolved plans (subsampling, a dtype overriding the protocol, ...), on stderr."""
+    if not quiet:
+        for note in sorted({n for p in plans for n in p.notes}):
+            click.echo(note, err=True)
+
+
 @cli.command()
 @options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
          "device", "gpu", "out", "force", "compile", "time_transfer", "weights", "tiny", "quiet")
@@ -81,8 +88,7 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
     plans = [resolve(c, device=local) for c in configs(models, suites, compile=compile_model, **fields)]
-    for note in sorted({n for p in plans for n in p.notes}):
-        click.echo(note, err=True) if not quiet else None
+    echo_notes(plans, quiet)
 
     def measure(plan):
         with progress_bar(plan.config.runs, f"{plan.label}: timed passes", enabled=not quiet) as bar:
@@ -134,6 +140,7 @@ def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> No
     from mbbench import predict
 
     plans = [predict.plan_prediction(c, gpu) for c in configs(models, suites, **fields) for gpu in gpus]
+    echo_notes(plans, quiet)
     finish(produce_and_print([job(p, predict.predict) for p in plans], out_dir, force, quiet))
 
 

@@ -111,10 +111,9 @@ def test_predict_says_when_the_batch_would_not_fit_and_when_the_dtype_overrides_
     result = invoke("predict", "--gpu", "h100", "--suite", "long-variable", "--batch-size", "100000",
                     "--out", tmp_path, "--quiet")
     assert result.exit_code == 0 and "batch 100000 > predicted max" in result.output, result.output
-    result = invoke("predict", "--gpu", "4090", "--protocol", "paper", "--dtype", "bfloat16", "--out", tmp_path,
-                    "--quiet")
+    result = invoke("predict", "--gpu", "4090", "--protocol", "paper", "--dtype", "bfloat16", "--out", tmp_path)
     [path] = tmp_path.rglob("*__paper__*.json")
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and "dtype bfloat16 overrides the paper protocol's float32" in result.output
     assert "dtype bfloat16 overrides the paper protocol's float32" in json.loads(path.read_text())["payload"]["notes"]
 
 

@@ -304,7 +304,8 @@ def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
     return rows
 
 
-PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "95% interval", "rounds", "docs", "date"]
+PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "95% interval", "rounds", "docs", "date",
+                 "warning"]
 
 
 def paired_rows(records: list[dict]) -> list[list[str]]:
@@ -317,7 +318,8 @@ def paired_rows(records: list[dict]) -> list[list[str]]:
             rows.append([r["gpu_dir"], r["suite"], ratio["model"] + tiny, ratio["baseline"] + tiny,
                          f"{ratio['median']:.2f}x",
                          f"{interval['low']:.2f}–{interval['high']:.2f}" if interval else (ratio.get("interval_note") or ""),
-                         str(r["rounds"]), str(r["num_documents"]), (r.get("created_at") or "")[:10]])
+                         str(r["rounds"]), str(r["num_documents"]), (r.get("created_at") or "")[:10],
+                         "busy" if r.get("load_warning") else ""])
     return sorted(rows)
 
 
