@@ -51,8 +51,10 @@ def spread(record: Record) -> str:
 
 def _would_not_fit(record: Record) -> str:
     """' (batch > predicted max)' for a prediction whose batch exceeds the predicted maximum batch."""
+    from mbbench.predict import over_max_batch
+
     payload, batch = record.payload, record.identity.batch_size
-    if isinstance(payload, Prediction) and batch and payload.max_batch_size and batch > payload.max_batch_size:
+    if isinstance(payload, Prediction) and over_max_batch(batch, payload.max_batch_size):
         return f" (batch {batch} > predicted max {payload.max_batch_size}: would run out of memory)"
     return ""
 

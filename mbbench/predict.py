@@ -107,9 +107,14 @@ def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Rec
                   suite=plan.suite_info(), payload=payload, environment=_environment())
 
 
+def over_max_batch(batch_size: int | None, max_batch_size: int | None) -> bool:
+    """Whether a batch of `batch_size` documents exceeds the predicted maximum batch (it would run out of memory)."""
+    return bool(batch_size and max_batch_size and batch_size > max_batch_size)
+
+
 def _memory_note(plan: Plan, prediction) -> tuple[str, ...]:
     """A batch larger than the memory model's maximum would run out of memory: say so beside the number."""
-    if plan.batch_size and plan.batch_size > prediction.max_batch_size:
+    if over_max_batch(plan.batch_size, prediction.max_batch_size):
         return (f"batch {plan.batch_size} exceeds the predicted maximum batch {prediction.max_batch_size}: "
                 "this configuration would run out of memory",)
     return ()
