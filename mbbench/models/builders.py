@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from mbbench.errors import BackendUnavailable, UserError
 from mbbench.models.attention import BackendChoice, backend_names, choose_backend, get_backend
-from mbbench.models.competitors import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
+from mbbench.models.encoders import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 

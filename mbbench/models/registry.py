@@ -13,7 +13,7 @@ from typing import Callable
 from mbbench.errors import UserError
 from mbbench.models import config as mb_config
 from mbbench.models.builders import BUILDERS, BuildOptions, Builder  # noqa: F401  (BuildOptions: public API)
-from mbbench.models.competitors import Encoder
+from mbbench.models.encoders import Encoder
 from mbbench.models.neobert import NeoBertConfig
 
 
