@@ -14,11 +14,12 @@ from typing import Callable
 
 import torch
 
-from mbbench import environment, runner
+from mbbench import environment
 from mbbench.bench.paired import run_paired
 from mbbench.errors import UserError
-from mbbench.plan import Plan, RunConfig, resolve
+from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
 from mbbench.records import Comparison, Identity, Record
+from mbbench.runner import build
 from mbbench.suites import make_batches, select_documents
 
 
@@ -56,8 +57,8 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     for plan in plans:
         reason = plan.unsupported_reason()
         if reason:
-            return replace(runner.unsupported_record(base_plan, reason), identity=identity)
-    encoders = {p.config.model: runner.build(p, progress) for p in plans}
+            return replace(unsupported_record(base_plan, reason), identity=identity)
+    encoders = {p.config.model: build(p, progress) for p in plans}
     indices = select_documents(base_plan.suite, base_plan.documents)
     batches = {p.config.model: make_batches(
         p.suite, indices, encoders[p.config.model].layout, p.batch_size, p.token_budget,
@@ -65,15 +66,15 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
         pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for p in plans}
     forwards = {name: encoder.__call__ for name, encoder in encoders.items()}
     if progress:
-        progress(f"{len(indices)} documents; {len(plans)} models interleaved over {base_plan.config.runs} rounds")
+        progress(f"{len(indices)} documents; {len(plans)} models interleaved over {base_plan.config.passes} rounds")
     start = environment.load_snapshot()
     result = run_paired({m: forwards[m] for m in identity.models}, batches, torch.device(base_plan.torch_device),
-                        base_plan.config.runs, baseline=identity.model, warmup_batches=base_plan.warmup_batches,
+                        base_plan.config.passes, baseline=identity.model, warmup_batches=base_plan.warmup_batches,
                         time_transfer=base_plan.config.time_transfer, on_pass=on_pass)
     end = environment.load_snapshot()
     paired = result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
                                  "load_warning": environment.busy_warning(start, end, torch.get_num_threads())}
-    payload = Comparison(baseline=identity.model, num_documents=len(indices), rounds=base_plan.config.runs,
+    payload = Comparison(baseline=identity.model, num_documents=len(indices), rounds=base_plan.config.passes,
                          backends={name: encoder.backend for name, encoder in encoders.items()}, paired=paired)
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator
 
-from mbbench import runner
-from mbbench.plan import Plan
+from mbbench.plan import Plan, failure_record
 from mbbench.records import Identity, Record
 from mbbench.results import Outcome, Store
 
@@ -30,7 +29,7 @@ def job(plan: Plan, make: Callable[[Plan], Record], identity: Identity | None = 
     identity = identity or plan.identity
 
     def fail(error: Exception) -> Record:
-        return replace(runner.failure_record(plan, error), identity=identity)
+        return replace(failure_record(plan, error), identity=identity)
 
     return Job(plan.label if identity is plan.identity else f"{' vs '.join(identity.models)} / {identity.suite}",
                identity, lambda: make(plan), fail)
@@ -43,4 +42,4 @@ def produce_all(jobs: Iterable[Job], store: Store, force: bool = False) -> Itera
     propagates after every finished record is written.
     """
     for item in jobs:
-        yield item, store.produce(item.identity, item.make, item.fail, force=force)
+        yield item, store.produce(item.identity.key(), item.make, item.fail, force=force)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import mbbench
+from mbbench.device import nvml_handle
 
 # Bump when what is timed, or how, changes: records with different method versions do not compare.
 METHOD_VERSION = 1
@@ -114,8 +115,6 @@ def nvml_gpu_reader(torch_index: int = 0) -> GpuReader:
     """A reader of torch's `cuda:<torch_index>` (matched by UUID). Raises if NVML is unavailable."""
     import pynvml
     import torch
-
-    from mbbench.hardware.gpus import nvml_handle
 
     handle = nvml_handle(torch_index)
 

@@ -8,9 +8,3 @@ class UserError(Exception):
 class BackendUnavailable(UserError):
     """An attention backend was asked for explicitly but cannot run here."""
 
-
-class UnsupportedWorkload(Exception):
-    """A model cannot run a suite (e.g. documents longer than its maximum length).
-
-    Not a user error: the run records it as "unsupported" (the paper's "–").
-    """

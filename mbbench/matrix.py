@@ -22,18 +22,21 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from mbbench import results, runner
+from mbbench.device import detect
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import accelerator_type, basket, basket_ids_for, detect, match_device_name
+from mbbench.hardware.gpus import accelerator_type, basket, basket_ids_for, match_device_name
 from mbbench.models import registry
-from mbbench.plan import Plan, RunConfig, resolve
+from mbbench.plan import DEFAULT_CPU_DOCS, Plan, RunConfig, failure_record, resolve
 from mbbench.records import DeviceInfo, Record
 from mbbench.suites import Suite, load_suite
 
 AXES = ("models", "suites", "protocols", "backends", "dtypes", "gpus")
-# RunConfig fields a matrix may set once for every configuration (its [options] table), with their types.
+# RunConfig settings a matrix may set once for every configuration (its [options] table), with their types;
+# named as on the command line (`runs`: the number of timed passes, `RunConfig.passes`).
 OPTIONS = {"batch_size": int, "token_budget": int, "docs": int, "runs": int, "warmup_batches": int, "device": str,
            "compile": bool, "time_transfer": bool, "telemetry": bool, "seed": int, "weights": str, "tiny": bool}
+CONFIG_FIELDS = {"runs": "passes"}  # option name -> RunConfig field, where they differ
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def _base_config(options: dict) -> RunConfig:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise UserError(f"unknown matrix option(s): {', '.join(unknown)}")
-    return RunConfig(model="", suite="", **options)
+    return RunConfig(model="", suite="", **{CONFIG_FIELDS.get(k, k): v for k, v in options.items()})
 
 
 def unplaced(device_kind: str, label: str | None) -> DeviceInfo:
@@ -172,20 +175,22 @@ def record_key(record: Record) -> tuple[str | None, str]:
     return label, record.identity.configuration_key()
 
 
-def existing_records(root: Path) -> dict[tuple, list[tuple[Path, Record]]]:
-    """Every measured record under root, by key (a task may have left a failure in a different dir)."""
-    found: dict[tuple, list[tuple[Path, Record]]] = {}
-    if root.is_dir():
-        for record in results.read_records([root]):
-            if record.kind == "measured" and record.identity.measurement == "throughput":
-                found.setdefault(record_key(record), []).append((Path(record.source_path), record))
-    return found
+def matrix_key(record: Record) -> tuple[str | None, str] | None:
+    """The resume key of a matrix: (GPU type, configuration key) of a measured throughput record, else None."""
+    if record.kind != "measured" or record.identity.measurement != "throughput":
+        return None
+    return record_key(record)
+
+
+def open_store(root: str | Path) -> results.Store:
+    """The records under `root`, indexed by the task each answers (`Task.key`)."""
+    return results.Store(root, resume_key=matrix_key)
 
 
 # ----------------------------------------------------------------------------------------------- measure
 
 def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
-            on_run: Callable[[int, float], None] | None = None) -> Record:
+            on_pass: Callable[[int, float], None] | None = None) -> Record:
     """Measure one task on this machine; never raises for a failed configuration (returns its record)."""
     started = time.time()
     plan = task.planned
@@ -193,9 +198,9 @@ def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
         device = detect(task.config.device)
         check_placement(task, device)
         plan = resolve(task.config, device=device, suite=task.suite)
-        record = runner.run(plan, progress, on_run)
+        record = runner.run(plan, progress, on_pass)
     except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
-        record = runner.failure_record(plan, error)
+        record = failure_record(plan, error)
     finally:
         release_memory()
     record.execution = execution_info(via, task, started)
@@ -239,7 +244,7 @@ def execution_info(via: str, task: Task, started: float) -> dict:
 def failed_record(task: Task, error: BaseException) -> Record:
     """The record of a task that never reached a device (no node of its type, node lost): filed under the
     GPU type it asked for, with what stopped it."""
-    record = runner.failure_record(task.planned, error)
+    record = failure_record(task.planned, error)
     record.execution = {"via": "ray", "accelerator_type": task.accelerator, "reached_device": False}
     return record
 
@@ -263,8 +268,8 @@ class LocalExecutor:
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Record]]:
         for task in tasks:
             say = (lambda message, t=task: self.say(f"[{t.label}] {message}")) if self.say else None
-            on_run = (lambda i, s, t=task, say=say: say(f"pass {i + 1}/{t.config.runs}: {s:.3f} s")) if say else None
-            yield task, execute(task, self.via, say, on_run)
+            on_pass = (lambda i, s, t=task, say=say: say(f"pass {i + 1}/{t.config.passes}: {s:.3f} s")) if say else None
+            yield task, execute(task, self.via, say, on_pass)
 
 
 @dataclass
@@ -279,16 +284,13 @@ class Outcome:
         return self.record.status
 
 
-def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: bool) -> tuple[list, list]:
-    """(tasks to run, outcomes of tasks skipped because their record exists)."""
+def partition(tasks: Iterable[Task], store: results.Store, force: bool, retry_failed: bool) -> tuple[list, list]:
+    """(tasks to run, outcomes of tasks skipped because a record answers them: `Store.find`, as every command)."""
     to_run, skipped = [], []
     for task in tasks:
-        found = existing.get(task.key, [])
-        done = [(p, r) for p, r in found if r.status != "failed" or not retry_failed]
-        done.sort(key=lambda pair: pair[1].status == "failed")  # a measurement outranks a failure
-        if done and not force:
-            path, record = done[0]
-            skipped.append(Outcome(task, "skipped", record, path))
+        found = store.find(task.key, include_failed=not retry_failed)
+        if found is not None and not force:
+            skipped.append(Outcome(task, "skipped", found, Path(found.source_path or store.path_for(found))))
         else:
             to_run.append(task)
     return to_run, skipped
@@ -297,51 +299,36 @@ def partition(tasks: Iterable[Task], existing: dict, force: bool, retry_failed: 
 def run_matrix(tasks: list[Task], root: str | Path, executor: Executor, force: bool = False,
                retry_failed: bool = False, on_outcome: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
     """Run what is missing; write each record as it arrives (a crash or Ctrl-C loses nothing written)."""
-    store = results.Store(root)
-    existing = existing_records(store.root)
-    to_run, outcomes = partition(tasks, existing, force, retry_failed)
+    store = open_store(root)
+    to_run, outcomes = partition(tasks, store, force, retry_failed)
     with contextlib.closing(executor.run(to_run)) as finished:
         for index, (task, record) in enumerate(finished, start=1):
-            path = store.write(record, supersedes=[old for _, old in existing.get(task.key, [])])
-            outcome = Outcome(task, "ran", record, path)
+            outcome = Outcome(task, "ran", record, store.write(record))
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome, index, len(to_run))
     return outcomes
 
 
-# ------------------------------------------------------------------------------------------- command line
+# ------------------------------------------------------------------------------------------- planning
 
-def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address: str | None, cpus_per_task: float,
-            out_dir: str, say: Callable[[str], None] | None) -> tuple[list[Task], Path, Executor]:
-    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first."""
-    use_ray = ray_address is not None
-    if use_ray:
-        from mbbench.cluster import RayExecutor, import_ray
-
-        import_ray()  # fail now, with the install hint, not after planning
-    file_data = read_matrix_file(matrix_file) if matrix_file else {}
-    spec = build_spec(file_data, axes, run_options)
+def plan_matrix(spec: MatrixSpec, use_ray: bool, command_line: str | None,
+                say: Callable[[str], None] | None) -> list[Task]:
+    """The tasks of a matrix, every input validated first: on Ray every GPU type the matrix names; locally only
+    this machine's (the rest are said to wait for --ray). A CPU matrix subsamples DEFAULT_CPU_DOCS documents
+    unless --docs says otherwise."""
     device_kind, spec, local_label = _matrix_device(spec, use_ray)
     if device_kind == "cpu" and spec.options.get("docs") is None:
-        from mbbench.plan import DEFAULT_CPU_DOCS
-
         spec = replace(spec, options=spec.options | {"docs": DEFAULT_CPU_DOCS})
         if say:
             say(f"CPU matrix: subsampling {DEFAULT_CPU_DOCS} documents per suite (--docs to change)")
-    import sys
-
-    tasks, notes = expand(spec, device_kind, " ".join(["mbbench", *sys.argv[1:]]))
+    tasks, notes = expand(spec, device_kind, command_line)
     if not tasks:
         raise UserError("the matrix has no configuration a model can run: " + "; ".join(notes))
     for note in notes:
         if say:
             say(note)
-    if not use_ray:
-        tasks = _runnable_here(tasks, local_label, say)
-    root = results.check_writable(out_dir)
-    executor = RayExecutor(ray_address or None, cpus_per_task, say) if use_ray else LocalExecutor(say)
-    return tasks, root, executor
+    return tasks if use_ray else _runnable_here(tasks, local_label, say)
 
 
 def _matrix_device(spec: MatrixSpec, use_ray: bool) -> tuple[str, MatrixSpec, str | None]:

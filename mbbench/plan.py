@@ -1,24 +1,33 @@
-"""A configuration resolved once, before anything runs: `RunConfig` (what was asked) -> `Plan` (what will run).
+"""A configuration resolved once, before anything runs: `RunConfig` (what was asked) -> `Plan` (what will run),
+and the record a plan makes.
 
-The plan carries the torch device with its index, the dtype, the batching, the documents used and the
-record identity, so `run`, `max-batch`, `predict` and matrix tasks all take the same resolved object
-and no later step re-derives (or drops) any of it. Every impossible or conflicting option is refused
-here, with a `UserError`, before a model is built or a file written.
+The plan carries the model's catalogue row, shape and parameter count, the torch device with its index, the
+dtype (name and torch dtype), the attention backend, the basket GPU, the batching, the documents used and the
+record identity, so `run`, `max-batch`, `predict`, `compare` and matrix tasks all take the same resolved object
+and no later step looks a name up again (or drops any of it). Every impossible or conflicting option is
+refused here, with a `UserError`, before a model is built or a file written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
+from mbbench import environment
+from mbbench.bench.maxbatch import is_oom
+from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import detect, torch_device
+from mbbench.hardware.gpus import GPU, basket
+from mbbench.hardware.shape import Shape
 from mbbench.models import registry
-from mbbench.models.registry import ModelSpec
-from mbbench.records import DeviceInfo, Identity, ModelInfo, SuiteInfo
+from mbbench.models.spec import ModelSpec
+from mbbench.records import DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
 from mbbench.suites import Suite, check_vocabulary, load_suite
 
 DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
@@ -57,7 +66,7 @@ class RunConfig:
     batch_size: int | None = None  # None: the paper's timing batch (512 short, 32 long)
     token_budget: int | None = None  # packed models: tokens per batch instead of a document count
     docs: int | None = None  # None: every document (on CPU: DEFAULT_CPU_DOCS)
-    runs: int = 10
+    passes: int = 10  # timed passes over the documents (`--runs`; a record's identity keeps `runs`)
     warmup_batches: int | None = None  # None: the protocol's (rigorous: one full pass; paper: one batch)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     compile: bool = False
@@ -68,9 +77,10 @@ class RunConfig:
     tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
     placement: str | None = None  # the Ray node type a CPU matrix task asked for (part of its identity)
 
-    def validate(self) -> None:
-        """UserError for any value no device could run (checks that need the device are in `resolve`)."""
-        for name, value, low in (("--runs", self.runs, 1), ("--docs", self.docs, 1),
+    def validate(self) -> ModelSpec:
+        """The model's catalogue row; UserError for any value no device could run (checks that need the device
+        are in `resolve`)."""
+        for name, value, low in (("--runs", self.passes, 1), ("--docs", self.docs, 1),
                                  ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1)):
             if value is not None and value < low:
                 raise UserError(f"{name} must be at least {low}, got {value}")
@@ -83,11 +93,12 @@ class RunConfig:
             raise UserError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         spec = registry.get_spec(self.model)
         registry.require_available(spec)
-        spec.builder.check_backend(spec, self.backend)
+        registry.check_backend(spec, self.backend)
         if self.dtype is not None:
             dtype_name(self.dtype)  # UserError for an unknown name
         if self.token_budget is not None and not spec.unpadded:
             raise UserError(f"--token-budget needs an unpadded model; {self.model} runs padded batches")
+        return spec
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,14 @@ class Plan:
     config: RunConfig
     measurement: str  # "throughput", "max_batch" or "prediction"
     spec: ModelSpec
+    shape: Shape  # the performance model's view of the model (tiny variant when config.tiny)
+    parameters: int  # of the bare encoder, counted once
     suite: Suite
     device: DeviceInfo
+    gpu: GPU | None  # the device's basket entry (datasheet), None on CPU or off the basket
     torch_device: str  # "cpu" or "cuda:N"
-    dtype: str
+    dtype: str  # canonical name
+    torch_dtype: torch.dtype
     batch_size: int | None
     token_budget: int | None
     documents: int  # documents used (the first N of the suite)
@@ -123,8 +138,7 @@ class Plan:
         return self.documents < self.suite.definition.documents
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(family=self.spec.family, group=self.spec.group,
-                         parameters=registry.count_parameters(self.spec, self.config.tiny),
+        return ModelInfo(family=self.spec.family, group=self.spec.group, parameters=self.parameters,
                          max_length=self.spec.max_length, layout=self.spec.layout)
 
     def suite_info(self) -> SuiteInfo:
@@ -180,10 +194,6 @@ def checkpoint_sha256(path: str | None) -> str | None:
     return _checkpoint_sha256(str(directory.resolve()), stamp)
 
 
-def _check_vocabulary(config: RunConfig, spec: ModelSpec, suite: Suite) -> None:
-    check_vocabulary(suite, registry.model_config(spec, config.tiny).vocab_size, config.model)
-
-
 def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceInfo | None = None,
             suite: Suite | None = None, limits: tuple = ()) -> Plan:
     """Resolve a request on a device (detected from `config.device` when not given) into a Plan.
@@ -192,11 +202,10 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
     exist on the node). `limits`: a max-batch search's settings, part of its identity. Raises UserError
     for every impossible or conflicting option.
     """
-    config.validate()
-    spec = registry.get_spec(config.model)
+    spec = config.validate()
     suite = suite or load_suite(config.suite)
     device = device or detect(config.device)
-    _check_vocabulary(config, spec, suite)
+    check_vocabulary(suite, registry.model_config(spec, config.tiny).vocab_size, config.model)
     notes = []
     docs = config.docs
     if docs is None and device.kind == "cpu" and measurement == "throughput":
@@ -215,15 +224,16 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
             raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "
                             f"({longest} tokens); a document is never split, so use at least {longest}")
     dtype = resolve_dtype(config, device.kind)
+    torch_dtype = parse_dtype(dtype)
     default_dtype = resolve_dtype(replace(config, dtype=None), device.kind)
     if dtype != default_dtype:  # the record still names the protocol: say what was changed in it
         notes.append(f"dtype {dtype} overrides the {config.protocol} protocol's {default_dtype}")
     device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
     backend, backend_reason = config.backend, ""
     if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device
-        spec.builder.check_runs(spec, config.backend, device_string, parse_dtype(dtype))
-        choice = spec.builder.choose(spec, config.backend, device_string, parse_dtype(dtype),
-                                     suite.lengths[:documents] if documents else suite.lengths)
+        registry.check_runs(spec, config.backend, device_string, torch_dtype)
+        choice = registry.choose_backend(spec, config.backend, device_string, torch_dtype,
+                                         suite.lengths[:documents] if documents else suite.lengths)
         backend, backend_reason = choice.name, choice.reason
         if config.compile and backend == "flex" and device.kind == "cpu":
             raise UserError("--compile with the flex backend cannot run on CPU: torch.compile(dynamic=True) reaches "
@@ -237,8 +247,76 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         suite_fingerprint=suite.fingerprint, protocol=config.protocol, backend=config.backend, dtype=dtype,
         device=device.identity_name, device_index=device.index if device.kind == "cuda" else None,
         weights_sha256=checkpoint_sha256(config.weights), batch_size=batch_size, token_budget=token_budget,
-        documents=documents, runs=config.runs if timing else None, warmup_batches=warmup if timing else None,
+        documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)))
-    return Plan(config, measurement, spec, suite, device, device_string, dtype, batch_size, token_budget,
-                documents or 0, warmup, identity, tuple(notes), backend, backend_reason)
+    return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
+                registry.count_parameters(spec, config.tiny), suite, device, basket().get(device.basket_id or ""),
+                device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
+                tuple(notes), backend, backend_reason)
+
+
+# ------------------------------------------------------------------------------------------ max-batch settings
+
+def parse_memory(text: str | None) -> int | None:
+    """'24GiB', '24GB', '512MiB' -> bytes; UserError for anything else."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB)\s*", text)
+    if not match:
+        raise UserError(f"--memory-limit {text!r}: expected a size like 24GiB, 24GB or 512MiB")
+    value, unit = float(match.group(1)), match.group(2)
+    return int(value * {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6}[unit])
+
+
+def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None,
+                     max_trials: int | None = None, max_seconds: float | None = None) -> tuple:
+    """A search's settings as (name, value) pairs: part of its record's identity (a capped search may stop
+    short of the answer, so its caps change the number). Raises UserError for impossible values."""
+    if granularity < 1:
+        raise UserError(f"--granularity must be at least 1, got {granularity}")
+    if not 0.0 <= margin < 1.0:
+        raise UserError(f"--safety-margin must be in [0, 1), got {margin}")
+    if max_trials is not None and max_trials < 1:
+        raise UserError(f"--max-trials must be at least 1, got {max_trials}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    return (("granularity", granularity), ("max_seconds", max_seconds), ("max_trials", max_trials),
+            ("memory_limit_bytes", parse_memory(memory_limit)), ("safety_margin", margin))
+
+
+def search_mode(plan: Plan) -> str:
+    """"tokens" (a packed token budget) for unpadded models on variable suites, else "batch"."""
+    variable = plan.suite.definition.distribution != "fixed"
+    return "tokens" if variable and plan.spec.unpadded else "batch"
+
+
+# ---------------------------------------------------------------------------------------- a plan's record
+
+def record(plan: Plan, payload: Payload, status: str = "ok", reason: str | None = None,
+           kind: str | None = None) -> Record:
+    """The record of `plan` with `payload`: its identity, device, model, suite and this machine's software.
+    `kind` defaults to "predicted" for a prediction, else "measured"."""
+    kind = kind or ("predicted" if plan.measurement == "prediction" else "measured")
+    return Record(kind=kind, status=status, identity=plan.identity, device=plan.device, model=plan.model_info(),
+                  suite=plan.suite_info(), payload=payload, environment=environment.capture(), reason=reason)
+
+
+def unsupported_record(plan: Plan, reason: str) -> Record:
+    """A configuration the model cannot run at all (the paper's "–")."""
+    return record(plan, Failure(backend=plan.config.backend), "unsupported", reason)
+
+
+def failure_record(plan: Plan, error: BaseException) -> Record:
+    """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
+    return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend), "failed",
+                  describe(error))
+
+
+def describe(error: BaseException) -> str:
+    """One line for a failure: "out of memory: ..." for every kind of allocator failure, else type: message."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    if is_oom(error):
+        return f"out of memory: {first}"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

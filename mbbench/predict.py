@@ -8,46 +8,31 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
+from mbbench.dtypes import canonical_dtype, parse_dtype
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel, workload
 from mbbench.hardware.gpus import GPU, lookup
 from mbbench.hardware.memory import capacity_bytes
-from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, resolve_attention
+from mbbench.hardware.software import PYTORCH, AttentionImpl, auto_backend, resolve_attention
 from mbbench.models import registry
-from mbbench.plan import Plan, RunConfig, resolve
+from mbbench.plan import Plan, RunConfig, record, resolve, unsupported_record
 from mbbench.records import DeviceInfo, Prediction, Record
-from mbbench.suites import Suite
 
 # `predict` options that a performance model cannot honour: refused, never silently ignored.
 UNMODELLED_OPTIONS = {"compile": "--compile", "time_transfer": "--time-transfer", "weights": "--weights",
                       "token_budget": "--token-budget"}
 
 
-def shape_of(spec: registry.ModelSpec, tiny: bool = False) -> perfmodel.Shape:
-    """The performance model's shape of a catalogue model (from its builder)."""
-    return registry.shape_of(spec, tiny)
-
-
-def suite_time(shape: perfmodel.Shape, suite: Suite, documents: list[int], batch_size: int, gpu: GPU, dtype: str,
-               pad_to_suite_max: bool, calibration: perfmodel.Calibration,
-               attention: AttentionImpl | None = None, stack: Stack = PYTORCH) -> tuple[float, float]:
-    """Predicted seconds and model FLOPs for one pass over `documents` in batches of `batch_size`."""
-    lengths = [suite.lengths[i] for i in documents]
-    pad_to = suite.definition.max_length if pad_to_suite_max else None
-    result = workload.suite_seconds(shape, lengths, batch_size, gpu, dtype, attention, pad_to, calibration, stack)
-    return result.seconds, result.flops
-
-
-def attention_of(plan: Plan, gpu: GPU, shape: perfmodel.Shape) -> AttentionImpl:
-    """The attention implementation a plan runs: its --backend, or by default what runs there: the family's
-    default in the paper's environment under the paper protocol; otherwise mbbench's own `auto` for its packed
-    models and transformers 5's default for transformers models."""
+def attention_of(plan: Plan) -> AttentionImpl:
+    """The attention implementation a prediction's plan runs: its --backend, or by default what runs there: the
+    family's default in the paper's environment under the paper protocol; otherwise mbbench's own `auto` for its
+    packed models (`software.auto_backend`) and transformers 5's default for transformers models. UserError for a
+    backend or dtype the plan's GPU lacks."""
     backend = plan.config.backend
     if backend == "auto" and plan.config.protocol != "paper" and plan.spec.unpadded:
-        # mbbench's own packed models: what `auto` runs on this GPU (models/attention.py AUTO_ORDER for CUDA)
-        backend = "varlen" if gpu.compute_capability >= (8, 0) else "flex"
-    return resolve_attention(backend, plan.dtype, gpu, family=plan.spec.family, packed_model=plan.spec.unpadded,
-                             head_dim=shape.head_dim, rotary=plan.spec.builder.rotary_code,
+        backend = auto_backend(plan.gpu, packed_model=True)
+    return resolve_attention(backend, plan.dtype, plan.gpu, family=plan.spec.family, packed_model=plan.spec.unpadded,
+                             head_dim=plan.shape.head_dim, rotary=registry.rotary_code(plan.spec),
                              environment="paper" if plan.config.protocol == "paper" else "transformers5")
 
 
@@ -73,29 +58,28 @@ def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
     check_options(config)
     gpu = lookup(gpu_name)
     notes = []
-    if config.dtype is not None and gpu.effective_dtype(config.dtype) != config.dtype.replace("bf16", "bfloat16"):
+    if config.dtype is not None and gpu.effective_dtype(canonical_dtype(config.dtype)) != canonical_dtype(config.dtype):
         raise UserError(f"{gpu.name} has no {config.dtype} tensor cores; ask for --dtype float16 (or predict "
                         "another GPU)")
     plan = resolve(replace(config, device="cpu"), "prediction", device=predicted_device(gpu))
     effective = gpu.effective_dtype(plan.dtype)
     if effective != plan.dtype:
         notes.append(f"{gpu.name} has no {plan.dtype} tensor cores: predicted in {effective}")
-        plan = replace(plan, dtype=effective, identity=replace(plan.identity, dtype=effective))
-    attention_of(plan, gpu, shape_of(plan.spec, plan.config.tiny))  # UserError now for a backend this GPU lacks
+        plan = replace(plan, dtype=effective, torch_dtype=parse_dtype(effective),
+                       identity=replace(plan.identity, dtype=effective))
+    attention_of(plan)  # UserError now for a backend this GPU lacks
     return replace(plan, notes=plan.notes + tuple(notes))
 
 
-def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Record:
-    """The predicted record of a plan made by `plan_prediction`."""
-    from mbbench.runner import unsupported_record
-
+def predict(plan: Plan, calibration: perfmodel.Calibration) -> Record:
+    """The predicted record of a plan made by `plan_prediction`, with the efficiencies of `calibration`
+    (`mbbench.calibration.default_calibration()` for the fitted ones)."""
     reason = plan.unsupported_reason()
     if reason:
-        return unsupported_record(plan, reason, kind="predicted")
-    gpu = lookup(plan.device.basket_id)
-    shape = shape_of(plan.spec, plan.config.tiny)
+        return unsupported_record(plan, reason)
+    gpu, shape = plan.gpu, plan.shape
     lengths = plan.suite.lengths[:plan.documents]
-    p = workload.predict_suite(shape, lengths, plan.batch_size, gpu, plan.dtype, attention_of(plan, gpu, shape),
+    p = workload.predict_suite(shape, lengths, plan.batch_size, gpu, plan.dtype, attention_of(plan),
                                plan.suite.definition.max_length if plan.protocol.pad_to_suite_max else None,
                                calibration, PYTORCH, plan.suite.definition.max_length)
     payload = Prediction(
@@ -103,8 +87,7 @@ def predict(plan: Plan, calibration: perfmodel.Calibration | None = None) -> Rec
         mfu=p.mfu, max_batch_size=p.max_batch_size, efficiency=p.efficiency, efficiency_source=p.efficiency_source,
         peak_tflops=perfmodel.peak_flops(gpu, p.compute_dtypes["gemm"]) / 1e12, shape=asdict(shape), attention=p.attention.backend,
         notes=tuple(dict.fromkeys((*plan.notes, p.attention.reason, *p.notes, *_memory_note(plan, p)))))
-    return Record(kind="predicted", status="ok", identity=plan.identity, device=plan.device, model=plan.model_info(),
-                  suite=plan.suite_info(), payload=payload, environment=_environment())
+    return record(plan, payload)
 
 
 def over_max_batch(batch_size: int | None, max_batch_size: int | None) -> bool:
@@ -118,16 +101,3 @@ def _memory_note(plan: Plan, prediction) -> tuple[str, ...]:
         return (f"batch {plan.batch_size} exceeds the predicted maximum batch {prediction.max_batch_size}: "
                 "this configuration would run out of memory",)
     return ()
-
-
-def _environment() -> dict:
-    from mbbench import environment
-
-    return environment.capture()
-
-
-def validation_rows(records: list[Record]) -> list:
-    """Predicted vs measured for every measured record of a basket GPU (`hardware.validation.ValidationRow`s)."""
-    from mbbench.hardware.validation import record_validation
-
-    return record_validation([r.flatten() for r in records])

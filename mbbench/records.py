@@ -11,8 +11,9 @@ A record is what every measurement, search and prediction produces and what repo
 resume skips on it and the report groups by it. Software versions (torch, transformers, CUDA) live in
 the environment: recorded, shown apart in reports, but not part of the identity.
 
-Schema 1 records (the loose dicts committed before this module existed) are migrated on read by
-`from_json`; nothing on disk is rewritten.
+Schema 1 records (the loose dicts committed before this module existed) are migrated on read by the
+store's file reader (`results.read_record`, through `migrate`); nothing on disk is rewritten. This module
+imports nothing from mbbench: it is the bottom layer every other one reads and writes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Union
 
@@ -177,10 +178,6 @@ class Throughput:
     load: dict | None = None  # machine load at start and end of the timed passes
     load_warning: str | None = None
 
-    @property
-    def padding_efficiency(self) -> float:
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
-
 
 @dataclass(frozen=True)
 class MaxBatchSearch:
@@ -310,20 +307,18 @@ class Record:
 
     @classmethod
     def from_json(cls, data: dict, source_path: str | None = None) -> "Record":
-        """Read a record of any schema version (1 is migrated); raises ValueError when it is not a record."""
+        """Read a schema-2 record; raises ValueError when it is not one (schema 1: `migrate.from_schema_1`)."""
         if not isinstance(data, dict) or not data.get("schema_version"):
             raise ValueError("not an mbbench record (no schema_version)")
         if data["schema_version"] == 1:
-            from mbbench.migrate import from_schema_1
-
-            return from_schema_1(data, source_path)
+            raise ValueError("a schema 1 record: read it with mbbench.migrate.from_schema_1")
         if data["schema_version"] != SCHEMA_VERSION:
             raise ValueError(f"record schema {data['schema_version']} is newer than this mbbench ({SCHEMA_VERSION})")
         payload_cls = PAYLOADS[data["payload_type"]]
         payload_fields = {f.name for f in fields(payload_cls)}
         payload = payload_cls(**{k: v for k, v in data["payload"].items() if k in payload_fields})
         if isinstance(payload, MaxBatchSearch) and payload.bracket is not None:
-            payload = _replace(payload, bracket=tuple(payload.bracket))
+            payload = replace(payload, bracket=tuple(payload.bracket))
         return cls(kind=data["kind"], status=data["status"], identity=Identity.from_dict(data["identity"]),
                    device=DeviceInfo(**data["device"]), model=ModelInfo(**data["model"]) if data.get("model") else None,
                    suite=SuiteInfo(**data["suite"]) if data.get("suite") else None, payload=payload,
@@ -360,8 +355,3 @@ class Record:
         row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend
         return row
 
-
-def _replace(obj, **changes):
-    from dataclasses import replace
-
-    return replace(obj, **changes)

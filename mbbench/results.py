@@ -1,8 +1,8 @@
 """The store: records as JSON files under results/<device>/, written atomically, found by identity.
 
-Every command that produces records (`run`, `max-batch`, `predict`, `compare`, `matrix`) goes through
-`Store.produce`: skip when a record of the same identity exists (resume), otherwise produce it, turn an
-exception into a failure record, write it atomically and drop the failure it supersedes.
+Every command that produces records (`run`, `max-batch`, `predict`, `compare`, `matrix`) resumes through
+`Store.find`: skip when a record answering the same configuration exists, otherwise produce it (`Store.produce`
+turns an exception into a failure record), write it atomically and drop the failures it supersedes.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Hashable, Iterator
 
 from mbbench.errors import UserError
-from mbbench.records import KINDS, Identity, Record
+from mbbench.migrate import from_schema_1
+from mbbench.records import KINDS, Record
 
 
 def write_atomic(path: Path, data: dict) -> Path:
@@ -67,6 +68,8 @@ def read_record(path: Path) -> Record | None:
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return None
     try:
+        if data.get("schema_version") == 1:
+            return from_schema_1(data, str(path))
         return Record.from_json(data, str(path))
     except (ValueError, TypeError, KeyError):
         return None
@@ -98,51 +101,64 @@ class Outcome:
         return self.record.status
 
 
-class Store:
-    """Records under `root`, indexed by identity key. Creating one checks that `root` is writable."""
+def identity_key(record: Record) -> Hashable:
+    """The default resume key: a record answers the configuration its identity names."""
+    return record.key
 
-    def __init__(self, root: str | Path):
+
+class Store:
+    """Records under `root`, indexed by a resume key. Creating one checks that `root` is writable.
+
+    `resume_key(record)` says which configuration a record answers (None: it answers none here); the default is
+    its identity key. A matrix driver, which knows a task's identity only up to the device, indexes by
+    (GPU type, configuration key) instead: one index and one rule for every command's resume.
+    """
+
+    def __init__(self, root: str | Path, resume_key: Callable[[Record], Hashable | None] = identity_key):
         self.root = check_writable(root)
-        self._index: dict[str, list[Record]] | None = None
+        self._resume_key = resume_key
+        self._index: dict[Hashable, list[Record]] | None = None
 
     def path_for(self, record: Record) -> Path:
         return self.root / record.device.directory / f"{record.identity.file_stem()}.json"
 
-    def index(self) -> dict[str, list[Record]]:
-        """Identity key -> records with it (newest last)."""
+    def index(self) -> dict[Hashable, list[Record]]:
+        """Resume key -> records with it (oldest first)."""
         if self._index is None:
             self._index = {}
             for record in sorted(read_records([self.root]), key=lambda r: r.created_at):
-                self._index.setdefault(record.key, []).append(record)
+                key = self._resume_key(record)
+                if key is not None:
+                    self._index.setdefault(key, []).append(record)
         return self._index
 
-    def find(self, identity: Identity, include_failed: bool = False) -> Record | None:
-        """The newest record of this identity (a measurement outranks a failure); None when there is none."""
-        found = [r for r in self.index().get(identity.key(), []) if include_failed or r.status != "failed"]
+    def find(self, key: Hashable, include_failed: bool = False) -> Record | None:
+        """The newest record answering `key` (a measurement outranks a failure); None when there is none."""
+        found = [r for r in self.index().get(key, []) if include_failed or r.status != "failed"]
         found.sort(key=lambda r: (r.status != "failed", r.created_at))
         return found[-1] if found else None
 
-    def write(self, record: Record, supersedes: Iterable[Record] = ()) -> Path:
-        """Write atomically; the new record removes the older failure records of its identity and any failure
-        among `supersedes` (a matrix task's failure filed before it reached a device, under another identity)."""
+    def write(self, record: Record) -> Path:
+        """Write atomically; the new record removes the older failure records that answer its key."""
         path = write_atomic(self.path_for(record), record.to_json())
-        previous = self.index().setdefault(record.key, [])
-        for old in [*previous, *supersedes]:
+        key = self._resume_key(record)
+        previous = self.index().setdefault(key, []) if key is not None else []
+        for old in previous:
             if old.status == "failed" and old.source_path and Path(old.source_path) != path:
                 Path(old.source_path).unlink(missing_ok=True)
         previous[:] = [r for r in previous if r.status != "failed"] + [record]
         record.source_path = str(path)
         return path
 
-    def produce(self, identity: Identity, make: Callable[[], Record], on_error: Callable[[Exception], Record],
+    def produce(self, key: Hashable, make: Callable[[], Record], on_error: Callable[[Exception], Record],
                 force: bool = False, retry_failed: bool = True) -> Outcome:
-        """Resume or run one configuration: the one code path of run, max-batch, predict and matrix.
+        """Resume or run one configuration: the one code path of run, max-batch, predict, compare and matrix.
 
-        Skips when a record of `identity` exists (unless `force`; a failure is retried when
-        `retry_failed`). An exception from `make` becomes `on_error(exception)`'s failure record;
-        KeyboardInterrupt propagates (records already written stay).
+        Skips when a record answering `key` exists (unless `force`; a failure is retried when `retry_failed`).
+        An exception from `make` becomes `on_error(exception)`'s failure record; KeyboardInterrupt propagates
+        (records already written stay).
         """
-        existing = self.find(identity, include_failed=not retry_failed)
+        existing = self.find(key, include_failed=not retry_failed)
         if existing is not None and not force:
             return Outcome(existing, Path(existing.source_path or self.path_for(existing)), "skipped")
         try:

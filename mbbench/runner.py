@@ -7,63 +7,39 @@ send records home.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from typing import Callable
 
 import torch
 
 from mbbench import environment
-from mbbench.bench.maxbatch import is_oom
-from mbbench.bench.throughput import measure_passes
 from mbbench.batching import PackedBatch
+from mbbench.bench import telemetry, trial
+from mbbench.bench.maxbatch import search
+from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
+from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
-from mbbench.plan import PROTOCOLS, Plan, RunConfig, default_batch_size, resolve  # noqa: F401  (public API)
-from mbbench.records import Failure, MaxBatchSearch, Record, Throughput
+from mbbench.models.encoders import Encoder
+from mbbench.plan import Plan, record, search_mode, unsupported_record
+from mbbench.records import MaxBatchSearch, Record, Throughput
 from mbbench.suites import make_batches, select_documents
 
 Progress = Callable[[str], None]
 
 
-def _record(plan: Plan, payload, status: str = "ok", reason: str | None = None, kind: str = "measured") -> Record:
-    return Record(kind=kind, status=status, identity=plan.identity, device=plan.device, model=plan.model_info(),
-                  suite=plan.suite_info(), payload=payload, environment=environment.capture(), reason=reason)
-
-
-def unsupported_record(plan: Plan, reason: str, kind: str = "measured") -> Record:
-    """A configuration the model cannot run at all (the paper's "–")."""
-    return _record(plan, Failure(backend=plan.config.backend), "unsupported", reason, kind)
-
-
-def failure_record(plan: Plan, error: BaseException) -> Record:
-    """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
-    return _record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend), "failed",
-                   describe(error), "predicted" if plan.measurement == "prediction" else "measured")
-
-
-def describe(error: BaseException) -> str:
-    """One line for a failure: "out of memory: ..." for every kind of allocator failure, else type: message."""
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    if is_oom(error):
-        return f"out of memory: {first}"
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def build(plan: Plan, progress: Progress | None = None):
-    """The encoder of a plan, on the plan's device (index included) in its dtype."""
+def build(plan: Plan, progress: Progress | None = None) -> Encoder:
+    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend."""
     if progress:
         progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
                  f"{plan.backend_reason or 'asked for'}) on {plan.device.name} ({plan.torch_device})")
-    options = registry.BuildOptions(plan.torch_device, parse_dtype(plan.dtype), plan.backend, plan.config.seed,
+    options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
                                     plan.config.weights)
-    return registry.build_encoder(plan.config.model, options, tiny=plan.config.tiny)
+    return registry.encoder(plan.spec, options, tiny=plan.config.tiny)
 
 
-def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, float], None] | None = None) -> Record:
+def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, float], None] | None = None) -> Record:
     """Measure one plan's tokens/s; returns its record (status ok or unsupported).
 
     Raises whatever building or running the model raises (the store turns it into a failure record).
@@ -82,18 +58,18 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
     padded = sum(b.padded_tokens for b in batches)
     if progress:
         progress(f"{len(indices)} documents, {real} tokens in {len(batches)} batches; "
-                 f"warmup, then {plan.config.runs} passes")
+                 f"warmup, then {plan.config.passes} passes")
     device = torch.device(plan.torch_device)
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
     gpu_load = _gpu_load_reader(plan)
     load_start = environment.load_snapshot(gpu_load)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
-    times = measure_passes(forward, batches, device, plan.config.runs, plan.warmup_batches,
-                           plan.config.time_transfer, on_run, around_timed=sampler)
+    times = measure_passes(forward, batches, device, plan.config.passes, plan.warmup_batches,
+                           plan.config.time_transfer, on_pass, around_timed=sampler)
     load_end = environment.load_snapshot(gpu_load)
-    stats = summarize([real / s for s in times.run_seconds])
-    pass_stats = summarize(times.run_seconds)
+    stats = summarize([real / s for s in times.pass_seconds])
+    pass_stats = summarize(times.pass_seconds)
     headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
     flops = pass_flops(plan, batches)
     mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds)
@@ -102,43 +78,37 @@ def run(plan: Plan, progress: Progress | None = None, on_run: Callable[[int, flo
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
         warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
-        run_seconds=times.run_seconds, headline=protocol.headline, tokens_per_second=real / headline_seconds,
+        run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=real / headline_seconds,
         tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
         unstable=stats.relative_iqr > UNSTABLE_IQR,
         compile_seconds=times.first_call_seconds if plan.config.compile else None,
-        telemetry=_telemetry_summary(sampler, real * plan.config.runs),
+        telemetry=_telemetry_summary(sampler, real * plan.config.passes),
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         flops_per_pass=flops, mfu=mfu, mfu_note=mfu_note,
         load={"start": load_start.to_dict(), "end": load_end.to_dict()},
         load_warning=environment.busy_warning(load_start, load_end,
                                               torch.get_num_threads() if device.type == "cpu" else 1))
-    return _record(plan, payload)
+    return record(plan, payload)
 
 
 def pass_flops(plan: Plan, batches) -> float:
     """Model FLOPs of one pass over `batches`, by the performance model's counter (`perfmodel.forward_flops`),
     so measured and predicted MFU are computed alike. Padded batches count their padding (it is executed)."""
-    from mbbench.hardware.perfmodel import forward_flops
-
-    shape = registry.shape_of(plan.spec, plan.config.tiny)
     total = 0.0
     for batch in batches:
         if isinstance(batch, PackedBatch):
-            total += forward_flops(shape, (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).tolist())
+            total += perfmodel.forward_flops(plan.shape, (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).tolist())
         else:
-            total += forward_flops(shape, batch.attention_mask.sum(1).tolist(), batch.input_ids.shape[1])
+            total += perfmodel.forward_flops(plan.shape, batch.attention_mask.sum(1).tolist(), batch.input_ids.shape[1])
     return total
 
 
 def model_flops_utilisation(plan: Plan, flops_per_second: float) -> tuple[float | None, str]:
     """(MFU, how it was computed): achieved model FLOP/s over the basket GPU's dense peak for the dtype
     (vendor datasheet, gpu_basket.csv); None on CPUs and GPUs outside the basket, with the reason."""
-    from mbbench.hardware import perfmodel
-    from mbbench.hardware.gpus import basket
-
     if plan.device.kind == "cpu":
         return perfmodel.cpu_peak_flops(plan.device.name)
-    gpu = basket().get(plan.device.basket_id or "")
+    gpu = plan.gpu
     if gpu is None:
         return None, f"{plan.device.name} is not in the GPU basket: no datasheet peak"
     dtype = "tfloat32" if plan.dtype == "float32" and torch.backends.cuda.matmul.allow_tf32 else plan.dtype
@@ -160,9 +130,7 @@ def _telemetry_sampler(plan: Plan):
     if plan.device.kind != "cuda":
         return None
     try:
-        from mbbench.bench.telemetry import Sampler, nvml_reader
-
-        return Sampler(nvml_reader(plan.device.index or 0))
+        return telemetry.Sampler(telemetry.nvml_reader(plan.device.index or 0))
     except Exception:  # noqa: BLE001 - telemetry is optional: no NVML, no samples
         return None
 
@@ -170,42 +138,7 @@ def _telemetry_sampler(plan: Plan):
 def _telemetry_summary(sampler, tokens: int) -> dict | None:
     if sampler is None:
         return None
-    from mbbench.bench.telemetry import summarize as summarize_samples
-
-    return summarize_samples(sampler.samples, tokens)
-
-
-def parse_memory(text: str | None) -> int | None:
-    """'24GiB', '24GB', '512MiB' -> bytes; UserError for anything else."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB)\s*", text)
-    if not match:
-        raise UserError(f"--memory-limit {text!r}: expected a size like 24GiB, 24GB or 512MiB")
-    value, unit = float(match.group(1)), match.group(2)
-    return int(value * {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6}[unit])
-
-
-def search_mode(plan: Plan) -> str:
-    """"tokens" (a packed token budget) for unpadded models on variable suites, else "batch"."""
-    variable = plan.suite.definition.distribution != "fixed"
-    return "tokens" if variable and plan.spec.unpadded else "batch"
-
-
-def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None,
-                     max_trials: int | None = None, max_seconds: float | None = None) -> tuple:
-    """A search's settings as (name, value) pairs: part of its record's identity (a capped search may stop
-    short of the answer, so its caps change the number). Raises UserError for impossible values."""
-    if granularity < 1:
-        raise UserError(f"--granularity must be at least 1, got {granularity}")
-    if not 0.0 <= margin < 1.0:
-        raise UserError(f"--safety-margin must be in [0, 1), got {margin}")
-    if max_trials is not None and max_trials < 1:
-        raise UserError(f"--max-trials must be at least 1, got {max_trials}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
-    return (("granularity", granularity), ("max_seconds", max_seconds), ("max_trials", max_trials),
-            ("memory_limit_bytes", parse_memory(memory_limit)), ("safety_margin", margin))
+    return telemetry.summarize(sampler.samples, tokens)
 
 
 def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake_error: bool = False,
@@ -213,14 +146,12 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
               on_trial: Callable[[object], None] | None = None) -> Record:
     """Search the largest batch (padded models, or fixed suites) or token budget (unpadded, variable suites).
 
-    The plan must come from `resolve(..., measurement="max_batch", limits=max_batch_limits(...))`.
+    The plan must come from `plan.resolve(..., measurement="max_batch", limits=plan.max_batch_limits(...))`.
     `seed`: a size to start from; "predicted": the memory model's answer for the device (or the memory
     cap), None: unseeded doubling. A search stopped by its trial or time cap is recorded as `capped`
     with the bracket it reached. On a CPU only the fake-OOM twin runs (`fake_limit_tokens`): nothing but
     a CUDA out-of-memory ends a real search, so a CPU search would grow until the host runs out of memory.
     """
-    from mbbench.bench.maxbatch import TrialSpec, memory_model_seed, search, subprocess_probe
-
     limits = dict(plan.identity.limits)
     granularity, margin, limit_bytes = limits["granularity"], limits["safety_margin"], limits["memory_limit_bytes"]
     if plan.device.kind != "cuda" and probe is None and fake_limit_tokens is None:
@@ -232,17 +163,17 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
     if reason:
         return unsupported_record(plan, reason)
     mode = search_mode(plan)
-    probe = probe or subprocess_probe(TrialSpec(plan.config.model, plan.suite.path, plan.dtype, plan.backend,
-                                                plan.torch_device, mode, plan.config.tiny, limit_bytes,
-                                                fake_limit_tokens, fake_error))
+    probe = probe or trial.subprocess_probe(trial.TrialSpec(plan.config.model, plan.suite.path, plan.dtype,
+                                                            plan.backend, plan.torch_device, mode, plan.config.tiny,
+                                                            limit_bytes, fake_limit_tokens, fake_error))
     if on_trial:
         probe = _observed(probe, on_trial)
     step = granularity if mode == "batch" else max(granularity, 256)
     seed_source = "given" if isinstance(seed, int) else None
     if seed == "predicted":
         capacity = limit_bytes or (plan.device.memory_bytes if plan.device.kind == "cuda" else None)
-        seed = memory_model_seed(plan.config.model, plan.suite.definition.max_length, capacity, plan.dtype, mode,
-                                 step, plan.config.tiny) if capacity else None
+        seed = memory.seed_size(plan.shape, plan.suite.definition.max_length, capacity, plan.dtype, plan.backend,
+                                mode, step) if capacity else None
         seed_source = "memory-model" if seed else None
     if progress:
         progress(f"searching the largest {'batch' if mode == 'batch' else 'token budget'} in steps of {step}"
@@ -260,7 +191,7 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
         + (f"; stopped by {found.stopped_by}: a confirmed lower bound" if found.capped else "")
         + {"memory-model": "; started from the memory model's prediction", "given": "; started from --seed"}.get(
             seed_source or "", ""))
-    return _record(plan, payload)
+    return record(plan, payload)
 
 
 def _observed(probe, on_trial: Callable[[object], None]):

@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from mbbench.calibration import default_calibration
+from mbbench.dtypes import ALIASES
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel
 from mbbench.hardware.gpus import GPU, basket, lookup
+from mbbench.hardware.shape import Shape
 
-
-DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-          "float32": "float32", "fp32": "float32"}
 RANGE_FORMS = "START:STOP:STEP, START:STOP or a comma list of integers"
 
 
@@ -114,9 +114,9 @@ def _weight(weight_text: str, name: str, text: str) -> float:
 
 def parse_dtype_name(dtype: str) -> str:
     """'bfloat16'/'bf16', 'float16'/'fp16', 'float32'/'fp32' -> the canonical torch name; UserError otherwise."""
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in ALIASES:
+        raise UserError(f"--dtype {dtype!r}: choose from {', '.join(ALIASES)}")
+    return ALIASES[dtype]
 
 
 def validate_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, tokens: int) -> None:
@@ -155,8 +155,8 @@ class Candidate:
     vocab: int = 50368
 
     @property
-    def shape(self) -> perfmodel.Shape:
-        return perfmodel.Shape(self.hidden, self.glu // 2, True, self.hidden // self.head_dim, self.layers,
+    def shape(self) -> Shape:
+        return Shape(self.hidden, self.glu // 2, True, self.hidden // self.head_dim, self.layers,
                                self.vocab, window=64, global_every=3)
 
 
@@ -177,9 +177,11 @@ def candidates(hidden: list[int], glu: list[int], layers: list[int], head_dim: i
     return out
 
 
-def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str = "bfloat16",
-          calibration: perfmodel.Calibration | None = None, doc_length: int = 512) -> dict:
-    calibration = calibration or perfmodel.calibrate()
+def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str,
+          calibration: perfmodel.Calibration, doc_length: int = 512) -> dict:
+    """One candidate's row: per basket GPU its predicted tokens/s, MFU, utilisation before η, each GEMM's tile and
+    wave efficiency and the paper's heuristic; then the weighted basket score. `tokens` per forward pass, in
+    documents of `doc_length`; `dtype` canonical (a GPU without it, the T4 for bf16, is scored in fp16)."""
     shape = candidate.shape
     # exactly `tokens` tokens: full documents of doc_length plus one shorter remainder
     lengths = [doc_length] * (tokens // doc_length) + ([tokens % doc_length] if tokens % doc_length else [])
@@ -228,7 +230,7 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
     if not cands:
         raise UserError("no candidate shape satisfies --hidden, --glu, --layers, --head-dim and --params together "
                         "(hidden sizes the head dimension does not divide are skipped)")
-    calibration = perfmodel.calibrate()
+    calibration = default_calibration()
     if on_candidate:
         on_candidate(len(cands))  # the total first, then one call per scored shape
     rows = []

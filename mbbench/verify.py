@@ -14,7 +14,7 @@ import torch
 
 from mbbench.batching import pack_documents, pad_documents
 from mbbench.errors import BackendUnavailable, UserError
-from mbbench.hardware.gpus import parse_device
+from mbbench.device import parse_device
 from mbbench.models.attention import BACKEND_CLASSES, get_backend
 from mbbench.models.config import ModernBertConfig
 from mbbench.models.modernbert import build

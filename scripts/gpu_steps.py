@@ -32,7 +32,7 @@ def environment(device: str, out: str) -> None:
     from dataclasses import asdict
 
     from mbbench import environment as env
-    from mbbench.hardware.gpus import detect
+    from mbbench.device import detect
     from mbbench.models.attention import availability_table
 
     local = detect(device)
@@ -95,7 +95,8 @@ def check_attention(device: str) -> list[dict]:
 def check_oom(device: str) -> list[dict]:
     """CUDA: a 1 GiB allocator cap makes a 2 GiB allocation raise the typed OOM, which `is_oom` accepts.
     CPU twin: every injected OOM form (typed, CUDA error, cuBLAS) comes back from a trial as "oom"."""
-    from mbbench.bench.maxbatch import FAKE_OOMS, TrialSpec, is_oom, run_trial
+    from mbbench.bench.maxbatch import is_oom
+    from mbbench.bench.trial import FAKE_OOMS, TrialSpec, run_trial
 
     if device.startswith("cuda"):
         total = torch.cuda.get_device_properties(0).total_memory
@@ -118,8 +119,9 @@ def check_oom(device: str) -> list[dict]:
 
 
 def check_timing(device: str) -> list[dict]:
-    """After warmup, four products take about four times one: CUDA events (median of 5) on GPU; on CPU
-    perf_counter and the minimum of 7, since other processes on the cores only ever add time."""
+    """After warmup, four products take about four times one: CUDA events (median of 5) on GPU, judged there.
+    On CPU (the rehearsal) the ratio is measured with perf_counter (minimum of 7) and reported, never judged: a
+    shared CPU's load moves it (10x was seen on a busy 2-core machine), and no test may fail on a timing."""
     from statistics import median
 
     from mbbench.bench.timing import timed
@@ -132,7 +134,8 @@ def check_timing(device: str) -> list[dict]:
         one(), four()
     dev, repeats = torch.device(device), 5 if cuda else 7
     ratio = pick([timed(four, dev) for _ in range(repeats)]) / pick([timed(one, dev) for _ in range(repeats)])
-    return [{"name": "warm-event-timing-4x", "passed": low < ratio < high, "value": ratio, "bound": [low, high],
+    return [{"name": "warm-event-timing-4x", "passed": low < ratio < high if cuda else True, "judged": cuda,
+             "value": ratio, "bound": [low, high] if cuda else "reported only on CPU",
              "detail": f"{n}^3 fp32 matmul, {pick.__name__} of {repeats}, after 3 warmups"}]
 
 
@@ -140,7 +143,8 @@ def smoke(device: str, out: str) -> int:
     checks = check_attention(device) + check_oom(device) + check_timing(device)
     write_json(out, {"device": device, "checks": checks, "passed": all(c["passed"] for c in checks)})
     for c in checks:
-        print(f"{'pass' if c['passed'] else 'FAIL'}  {c['name']}: {c['value']} (bound {c['bound']})")
+        verdict = ("pass" if c["passed"] else "FAIL") if c.get("judged", True) else "info"
+        print(f"{verdict}  {c['name']}: {c['value']} (bound {c['bound']})")
     return 0 if all(c["passed"] for c in checks) else 1
 
 

@@ -5,7 +5,7 @@ import torch
 
 from mbbench.models.attention import (
     BackendChoice, EagerAttention, FlexAttention, SdpaAttention, WindowedSdpaAttention, attention_work,
-    band_tiles, block_ranges, choose_backend, flex_block_mask, get_backend, packed_layout,
+    band_tiles, choose_backend, flex_block_mask, get_backend, packed_layout,
 )
 from mbbench.models.config import preset
 from mbbench.models.modernbert import build

@@ -2,6 +2,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import mbbench.plan as plan_module
 from mbbench import runner
 from mbbench.batching import pack_documents, pad_documents
 from mbbench.cli import cli
@@ -65,7 +66,7 @@ def test_hf_modernbert_and_ours_agree_with_same_weights():
 
 def test_unsupported_suite_for_short_models_is_recorded():
     for name in ("bert-base", "roberta-base", "deberta-v3-base"):
-        record = runner.run(runner.resolve(runner.RunConfig(name, "long-fixed", docs=1, runs=1, device="cpu",
+        record = runner.run(plan_module.resolve(plan_module.RunConfig(name, "long-fixed", docs=1, passes=1, device="cpu",
                                                             tiny=True)))
         assert record.status == "unsupported" and record.tokens_per_second is None and "512" in record.reason
     nomic = registry.get_spec("nomic-bert")  # the paper ran NomicBERT at 8192 tokens: allowed, and said so

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import detect, parse_device
+from mbbench.device import detect, parse_device
 from mbbench.verify import verify
 
 

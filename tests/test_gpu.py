@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import mbbench.plan as plan_module
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -37,11 +39,13 @@ def test_oom_search_on_real_allocator():
     reach a bracket verified on both sides by the real allocator (a size that ran, one that ran out)."""
     from mbbench import runner
 
-    cfg = runner.RunConfig("bert-base", "short-fixed", device="cuda", dtype="bfloat16")
-    record = runner.max_batch(cfg, memory_limit="2GiB", granularity=32, max_trials=6)
-    largest_ok, smallest_failed = record["bracket"]
-    assert record["seed_source"] == "memory-model" and record["trials"][0]["size"] == record["search_seed"]
-    assert len(record["trials"]) <= 6 and largest_ok > 0 and smallest_failed is not None
-    assert any(t["status"] == "oom" for t in record["trials"])
-    assert record["capped"] or smallest_failed - largest_ok == 32
-    assert record["max_batch_size"] == largest_ok and 0 < record["peak_bytes_at_result"] < 2 * 2**30
+    limits = plan_module.max_batch_limits(granularity=32, memory_limit="2GiB", max_trials=6)
+    plan = plan_module.resolve(plan_module.RunConfig("bert-base", "short-fixed", device="cuda", dtype="bfloat16"),
+                               "max_batch", limits=limits)
+    payload = runner.max_batch(plan).payload
+    largest_ok, smallest_failed = payload.bracket
+    assert "memory model" in payload.note and payload.trials[0]["size"] == payload.seed
+    assert len(payload.trials) <= 6 and largest_ok > 0 and smallest_failed is not None
+    assert any(t["status"] == "oom" for t in payload.trials)
+    assert payload.capped or smallest_failed - largest_ok == 32
+    assert payload.max_batch_size == largest_ok and 0 < payload.peak_bytes_at_result < 2 * 2**30

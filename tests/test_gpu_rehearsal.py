@@ -105,6 +105,8 @@ def test_rehearsal_brings_everything_home(tmp_path):
     assert "gpu-run/report/report.md" in names and "gpu-run/logs/verify_bf16.log" in names
     assert smoke["passed"] and {c["name"] for c in smoke["checks"]} >= {"sdpa-vs-eager-window-64",
                                                                        "fake-oom-forms-are-oom"}
+    # a timing is reported on the CPU rehearsal, never judged (issue 26: CI must pass on a busy machine)
+    assert all(c.get("judged", True) is False for c in smoke["checks"] if c["name"] == "warm-event-timing-4x")
     assert environment["device"]["kind"] == "cpu" and environment["backends"]["sdpa"]["ok"]
 
     timed = [r for r in records.values() if r.get("measurement") != "max_batch"]

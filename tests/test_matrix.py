@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import mbbench.plan as plan_module
 from mbbench import matrix as mx
-from mbbench import runner
 from mbbench.plan import resolve
 from mbbench.records import Record
 from mbbench.cli import cli
 from mbbench.cluster import RayExecutor
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import LocalDevice, accelerator_type
+from mbbench.hardware.gpus import accelerator_type
+from mbbench.records import DeviceInfo as LocalDevice
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"docs": 2, "runs": 2, "tiny": True, "device": "cpu"}
@@ -279,7 +280,7 @@ def test_matrix_command_on_ray_exits_1_while_failures_remain(ray_cluster, tmp_pa
 def test_out_of_memory_and_lost_nodes_become_failed_records(ray_cluster):
     import torch
 
-    assert runner.describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")) == \
+    assert plan_module.describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")) == \
         "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
     [task], _ = mx.expand(spec(models=("bert-base",), gpus=("T4",)), "cuda")
 

@@ -5,10 +5,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mbbench.plan as plan_module
 from mbbench import runner
 from mbbench.batching import pack_documents, pad_documents
-from mbbench.bench.maxbatch import (FAKE_OOMS, Trial, TrialError, TrialSpec, fixed_length_batch, is_oom,
-                                    memory_model_seed, run_trial, search, synthetic_probe)
+from mbbench.bench.maxbatch import Trial, TrialError, is_oom, search, synthetic_probe
+from mbbench.bench.trial import FAKE_OOMS, TrialSpec, fixed_length_batch, run_trial
 
 
 @settings(max_examples=200, deadline=None)
@@ -143,20 +144,21 @@ def test_fixed_length_batch_matches_the_per_document_builders():
 def test_memory_model_seed_is_the_memory_models_batch():
     from mbbench.hardware import memory
     from mbbench.models import registry
-    from mbbench.predict import shape_of
 
-    shape = shape_of(registry.get_spec("modernbert-base"))
+    shape = registry.shape_of(registry.get_spec("modernbert-base"))
     batch = memory.max_batch(shape, 512, 24 * 2**30, 2, "varlen", granularity=1)
     assert batch > 1000
-    assert memory_model_seed("modernbert-base", 512, 24 * 2**30, "bfloat16", "batch", 8) == batch // 8 * 8
-    assert memory_model_seed("modernbert-base", 512, 24 * 2**30, "bfloat16", "tokens", 256) == batch * 512
-    assert memory_model_seed("modernbert-base", 512, 1e8, "bfloat16", "batch", 8) is None  # weights alone do not fit
+    assert memory.seed_size(shape, 512, 24 * 2**30, "bfloat16", "varlen", "batch", 8) == batch // 8 * 8
+    assert memory.seed_size(shape, 512, 24 * 2**30, "bfloat16", "varlen", "tokens", 256) == batch * 512
+    assert memory.seed_size(shape, 512, 1e8, "bfloat16", "varlen", "batch", 8) is None  # weights alone do not fit
+    # the seed follows the attention the trials run: materialised scores fit fewer rows
+    assert memory.seed_size(shape, 512, 24 * 2**30, "bfloat16", "eager", "batch", 8) < batch // 8 * 8
 
 
 def test_subprocess_trials_with_fake_oom_find_the_boundary():
     """Each trial is a fresh process; an injected CUDA OOM (by type) above 6 x 512 tokens."""
-    plan = runner.resolve(runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
-                          limits=runner.max_batch_limits(granularity=2))
+    plan = plan_module.resolve(plan_module.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
+                          limits=plan_module.max_batch_limits(granularity=2))
     record = runner.max_batch(plan, fake_limit_tokens=6 * 512 + 100)
     payload = record.payload
     assert payload.max_batch_size == 6
@@ -166,8 +168,8 @@ def test_subprocess_trials_with_fake_oom_find_the_boundary():
 
 
 def test_subprocess_seeded_capped_search_records_its_bracket():
-    plan = runner.resolve(runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
-                          limits=runner.max_batch_limits(granularity=2, max_trials=2))
+    plan = plan_module.resolve(plan_module.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
+                          limits=plan_module.max_batch_limits(granularity=2, max_trials=2))
     record = runner.max_batch(plan, fake_limit_tokens=6 * 512 + 100, seed=4)
     payload = record.payload
     assert [(t["size"], t["status"]) for t in payload.trials] == [(4, "ok"), (8, "oom")]
@@ -177,7 +179,7 @@ def test_subprocess_seeded_capped_search_records_its_bracket():
 
 
 def test_subprocess_non_oom_error_is_reported():
-    plan = runner.resolve(runner.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
-                          limits=runner.max_batch_limits())
+    plan = plan_module.resolve(plan_module.RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True), "max_batch",
+                          limits=plan_module.max_batch_limits())
     with pytest.raises(TrialError, match="injected non-OOM failure"):
         runner.max_batch(plan, fake_limit_tokens=10**9, fake_error=True)

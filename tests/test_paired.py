@@ -131,7 +131,7 @@ def test_per_model_batches_and_validation():
         run_paired(forwards, {"A": batches["A"]}, CPU, 2, timer=clock.timer)
     with pytest.raises(ValueError, match="baseline"):
         run_paired(forwards, batches, CPU, 2, baseline="C", timer=clock.timer)
-    with pytest.raises(ValueError, match="runs"):
+    with pytest.raises(ValueError, match="rounds"):
         run_paired(forwards, batches, CPU, 0, timer=clock.timer)
 
 

@@ -10,7 +10,10 @@ from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel, software, workload
 from mbbench.hardware.gpus import basket, lookup, match_device_name
 from mbbench.models.registry import MODELS
-from mbbench.predict import shape_of
+from mbbench.calibration import calibrate, calibration_rows, default_calibration
+from mbbench.hardware.shape import Shape
+from mbbench.models.registry import shape_of
+from mbbench.validation import leave_one_gpu_out
 
 
 def test_wave_and_tile_quantization_hand_computed():
@@ -50,15 +53,15 @@ def test_peaks_per_compute_dtype_and_refused_dtypes():
     t4 = lookup("t4")
     assert t4.bf16_tflops is None
     shape = shape_of(MODELS["modernbert-base"])
-    with pytest.raises(UserError, match="no bf16"):
-        perfmodel.predict(shape, [512] * 32, "t4", "bfloat16")
+    with pytest.raises(UserError, match="no bf16"):  # refused when a plan resolves it, before any cost
+        software.check_dtype(t4, "bf16")
     with pytest.raises(UserError, match="no bf16"):
         software.resolve_attention("sdpa", "bf16", t4)
     with pytest.raises(UserError, match="sm80"):
         software.resolve_attention("varlen", "float16", t4)
     with pytest.raises(UserError, match="TF32"):
         perfmodel.peak_flops(t4, "tfloat32")
-    assert perfmodel.predict(shape, [512] * 32, "t4", "float16").dtype == "float16"
+    assert perfmodel.predict(shape, [512] * 32, t4, "float16", None, default_calibration()).dtype == "float16"
 
 
 def test_aliases_and_detection_names():
@@ -109,7 +112,7 @@ def test_default_attention_table_and_resolution():
     assert perfmodel.rotary_bytes(h, "transformers", "bfloat16") == 2 * (10 * h * 4 + 3 * h * 6) == 116 * h
     assert perfmodel.rotary_bytes(h, "mbbench", "float32") == 56 * h < perfmodel.rotary_bytes(h, "transformers",
                                                                                               "float32") == 80 * h
-    shape = perfmodel.Shape(hidden=h, ffn=1152, gated=True, heads=12, layers=22, vocab=50368, rotary=True)
+    shape = Shape(hidden=h, ffn=1152, gated=True, heads=12, layers=22, vocab=50368, rotary=True)
     impl = software.resolve_attention("varlen", "bfloat16", rtx, environment="transformers5", rotary="mbbench")
     assert perfmodel.elementwise_bytes(shape, impl, software.PYTORCH, "bfloat16") == (10 * h + 3 * 2304) * 2 + 44 * h
     eager = software.resolve_attention("auto", "float32", rtx, family="RoBERTa", packed_model=False)
@@ -120,7 +123,7 @@ def test_default_attention_table_and_resolution():
 
 
 def test_calibration_rows_carry_their_stack():
-    rows = perfmodel.calibration_rows()
+    rows = calibration_rows()
     assert rows and all(r.stack is software.TENSORRT for r in rows)
     assert {r.dtype for r in rows} == {"float16"}
 
@@ -159,19 +162,19 @@ def test_eager_and_varlen_predictions_differ():
     lengths = [300, 512, 128, 477] * 8
     varlen = software.resolve_attention("varlen", "bfloat16", a100)
     eager = software.resolve_attention("eager", "bfloat16", a100)
-    fast = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", varlen)
-    slow = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", eager)
+    fast = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", varlen, None, default_calibration())
+    slow = workload.predict_suite(shape, lengths, 32, a100, "bfloat16", eager, None, default_calibration())
     assert slow.tokens_per_second < 0.8 * fast.tokens_per_second  # padded rows, materialised scores
     assert slow.max_batch_size < fast.max_batch_size
     assert slow.flops > fast.flops  # padding and full attention on local layers are executed work
     assert fast.compute_dtypes == {"weights": "bfloat16", "gemm": "bfloat16", "attention": "bfloat16"}
     rtx = lookup("4090")
     paper = workload.predict_suite(shape, [512] * 64, 64, rtx, "float32",
-                                   software.resolve_attention("varlen", "float32", rtx))
+                                   software.resolve_attention("varlen", "float32", rtx), None, default_calibration())
     assert paper.compute_dtypes == {"weights": "float32", "gemm": "float32", "attention": "bfloat16"}
     assert any("bfloat16 under float32" in note for note in paper.notes)
     with pytest.raises(UserError, match="no bf16"):
-        workload.predict_suite(shape, [512] * 8, 8, "t4", "bfloat16", eager)
+        software.resolve_attention("eager", "bfloat16", lookup("t4"))
 
 
 def test_memory_model_terms():
@@ -211,19 +214,20 @@ def test_capacity_is_in_the_bytes_nvml_reports():
     assert peak <= memory.usable_bytes(memory.capacity_bytes(h200))
     rtx = lookup("4090")
     prediction = workload.predict_suite(shape, [8192] * 32, 32, h200, "bfloat16",
-                                        software.resolve_attention("varlen", "bfloat16", h200))
+                                        software.resolve_attention("varlen", "bfloat16", h200), None,
+                                        default_calibration())
     assert prediction.capacity_bytes == 143_771 * 2**20 and prediction.max_batch_size == in_bytes
     assert memory.capacity_bytes(rtx) < 26e9
 
 
 def test_leave_one_gpu_out_error_on_calibration():
-    rows = perfmodel.leave_one_gpu_out(list(perfmodel.calibration_rows()))
+    rows = leave_one_gpu_out(list(calibration_rows()))
     assert len({r["gpu"] for r in rows}) >= 4
     assert statistics.median(abs(r["error"]) for r in rows) < 0.25
 
 
 def test_efficiency_splits_hardware_and_software():
-    calibration = perfmodel.calibrate()
+    calibration = calibrate()
     rtx, a100 = lookup("4090"), lookup("A100-SXM4-40GB")
     eta_hw, source = calibration.hardware(rtx)
     assert source == "from-specs" and 0.1 <= eta_hw <= 0.95
@@ -275,3 +279,21 @@ def test_predict_runs_without_a_gpu(tmp_path):
     long = CliRunner().invoke(cli, ["run", "--model", "bert-base", "--suite", "long-fixed", "--gpu", "t4",
                                     "--predict", "--out", str(tmp_path)])
     assert long.exit_code == 0 and "unsupported" in long.output
+
+
+@pytest.mark.parametrize("gpu_id", ["T4", "A10", "RTX4090", "H100-SXM"])
+def test_one_default_attention_rule_for_predictions_and_runs(gpu_id, monkeypatch):
+    """`software.auto_backend` (every prediction's default) picks what a run's `auto` picks on that GPU when
+    flash-attn is not installed: the first of the CUDA order the GPU can run (a T4 gets flex, not xformers)."""
+    import torch
+
+    from mbbench.models import attention
+
+    gpu = lookup(gpu_id)
+    monkeypatch.setattr(attention, "_cuda_capability", lambda device: gpu.compute_capability)
+    monkeypatch.setattr(attention.FlashAttn, "availability",
+                        lambda self, device, dtype: attention.Availability(False, "not installed"))
+    chosen = attention.choose_backend(torch.device("cuda"), torch.bfloat16, [512], needs_window=True).name
+    assert software.auto_backend(gpu, packed_model=True) == chosen
+    assert software.auto_backend(gpu, packed_model=False) == "sdpa"
+    assert perfmodel.default_attention(shape_of(MODELS["modernbert-base"]), gpu, "float16").backend == chosen

@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import mbbench.plan as plan_module
 from mbbench import results, runner
 from mbbench.cli import cli
 from mbbench.plan import RunConfig, resolve
@@ -144,25 +145,25 @@ def test_paper_and_rigorous_protocol_records_get_rows_of_their_own(tmp_path):
 
 def test_cuda_index_reaches_every_cuda_call(monkeypatch):
     """cuda:1 builds, runs, samples NVML and runs max-batch trials on GPU 1 (a fake device layer)."""
-    from mbbench.bench import maxbatch
+    from mbbench.bench import maxbatch, trial
     from mbbench.models import registry
 
     device = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", "H100-SXM", index=1, memory_bytes=80 * 10**9)
-    plan = resolve(RunConfig("modernbert-base", "short-fixed", tiny=True, docs=2, runs=1, device="cuda:1"),
+    plan = resolve(RunConfig("modernbert-base", "short-fixed", tiny=True, docs=2, passes=1, device="cuda:1"),
                    device=device)
     assert plan.torch_device == "cuda:1" and plan.identity.device_index == 1
     seen = {}
-    real_build = registry.build_encoder
+    real_build = registry.encoder
 
-    def build(name, options, tiny=False):
+    def build(spec, options, tiny=False):
         seen["build"] = options.device
-        return real_build(name, registry.BuildOptions("cpu", options.dtype, options.backend), tiny)
+        return real_build(spec, registry.BuildOptions("cpu", options.dtype, options.backend), tiny)
 
     def passes(forward, batches, device, *args, **kwargs):
         seen["passes"] = str(device)
-        return types.SimpleNamespace(run_seconds=[1.0], warmup_seconds=0.0, first_call_seconds=0.0)
+        return types.SimpleNamespace(pass_seconds=[1.0], warmup_seconds=0.0, first_call_seconds=0.0)
 
-    monkeypatch.setattr(registry, "build_encoder", build)
+    monkeypatch.setattr(registry, "encoder", build)
     monkeypatch.setattr(runner, "measure_passes", passes)
     monkeypatch.setattr(runner.torch.cuda, "max_memory_allocated", lambda device: seen.setdefault("peak", str(device)))
     monkeypatch.setattr(runner.torch.cuda, "reset_peak_memory_stats", lambda device: seen.setdefault("reset", str(device)))
@@ -178,17 +179,17 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
     assert record.payload.mfu == pytest.approx(record.payload.flops_per_pass / 1.0 / 989.4e12, rel=1e-3)
 
     trials = []
-    monkeypatch.setattr(maxbatch, "subprocess_probe", lambda spec: trials.append(spec.device) or
+    monkeypatch.setattr(trial, "subprocess_probe", lambda spec: trials.append(spec.device) or
                         (lambda size: maxbatch.Trial(size, "ok" if size <= 4 else "oom")))
     search_plan = resolve(RunConfig("modernbert-base", "short-fixed", tiny=True, device="cuda:1"), "max_batch",
-                          device=device, limits=runner.max_batch_limits())
+                          device=device, limits=plan_module.max_batch_limits())
     found = runner.max_batch(search_plan)
     assert trials == ["cuda:1"] and found.payload.max_batch_size == 4
 
 
 def test_detect_keeps_the_index_and_refuses_bad_devices(monkeypatch):
     from mbbench.errors import UserError
-    from mbbench.hardware import gpus
+    from mbbench import device as gpus
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

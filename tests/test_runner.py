@@ -6,11 +6,13 @@ import statistics
 import pytest
 from click.testing import CliRunner
 
+import mbbench.plan as plan_module
 from mbbench import results, runner
 from mbbench.bench.telemetry import Sample, summarize as summarize_telemetry
 from mbbench.bench.timing import summarize
 from mbbench.cli import cli
-from mbbench.hardware.gpus import LocalDevice, check_requested_gpu
+from mbbench.device import check_requested_gpu
+from mbbench.records import DeviceInfo as LocalDevice
 from mbbench.errors import UserError
 from mbbench.records import Record
 
@@ -52,9 +54,9 @@ def test_run_writes_one_complete_record(tmp_path):
 
 
 def test_paper_protocol_uses_mean_and_pads_to_suite_max(tmp_path):
-    cfg = runner.RunConfig("bert-base", "short-variable", protocol="paper", docs=6, runs=3, device="cpu", tiny=True,
+    cfg = plan_module.RunConfig("bert-base", "short-variable", protocol="paper", docs=6, passes=3, device="cpu", tiny=True,
                            batch_size=4)
-    record = runner.run(runner.resolve(cfg))
+    record = runner.run(plan_module.resolve(cfg))
     assert record.payload.padded_tokens == 6 * 512
     assert record.tokens_per_second == pytest.approx(record.payload.real_tokens /
                                                      statistics.fmean(record.payload.run_seconds))
@@ -149,7 +151,7 @@ def test_nvml_handle_follows_torch_device_by_uuid(monkeypatch):
 
     import torch
 
-    from mbbench.hardware.gpus import nvml_handle
+    from mbbench.device import nvml_handle
 
     class NVMLError(Exception):
         pass

@@ -14,7 +14,7 @@ def test_paired_ratio_of_known_work_on_cuda():
     weight = torch.randn(2048, 2048, device=device)
     batches = [torch.randn(2048, 2048) for _ in range(4)]
     forwards = {"once": lambda b: b @ weight, "twice": lambda b: (b @ weight) @ weight}
-    result = run_paired(forwards, batches, device, runs=8)
+    result = run_paired(forwards, batches, device, rounds=8)
     ratio = result.ratio("twice")  # twice the work per token: half the tokens/s
     assert 0.4 < ratio.median < 0.6
     assert ratio.interval.low <= ratio.median <= ratio.interval.high

@@ -5,11 +5,13 @@ import statistics
 
 import pytest
 
-from mbbench.hardware import perfmodel, validation
+from mbbench import calibration as fits
+from mbbench import validation
+from mbbench.hardware import memory, perfmodel
 
 @pytest.fixture(scope="module")
 def calibration():
-    return perfmodel.calibrate()
+    return fits.calibrate()
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def ratio_error(a, b):
 
 
 def test_every_measured_cell_of_the_paper_table_is_predicted(paper):
-    measured = [r for r in validation.paper_rows() if r.measured]
+    measured = [r for r in fits.paper_rows() if r.measured]
     assert len([r for r in paper if r.source == "paper-4090" and r.metric == "tokens_per_second"]) == len(measured)
     assert len([r for r in paper if r.metric == "max_batch_size"]) == 20
     assert cell(paper, "nomic-bert", "long-fixed").predicted > 0  # the paper ran NomicBERT at 8192 tokens
@@ -64,10 +66,10 @@ def test_roberta_base_is_validated_against_its_notebook_and_shows_the_printed_va
     # Table 11 prints 23.3 s for RoBERTa-base, BERT-base's time to the digit; its spot-check notebook ran 31.32 s
     # for the same 8192 x 512 tokens. Eager attention (its max batch, 664 vs 1096, shows materialised scores) makes
     # the notebook's time the physical one: RoBERTa-large is likewise 0.77x BERT-large in the same table.
-    [row] = [r for r in validation.paper_rows() if (r.model, r.suite) == ("roberta-base", "short-fixed")]
+    [row] = [r for r in fits.paper_rows() if (r.model, r.suite) == ("roberta-base", "short-fixed")]
     assert row.tokens_per_second == pytest.approx(8192 * 512 / 31.32)
     assert row.printed_tokens_per_second == pytest.approx(179.9e3) and "notebook" in row.note
-    assert [r for r in validation.paper_rows() if r.note] == [row]  # the only corrected cell
+    assert [r for r in fits.paper_rows() if r.note] == [row]  # the only corrected cell
     printed = cell(paper, "roberta-base", "short-fixed", source="paper-4090-as-printed")
     validated = cell(paper, "roberta-base", "short-fixed")
     assert printed.predicted == validated.predicted and not printed.in_fit
@@ -95,15 +97,14 @@ def test_data_never_fitted_on_is_predicted_within_25_percent_at_the_median(paper
 
 def test_few_fitted_parameters(calibration):
     # η_hw: one per calibration GPU (TensorRT rows); η_sw: only (pytorch, simt) moves from its prior
-    assert set(calibration.efficiencies) == {o.gpu for o in perfmodel.calibration_rows()}
+    assert set(calibration.efficiencies) == {o.gpu for o in fits.calibration_rows()}
     moved = {key for key, value in calibration.software.items() if value != perfmodel.DEFAULT_SOFTWARE[key]}
     assert moved == {("pytorch", "simt")}
     held_out = perfmodel.Calibration(dict(calibration.efficiencies))
-    value = validation.fit_software(held_out, ("deberta-v3-base",))
+    value = fits.fit_software(held_out, ("deberta-v3-base",))
     assert value != calibration.software[("pytorch", "simt")]
     assert "without deberta-v3-base" in held_out.software_sources[("pytorch", "simt")]
-    overheads = validation.implied_allocator_overhead()
-    from mbbench.hardware import memory
+    overheads = fits.implied_allocator_overhead()
 
     assert memory.ALLOCATOR_OVERHEAD == pytest.approx(statistics.median(overheads), abs=0.005)
 

@@ -1,11 +1,10 @@
-"""OOM-safe maximum batch search: seeded bracket, bisection, caps; one fresh process per trial.
+"""OOM-safe maximum batch search: seeded bracket, bisection, caps.
 
 The search is pure logic over a `probe(size) -> Trial`; only a probe that reports "oom" means
 "too big". Any other error raised by the probe stops the search and propagates. The real probe
-(`subprocess_probe`) runs each trial in a new Python process (`python -m mbbench.bench.maxbatch`)
-so one OOM cannot fragment or poison the allocator for the next trial; `is_oom` decides what counts
-as running out of memory (the typed `torch.cuda.OutOfMemoryError`, and the generic CUDA errors whose
-message says so).
+(`bench.trial.subprocess_probe`) runs each trial in a new Python process, so one OOM cannot fragment
+or poison the allocator for the next trial; `is_oom` decides what counts as running out of memory (the
+typed `torch.cuda.OutOfMemoryError`, and the generic CUDA errors whose message says so).
 
 Sizes are k x granularity; the strategies below work on k ("units").
 - Seeded (a prediction, e.g. the memory model's): probe the seed, then bisect the presumed bracket
@@ -18,11 +17,9 @@ verified bracket (largest size that ran, smallest that ran out of memory).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Generator
 
 from mbbench.errors import UserError
@@ -153,7 +150,7 @@ def search(probe: Callable[[int], Trial], granularity: int = 2, seed: int | None
            clock: Callable[[], float] = time.perf_counter) -> SearchResult:
     """Largest size (a multiple of `granularity`) for which `probe` succeeds, assuming fit is monotone.
 
-    seed: a predicted size (e.g. `memory_model_seed`); None gallops from `start` x granularity.
+    seed: a predicted size (e.g. `memory.seed_size`); None gallops from `start` x granularity.
     max_trials / max_seconds: caps. A trial is not started when `max_trials` are done, or when the
       seconds spent plus the longest trial so far would pass `max_seconds`; the result is then
       `capped` with `stopped_by` set, and its bracket is the verified one reached.
@@ -205,154 +202,8 @@ def _cap_reached(trials: list[Trial], elapsed: float, max_trials: int | None, ma
     return None
 
 
-def memory_model_seed(model: str, seq: int, capacity_bytes: float, dtype: str, mode: str, granularity: int,
-                      tiny: bool = False) -> int | None:
-    """The memory model's maximum batch (mode "batch") or token budget ("tokens") for `capacity_bytes`.
-
-    seq: the suite's maximum length. Returns None when the model predicts that nothing fits.
-    Source: `mbbench.hardware.memory.max_batch` on the model's shape (`mbbench.predict.shape_of`).
-    """
-    from mbbench.hardware import memory
-    from mbbench.models import registry
-    from mbbench.predict import shape_of
-
-    spec = registry.get_spec(model)
-    bytes_per = 4 if dtype == "float32" else 2
-    backend = "varlen" if spec.unpadded else "sdpa"
-    batch = memory.max_batch(shape_of(spec, tiny), seq, capacity_bytes, bytes_per, backend, granularity=1)
-    size = batch * seq if mode == "tokens" else batch
-    size = size // granularity * granularity
-    return size or None
-
-
 def synthetic_probe(limit: int, peak_per_item: int = 1) -> Callable[[int], Trial]:
     """A probe that 'runs out of memory' above `limit`: the CPU twin of a real allocator."""
     def probe(size: int) -> Trial:
         return Trial(size, "ok" if size <= limit else "oom", size * peak_per_item if size <= limit else None)
     return probe
-
-
-# The forms an out-of-memory takes on CUDA, for tests of the classification (`TrialSpec.fake_oom`).
-FAKE_OOMS = {
-    "typed": "CUDA out of memory. Tried to allocate 2.00 GiB (injected)",
-    "cuda-error": "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported (injected)",
-    "cublas": "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)` (injected)",
-}
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """Everything a fresh process needs to run one forward pass of `size` (batch or token budget)."""
-
-    model: str
-    suite: str
-    dtype: str
-    backend: str
-    device: str
-    mode: str  # "batch": size documents of the suite's maximum length; "tokens": a packed token budget
-    tiny: bool = False
-    memory_limit_bytes: int | None = None
-    fake_limit_tokens: int | None = None  # tests: raise an OOM above this many tokens
-    fake_error: bool = False  # tests: raise a non-OOM error
-    fake_oom: str = "typed"  # tests: which form the injected OOM takes (a key of FAKE_OOMS)
-
-
-def subprocess_probe(spec: TrialSpec, timeout: float = 600.0) -> Callable[[int], Trial]:
-    """A probe that runs each trial in a fresh `python -m mbbench.bench.maxbatch` process.
-
-    Raises TrialError when the process fails or reports a non-OOM error; `timeout` is in seconds.
-    """
-    def probe(size: int) -> Trial:
-        payload = json.dumps({**asdict(spec), "size": size})
-        began = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "mbbench.bench.maxbatch", payload], capture_output=True,
-                              text=True, timeout=timeout)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            raise TrialError(f"trial at size {size} failed (exit {done.returncode}): "
-                             f"{(done.stderr or done.stdout).strip()[-2000:]}")
-        answer = json.loads(lines[-1])
-        if answer["status"] == "error":
-            raise TrialError(f"trial at size {size} failed: {answer['error']}")
-        return Trial(size, answer["status"], answer.get("peak_bytes"), time.perf_counter() - began,
-                     answer.get("detail"))
-    return probe
-
-
-def fixed_length_batch(size: int, length: int, layout: str, pad_token_id: int = 0, seed: int = 0):
-    """`size` documents of `length` random ids in [100, 16000) (the paper's range), built in one call.
-
-    Packed: ids `(size * length,)`, cu_seqlens `(size + 1,)` int32, positions `(size * length,)`;
-    padded: ids and an all-ones mask `(size, length)` (no row is padded; `pad_token_id` is unused).
-    """
-    import torch
-
-    from mbbench.batching import PackedBatch, PaddedBatch
-
-    ids = torch.randint(100, 16000, (size, length), generator=torch.Generator().manual_seed(seed))
-    if layout == "packed":
-        cu = torch.arange(0, (size + 1) * length, length, dtype=torch.int32)
-        return PackedBatch(ids.reshape(-1), cu, length, torch.arange(length).repeat(size))
-    return PaddedBatch(ids, torch.ones_like(ids), size * length)
-
-
-def _trial_batch(spec: TrialSpec, size: int, pad_token_id: int, layout: str):
-    """The inputs for one trial and their token count: a packed token budget from the suite's documents
-    (mode "tokens"), or `size` documents of the suite's maximum length (the paper's memory column)."""
-    from mbbench.suites import load_suite, make_batches
-
-    suite = load_suite(spec.suite)
-    length = suite.definition.max_length
-    if spec.mode == "tokens":
-        indices, used = [], 0
-        while used < size:  # documents in suite order (cycling) until the budget is filled
-            index = len(indices) % suite.definition.documents
-            indices.append(index)
-            used += suite.lengths[index]
-        [batch] = make_batches(suite, indices, "packed", token_budget=max(used, 1))
-        return batch, used
-    return fixed_length_batch(size, length, layout, pad_token_id), size * length
-
-
-def run_trial(spec: TrialSpec, size: int) -> dict:
-    """One forward pass in this process; reports ok (with peak bytes) / oom (`is_oom`) / error."""
-    import torch
-
-    from mbbench.dtypes import parse_dtype
-    from mbbench.models import registry
-
-    device = torch.device(spec.device)
-    if device.type == "cuda" and spec.memory_limit_bytes:
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, spec.memory_limit_bytes / total), device)
-    try:
-        if spec.fake_error:
-            raise ValueError("injected non-OOM failure")
-        encoder = registry.build_encoder(spec.model, registry.BuildOptions(spec.device, parse_dtype(spec.dtype),
-                                                                           spec.backend), tiny=spec.tiny)
-        pad = 0 if spec.tiny else (getattr(encoder.module.config, "pad_token_id", 0) or 0)
-        batch, tokens = _trial_batch(spec, size, pad, encoder.layout)
-        if spec.tiny:
-            batch.input_ids.remainder_(encoder.module.config.vocab_size)
-        if spec.fake_limit_tokens is not None and tokens > spec.fake_limit_tokens:
-            error = torch.cuda.OutOfMemoryError if spec.fake_oom == "typed" else RuntimeError
-            raise error(FAKE_OOMS[spec.fake_oom])
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode():
-            encoder(batch.to(device))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        return {"status": "ok", "peak_bytes": peak}
-    except Exception as error:  # only an OOM means "too big"; anything else is a real failure, reported
-        if is_oom(error):
-            typed = isinstance(error, torch.cuda.OutOfMemoryError)
-            return {"status": "oom", "detail": None if typed else f"{type(error).__name__}: {str(error)[:300]}"}
-        return {"status": "error", "error": f"{type(error).__name__}: {error}"}
-
-
-if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
-    size = request.pop("size")
-    print(json.dumps(run_trial(TrialSpec(**request), size)), flush=True)

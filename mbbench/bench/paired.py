@@ -25,7 +25,7 @@ import torch
 from mbbench.bench.timing import Summary, summarize, synchronize, timed
 
 Timer = Callable[[Callable[[], None], torch.device], float]  # (fn, device) -> seconds, like timing.timed
-OnPass = Callable[[str, int, float], None]  # (model, round, seconds), called runs x models times
+OnPass = Callable[[str, int, float], None]  # (model, round, seconds), called rounds x models times
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -149,11 +149,11 @@ def paired_ratio(model: ModelPasses, baseline: ModelPasses, confidence: float = 
 
 
 def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str, Sequence], device: torch.device,
-               runs: int, baseline: str | None = None, warmup_batches: int | None = None,
+               rounds: int, baseline: str | None = None, warmup_batches: int | None = None,
                time_transfer: bool = False, on_pass: OnPass | None = None,
                on_warmup: Callable[[str, float], None] | None = None, timer: Timer = timed,
                confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> PairedResult:
-    """Warm up every model, then `runs` rounds of one full pass per model in rotating order.
+    """Warm up every model, then `rounds` rounds of one full pass per model in rotating order.
 
     `forwards` maps names to callables taking one batch. `batches` is one list shared by all models,
     or a mapping name -> list (models with different layouts, e.g. padded vs packed, over the same
@@ -163,14 +163,14 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
     their copies. `on_pass(model, round, seconds)` follows every timed pass, `on_warmup(model,
     seconds)` every model's warmup. `timer` is `timing.timed` unless a test injects a fake clock.
 
-    Raises ValueError for no models, `runs` < 1, an unknown baseline, or a mapping of batches that
+    Raises ValueError for no models, `rounds` < 1, an unknown baseline, or a mapping of batches that
     misses a model or has an empty list.
     """
     names = list(forwards)
     if not names:
         raise ValueError("no models to compare")
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     baseline = names[0] if baseline is None else baseline
     if baseline not in forwards:
         raise ValueError(f"baseline {baseline!r} is not one of the models {names}")
@@ -191,7 +191,7 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
 
     first, warmup = {}, {}
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    order = [round_order(names, r) for r in range(runs)]
+    order = [round_order(names, r) for r in range(rounds)]
     with torch.inference_mode():
         for name in names:
             items, forward = staged[name], forwards[name]

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mbbench.device import nvml_handle
+
 # nvmlClocksEventReason* / nvmlClocksThrottleReason* bit values (nvml.h)
 THROTTLE_BITS = {
     0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
@@ -31,10 +33,8 @@ class Sample:
 
 
 def nvml_reader(torch_index: int = 0) -> Callable[[], Sample]:
-    """Samples of the GPU torch calls `cuda:<torch_index>` (found by UUID, see `gpus.nvml_handle`)."""
+    """Samples of the GPU torch calls `cuda:<torch_index>` (found by UUID, see `device.nvml_handle`)."""
     import pynvml
-
-    from mbbench.hardware.gpus import nvml_handle
 
     handle = nvml_handle(torch_index)
 

@@ -13,16 +13,16 @@ from mbbench.bench.timing import synchronize, timed
 
 @dataclass
 class PassTimes:
-    run_seconds: list[float]
+    pass_seconds: list[float]
     warmup_seconds: float
     first_call_seconds: float  # includes compilation when the model is compiled
 
 
-def measure_passes(forward: Callable, batches: Sequence, device: torch.device, runs: int,
+def measure_passes(forward: Callable, batches: Sequence, device: torch.device, passes: int,
                    warmup_batches: int | None, time_transfer: bool = False,
-                   on_run: Callable[[int, float], None] | None = None,
+                   on_pass: Callable[[int, float], None] | None = None,
                    around_timed: ContextManager | None = None) -> PassTimes:
-    """Warm up, then time `runs` full passes over `batches`.
+    """Warm up, then time `passes` full passes over `batches`; `on_pass(index, seconds)` follows each.
 
     `warmup_batches=None` warms up with one full pass; otherwise with that many batches (the paper
     uses one). With `time_transfer`, batches stay on the host and each pass includes their copies.
@@ -41,9 +41,9 @@ def measure_passes(forward: Callable, batches: Sequence, device: torch.device, r
         warmup = first + timed(lambda: one_pass(warm), device)
         times = []
         with around_timed or contextlib.nullcontext():
-            for run in range(runs):
+            for index in range(passes):
                 seconds = timed(lambda: one_pass(on_device), device)
                 times.append(seconds)
-                if on_run:
-                    on_run(run, seconds)
+                if on_pass:
+                    on_pass(index, seconds)
     return PassTimes(times, warmup, first)

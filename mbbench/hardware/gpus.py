@@ -1,16 +1,16 @@
-"""The GPU basket (a data file shipped with the package) and detection of the local device."""
+"""The GPU basket: a data file shipped with the package, looked up by id, alias, NVML name or Ray label.
+
+Detecting the local device is `mbbench.device`'s job; this module knows only the datasheets."""
 
 from __future__ import annotations
 
 import csv
-import platform
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 from mbbench.errors import UserError
-from mbbench.records import DeviceInfo
 
 
 @dataclass(frozen=True)
@@ -117,119 +117,3 @@ def match_device_name(device_name: str) -> GPU | None:
         if re.search(gpu.nvml_pattern, device_name, flags=re.IGNORECASE):
             return gpu
     return None
-
-
-# What a record says about the device a measurement ran on (kind, name, basket id, torch index, ...).
-LocalDevice = DeviceInfo
-
-
-def nvml_handle(torch_index: int = 0):
-    """The NVML handle of torch's `cuda:<torch_index>`.
-
-    torch numbers only the visible GPUs (CUDA_VISIBLE_DEVICES, which Ray sets per task) while NVML numbers
-    every GPU of the machine, so index 0 in one is not index 0 in the other: match by UUID instead.
-    """
-    import pynvml
-    import torch
-
-    pynvml.nvmlInit()
-    uuid = getattr(torch.cuda.get_device_properties(torch_index), "uuid", None)
-    if uuid is not None:
-        text = str(uuid)
-        try:
-            return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}")
-        except pynvml.NVMLError:
-            pass
-    return pynvml.nvmlDeviceGetHandleByIndex(torch_index)
-
-
-def _nvml_info(index: int) -> dict:
-    try:
-        import pynvml
-
-        handle = nvml_handle(index)
-        name = pynvml.nvmlDeviceGetName(handle)
-        info = {"name": name.decode() if isinstance(name, bytes) else name,
-                "driver": pynvml.nvmlSystemGetDriverVersion(),
-                "uuid": pynvml.nvmlDeviceGetUUID(handle),
-                "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)}
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
-    except Exception:
-        return {}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
-
-
-def parse_device(text: str):
-    """A device string -> `torch.device`: 'auto' (first CUDA GPU, else CPU), 'cpu', 'cuda', 'cuda:N'.
-
-    Raises UserError naming the problem: a device kind mbbench cannot run on (tpu, mps, ...), a malformed
-    index, no CUDA GPU visible to torch, or an index >= the number of visible GPUs.
-    """
-    import torch
-
-    name = text.strip().lower() if isinstance(text, str) else str(text)
-    if name == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if not match:
-        raise UserError(f"unknown device {text!r}: mbbench runs on {DEVICE_FORMS}")
-    if not torch.cuda.is_available():
-        raise UserError(f"device {text!r}: torch {torch.__version__} sees no CUDA GPU here "
-                        f"({'a CPU-only build' if torch.version.cuda is None else 'no GPU visible'}); use cpu")
-    count, index = torch.cuda.device_count(), int(match.group(1) or 0)
-    if index >= count:
-        raise UserError(f"device {text!r}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
-                        f"(cuda:0 to cuda:{count - 1})")
-    return torch.device("cuda", index)
-
-
-def detect(device: str = "auto") -> DeviceInfo:
-    """The local device, with torch's CUDA index: NVML first (names, driver), then torch; CPU without a GPU.
-
-    `device` is validated by `parse_device` (UserError for tpu, cuda:7 on a one-GPU machine, ...).
-    """
-    import torch
-
-    chosen = parse_device(device)
-    if chosen.type == "cpu":
-        return DeviceInfo("cpu", cpu_name(), None)
-    index = chosen.index or 0
-    props = torch.cuda.get_device_properties(index)
-    nvml = _nvml_info(index)
-    name = nvml.get("name") or props.name
-    gpu = match_device_name(name)
-    return DeviceInfo("cuda", name, gpu.id if gpu else None, index, props.multi_processor_count,
-                      f"{props.major}.{props.minor}", int(nvml.get("memory_bytes") or props.total_memory),
-                      nvml.get("driver"), torch.version.cuda, nvml.get("uuid"))
-
-
-def torch_device(device: DeviceInfo) -> str:
-    """The torch device string of a detected device: "cpu" or "cuda:N" (the index is never dropped)."""
-    return "cpu" if device.kind == "cpu" else f"cuda:{device.index or 0}"
-
-
-def check_requested_gpu(requested: str, local: DeviceInfo) -> None:
-    """Refuse to label a measurement with a GPU the machine does not have."""
-    if requested == "auto":
-        return
-    wanted = lookup(requested)
-    if local.kind == "cpu":
-        raise UserError(f"--gpu {requested} asks for {wanted.name}, but this run's device is the CPU "
-                        f"({local.name}); use `mbbench predict` for a prediction")
-    if local.basket_id != wanted.id:
-        raise UserError(f"--gpu {requested} asks for {wanted.name}, but the local GPU is {local.name}; "
-                        "refusing to mislabel the result (use `mbbench predict` for a prediction)")

@@ -16,7 +16,7 @@ peak = weights + activation working set + attention workspace + allocator overhe
 - allocator overhead: a fraction of the activation working set for the caching allocator's fragmentation
   (blocks of hidden and FFN widths interleave); score-sized blocks recur with one size and are reused whole, so
   the workspace carries none. ALLOCATOR_OVERHEAD is the one memory parameter fitted: the median over the paper
-  table's max-batch cells of the fraction that reproduces each (validation.implied_allocator_overhead).
+  table's max-batch cells of the fraction that reproduces each (calibration.implied_allocator_overhead).
 Capacity is in bytes as the device reports it (NVML memory.total; gpu_basket.csv `mem_bytes_reported`). Outside
 torch's allocator: the driver's reservation (NVML total − torch total_memory) and the CUDA context.
 """
@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from mbbench.dtypes import bytes_per_element
 from mbbench.hardware.gpus import GPU
-from mbbench.hardware.perfmodel import Shape
+from mbbench.hardware.shape import Shape
 from mbbench.hardware.software import AttentionImpl
 
-ALLOCATOR_OVERHEAD = 0.33  # median of validation.implied_allocator_overhead() over the 20 cells: 0.331
+ALLOCATOR_OVERHEAD = 0.33  # median of calibration.implied_allocator_overhead() over the 20 cells: 0.331
 CUDA_CONTEXT_BYTES = 0.5e9
 # NVML memory.total − torch total_memory: the RTX 4090 reports 24,564 MiB to NVML and "23.43 GiB total capacity"
 # in the paper's OOM messages (modernbert.md §2) -> 572 MiB; an H100 80GB reports 81,559 MiB vs 79.10 GiB (M).
@@ -92,11 +93,6 @@ def attention_step_bytes(shape: Shape, tokens: int, bytes_per: int) -> float:
     return tokens * bytes_per * (2 * shape.hidden + qkv + 2 * shape.hidden * (4 / bytes_per) + shape.hidden)
 
 
-def activation_bytes(shape: Shape, tokens: int, bytes_per: int) -> float:
-    """The larger of the FFN and attention working sets (without the attention workspace)."""
-    return max(ffn_step_bytes(shape, tokens, bytes_per), attention_step_bytes(shape, tokens, bytes_per))
-
-
 def attention_bytes(shape: Shape, batch: int, seq: int, backend: str | AttentionImpl, bytes_per: int) -> float:
     """Attention workspace in bytes for `batch` rows of `seq` tokens.
 
@@ -147,3 +143,13 @@ def max_batch(shape: Shape, seq: int, capacity: float, dtype_bytes: int = 2,
         else:
             high = mid
     return low
+
+
+def seed_size(shape: Shape, seq: int, capacity: float, dtype: str, backend: str, mode: str,
+              granularity: int) -> int | None:
+    """Where a max-batch search starts: the memory model's largest batch of `seq`-token rows (mode "batch") or
+    packed token budget (mode "tokens", batch × seq) on a device of `capacity` bytes, rounded down to
+    `granularity`; None when not even one row fits. `backend`: the attention that the trials run."""
+    batch = max_batch(shape, seq, capacity, bytes_per_element(dtype), backend, granularity=1)
+    size = (batch * seq if mode == "tokens" else batch) // granularity * granularity
+    return size or None

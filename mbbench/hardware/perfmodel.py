@@ -23,17 +23,15 @@ backends-and-competitors.md A (attention kernels), modernbert.md §2 (the paper'
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 
+from mbbench.dtypes import bytes_per_element
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import GPU, basket, lookup
-from mbbench.hardware.software import (PYTORCH, TENSORRT, AttentionImpl, Stack, check_dtype, resolve_attention,
-                                       stack_of_framework)
+from mbbench.hardware.gpus import GPU, basket
+from mbbench.hardware.shape import Shape
+from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backend, resolve_attention
 
 # perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
 # transformers' and mbbench's torch ops, in fp32, with their casts under half precision); perfmodel-2: attention implementation, stack and per-operation dtypes as inputs.
@@ -56,75 +54,19 @@ EAGER_PASSES = {("eager", "standard"): 6, ("math", "standard"): 4, ("eager", "di
                 ("math", "disentangled"): 23}
 
 
-@dataclass(frozen=True)
-class Shape:
-    """What the model needs to know about an encoder (ModernBERT or a competitor).
-
-    attention_kind: "standard" (softmax(QKᵀ)V) or "disentangled" (DeBERTa: + content→position and position→content
-    scores against 2·position_buckets relative embeddings). kv_heads: key/value heads (GQA), None = heads.
-    rotary: RoPE on q/k (element-wise work). unpadded: the model packs documents by default.
-    """
-
-    hidden: int
-    ffn: int  # per branch; the FFN-in GEMM is 2·ffn wide when gated
-    gated: bool
-    heads: int
-    layers: int
-    vocab: int
-    window: int | None = None  # local half-window (ModernBERT: 64), None: all layers global
-    global_every: int = 1
-    unpadded: bool = True
-    attention_kind: str = "standard"
-    position_buckets: int = 0  # DeBERTa: 256 -> 512 relative positions attended per query
-    rotary: bool = False
-    kv_heads: int | None = None
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def kv_dim(self) -> int:
-        return (self.kv_heads or self.heads) * self.head_dim
-
-    @property
-    def relative_span(self) -> int:
-        """Relative positions each query scores against (DeBERTa: 2 × position_buckets), 0 if none."""
-        return 2 * self.position_buckets if self.attention_kind == "disentangled" else 0
-
-    def gemms(self) -> dict[str, tuple[int, int]]:
-        """(K, N) of each weight GEMM of one layer."""
-        return {"qkv": (self.hidden, self.hidden + 2 * self.kv_dim), "attn_out": (self.hidden, self.hidden),
-                "ffn_in": (self.hidden, self.ffn * (2 if self.gated else 1)), "ffn_out": (self.ffn, self.hidden)}
-
-    @property
-    def non_embedding_parameters(self) -> int:
-        return self.layers * sum(k * n for k, n in self.gemms().values())
-
-    @property
-    def parameters(self) -> int:
-        return self.non_embedding_parameters + self.vocab * self.hidden + self.relative_span * self.hidden
-
-    def is_global(self, layer: int) -> bool:
-        return self.window is None or layer % self.global_every == 0
-
-
 # ------------------------------------------------------------------------------------------------ peaks, GEMMs
 
 def peak_flops(gpu: GPU, dtype: str) -> float:
     """Dense peak FLOP/s for a compute dtype ('float32' SIMT, 'tfloat32', 'float16'/'bfloat16' fp32-accumulate).
 
-    Source: gpu-basket.csv (vendor datasheets). UserError where the GPU lacks the dtype (T4: no bf16, no TF32).
+    Source: gpu-basket.csv (vendor datasheets). UserError where the GPU has no TF32; a bf16 request on a GPU without
+    bf16 (T4) gets the fp16 rate (`GPU.peak_tflops`): the plan refuses or restates such a dtype before any cost.
     """
     if dtype == "tfloat32":
         if gpu.tf32_tflops is None:
             raise UserError(f"{gpu.name} has no TF32 tensor cores")
         return gpu.tf32_tflops * 1e12
-    return gpu.peak_tflops(check_dtype(gpu, dtype)) * 1e12
-
-
-def bytes_per_element(dtype: str) -> int:
-    return 4 if dtype in ("float32", "fp32", "tfloat32") else 2
+    return gpu.peak_tflops(dtype) * 1e12
 
 
 def gemm_dtype(dtype: str, stack: Stack) -> str:
@@ -272,11 +214,6 @@ class BatchCost:
     attention_dtype: str
     estimates: dict = field(default_factory=dict)  # name -> GemmEstimate (one layer)
 
-    @property
-    def framework_seconds(self) -> float:
-        """Seconds that η_sw (the framework's GEMM efficiency) divides."""
-        return self.gemm_seconds
-
 
 def _split(estimate: GemmEstimate, count: float = 1.0) -> tuple[float, float]:
     """(compute-bound, memory-bound) seconds of `count` runs of a GEMM estimate."""
@@ -285,12 +222,11 @@ def _split(estimate: GemmEstimate, count: float = 1.0) -> tuple[float, float]:
 
 
 def default_attention(shape: Shape, gpu: GPU, dtype: str) -> AttentionImpl:
-    """The attention assumed when none is given: packed FA2 varlen (sm80+) or packed memory-efficient for
-    unpadded shapes (mbbench's own models and their RoPE), padded SDPA (transformers) otherwise."""
-    if shape.unpadded:
-        backend = "varlen" if gpu.compute_capability >= (8, 0) else "xformers"
-        return resolve_attention(backend, dtype, gpu, packed_model=True, head_dim=shape.head_dim, rotary="mbbench")
-    return resolve_attention("sdpa", dtype, gpu, packed_model=False, head_dim=shape.head_dim)
+    """The attention assumed when none is given: what `auto` runs on `gpu` (`software.auto_backend`) for unpadded
+    shapes (mbbench's own models and their RoPE), padded SDPA (transformers) otherwise."""
+    backend = auto_backend(gpu, shape.unpadded)
+    return resolve_attention(backend, dtype, gpu, packed_model=shape.unpadded, head_dim=shape.head_dim,
+                             rotary="mbbench" if shape.unpadded else "transformers")
 
 
 def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, gpu: GPU, dtype: str,
@@ -350,7 +286,6 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
     padded_to: rows are padded to this length (None: packed, or padded to the batch maximum when `attention` is a
     padded implementation). Raises UserError for a dtype the GPU lacks.
     """
-    dtype = check_dtype(gpu, dtype)
     impl = attention or default_attention(shape, gpu, dtype)
     if impl.packed:
         padded_to = None
@@ -438,77 +373,11 @@ class Prediction:
 
 # --------------------------------------------------------------------------------------------- calibration
 
-CALIBRATION_SHAPES = {
-    "bert-base": Shape(768, 3072, False, 12, 12, 30522, unpadded=False),
-    "bert-large": Shape(1024, 4096, False, 16, 24, 30522, unpadded=False),
-}
-CALIBRATION_GPU = {"A100-40GB": "A100-SXM4-40GB"}
-
-
-@dataclass(frozen=True)
-class Observation:
-    gpu: str
-    shape: Shape
-    lengths: tuple[int, ...]
-    padded_to: int | None
-    dtype: str
-    tokens_per_second: float
-    source: str
-    stack: Stack = TENSORRT
-    attention: AttentionImpl | None = None
-    model: str = ""
-
-
-@lru_cache(maxsize=1)
-def calibration_rows() -> tuple[Observation, ...]:
-    """fp16 rows of the published BERT measurements (calibration.csv), batch ≥ 32, with their stack.
-
-    TensorRT's BERT plugins run fused fp16 attention at a fixed sequence length: costed as the memory-efficient
-    class of kernel over the (unpadded, fixed) rows. MLPerf rows (int8/fp8 samples/s, variable lengths) are
-    not used for fitting (validation.mlperf_rows compares their cross-GPU ratios instead).
-    """
-    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text()
-    rows = []
-    for row in csv.DictReader(text.splitlines()):
-        if row["precision"] not in ("fp16", "bf16") or row["model"] not in CALIBRATION_SHAPES:
-            continue
-        if not row["batch"].isdigit() or int(row["batch"]) < 32 or not row["tokens_per_s"]:
-            continue
-        gpu = CALIBRATION_GPU.get(row["gpu_id"], row["gpu_id"])
-        if gpu not in basket():
-            continue
-        seq, batch = int(row["seq_len"]), int(row["batch"])
-        dtype = "float16" if row["precision"] == "fp16" else "bfloat16"
-        impl = AttentionImpl("tensorrt", "mem_efficient", True, dtype, reason="TensorRT fused MHA plugin")
-        rows.append(Observation(gpu, CALIBRATION_SHAPES[row["model"]], (seq,) * batch, None, dtype,
-                                float(row["tokens_per_s"]), row["source"], stack_of_framework(row["stack"]), impl,
-                                row["model"]))
-    return tuple(rows)
-
-
-def observed_efficiency(obs: Observation, software: float = 1.0) -> float:
-    """η_hw implied by one observation given η_sw = `software`: solves measured time T =
-    gemm/(η_hw·η_sw) + kernel/η_hw + memory, i.e. η_hw = (gemm/η_sw + kernel) / (T − memory)."""
-    cost = raw_batch_time(obs.shape, list(obs.lengths), basket()[obs.gpu], obs.dtype, obs.padded_to, obs.attention,
-                          obs.stack)
-    measured = sum(obs.lengths) / obs.tokens_per_second
-    return (cost.gemm_seconds / software + cost.kernel_seconds) / max(measured - cost.memory_seconds, 1e-12)
-
-
 def spec_features(gpu: GPU) -> tuple[float, ...]:
     """log board power per SM: cards with less power per SM hold their tensor clocks further below boost
     (T4, L4 at 70–72 W; A100 SXM at 400 W over 108 SMs). Chosen over bytes-per-FLOP and watts-per-TFLOP
     by leave-one-GPU-out error on calibration.csv (median 15 % vs 25–33 %)."""
     return (math.log(max(gpu.tdp_w, 1.0) / gpu.sm_count),)
-
-
-def fit_efficiencies(observations: list[Observation]) -> dict[str, float]:
-    """η_hw per GPU: the median over that GPU's observations of the η that reproduces each (stack-aware)."""
-    per_gpu: dict[str, list[float]] = {}
-    for obs in observations:
-        per_gpu.setdefault(obs.gpu, []).append(observed_efficiency(obs, DEFAULT_SOFTWARE.get(
-            (obs.stack.name, gemm_path(gemm_dtype(obs.dtype, obs.stack))), 1.0)))
-    return {gpu: statistics.median(values) for gpu, values in per_gpu.items()}
 
 
 def efficiency_from_specs(gpu: GPU, known: dict[str, float]) -> float:
@@ -554,54 +423,18 @@ class Calibration:
         return eta_hw * self.software_factor(stack, gemm_path(gemm_dtype(dtype, stack))), source
 
 
-def calibrate(extra: list[Observation] | None = None, software: bool = True,
-              exclude_models: tuple[str, ...] = ()) -> Calibration:
-    """η_hw on calibration.csv (+ `extra`, stack-aware); with `software`, η_sw(pytorch, simt) on the paper's 4090
-    table (validation.fit_software) leaving out `exclude_models`."""
-    calibration = Calibration(fit_efficiencies([*calibration_rows(), *(extra or [])]))
-    if software:
-        from mbbench.hardware.validation import fit_software
-
-        fit_software(calibration, exclude_models)
-    return calibration
-
-
-@lru_cache(maxsize=4)
-def _default_calibration() -> Calibration:
-    return calibrate()
-
-
-def predict(shape: Shape, lengths: list[int], gpu: str | GPU, dtype: str = "bfloat16", padded_to: int | None = None,
-            calibration: Calibration | None = None, attention: AttentionImpl | None = None,
-            stack: Stack = PYTORCH) -> Prediction:
-    """Predicted time of one forward over documents of `lengths` (tokens) on `gpu` with model dtype `dtype`.
-
-    UserError for an unknown GPU or a dtype it lacks (bf16 on the T4).
-    """
-    gpu = lookup(gpu) if isinstance(gpu, str) else gpu
-    calibration = calibration or _default_calibration()
+def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: int | None,
+            calibration: Calibration, attention: AttentionImpl | None = None, stack: Stack = PYTORCH) -> Prediction:
+    """Predicted time of one forward over documents of `lengths` (tokens) on `gpu` with model dtype `dtype`
+    (canonical, one the GPU has: `software.check_dtype`), after the efficiencies of `calibration`."""
     cost = raw_batch_time(shape, lengths, gpu, dtype, padded_to, attention, stack)
     eta_hw, _ = calibration.hardware(gpu)
     eta_sw = calibration.software_factor(stack, gemm_path(cost.gemm_dtype))
     seconds = cost.gemm_seconds / (eta_hw * eta_sw) + cost.kernel_seconds / eta_hw + cost.memory_seconds
     raw = cost.gemm_seconds + cost.kernel_seconds + cost.memory_seconds
-    return Prediction(gpu.id, check_dtype(gpu, dtype), sum(lengths), seconds, raw, eta_hw * eta_sw, cost.flops,
+    return Prediction(gpu.id, dtype, sum(lengths), seconds, raw, eta_hw * eta_sw, cost.flops,
                       cost.estimates, cost.gemm_dtype, cost.attention_dtype, cost.gemm_seconds,
                       cost.kernel_seconds, cost.memory_seconds)
-
-
-def leave_one_gpu_out(observations: list[Observation]) -> list[dict]:
-    """Predict each GPU's rows with η_hw derived only from the other GPUs (spec regression)."""
-    fitted = fit_efficiencies(observations)
-    out = []
-    for obs in observations:
-        gpu = basket()[obs.gpu]
-        others = Calibration({g: e for g, e in fitted.items() if g != obs.gpu})
-        p = predict(obs.shape, list(obs.lengths), gpu, obs.dtype, obs.padded_to, others, obs.attention, obs.stack)
-        out.append({"gpu": obs.gpu, "source": obs.source, "model": obs.model, "tokens": sum(obs.lengths),
-                    "measured": obs.tokens_per_second, "predicted": p.tokens_per_second,
-                    "error": p.tokens_per_second / obs.tokens_per_second - 1.0})
-    return out
 
 
 def paper_heuristic(shape: Shape, gpu: GPU) -> float:

@@ -18,21 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mbbench.dtypes import HALF, canonical_dtype
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import GPU
 
 BACKENDS = ("eager", "sdpa", "flex", "varlen", "flash", "xformers", "auto")
 KERNELS = ("eager", "math", "flash", "mem_efficient", "flex")
-HALF = ("float16", "bfloat16")
-_DTYPE = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16", "tf32": "tfloat32"}
-
-
-def canonical_dtype(dtype: str) -> str:
-    """'bf16' -> 'bfloat16' etc.; raises UserError for anything else."""
-    if dtype not in _DTYPE:
-        raise UserError(f"unknown dtype {dtype!r}; choose from float32, bfloat16, float16")
-    return _DTYPE[dtype]
 
 
 def check_dtype(gpu: GPU, dtype: str) -> str:
@@ -67,7 +58,6 @@ PYTORCH = Stack("pytorch", description="PyTorch modules (transformers, FlexBERT,
 PYTORCH_TF32 = Stack("pytorch", tf32=True, description="PyTorch with TF32 fp32 matmuls enabled")
 TENSORRT = Stack("tensorrt", fused_elementwise=True,
                  description="TensorRT engine (NVIDIA demo/BERT, MLPerf harness): fused plugins, fixed shapes")
-STACKS = {"pytorch": PYTORCH, "pytorch-tf32": PYTORCH_TF32, "tensorrt": TENSORRT}
 
 
 def stack_of_framework(framework: str) -> Stack:
@@ -166,6 +156,18 @@ def default_backend(family: str, environment: str = "paper") -> str:
     if family not in DEFAULT_ATTENTION:
         raise UserError(f"no default attention known for family {family!r}")
     return getattr(DEFAULT_ATTENTION[family], environment)
+
+
+def auto_backend(gpu: GPU, packed_model: bool) -> str:
+    """The backend mbbench's `auto` runs on `gpu` without optional extras: the one rule every prediction uses.
+
+    Packed models: FA2 varlen on sm80+ (torch's `varlen_attn`), FlexAttention with a block mask below (the T4);
+    padded models: SDPA. It mirrors the measurement's CUDA order (`models.attention.AUTO_ORDER`: flash > varlen >
+    flex > windowed > sdpa) with flash-attn and xformers not installed; a test holds the two in agreement.
+    """
+    if not packed_model:
+        return "sdpa"
+    return "varlen" if gpu.compute_capability >= (8, 0) else "flex"
 
 
 # How RoPE is applied, by the code that runs it (perfmodel.elementwise_bytes costs each):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mbbench.dtypes import bytes_per_element
 from mbbench.hardware import memory, perfmodel
-from mbbench.hardware.gpus import GPU, lookup
-from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, check_dtype
+from mbbench.hardware.gpus import GPU
+from mbbench.hardware.shape import Shape
+from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ class SuitePrediction:
     notes: tuple[str, ...] = ()
 
 
-def suite_seconds(shape: perfmodel.Shape, lengths: list[int], batch_size: int, gpu: GPU, dtype: str,
-                  attention: AttentionImpl | None = None, pad_to: int | None = None,
-                  calibration: perfmodel.Calibration | None = None, stack: Stack = PYTORCH) -> SuiteSeconds:
+def suite_seconds(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, dtype: str,
+                  attention: AttentionImpl | None, pad_to: int | None, calibration: perfmodel.Calibration,
+                  stack: Stack = PYTORCH) -> SuiteSeconds:
     """Seconds and FLOPs of one pass over documents of `lengths` (in order) in batches of `batch_size`.
 
     pad_to: padded implementations pad every row to this length (the paper pads to the suite maximum); None pads
@@ -71,24 +73,21 @@ def suite_seconds(shape: perfmodel.Shape, lengths: list[int], batch_size: int, g
     return SuiteSeconds(seconds, flops, sum(lengths), executed, framework, kernel, memory_bound)
 
 
-def predict_suite(shape: perfmodel.Shape, lengths: list[int], batch_size: int, gpu: GPU | str, dtype: str,
-                  attention: AttentionImpl, pad_to: int | None = None,
-                  calibration: perfmodel.Calibration | None = None, stack: Stack = PYTORCH,
-                  max_length: int | None = None) -> SuitePrediction:
+def predict_suite(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, dtype: str,
+                  attention: AttentionImpl, pad_to: int | None, calibration: perfmodel.Calibration,
+                  stack: Stack = PYTORCH, max_length: int | None = None) -> SuitePrediction:
     """Predicted throughput, MFU, max batch and peak memory of one pass over documents of `lengths`.
 
-    dtype: the weights' dtype ('float32', 'bfloat16', 'float16'); attention: software.resolve_attention(...);
-    pad_to: padded rows' length (paper protocol: the suite maximum); max_length: rows for the memory model
-    (default max(lengths)). Raises UserError for an unknown GPU or a dtype it lacks (bf16 on the T4).
+    dtype: the weights' dtype, canonical and one `gpu` has (`software.check_dtype`, run when the attention was
+    resolved); attention: software.resolve_attention(...); pad_to: padded rows' length (paper protocol: the suite
+    maximum); max_length: rows for the memory model (default max(lengths)); calibration: the efficiencies
+    (`mbbench.calibration.default_calibration()` for the fitted ones).
     """
-    gpu = lookup(gpu) if isinstance(gpu, str) else gpu
-    dtype = check_dtype(gpu, dtype)
-    calibration = calibration or perfmodel._default_calibration()
     timing = suite_seconds(shape, lengths, batch_size, gpu, dtype, attention, pad_to, calibration, stack)
     gemm_dtype = perfmodel.gemm_dtype(dtype, stack)
     eta, eta_source = calibration.efficiency(gpu, stack, dtype)
     seq = max_length or max(lengths)
-    width = perfmodel.bytes_per_element(dtype)
+    width = bytes_per_element(dtype)
     capacity = memory.capacity_bytes(gpu)
     notes = [attention.reason]
     if attention.compute_dtype != dtype:

@@ -12,21 +12,21 @@ Kinds:
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from mbbench.errors import BackendUnavailable, UserError
+from mbbench.hardware.shape import Shape
+from mbbench.models import weights
 from mbbench.models.attention import BackendChoice, backend_names, choose_backend, get_backend
 from mbbench.models.encoders import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
-
-if TYPE_CHECKING:
-    from mbbench.hardware.perfmodel import Shape
-    from mbbench.models.registry import ModelSpec
+from mbbench.models.spec import ModelSpec
 
 # One vocabulary of backend names for every model; transformers' own names for the same kernels.
 HF_ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flex": "flex_attention", "flash": "flash_attention_2"}
@@ -58,49 +58,49 @@ class Builder:
 
     rotary_code = "transformers"  # whose RoPE code runs (hardware.software.ROTARY_CODES), for the perf model
 
-    def available(self, spec: "ModelSpec") -> str | None:
+    def available(self, spec: ModelSpec) -> str | None:
         """None when the model can be built with the software here, else why not."""
         return None
 
-    def config(self, spec: "ModelSpec", tiny: bool = False):
+    def config(self, spec: ModelSpec, tiny: bool = False):
         raise NotImplementedError
 
-    def module(self, spec: "ModelSpec", cfg, backend: str) -> nn.Module:
+    def module(self, spec: ModelSpec, cfg, backend: str) -> nn.Module:
         """The bare module with default-initialised weights (possibly on the meta device)."""
         raise NotImplementedError
 
-    def backends(self, spec: "ModelSpec") -> list[str]:
+    def backends(self, spec: ModelSpec) -> list[str]:
         raise NotImplementedError
 
-    def encoder(self, spec: "ModelSpec", options: BuildOptions, tiny: bool = False) -> Encoder:
+    def encoder(self, spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
         raise NotImplementedError
 
-    def load_weights(self, spec: "ModelSpec", module: nn.Module, path: str, expected_cfg) -> nn.Module:
+    def load_weights(self, spec: ModelSpec, module: nn.Module, path: str, expected_cfg) -> nn.Module:
         raise NotImplementedError
 
-    def shape(self, spec: "ModelSpec", tiny: bool = False) -> "Shape":
+    def shape(self, spec: ModelSpec, tiny: bool = False) -> Shape:
         raise NotImplementedError
 
-    def parameters(self, spec: "ModelSpec", tiny: bool = False) -> int:
+    def parameters(self, spec: ModelSpec, tiny: bool = False) -> int:
         """Parameters of the bare encoder, counted on the meta device (nothing is allocated)."""
         cfg = self.config(spec, tiny)
         with torch.device("meta"):
             module = self.module(spec, cfg, "eager")
         return sum(p.numel() for p in module.parameters())
 
-    def choose(self, spec: "ModelSpec", backend: str, device: str, dtype: torch.dtype,
+    def choose(self, spec: ModelSpec, backend: str, device: str, dtype: torch.dtype,
                lengths: Sequence[int]) -> BackendChoice:
         """The backend that will run for `backend` on this workload, and why (`auto` chooses by workload)."""
         if backend != "auto":
             return BackendChoice(backend, "asked for")
         return choose_backend(torch.device(device), dtype, lengths, needs_window=spec.window is not None)
 
-    def check_runs(self, spec: "ModelSpec", backend: str, device: str, dtype: torch.dtype) -> None:
+    def check_runs(self, spec: ModelSpec, backend: str, device: str, dtype: torch.dtype) -> None:
         """UserError (BackendUnavailable) when `backend`, asked for by name, cannot run on `device` in `dtype`."""
         if backend != "auto":
             get_backend(backend, torch.device(device), dtype, needs_window=spec.window is not None)
 
-    def check_backend(self, spec: "ModelSpec", backend: str) -> None:
+    def check_backend(self, spec: ModelSpec, backend: str) -> None:
         """UserError when `backend` is not one this model can take (availability on a device is separate)."""
         choices = ["auto", *self.backends(spec)]
         if backend not in choices:
@@ -144,15 +144,11 @@ class ReferenceBuilder(PackedBuilder):
     tiny_key = "reference"
 
     def load_weights(self, spec, module, path, expected_cfg):
-        from mbbench.models import weights
-
         config, state = weights.read_checkpoint(path)
         weights.check_checkpoint(expected_cfg, weights.checkpoint_config(config, path), spec.name)
         return weights.load_state(module, state)
 
     def shape(self, spec, tiny=False):
-        from mbbench.hardware.perfmodel import Shape
-
         cfg = self.config(spec, tiny)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, gated=True, heads=cfg.num_heads,
                      layers=cfg.num_layers, vocab=cfg.vocab_size, window=cfg.half_window,
@@ -168,8 +164,6 @@ class NeoBertBuilder(PackedBuilder):
                         "transformers models; NeoBERT runs with seeded random weights")
 
     def shape(self, spec, tiny=False):
-        from mbbench.hardware.perfmodel import Shape
-
         cfg = self.config(spec, tiny)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.swiglu_hidden, gated=True, heads=cfg.num_heads,
                      layers=cfg.num_layers, vocab=cfg.vocab_size, window=None, global_every=1, unpadded=True,
@@ -182,7 +176,7 @@ class HFBuilder(Builder):
     """A transformers model class from the catalogue row's `hf_class` and config keyword arguments."""
 
     def _transformers(self):
-        import transformers
+        import transformers  # lazily: a second of start-up that commands without transformers models skip
 
         return transformers
 
@@ -251,8 +245,6 @@ class HFBuilder(Builder):
             return self.module(spec, cfg, "eager")
 
     def load_weights(self, spec, module, path, expected_cfg):
-        from mbbench.models import weights
-
         _, state = weights.read_checkpoint(path)
         prefix = getattr(module, "base_model_prefix", "") + "."
         state = {k.removeprefix(prefix): v for k, v in state.items()}
@@ -272,8 +264,6 @@ class HFBuilder(Builder):
         return HFPaddedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval(), backend)
 
     def shape(self, spec, tiny=False):
-        from mbbench.hardware.perfmodel import Shape
-
         cfg = self.config(spec, tiny)
         heads = cfg.num_attention_heads
         disentangled = bool(getattr(cfg, "relative_attention", False))  # DeBERTa's c2p/p2c attention
@@ -324,8 +314,6 @@ class HFPackedBuilder(HFBuilder):
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 

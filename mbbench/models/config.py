@@ -47,10 +47,6 @@ class ModernBertConfig:
     def is_global(self, layer: int) -> bool:
         return layer % self.global_every == 0
 
-    @property
-    def global_layers(self) -> list[int]:
-        return [i for i in range(self.num_layers) if self.is_global(i)]
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -1,57 +1,29 @@
-"""The model catalogue: names users type -> rows of data (config keywords, sources, limits).
+"""The model catalogue: names users type -> rows of data (`spec.ModelSpec`: config keywords, sources, limits).
 
 Each row's `kind` names its builder (`mbbench.models.builders`), which turns the row into a config,
 a module, an encoder, a backend list, a weight loader and a shape for the performance model. This
-module is the only place that looks a name up; nothing outside `mbbench/models/` dispatches on kind.
+module is the only place that looks a name or a kind up; nothing outside `mbbench/models/` dispatches on kind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from functools import lru_cache
+from typing import Sequence
+
+import torch
 
 from mbbench.errors import UserError
+from mbbench.hardware.shape import Shape
 from mbbench.models import config as mb_config
-from mbbench.models.builders import BUILDERS, BuildOptions, Builder  # noqa: F401  (BuildOptions: public API)
+from mbbench.models.attention import BackendChoice
+from mbbench.models.builders import BUILDERS, BuildOptions, Builder
 from mbbench.models.encoders import Encoder
 from mbbench.models.neobert import NeoBertConfig
+from mbbench.models.spec import ModelSpec
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One catalogue row. Sources for every number are in shared/reference/backends-and-competitors.md."""
-
-    name: str
-    family: str
-    kind: str  # the builder: "reference", "neobert", "hf" (transformers, padded), "hf-packed"
-    published_parameters: float  # millions, as published
-    max_length: int
-    source: str
-    make_config: Callable[[], object] | None = None  # our own modules' config
-    hf_class: str | None = None  # transformers model class name (hf kinds)
-    config_kwargs: dict = field(default_factory=dict)  # keyword arguments of the transformers config
-    requires: str = ""  # the software version the row needs, shown when it is unavailable
-    window: int | None = None  # sliding half-window the attention needs (ModernBERT: 64)
-    gated_ffn: bool = False  # GLU feed-forward (transformers rows; ours are gated by construction)
-    notes: str = ""
-    group: str = "base"  # "base" or "large": the paper's table groups
-
-    @property
-    def builder(self) -> Builder:
-        return BUILDERS[self.kind]
-
-    @property
-    def unpadded(self) -> bool:
-        return self.kind != "hf"
-
-    @property
-    def layout(self) -> str:
-        return "packed" if self.unpadded else "padded"
-
-    @property
-    def is_reference_modernbert(self) -> bool:
-        """Our ModernBERT-architecture model (what `verify` checks against transformers)."""
-        return self.kind == "reference"
+__all__ = ["MODELS", "BuildOptions", "ModelSpec", "get_spec", "builder", "available", "require_available",
+           "check_backend", "check_runs", "choose_backend", "rotary_code", "model_config", "count_parameters",
+           "backend_choices", "shape_of", "encoder", "build_encoder"]
 
 
 # --- configs (exact published numbers; sources in backends-and-competitors.md part B) ---
@@ -162,35 +134,80 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def builder(spec: ModelSpec) -> Builder:
+    """The builder of a row's kind."""
+    return BUILDERS[spec.kind]
+
+
+def available(spec: ModelSpec) -> str | None:
+    """None when the installed software can build this model, else why not (e.g. an older transformers)."""
+    return builder(spec).available(spec)
+
+
 def require_available(spec: ModelSpec) -> None:
     """UserError when the installed software cannot build this model (e.g. an older transformers)."""
-    reason = spec.builder.available(spec)
+    reason = available(spec)
     if reason:
         raise UserError(f"{spec.name} {reason}")
 
 
+def check_backend(spec: ModelSpec, backend: str) -> None:
+    """UserError when `backend` is not one this model can take (availability on a device is `check_runs`)."""
+    builder(spec).check_backend(spec, backend)
+
+
+def check_runs(spec: ModelSpec, backend: str, device: str, dtype: torch.dtype) -> None:
+    """UserError (BackendUnavailable) when `backend`, asked for by name, cannot run on `device` in `dtype`."""
+    builder(spec).check_runs(spec, backend, device, dtype)
+
+
+def choose_backend(spec: ModelSpec, backend: str, device: str, dtype: torch.dtype,
+                   lengths: Sequence[int]) -> BackendChoice:
+    """The backend that will run for `backend` on this workload, and why (`auto` chooses by workload)."""
+    return builder(spec).choose(spec, backend, device, dtype, lengths)
+
+
+def rotary_code(spec: ModelSpec) -> str:
+    """Whose RoPE code the model runs (`hardware.software.ROTARY_CODES`), for the performance model."""
+    return builder(spec).rotary_code
+
+
 def model_config(spec: ModelSpec, tiny: bool = False):
-    return spec.builder.config(spec, tiny)
+    """The model's config object (ours or transformers'), tiny variant when `tiny`."""
+    return builder(spec).config(spec, tiny)
 
 
 def count_parameters(spec: ModelSpec, tiny: bool = False) -> int:
-    """Parameters of the bare encoder, built on the meta device so nothing is allocated."""
-    return spec.builder.parameters(spec, tiny)
+    """Parameters of the bare encoder, built on the meta device so nothing is allocated (once per process)."""
+    return _parameters(spec.name, tiny)
+
+
+@lru_cache(maxsize=None)
+def _parameters(name: str, tiny: bool) -> int:
+    spec = MODELS[name]
+    return builder(spec).parameters(spec, tiny)
 
 
 def backend_choices(spec: ModelSpec) -> list[str]:
     """Backend names this model can take (one vocabulary for every model; availability is per device)."""
-    return spec.builder.backends(spec)
+    return builder(spec).backends(spec)
 
 
-def shape_of(spec: ModelSpec, tiny: bool = False):
+def shape_of(spec: ModelSpec, tiny: bool = False) -> Shape:
     """The performance model's `Shape` of a model (from its builder)."""
-    return spec.builder.shape(spec, tiny)
+    return builder(spec).shape(spec, tiny)
+
+
+def encoder(spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
+    """Build a resolved model (its availability and backend already checked by the plan): exact config, seeded
+    random weights (or --weights), on `options.device` in `options.dtype`, eval mode."""
+    return builder(spec).encoder(spec, options, tiny)
 
 
 def build_encoder(name: str, options: BuildOptions = BuildOptions(), tiny: bool = False) -> Encoder:
-    """Build a model ready to run: exact config, seeded random weights (or --weights), eval mode."""
+    """Build a model by name, checking that it can be built here and takes `options.backend` (a trial process,
+    tests and scripts; a plan's model is built with `encoder`)."""
     spec = get_spec(name)
     require_available(spec)
-    spec.builder.check_backend(spec, options.backend)
-    return spec.builder.encoder(spec, options, tiny)
+    check_backend(spec, options.backend)
+    return encoder(spec, options, tiny)

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
-
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from mbbench import results  # noqa: E402
-from mbbench.formatting import significant  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
+from mbbench.formatting import significant  # noqa: E402
+from mbbench.report.figures import sweep_heatmap  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -444,10 +445,6 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     for directory in result_dirs:
         sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
         if sweep_csv.is_file():
-            import pandas as pd
-
-            from mbbench.report.figures import sweep_heatmap
-
             frame = pd.read_csv(sweep_csv)
             for value in ("basket_score", "basket_tokens_per_second"):
                 sections.append(Section(f"Sweep: {value}", image=sweep_heatmap(frame, out / f"sweep_{value}.png",

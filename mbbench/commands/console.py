@@ -7,8 +7,14 @@ from typing import Callable, Iterable, Sequence
 
 import click
 
+from rich.console import Console
+from rich.table import Table
+
+from mbbench.driver import produce_all
 from mbbench.formatting import significant
+from mbbench.predict import over_max_batch
 from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
+from mbbench.results import Store
 
 
 def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
@@ -19,9 +25,6 @@ def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, titl
     if not rows:
         click.echo("(nothing)")
     elif sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
         table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
         for row in cells:
             table.add_row(*row)
@@ -51,8 +54,6 @@ def spread(record: Record) -> str:
 
 def _would_not_fit(record: Record) -> str:
     """' (batch > predicted max)' for a prediction whose batch exceeds the predicted maximum batch."""
-    from mbbench.predict import over_max_batch
-
     payload, batch = record.payload, record.identity.batch_size
     if isinstance(payload, Prediction) and over_max_batch(batch, payload.max_batch_size):
         return f" (batch {batch} > predicted max {payload.max_batch_size}: would run out of memory)"
@@ -98,9 +99,6 @@ def produce_and_print(jobs: Iterable, out_dir: str, force: bool, quiet: bool,
     0 when every configuration has a record that is not a failure, 1 when one failed, 130 on Ctrl-C
     (after naming the records already written). `extra_lines(record)` adds lines under the table.
     """
-    from mbbench.driver import produce_all
-    from mbbench.results import Store
-
     store = Store(out_dir)
     rows, written, extra = [], [], []
     try:

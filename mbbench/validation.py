@@ -14,6 +14,8 @@ Sources (ValidationRow.source):
 - `mlperf-ratio`: MLPerf BERT-99 offline samples/s (TensorRT harness, int8/fp8; never fitted) as ratios to the
   A100-SXM4-80GB, against predicted fp16 ratios (int8/fp8 peaks are 2× fp16 on every GPU involved).
 - `measured`: our measured GPU records (dicts), predicted with the record's backend, dtype, batch and protocol.
+
+The fits themselves are `mbbench.calibration`'s; this module only compares.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from __future__ import annotations
 import csv
 import statistics
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 
-from mbbench.hardware import memory, perfmodel, workload
+from mbbench.calibration import (CALIBRATION_GPU, CALIBRATION_SHAPES, PAPER_DTYPE, PAPER_GPU, Observation, PaperRow,
+                                 calibrate, calibration_rows, default_calibration, fit_efficiencies, fit_software,
+                                 paper_rows, paper_setup)
+from mbbench.hardware import perfmodel, workload
 from mbbench.hardware.gpus import GPU, basket, lookup
 from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, resolve_attention
+from mbbench.models import registry
+from mbbench.plan import PROTOCOLS
+from mbbench.suites import load_suite
 
-PAPER_GPU = "RTX4090"
-PAPER_DTYPE = "float32"
 MLPERF_REFERENCE_GPU = "A100-SXM4-80GB"
 
 
@@ -53,115 +58,30 @@ class ValidationRow:
         return self.predicted / self.measured - 1.0
 
 
-@dataclass(frozen=True)
-class PaperRow:
-    group: str
-    paper_model: str
-    model: str  # registry name
-    backend: str
-    suite: str
-    timing_batch: int
-    tokens_per_second: float  # what the cell is validated against: the printed value, or the notebook's
-    max_batch_size: int | None
-    measured: bool  # False: the paper derived the value from the fixed-length time
-    printed_tokens_per_second: float  # Table 2 as printed
-    note: str = ""  # why tokens_per_second differs from the printed value
-
-
-def _suite_tokens(suite_name: str) -> int:
-    from mbbench.suites import load_suite
-
-    return sum(load_suite(suite_name).lengths)
-
-
-@lru_cache(maxsize=1)
-def paper_rows() -> tuple[PaperRow, ...]:
-    """The paper's RTX 4090 table (data/paper_4090.csv), every cell with its registry model and backend.
-
-    A cell whose printed runtime is contradicted by the paper's own spot-check notebook carries the notebook's
-    runtime (`notebook_seconds`, for the suite's whole document set) and a note: its tokens/s is the suite's
-    real tokens over that runtime, and the printed value is kept in `printed_tokens_per_second`.
-    """
-    text = resources.files("mbbench").joinpath("data/paper_4090.csv").read_text()
-    rows = []
-    for r in csv.DictReader(text.splitlines()):
-        printed = float(r["kilo_tokens_per_s"]) * 1e3
-        validated = _suite_tokens(r["suite"]) / float(r["notebook_seconds"]) if r["notebook_seconds"] else printed
-        rows.append(PaperRow(r["group"], r["paper_model"], r["model"], r["backend"], r["suite"], int(r["timing_batch"]),
-                             validated, int(r["max_batch"]) if r["max_batch"] else None, r["measured"] == "yes",
-                             printed, r["note"]))
-    return tuple(rows)
-
-
-@dataclass(frozen=True)
-class PaperSetup:
-    shape: perfmodel.Shape
-    lengths: tuple[int, ...]
-    attention: AttentionImpl
-    pad_to: int
-    max_length: int
-
-
-@lru_cache(maxsize=None)
-def paper_setup(model: str, backend: str, suite_name: str) -> PaperSetup:
-    """Shape, suite lengths and attention of a paper cell (the paper's environment; lengths beyond the registry's
-    maximum are allowed: the paper ran NomicBERT at 8192)."""
-    from mbbench.models import registry
-    from mbbench.predict import shape_of
-    from mbbench.suites import load_suite
-
-    spec, suite = registry.get_spec(model), load_suite(suite_name)
-    shape = shape_of(spec)
-    impl = resolve_attention(backend, PAPER_DTYPE, basket()[PAPER_GPU], family=spec.family,
-                             packed_model=spec.unpadded, head_dim=shape.head_dim, environment="paper",
-                             rotary=spec.builder.rotary_code)
-    return PaperSetup(shape, tuple(suite.lengths), impl, suite.definition.max_length, suite.definition.max_length)
-
-
 def predict_paper_row(row: PaperRow, calibration: perfmodel.Calibration) -> workload.SuitePrediction:
     s = paper_setup(row.model, row.backend, row.suite)
     return workload.predict_suite(s.shape, list(s.lengths), row.timing_batch, basket()[PAPER_GPU], PAPER_DTYPE,
                                   s.attention, s.pad_to, calibration, PYTORCH, s.max_length)
 
 
-@lru_cache(maxsize=None)
-def _paper_raw(model: str, backend: str, suite: str, batch: int) -> workload.SuiteSeconds:
-    s = paper_setup(model, backend, suite)
-    unit = perfmodel.Calibration({PAPER_GPU: 1.0}, {k: 1.0 for k in perfmodel.DEFAULT_SOFTWARE})
-    return workload.suite_seconds(s.shape, list(s.lengths), batch, basket()[PAPER_GPU], PAPER_DTYPE, s.attention,
-                                  s.pad_to, unit, PYTORCH)
-
-
-def fit_software(calibration: perfmodel.Calibration, exclude_models: tuple[str, ...] = ()) -> float:
-    """Fit η_sw(pytorch, simt) in place: the median over the paper table's measured throughput cells (minus
-    `exclude_models`) of the η_sw that reproduces each, given η_hw(RTX 4090) from `calibration`.
-
-    Measured time T = F/(η_hw·η_sw) + K/η_hw + M (F: compute-bound GEMMs; K: fused attention; M: memory-bound)
-    -> η_sw = F / (η_hw·(T − M) − K). One parameter, fitted on fp32 PyTorch rows: it carries SIMT fp32 GEMMs'
-    achieved fraction and PyTorch's overheads relative to TensorRT fp16.
-    """
-    eta_hw, _ = calibration.hardware(basket()[PAPER_GPU])
-    implied = []
-    for row in paper_rows():
-        if not row.measured or row.model in exclude_models:
-            continue
-        raw = _paper_raw(row.model, row.backend, row.suite, row.timing_batch)
-        measured_seconds = raw.real_tokens / row.tokens_per_second
-        denominator = eta_hw * (measured_seconds - raw.memory_raw) - raw.kernel_raw
-        if denominator > 0:
-            implied.append(raw.framework_raw / denominator)
-    value = statistics.median(implied)
-    calibration.software[("pytorch", "simt")] = value
-    calibration.software_sources[("pytorch", "simt")] = (
-        f"fitted on {len(implied)} measured cells of the ModernBERT paper's RTX 4090 table"
-        + (f" without {', '.join(exclude_models)}" if exclude_models else ""))
-    return value
+def leave_one_gpu_out(observations: list[Observation]) -> list[dict]:
+    """Predict each GPU's rows with η_hw derived only from the other GPUs (spec regression)."""
+    fitted = fit_efficiencies(observations)
+    out = []
+    for obs in observations:
+        gpu = basket()[obs.gpu]
+        others = perfmodel.Calibration({g: e for g, e in fitted.items() if g != obs.gpu})
+        p = perfmodel.predict(obs.shape, list(obs.lengths), gpu, obs.dtype, obs.padded_to, others, obs.attention, obs.stack)
+        out.append({"gpu": obs.gpu, "source": obs.source, "model": obs.model, "tokens": sum(obs.lengths),
+                    "measured": obs.tokens_per_second, "predicted": p.tokens_per_second,
+                    "error": p.tokens_per_second / obs.tokens_per_second - 1.0})
+    return out
 
 
 def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: bool = True) -> list[ValidationRow]:
     """Throughput and max batch of every measured cell of the paper table; with `lomo`, throughput again with
     η_sw fitted without the cell's model family (leave-one-model-out)."""
-    calibration = calibration or perfmodel.calibrate()
+    calibration = calibration or default_calibration()
     rows = []
     for row in paper_rows():
         if not row.measured:
@@ -178,8 +98,6 @@ def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: boo
             rows.append(ValidationRow("paper-4090", row.model, row.suite, PAPER_GPU, "max_batch_size",
                                       row.max_batch_size, p.max_batch_size, "pytorch", p.attention.backend, False))
     if lomo:
-        from mbbench.models import registry
-
         families: dict[str, tuple[str, ...]] = {}
         for model in sorted({r.model for r in paper_rows()}):
             family = registry.get_spec(model).family
@@ -199,12 +117,12 @@ def paper_validation(calibration: perfmodel.Calibration | None = None, lomo: boo
 def calibration_validation() -> list[ValidationRow]:
     """TensorRT rows predicted with η_hw fitted without their GPU (leave-one-GPU-out, spec regression) and
     without their model (leave-one-model-out)."""
-    observations = list(perfmodel.calibration_rows())
+    observations = list(calibration_rows())
     rows = [ValidationRow("calibration-logo", r["model"], f"fixed-{r['tokens']}", r["gpu"], "tokens_per_second",
                           r["measured"], r["predicted"], "tensorrt", "tensorrt")
-            for r in perfmodel.leave_one_gpu_out(observations)]
+            for r in leave_one_gpu_out(observations)]
     for model in sorted({o.model for o in observations}):
-        fitted = perfmodel.Calibration(perfmodel.fit_efficiencies([o for o in observations if o.model != model]))
+        fitted = perfmodel.Calibration(fit_efficiencies([o for o in observations if o.model != model]))
         for o in observations:
             if o.model != model:
                 continue
@@ -218,14 +136,14 @@ def calibration_validation() -> list[ValidationRow]:
 
 def mlperf_validation(calibration: perfmodel.Calibration | None = None) -> list[ValidationRow]:
     """MLPerf BERT-99 offline samples/s as ratios to the A100-SXM4-80GB vs predicted fp16 ratios (never fitted)."""
-    calibration = calibration or perfmodel.calibrate(software=False)
+    calibration = calibration or calibrate(software=False)
     text = resources.files("mbbench").joinpath("data/calibration.csv").read_text()
     measured = {}
     for row in csv.DictReader(text.splitlines()):
         if "MLPerf" in row["framework"] and row["sequences_per_s"]:
-            gpu = perfmodel.CALIBRATION_GPU.get(row["gpu_id"], row["gpu_id"])
+            gpu = CALIBRATION_GPU.get(row["gpu_id"], row["gpu_id"])
             measured.setdefault(gpu, []).append(float(row["sequences_per_s"]))
-    shape = perfmodel.CALIBRATION_SHAPES["bert-large"]
+    shape = CALIBRATION_SHAPES["bert-large"]
     impl = AttentionImpl("tensorrt", "mem_efficient", True, "float16", reason="TensorRT fused MHA plugin")
 
     def rate(gpu: GPU) -> float:
@@ -242,12 +160,7 @@ def mlperf_validation(calibration: perfmodel.Calibration | None = None) -> list[
 def record_validation(records: list[dict] | tuple[dict, ...],
                       calibration: perfmodel.Calibration | None = None) -> list[ValidationRow]:
     """Measured GPU records (`Record.flatten()` rows) against predictions for the same configuration."""
-    from mbbench.models import registry
-    from mbbench.plan import PROTOCOLS
-    from mbbench.predict import shape_of
-    from mbbench.suites import load_suite
-
-    calibration = calibration or perfmodel.calibrate()
+    calibration = calibration or default_calibration()
     rows = []
     for record in records:
         gpu_id, model = record.get("gpu_id"), record.get("registry_model")
@@ -256,10 +169,10 @@ def record_validation(records: list[dict] | tuple[dict, ...],
         if record.get("measurement") not in ("throughput", "max_batch") or model not in registry.MODELS:
             continue
         spec, suite, gpu = registry.get_spec(model), load_suite(record["suite"]), lookup(gpu_id)
-        shape = shape_of(spec)
+        shape = registry.shape_of(spec)
         impl = resolve_attention(record.get("backend") or "auto", record["dtype"], gpu, family=spec.family,
                                  packed_model=spec.unpadded, head_dim=shape.head_dim, environment="transformers5",
-                                 rotary=spec.builder.rotary_code)
+                                 rotary=registry.rotary_code(spec))
         if record["measurement"] == "max_batch":
             if record.get("max_batch_size"):  # a search over rows of the suite's maximum length
                 p = workload.predict_suite(shape, [suite.definition.max_length], 1, gpu, record["dtype"], impl,
@@ -280,7 +193,7 @@ def record_validation(records: list[dict] | tuple[dict, ...],
 def validation_tables(records: list[dict] | tuple[dict, ...] = ()) -> list[ValidationRow]:
     """Every validation row: the paper table (in-fit and leave-one-model-out), the calibration data's
     leave-one-GPU-out and leave-one-model-out, MLPerf cross-GPU ratios, and `records` when given."""
-    calibration = perfmodel.calibrate()
+    calibration = default_calibration()
     return [*paper_validation(calibration), *calibration_validation(), *mlperf_validation(),
             *record_validation(records, calibration)]
 
@@ -291,17 +204,3 @@ def median_errors(rows: list[ValidationRow]) -> dict[tuple[str, str], float]:
     for row in rows:
         groups.setdefault((row.source, row.metric), []).append(abs(row.error))
     return {key: statistics.median(values) for key, values in groups.items()}
-
-
-def implied_allocator_overhead(exclude_models: tuple[str, ...] = ()) -> list[float]:
-    """Per max-batch cell of the paper table: the allocator overhead (fraction of activations) at which the
-    measured max batch exactly fills the RTX 4090 (NVML bytes less reservation and context)."""
-    usable = memory.usable_bytes(memory.capacity_bytes(basket()[PAPER_GPU]))
-    values = []
-    for row in paper_rows():
-        if not row.max_batch_size or row.model in exclude_models:
-            continue
-        s = paper_setup(row.model, row.backend, row.suite)
-        e = memory.estimate(s.shape, row.max_batch_size, s.max_length, 4, s.attention)
-        values.append((usable - e.weights - e.attention) / e.activations - 1.0)
-    return values

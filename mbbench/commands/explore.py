@@ -1,23 +1,31 @@
-"""Commands that check, explore and read, but measure nothing: verify, sweep, validate-model, report, list.
+"""Commands that check, explore and read, but measure nothing: verify, sweep, validate-model and report.
 
-Registered on the `mbbench` group of `mbbench.cli`; like every command, they parse options and call the
-library. A `UserError` becomes one line and exit status 2.
+Like every command, they parse options and call the library; a `UserError` becomes one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+import pandas as pd
 
-from mbbench.cli import cli
-from mbbench.console import print_table
+from mbbench import results, validation
+from mbbench.commands.console import print_table
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
 from mbbench.formatting import significant
+from mbbench.models import registry
+from mbbench.models.config import preset
+from mbbench.progress import progress_bar
+from mbbench.report.figures import sweep_heatmap
+from mbbench.report.render import build_report
+from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
+from mbbench.verify import verify as run_verify
 
 
-@cli.command()
+@click.command()
 @click.option("--model", default="modernbert-base", show_default=True, help="A ModernBERT-architecture model name.")
 @click.option("--config", "config_name", default=None, help="Use a preset shape instead (tiny, base, large).")
 @click.option("--device", default="cpu", show_default=True)
@@ -25,10 +33,6 @@ from mbbench.formatting import significant
 @click.option("--backend", "backends", multiple=True, help="Repeatable; default every backend available here.")
 def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, ...], backends: tuple[str, ...]) -> None:
     """Check every attention backend and layout against eager fp32 and transformers' ModernBertModel."""
-    from mbbench.models import registry
-    from mbbench.models.config import preset
-    from mbbench.verify import verify as run_verify
-
     if config_name:
         cfg = preset(config_name)
     else:
@@ -52,7 +56,7 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
     click.echo(f"all {len(checks)} checks passed")
 
 
-@cli.command()
+@click.command()
 @click.option("--hidden", default="512:1536:64", show_default=True, help="START:STOP:STEP or a comma list.")
 @click.option("--glu", default="1024:6144:64", show_default=True, help="Fused GLU width (2 x intermediate).")
 @click.option("--layers", default="22", show_default=True)
@@ -66,14 +70,6 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows to print.")
 def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
     """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
-    import pandas as pd
-
-    from mbbench import results
-    from mbbench.report.figures import sweep_heatmap
-    from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
-
-    from mbbench.progress import progress_bar
-
     weights = parse_basket(gpus)
     bars = []
 
@@ -107,7 +103,7 @@ def _value(number: float) -> str:
     return f"{int(number):,}" if float(number).is_integer() else significant(number, 4)
 
 
-@cli.command(name="validate-model")
+@click.command(name="validate-model")
 @click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True)
 @click.option("--rows/--no-rows", "show_rows", default=True, show_default=True,
               help="Print every row before the medians (--no-rows: the medians only).")
@@ -117,11 +113,6 @@ def validate_model(results_dirs, show_rows: bool) -> None:
     Paper rows are in-fit and leave-one-model-out; calibration rows leave-one-GPU-out and leave-one-model-out;
     MLPerf cross-GPU ratios were never fitted; measured GPU records come from --results.
     """
-    from pathlib import Path
-
-    from mbbench import results
-    from mbbench.hardware import validation
-
     existing = [d for d in results_dirs if Path(d).is_dir()]
     records = [r.flatten() for r in results.read_records(existing)] if existing else []
     rows = validation.validation_tables(records)
@@ -136,7 +127,7 @@ def validate_model(results_dirs, show_rows: bool) -> None:
                  for (source, metric), error in validation.median_errors(rows).items()])
 
 
-@cli.command()
+@click.command()
 @click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True,
               help="Repeatable: record directories from any number of machines.")
 @click.option("--out", "out_dir", default="reports/latest", show_default=True)
@@ -145,59 +136,5 @@ def validate_model(results_dirs, show_rows: bool) -> None:
 @click.option("--include-smoke", is_flag=True, help="Also show --tiny smoke records (left out by default).")
 def report(results_dirs, out_dir, model, baseline, include_smoke) -> None:
     """Render report.md, index.html and PNG figures from records (never reruns anything)."""
-    from mbbench.report.render import build_report
-
     out = build_report(list(results_dirs), out_dir, model, baseline, include_smoke)
     click.echo(f"wrote {out / 'report.md'} and {out / 'index.html'}")
-
-
-@cli.group(name="list")
-def list_group() -> None:
-    """List models, suites, GPUs or attention backends."""
-
-
-@list_group.command(name="models")
-def list_models() -> None:
-    """Every model name, its parameters (counted on the meta device), limits, and whether it can run here."""
-    from mbbench.models import registry
-
-    rows = []
-    for spec in registry.MODELS.values():
-        missing = spec.builder.available(spec)
-        rows.append({"name": spec.name, "available": f"no: {missing}" if missing else "yes", "family": spec.family,
-                     "parameters": "–" if missing else f"{registry.count_parameters(spec) / 1e6:.1f}M",
-                     "published": f"{spec.published_parameters:g}M", "max_length": spec.max_length,
-                     "unpadded": "yes" if spec.unpadded else "no",
-                     "backends": ",".join(registry.backend_choices(spec)), "source": spec.source})
-    print_table(rows)
-
-
-@list_group.command(name="suites")
-def list_suites() -> None:
-    """Each suite's documents, total tokens and length statistics."""
-    from mbbench.suites import load_suite, suite_names
-
-    print_table([{**load_suite(name).statistics(), "fingerprint": load_suite(name).fingerprint}
-                 for name in suite_names()])
-
-
-@list_group.command(name="gpus")
-def list_gpus() -> None:
-    """The GPU basket: ids, aliases, SMs, dense tensor peaks (fp32 accumulate), memory, bandwidth."""
-    from mbbench.hardware.gpus import basket
-
-    print_table([{"id": g.id, "aliases": ",".join(g.aliases), "cc": ".".join(map(str, g.compute_capability)),
-                  "sms": g.sm_count, "bf16_tflops": g.bf16_tflops if g.bf16_tflops is not None else "– (fp16)",
-                  "fp16_tflops": g.fp16_tflops, "memory_gb": g.memory_gb, "bandwidth_gbs": g.bandwidth_gbs,
-                  "l2_mb": g.l2_mb, "basket_weight": g.basket_weight} for g in basket().values()])
-
-
-@list_group.command(name="backends")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="float32", show_default=True)
-def list_backends(device: str, dtype: str) -> None:
-    """Which attention backends can run on a device and dtype, and why not."""
-    from mbbench.models.attention import availability_table
-
-    print_table([{"backend": name, "available": "yes" if a.ok else "no", "reason": a.reason}
-                 for name, a in availability_table(device, parse_dtype(dtype))])

@@ -1,0 +1,1 @@
+"""The command-line commands, one module per group of commands; `mbbench.cli` attaches them."""
