@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -89,9 +90,11 @@ class OpenVinoEngine(Engine):
         ov = _openvino()
         encoder = _fp32(encoder)
         if self.source == "torch":
-            wrapper_batch = example_batch(encoder)
-            model = ov.convert_model(HiddenStates(encoder.module).eval(), example_input={
-                "input_ids": wrapper_batch.input_ids, "attention_mask": wrapper_batch.attention_mask})
+            example = example_batch(encoder)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript tracer's warnings, as in export_onnx
+                model = ov.convert_model(HiddenStates(encoder.module).eval(), example_input={
+                    "input_ids": example.input_ids, "attention_mask": example.attention_mask})
         else:
             export_onnx(encoder, folder / ONNX_FILE, opset)
             model = ov.Core().read_model(str(folder / ONNX_FILE))
