@@ -1,0 +1,142 @@
+"""What every engine hands back: a `PreparedEngine` (a callable on padded batches) and its `EngineInfo`.
+
+An engine turns an mbbench `Encoder` (the module and weights the torch engine times) into something that
+runs the same function: torch eager, torch.compile, an ONNX Runtime session or an OpenVINO compiled model.
+`EngineInfo` is what a record must say about how it ran: versions, device/provider, threads, graph
+optimisation, and the cold-start costs (export, compile, first call) measured apart from steady passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mbbench.batching import Batch
+from mbbench.errors import UserError
+from mbbench.models.encoders import Encoder
+
+DEFAULT_CACHE_DIR = Path("runs/.engine-cache")
+
+
+class EngineUnavailable(UserError):
+    """An engine cannot run this model here (extra not installed, provider missing, model refused)."""
+
+
+@dataclass(frozen=True)
+class Threads:
+    """Thread counts applied to every engine from one setting, so engines compete on equal terms.
+
+    `intra`: threads one operator may use (torch.set_num_threads, ORT intra_op_num_threads, OpenVINO
+    INFERENCE_NUM_THREADS). `inter`: operators run concurrently (torch interop threads, ORT inter_op_num_threads,
+    OpenVINO NUM_STREAMS). An encoder forward is one chain of operators, so inter defaults to 1.
+    """
+
+    intra: int
+    inter: int = 1
+
+
+def threads_from(setting: int | None = None) -> Threads:
+    """`Threads` from the one user setting; None: torch's current `torch.get_num_threads()`.
+
+    Raises UserError for a count below 1.
+    """
+    intra = torch.get_num_threads() if setting is None else setting
+    if isinstance(intra, bool) or not isinstance(intra, int) or intra < 1:
+        raise UserError(f"threads must be a positive integer, got {setting!r}")
+    return Threads(intra=intra)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which function an export holds: the catalogue name, tiny or not, and a hash of the weights."""
+
+    name: str
+    tiny: bool
+    weights: str  # weights_fingerprint(module): loaded checkpoints and seeds alike
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to prepare an engine: threads, where exports are cached, and the exporter's settings."""
+
+    threads: Threads
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    opset: int = 17  # ONNX opset of the TorchScript exporter (what deployers' tools default to)
+
+
+@dataclass
+class EngineInfo:
+    """What a record says about an engine. Seconds are wall-clock (perf_counter or CUDA events).
+
+    `export_seconds`: torch -> ONNX/OpenVINO IR (0.0 on a cache hit, None for torch engines);
+    `compile_seconds`: building the runnable (ORT session, OpenVINO compile_model; None for torch-compile,
+    whose inductor compiles inside the first call); `first_call_seconds`: the first call on the first
+    batch, cold (it includes inductor's compilation for torch-compile).
+    """
+
+    name: str
+    version: str
+    device: str  # the torch device batches come from, e.g. "cpu", "cuda:0"
+    provider: str  # what executes: "torch eager", "inductor", "CPUExecutionProvider", "OpenVINO CPU", ...
+    threads_intra: int
+    threads_inter: int
+    graph_optimization: str  # e.g. "ORT_ENABLE_ALL", "inductor mode=default", "eager"
+    # ORT: operators of ORT's fusion domains (com.microsoft*) in the optimised graph; OpenVINO: the compiled
+    # graph's kernel types (after the CPU plugin's fusions); None for torch engines
+    fused_ops: dict[str, int] | None = None
+    export_seconds: float | None = None
+    compile_seconds: float | None = None
+    first_call_seconds: float | None = None
+    cache_hit: bool | None = None  # None: the engine uses no export cache
+    cache_path: str | None = None
+    precision: str = ""  # the dtype the engine computes in (OpenVINO's INFERENCE_PRECISION_HINT read back)
+    settings: dict[str, str] = field(default_factory=dict)  # engine properties read back after applying them
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PreparedEngine:
+    """A runnable engine: `engine(batch) -> (batch, seq, hidden)` last hidden states on the batch's device."""
+
+    run: Callable[[Batch], torch.Tensor]
+    info: EngineInfo
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        return self.run(batch)
+
+
+class Engine:
+    """One way of running an encoder. Subclasses fill in `version`, `unavailable` and `prepare`."""
+
+    name: str = ""
+    extra: str | None = None  # the pip extra that installs it, e.g. "onnx"; None: always installed
+
+    def version(self) -> str:
+        """The version of the software that runs it; raises EngineUnavailable when it is not installed."""
+        raise NotImplementedError
+
+    def unavailable(self, encoder: Encoder) -> str | None:
+        """None when this engine can run `encoder` on its device, else why not (one line)."""
+        return None
+
+    def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: Batch,
+                settings: EngineSettings) -> PreparedEngine:
+        """Export/compile as needed and run `first_batch` once (timed as the cold first call)."""
+        raise NotImplementedError
+
+    def check(self, encoder: Encoder) -> None:
+        """Raise EngineUnavailable with the reason when this engine cannot run `encoder` here."""
+        self.version()
+        reason = self.unavailable(encoder)
+        if reason:
+            raise EngineUnavailable(f"engine {self.name}: {reason}")
+
+
+def missing_extra(engine: str, package: str, extra: str) -> EngineUnavailable:
+    """The one-line refusal for an engine whose optional dependency is not installed."""
+    return EngineUnavailable(f"engine {engine} needs {package}: pip install 'mbbench[{extra}]'")

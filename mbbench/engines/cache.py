@@ -1,0 +1,88 @@
+"""Exports cached on disk by identity, so preparing the same engine again does not export again.
+
+An entry is a folder named by a hash of its identity (model, tiny flag, weights hash, dtype, engine name
+and version, exporter settings); `identity.json` inside it repeats the identity in full so a person can
+tell entries apart. An entry is written into a temporary folder and renamed into place, so a crash
+mid-export never leaves a half-written entry that a later run would take for a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from mbbench.dtypes import dtype_name
+from mbbench.engines.base import ModelIdentity
+
+IDENTITY_FILE = "identity.json"
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 (first 16 hex digits) over every parameter and buffer: names, dtypes, shapes and bytes.
+
+    Cost: one pass over the weights (about a second per GB on CPU); GPU weights are copied to the host.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # (numel * itemsize,) bytes
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path  # the entry's folder
+    hit: bool  # True: found on disk, nothing was exported
+
+
+def identity_key(identity: dict) -> str:
+    """A stable short hash of a JSON-able identity (keys sorted)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_export(root: Path, identity: dict, artefact: str, export: Callable[[Path], None]) -> CacheEntry:
+    """The cache entry for `identity`, calling `export(folder)` to fill it only when it is not on disk.
+
+    `artefact` is the file name `export` writes into the folder (e.g. "model.onnx"); an entry counts as a
+    hit when that file and an identical identity.json are both there. Exceptions from `export` propagate
+    and leave no entry behind.
+    """
+    root = Path(root)
+    folder = root / f"{identity.get('model', 'model')}-{identity.get('engine', 'engine')}-{identity_key(identity)}"
+    if (folder / artefact).is_file() and _identity_of(folder) == identity:
+        return CacheEntry(folder, hit=True)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        export(staging)
+        (staging / IDENTITY_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True))
+        if folder.exists():  # a stale or partial entry under the same key
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CacheEntry(folder, hit=False)
+
+
+def _identity_of(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def export_identity(model: ModelIdentity, dtype: torch.dtype, engine: str, engine_version: str,
+                    exporter: dict) -> dict:
+    """The full identity of one export: what must match for a cached one to be reused."""
+    return {"model": model.name, "tiny": model.tiny, "weights": model.weights, "dtype": dtype_name(dtype),
+            "engine": engine, "engine_version": engine_version, "exporter": exporter}

@@ -1,0 +1,143 @@
+"""ONNX Runtime: the ONNX export of the encoder in an InferenceSession (CPU, or CUDA when the build has it).
+
+Settings applied (and read back into EngineInfo): intra/inter-op threads from `Threads`, sequential
+execution, graph optimisation ORT_ENABLE_ALL (ORT's default and what deployers run). The optimised graph
+is saved through `SessionOptions.optimized_model_filepath` and its operators counted: those in ORT's own
+domains (com.microsoft: FusedMatMul, Gelu, SkipLayerNormalization, Attention, ...) are the fusions ORT
+made. Source: onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html.
+
+On a CUDA device the session gets only the CUDA execution provider, with ORT's CPU fallback disabled
+(`session.disable_cpu_ep_fallback`), so a build without CUDA is refused instead of silently timing the CPU.
+Batches go through numpy, so on CUDA the host<->device copies are inside each call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbbench.batching import PaddedBatch
+from mbbench.bench.timing import timed
+from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, EngineUnavailable, ModelIdentity,
+                                  PreparedEngine, missing_extra)
+from mbbench.engines.cache import cached_export, export_identity
+from mbbench.engines.export import ONNX_FILE, export_onnx, exporter_settings, refuse_reason
+from mbbench.models.encoders import Encoder
+
+OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
+OPTIMIZED_FILE = "optimized.onnx"
+ORT_DOMAINS = ("com.microsoft", "com.microsoft.nchwc")  # operators that exist only as ORT fusions
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing_extra("onnxruntime", "onnxruntime, onnx and onnxscript", "onnx") from None
+    return onnxruntime
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise missing_extra("onnxruntime", "onnxruntime, onnx and onnxscript", "onnx") from None
+    return onnx
+
+
+def provider_for(device: torch.device) -> str:
+    return "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+
+
+def fused_operator_counts(model_path: Path) -> dict[str, int]:
+    """Operator type -> count for ORT's fused operators (domains com.microsoft*) in a saved ONNX graph."""
+    graph = _onnx().load(str(model_path), load_external_data=False).graph
+    return dict(sorted(Counter(node.op_type for node in graph.node if node.domain in ORT_DOMAINS).items()))
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "onnxruntime"
+    extra = "onnx"
+
+    def version(self) -> str:
+        _onnx()
+        return _onnxruntime().__version__
+
+    def unavailable(self, encoder: Encoder) -> str | None:
+        reason = refuse_reason(encoder)
+        if reason:
+            return reason
+        if encoder.dtype == torch.bfloat16:
+            return "bfloat16 is not run: numpy has no bfloat16 for inputs/outputs and ORT lacks most bf16 kernels"
+        provider = provider_for(encoder.device)
+        available = _onnxruntime().get_available_providers()
+        if provider not in available:
+            return (f"{encoder.device.type} needs {provider}, which this onnxruntime build lacks (it has "
+                    f"{', '.join(available)}); install onnxruntime-gpu. No CPU fallback: it would time the CPU")
+        return None
+
+    def session_options(self, settings: EngineSettings, optimized_path: Path, provider: str):
+        """SessionOptions with the threads, sequential execution, ORT_ENABLE_ALL and the graph saved."""
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads.intra
+        options.inter_op_num_threads = settings.threads.inter
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVEL)
+        options.optimized_model_filepath = str(optimized_path)
+        if provider != "CPUExecutionProvider":  # ORT rejects the flag when the CPU EP is the one asked for
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        options.log_severity_level = 3  # errors only: ORT warns that the saved optimised graph is hardware-specific
+        return options
+
+    def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: PaddedBatch,
+                settings: EngineSettings) -> PreparedEngine:
+        """Export (or reuse the cached export), build the session, time the first call on `first_batch`.
+
+        Raises EngineUnavailable when the model or device cannot run here (see `unavailable`).
+        """
+        self.check(encoder)
+        ort = _onnxruntime()
+        key = export_identity(identity, encoder.dtype, self.name, ort.__version__, exporter_settings(settings.opset))
+        started = time.perf_counter()
+        entry = cached_export(settings.cache_dir, key, ONNX_FILE,
+                              lambda folder: export_onnx(encoder, folder / ONNX_FILE, settings.opset))
+        export_seconds = 0.0 if entry.hit else time.perf_counter() - started
+
+        provider = provider_for(encoder.device)
+        optimized = entry.path / OPTIMIZED_FILE
+        started = time.perf_counter()
+        session = ort.InferenceSession(str(entry.path / ONNX_FILE), self.session_options(settings, optimized, provider),
+                                       providers=[provider])
+        compile_seconds = time.perf_counter() - started
+        if provider not in session.get_providers():
+            raise EngineUnavailable(f"engine {self.name}: the session did not take {provider} "
+                                    f"(it runs {session.get_providers()})")
+
+        device = encoder.device
+        run = _runner(session, device)
+        first_call = timed(lambda: run(first_batch), device)
+        applied = session.get_session_options()
+        info = EngineInfo(
+            name=self.name, version=ort.__version__, device=str(device), provider=provider,
+            threads_intra=applied.intra_op_num_threads, threads_inter=applied.inter_op_num_threads,
+            graph_optimization=OPTIMIZATION_LEVEL, fused_ops=fused_operator_counts(optimized),
+            export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
+            cache_hit=entry.hit, cache_path=str(entry.path), precision=str(encoder.dtype).removeprefix("torch."),
+            settings={"execution_mode": str(applied.execution_mode), "opset": str(settings.opset)})
+        return PreparedEngine(run, info)
+
+
+def _runner(session, device: torch.device):
+    """batch -> (batch, seq, hidden) tensor on `device`, through the session."""
+
+    def run(batch: PaddedBatch) -> torch.Tensor:
+        feeds = {"input_ids": batch.input_ids.cpu().numpy().astype(np.int64),
+                 "attention_mask": batch.attention_mask.cpu().numpy().astype(np.int64)}
+        return torch.from_numpy(session.run(None, feeds)[0]).to(device)
+
+    return run

@@ -1,0 +1,166 @@
+"""OpenVINO on CPU: the encoder's ONNX export, read and compiled by OpenVINO.
+
+Why through ONNX and not `openvino.convert_model(module)`: transformers' sdpa attention passes a boolean
+mask. Padded query rows more than a sliding window (64 tokens) past a row's last real token have every key
+masked; PyTorch's SDPA returns 0 for such rows, OpenVINO's translation of aten::scaled_dot_product_attention
+returns NaN (softmax over only -inf). The next layer multiplies those NaN values by attention weights of 0,
+and 0 * NaN = NaN: real tokens turn NaN once a batch holds enough padding (issue 24's report; reproduced on
+a 4-layer ModernBertModel, docs/engines.md). torch.onnx's SDPA export guards that case (IsNaN -> 0), so the
+ONNX graph computes what torch computes. `convert_model` on the module stays available as
+`OpenVinoEngine(source="torch")` to show the failure; parity catches it either way.
+
+Settings applied and read back: INFERENCE_NUM_THREADS (intra), NUM_STREAMS (inter: one stream = one
+inference at a time), PERFORMANCE_HINT LATENCY, and INFERENCE_PRECISION_HINT set to the model's dtype: on
+CPUs with bf16 units (AVX512-BF16, AMX) OpenVINO otherwise computes an fp32 model in bf16 (5e-5 off on a
+tiny model, more on a deep one). The IR is saved with `compress_to_fp16=False` (save_model's default
+compresses weights to fp16). Sources: docs.openvino.ai "Precision Control", "CPU Device" properties.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbbench.batching import PaddedBatch
+from mbbench.bench.timing import timed
+from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, ModelIdentity, PreparedEngine,
+                                  missing_extra)
+from mbbench.engines.cache import cached_export, export_identity
+from mbbench.engines.export import (ONNX_FILE, HiddenStates, example_batch, export_onnx, exporter_settings,
+                                    refuse_reason)
+from mbbench.models.encoders import Encoder
+
+IR_FILE = "model.xml"
+BOOKKEEPING_LAYERS = {"Const", "Input", "Output"}
+PRECISION_HINT = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise missing_extra("openvino", "openvino", "openvino") from None
+    return openvino
+
+
+def _fp32(encoder: Encoder) -> Encoder:
+    """The encoder with fp32 weights (exact upcast of half weights): OpenVINO takes fp32 graphs and computes in
+    the dtype INFERENCE_PRECISION_HINT names."""
+    if encoder.dtype == torch.float32:
+        return encoder
+    upcast = copy.copy(encoder)
+    upcast.module = copy.deepcopy(encoder.module).float()
+    return upcast
+
+
+class OpenVinoEngine(Engine):
+    name = "openvino"
+    extra = "openvino"
+
+    def __init__(self, source: str = "onnx"):
+        # "onnx": read the ONNX export (default, see the module docstring); "torch": convert_model(module)
+        if source not in ("onnx", "torch"):
+            raise ValueError(f"source must be 'onnx' or 'torch', got {source!r}")
+        self.source = source
+
+    def version(self) -> str:
+        return _openvino().__version__
+
+    def unavailable(self, encoder: Encoder) -> str | None:
+        reason = refuse_reason(encoder)
+        if reason:
+            return reason
+        if encoder.device.type != "cpu":
+            return f"mbbench runs OpenVINO on the CPU only; the model is on {encoder.device}"
+        return None
+
+    def exporter(self, opset: int) -> dict:
+        if self.source == "torch":
+            return {"exporter": "openvino.convert_model(module)", "torch": torch.__version__}
+        return {**exporter_settings(opset), "converter": "openvino.Core.read_model(onnx)"}
+
+    def convert(self, encoder: Encoder, folder: Path, opset: int) -> None:
+        """Write the OpenVINO IR (model.xml + model.bin, fp32 weights) of `encoder` into `folder`."""
+        ov = _openvino()
+        encoder = _fp32(encoder)
+        if self.source == "torch":
+            example = example_batch(encoder)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript tracer's warnings, as in export_onnx
+                model = ov.convert_model(HiddenStates(encoder.module).eval(), example_input={
+                    "input_ids": example.input_ids, "attention_mask": example.attention_mask})
+        else:
+            export_onnx(encoder, folder / ONNX_FILE, opset)
+            model = ov.Core().read_model(str(folder / ONNX_FILE))
+        ov.save_model(model, str(folder / IR_FILE), compress_to_fp16=False)
+        (folder / ONNX_FILE).unlink(missing_ok=True)  # the IR holds the weights now
+
+    def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: PaddedBatch,
+                settings: EngineSettings) -> PreparedEngine:
+        """Convert (or reuse the cached IR), compile for CPU, time the first call on `first_batch`.
+
+        Raises EngineUnavailable when the model or device cannot run here (see `unavailable`).
+        """
+        self.check(encoder)
+        ov = _openvino()
+        key = export_identity(identity, encoder.dtype, self.name, ov.__version__, self.exporter(settings.opset))
+        started = time.perf_counter()
+        entry = cached_export(settings.cache_dir, key, IR_FILE,
+                              lambda folder: self.convert(encoder, folder, settings.opset))
+        export_seconds = 0.0 if entry.hit else time.perf_counter() - started
+
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": settings.threads.intra, "NUM_STREAMS": settings.threads.inter,
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISION_HINT[encoder.dtype]}
+        started = time.perf_counter()
+        model = core.read_model(str(entry.path / IR_FILE))
+        compiled = core.compile_model(model, "CPU", config)
+        compile_seconds = time.perf_counter() - started
+
+        run = _runner(compiled, encoder.device)
+        first_call = timed(lambda: run(first_batch), encoder.device)
+        applied = {key: _text(compiled.get_property(key)) for key in config}
+        info = EngineInfo(
+            name=self.name, version=ov.__version__, device=str(encoder.device), provider="OpenVINO CPU",
+            threads_intra=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            threads_inter=int(compiled.get_property("NUM_STREAMS")),
+            graph_optimization="OpenVINO CPU plugin transformations (no levels), PERFORMANCE_HINT=LATENCY",
+            fused_ops=fused_layer_counts(compiled),
+            export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
+            cache_hit=entry.hit, cache_path=str(entry.path), precision=applied["INFERENCE_PRECISION_HINT"],
+            settings={**applied, "source": self.source})
+        return PreparedEngine(run, info)
+
+
+def fused_layer_counts(compiled) -> dict[str, int]:
+    """Kernel type -> count in the compiled (runtime) graph, bookkeeping nodes (Const, Input, Output) left out.
+
+    The runtime graph is what the CPU plugin runs after its fusions: e.g. MVN (LayerNorm fused), RoPE,
+    FullyConnected (MatMul + bias), Eltwise (chains of elementwise ops). Its nodes are all "ExecutionNode";
+    the `layerType` runtime attribute names the kernel. Source: docs.openvino.ai "Runtime model" / exec graph.
+    """
+    runtime = Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
+    return dict(sorted((kind, n) for kind, n in runtime.items() if kind not in BOOKKEEPING_LAYERS))
+
+
+def _text(value) -> str:
+    """A property read back as text: ov.Type as its short name ("f32"), enums and numbers as str()."""
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
+def _runner(compiled, device: torch.device):
+    """batch -> (batch, seq, hidden) tensor on `device`, through one infer request."""
+    request = compiled.create_infer_request()
+
+    def run(batch: PaddedBatch) -> torch.Tensor:
+        request.infer({"input_ids": batch.input_ids.cpu().numpy().astype(np.int64),
+                       "attention_mask": batch.attention_mask.cpu().numpy().astype(np.int64)})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy()).to(device)
+
+    return run

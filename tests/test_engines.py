@@ -1,0 +1,312 @@
+"""Engines (torch, torch-compile, onnxruntime, openvino): export, parity on real tokens, cache, threads, refusals.
+
+Tiny models only; every export goes to one module-scoped cache folder. No test asserts a timing.
+"""
+
+import builtins
+import os
+import types
+
+import pytest
+import torch
+
+import mbbench.engines as engines
+from mbbench.batching import pack_documents, pad_documents
+from mbbench.engines import cache as engine_cache
+from mbbench.engines import onnxruntime_engine
+from mbbench.engines.base import EngineInfo, PreparedEngine
+from mbbench.engines.openvino_engine import OpenVinoEngine
+from mbbench.errors import UserError
+from mbbench.models.encoders import HFPaddedEncoder
+from mbbench.models.registry import BuildOptions, build_encoder
+
+THREADS = 1  # below this machine's default, so a value read back proves it was applied
+# Padded rows run 180 tokens past the shortest document: more than ModernBERT's 64-token half-window, so some
+# padding queries see no key at all in sliding layers (the case that turns OpenVINO's SDPA NaN).
+LENGTHS = (200, 20, 150)
+
+
+def documents(lengths=LENGTHS, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(5, 1000, (n,), generator=generator) for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("engine-cache")
+
+
+@pytest.fixture(scope="module")
+def modernbert():
+    encoder = build_encoder("hf-modernbert-base", BuildOptions(), tiny=True)
+    return encoder, engines.model_identity("hf-modernbert-base", encoder, tiny=True)
+
+
+@pytest.fixture(scope="module")
+def batch(modernbert):
+    padded = pad_documents(documents(), modernbert[0].pad_token_id)
+    assert padded.real_tokens < padded.padded_tokens  # the batch holds padding
+    return padded
+
+
+@pytest.fixture(scope="module")
+def reference(modernbert, batch, cache_dir):
+    encoder, identity = modernbert
+    return engines.prepare_engine("torch", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_prepared(modernbert, batch, cache_dir):
+    encoder, identity = modernbert
+    return engines.prepare_engine("onnxruntime", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
+
+
+# ------------------------------------------------------------------------------------------------- parity
+
+def test_onnxruntime_matches_torch_on_a_padded_batch(onnxruntime_prepared, reference, batch):
+    parity = engines.check_parity(onnxruntime_prepared, reference, batch, torch.float32)
+    assert parity.passed, parity.message
+    assert parity.judged_on == "abs" and parity.tolerance == 1e-4
+    assert parity.real_tokens == sum(LENGTHS) and parity.non_finite == 0
+    assert parity.max_abs_error < 1e-5  # 5e-7 measured: far inside the bar
+    info = onnxruntime_prepared.info
+    assert (info.provider, info.graph_optimization, info.precision) == ("CPUExecutionProvider", "ORT_ENABLE_ALL",
+                                                                        "float32")
+    assert info.fused_ops.get("FusedMatMul", 0) > 0  # counted in the saved optimised graph
+    assert info.export_seconds > 0 and info.compile_seconds > 0 and info.first_call_seconds > 0
+
+
+def test_onnxruntime_exports_bert_too(cache_dir):
+    encoder = build_encoder("bert-base", BuildOptions(), tiny=True)
+    padded = pad_documents(documents((40, 9)), encoder.pad_token_id)
+    identity = engines.model_identity("bert-base", encoder, tiny=True)
+    prepared = engines.prepare_engine("onnxruntime", encoder, identity, padded, threads=THREADS, cache_dir=cache_dir)
+    torch_engine = engines.prepare_engine("torch", encoder, identity, padded, threads=THREADS)
+    other = pad_documents(documents((7, 31, 12), seed=1), encoder.pad_token_id)  # another batch and sequence size
+    assert engines.check_parity(prepared, torch_engine, other, torch.float32).passed
+
+
+def test_openvino_through_onnx_matches_torch(modernbert, batch, reference, cache_dir):
+    encoder, identity = modernbert
+    prepared = engines.prepare_engine("openvino", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
+    parity = engines.check_parity(prepared, reference, batch, torch.float32)
+    assert parity.passed, parity.message
+    # fp32 asked for and read back: on bf16-capable CPUs OpenVINO would otherwise compute in bf16
+    assert prepared.info.precision == "f32" and prepared.info.settings["source"] == "onnx"
+    assert prepared.info.fused_ops.get("MVN", 0) > 0  # LayerNorm fused by the CPU plugin
+
+
+@pytest.fixture(scope="module")
+def four_layer_modernbert():
+    """transformers' ModernBertModel (sdpa) deep enough for a NaN on padding to reach real tokens (layer 1 is
+    the first sliding one; layer 2 attends to its NaN rows)."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    config = ModernBertConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                              vocab_size=1024, pad_token_id=0, bos_token_id=None, eos_token_id=None,
+                              cls_token_id=None, sep_token_id=None, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    encoder = HFPaddedEncoder(ModernBertModel(config).eval(), "sdpa")
+    return encoder, engines.model_identity("test-modernbert-4-layers", encoder)
+
+
+def test_openvino_from_the_torch_module_is_nan_on_padded_batches_and_parity_says_so(four_layer_modernbert,
+                                                                                       batch, cache_dir):
+    encoder, identity = four_layer_modernbert
+    torch_engine = engines.prepare_engine("torch", encoder, identity, batch, threads=THREADS)
+    direct = engines.prepare_engine(OpenVinoEngine(source="torch"), encoder, identity, batch, threads=THREADS,
+                                    cache_dir=cache_dir)
+    parity = engines.check_parity(direct, torch_engine, batch, torch.float32)
+    assert not parity.passed and parity.non_finite > 0
+    assert "NaN/inf" in parity.message and "tolerance 0.0001" in parity.message
+    with pytest.raises(engines.ParityFailure, match="NaN"):
+        parity.require()
+    unpadded = pad_documents(documents((200,)), encoder.pad_token_id)  # no padding: the direct path is right
+    assert engines.check_parity(direct, torch_engine, unpadded, torch.float32).passed
+    through_onnx = engines.prepare_engine("openvino", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
+    assert engines.check_parity(through_onnx, torch_engine, batch, torch.float32).passed  # the fix
+
+
+def _perturbed(reference: PreparedEngine, change) -> PreparedEngine:
+    info = EngineInfo("broken", "0", "cpu", "test", 1, 1, "none")
+    return PreparedEngine(lambda b: change(reference(b).clone(), b), info)
+
+
+def _nan_on_first_token(out, batch):
+    out[0, 0, 0] = float("nan")
+    return out
+
+
+def _nan_on_padding_only(out, batch):
+    out[~batch.attention_mask.bool()] = float("nan")
+    return out
+
+
+def test_broken_engine_outputs_fail_parity_with_error_and_tolerance(reference, batch):
+    nan = engines.check_parity(_perturbed(reference, _nan_on_first_token), reference, batch, torch.float32)
+    assert not nan.passed and nan.non_finite == 1 and nan.tolerance == 1e-4
+    assert "differs from torch" in nan.message and "1 NaN/inf" in nan.message
+
+    off = engines.check_parity(_perturbed(reference, lambda out, b: out + 1e-2), reference, batch, torch.float32)
+    assert not off.passed and off.non_finite == 0
+    assert off.max_abs_error == pytest.approx(1e-2, rel=1e-3)
+    assert "error 0.01" in off.message and "tolerance 0.0001" in off.message
+    with pytest.raises(engines.ParityFailure) as failure:
+        off.require()
+    assert failure.value.result is off
+
+    # what engines leave on padding is not compared
+    assert engines.check_parity(_perturbed(reference, _nan_on_padding_only), reference, batch, torch.float32).passed
+
+
+def test_half_precision_is_judged_relative_by_verify_bars():
+    from mbbench.verify import TOLERANCE
+
+    assert engines.parity.TOLERANCE == TOLERANCE
+    reference = torch.ones(1, 3, 4) * 10
+    mask = torch.tensor([[1, 1, 0]])
+    close = engines.compare_outputs("e", reference + 0.1, reference, mask, torch.bfloat16)  # 1% of the max
+    assert (close.judged_on, close.tolerance, close.passed) == ("rel", 2e-2, True)
+    assert close.max_rel_error == pytest.approx(0.01, rel=1e-3)
+    assert not engines.compare_outputs("e", reference + 0.3, reference, mask, torch.bfloat16).passed
+
+
+def test_packed_batches_compare_every_token():
+    encoder = build_encoder("modernbert-base", BuildOptions(), tiny=True)
+    packed = pack_documents(documents((30, 12)))
+    torch_engine = engines.prepare_engine("torch", encoder, engines.model_identity("modernbert-base", encoder, True),
+                                          packed, threads=THREADS)
+    parity = engines.check_parity(torch_engine, torch_engine, packed, torch.float32)
+    assert parity.passed and parity.real_tokens == 42 and parity.max_abs_error == 0.0
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    encoder = build_encoder("bert-base", BuildOptions(), tiny=True)
+    padded = pad_documents(documents((24, 9)), encoder.pad_token_id)
+    identity = engines.model_identity("bert-base", encoder, tiny=True)
+    compiled = engines.prepare_engine("torch-compile", encoder, identity, padded, threads=THREADS)
+    eager = engines.prepare_engine("torch", encoder, identity, padded, threads=THREADS)
+    assert engines.check_parity(compiled, eager, padded, torch.float32).passed
+    assert compiled.info.graph_optimization == "inductor mode=default" and compiled.info.compile_seconds is None
+
+
+# -------------------------------------------------------------------------------------------------- cache
+
+def test_second_prepare_reuses_the_export(modernbert, batch, cache_dir, onnxruntime_prepared, monkeypatch):
+    encoder, identity = modernbert
+    exports = []
+    real_export = onnxruntime_engine.export_onnx
+    monkeypatch.setattr(onnxruntime_engine, "export_onnx", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    model_file = f"{onnxruntime_prepared.info.cache_path}/model.onnx"
+    mtime = os.path.getmtime(model_file)
+
+    again = engines.prepare_engine("onnxruntime", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
+    assert exports == [] and again.info.cache_hit and again.info.export_seconds == 0.0
+    assert again.info.cache_path == onnxruntime_prepared.info.cache_path
+    assert os.path.getmtime(model_file) == mtime
+
+    reseeded = build_encoder("hf-modernbert-base", BuildOptions(seed=1), tiny=True)
+    other = engines.model_identity("hf-modernbert-base", reseeded, tiny=True)
+    assert other.weights != identity.weights
+    fresh = engines.prepare_engine("onnxruntime", reseeded, other, batch, threads=THREADS, cache_dir=cache_dir)
+    assert exports == [1] and fresh.info.cache_hit is False and fresh.info.cache_path != again.info.cache_path
+
+
+def test_cache_identity_separates_dtype_engine_version_and_exporter(tmp_path):
+    identity = engines.ModelIdentity("m", True, "abc")
+    base = engine_cache.export_identity(identity, torch.float32, "onnxruntime", "1.0", {"opset": 17})
+    variants = [engine_cache.export_identity(identity, torch.float16, "onnxruntime", "1.0", {"opset": 17}),
+                engine_cache.export_identity(identity, torch.float32, "onnxruntime", "1.1", {"opset": 17}),
+                engine_cache.export_identity(identity, torch.float32, "openvino", "1.0", {"opset": 17}),
+                engine_cache.export_identity(identity, torch.float32, "onnxruntime", "1.0", {"opset": 18})]
+    exports = []
+
+    def export(folder):
+        exports.append(folder)
+        (folder / "model.onnx").write_bytes(b"graph")
+
+    assert not engine_cache.cached_export(tmp_path, base, "model.onnx", export).hit
+    assert engine_cache.cached_export(tmp_path, base, "model.onnx", export).hit
+    assert not any(engine_cache.cached_export(tmp_path, v, "model.onnx", export).hit for v in variants)
+    assert len(exports) == 5
+
+
+def test_failed_export_leaves_no_entry(tmp_path):
+    def broken(folder):
+        (folder / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("exporter failed")
+
+    with pytest.raises(RuntimeError):
+        engine_cache.cached_export(tmp_path, {"model": "m"}, "model.onnx", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ threads
+
+def test_threads_are_applied_and_read_back(onnxruntime_prepared, reference, modernbert, batch, cache_dir):
+    assert (onnxruntime_prepared.info.threads_intra, onnxruntime_prepared.info.threads_inter) == (THREADS, 1)
+    assert reference.info.threads_intra == THREADS
+    openvino = engines.prepare_engine("openvino", *modernbert, batch, threads=THREADS, cache_dir=cache_dir)
+    assert openvino.info.settings["INFERENCE_NUM_THREADS"] == str(THREADS)
+    assert (openvino.info.threads_intra, openvino.info.threads_inter) == (THREADS, 1)
+
+
+def test_threads_default_to_torch_and_refuse_nonsense():
+    assert engines.threads_from(None) == engines.Threads(torch.get_num_threads(), 1)
+    with pytest.raises(UserError, match="positive integer"):
+        engines.threads_from(0)
+
+
+# ----------------------------------------------------------------------------------------------- refusals
+
+def _without(monkeypatch, *packages):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.split(".")[0] in packages:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.mark.parametrize("engine, package, extra", [("openvino", "openvino", "mbbench[openvino]"),
+                                                     ("onnxruntime", "onnxruntime", "mbbench[onnx]")])
+def test_missing_extra_is_a_one_line_user_error(monkeypatch, modernbert, batch, engine, package, extra):
+    _without(monkeypatch, package)
+    with pytest.raises(UserError, match=extra.replace("[", r"\[").replace("]", r"\]")) as error:
+        engines.prepare_engine(engine, *modernbert, batch)
+    assert "\n" not in str(error.value)
+    row = {r.name: r for r in engines.available_engines()}[engine]
+    assert not row.installed and row.version is None and extra in row.reason
+
+
+def test_packed_model_is_refused_with_the_reason(batch):
+    encoder = build_encoder("modernbert-base", BuildOptions(), tiny=True)
+    identity = engines.ModelIdentity("modernbert-base", True, "x")
+    for name in ("onnxruntime", "openvino"):
+        with pytest.raises(engines.EngineUnavailable, match="runs packed.*cu_seqlens.*hf-modernbert-base"):
+            engines.prepare_engine(name, encoder, identity, batch)
+
+
+def test_onnxruntime_on_cuda_without_the_cuda_provider_is_refused(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    on_cuda = types.SimpleNamespace(layout="padded", device=torch.device("cuda", 0), dtype=torch.float32)
+    with pytest.raises(engines.EngineUnavailable, match="CUDAExecutionProvider.*No CPU fallback"):
+        engines.get_engine("onnxruntime").check(on_cuda)
+    with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: with_cuda)
+    engines.get_engine("onnxruntime").check(on_cuda)  # a CUDA build is taken
+    with pytest.raises(engines.EngineUnavailable, match="CPU only"):
+        engines.get_engine("openvino").check(on_cuda)
+
+
+def test_engine_names_and_versions():
+    assert list(engines.ENGINES) == ["torch", "torch-compile", "onnxruntime", "openvino"]
+    rows = {row.name: row for row in engines.available_engines()}
+    assert rows["torch"].installed and rows["torch"].version == torch.__version__
+    with pytest.raises(UserError, match="unknown engine 'tensorrt'; choose from torch, torch-compile"):
+        engines.get_engine("tensorrt")
