@@ -52,9 +52,9 @@ def model_service(forward: Forward, document: Callable[[int], torch.Tensor], pad
     """`service(batch)` for `serving.serve`: build the batcher's batch from its documents, copy it to
     `device`, and return the seconds of the forward alone.
 
-    Documents are generated once and kept (on the CPU, where batches are assembled). Under a real clock a request's inference time
-    is the wall time of this whole call (batch assembly and copy included, as a server spends it);
-    under a virtual clock it is exactly the forward's seconds.
+    Documents are generated once and kept (on the CPU, where batches are assembled). Under a real
+    clock a request's inference time is the wall time of this whole call (batch assembly and copy
+    included, as a server spends it); under a virtual clock it is exactly the forward's seconds.
     """
     cache: dict[int, torch.Tensor] = {}
 
