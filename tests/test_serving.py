@@ -4,6 +4,7 @@ Every run here is a seeded discrete-event simulation (VirtualClock + a fake mode
 known time), so queueing results are checked against closed forms and no test reads the wall clock.
 """
 
+import functools
 import json
 import math
 import types
@@ -17,7 +18,7 @@ from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, Batcher, batch_tokens
 from mbbench.bench.clock import VirtualClock
 from mbbench.bench.latency import percentiles
 from mbbench.bench.loadgen import Request, arrival_times, make_requests
-from mbbench.bench.serving import Slo, fixed_cost_service, highest_rate_meeting, serve
+from mbbench.bench.serving import Slo, fixed_cost_service, highest_rate_meeting, run_load, serve
 from mbbench.errors import UserError
 from mbbench.records import DeviceInfo, Identity, Record, Serving
 
@@ -215,14 +216,13 @@ def test_bisection_says_when_even_the_lowest_rate_misses_or_the_highest_meets():
 def test_slo_search_over_simulated_runs_finds_the_capacity_of_a_deterministic_server():
     """Constant arrivals, service D, one request per batch (D/D/1): total latency is D below rate 1/D and
     grows without bound above it, so p99 <= 1.5 D holds up to 1/D (to within 1 / requests)."""
-    def run_at_rate(rate):
-        requests = make_requests(rate, [64], 0, 1000, 0.0, process="constant")
-        return serve(requests, Batcher(max_batch_requests=1), fixed_cost_service(0, SERVICE_S), VirtualClock(),
-                     rate, arrival="constant")
-
+    run_at_rate = functools.partial(run_load, lengths=[64], batcher=Batcher(max_batch_requests=1),
+                                    service=fixed_cost_service(0, SERVICE_S), clock=VirtualClock(), seed=0,
+                                    min_requests=1000, min_seconds=0.0, arrival="constant")
     search = highest_rate_meeting(Slo(99, 1.5 * SERVICE_S), run_at_rate, 10.0, 10 / SERVICE_S, steps=16)
     assert search.best_rate == pytest.approx(1 / SERVICE_S, rel=2e-3)
     assert len(search.runs) == len(search.steps) == 18
+    assert {run.arrival for run in search.runs} == {"constant"} and search.runs[0].clock == "virtual"
 
 
 # ------------------------------------------------------------------------------------------------- payload
@@ -254,3 +254,13 @@ def test_percentiles_of_a_run_are_ordered_and_count_every_request():
         assert stats.min <= stats.p50 <= stats.p90 <= stats.p95 <= stats.p99 <= stats.max
     assert run.total_s.count == 2000 and run.total_s.min == pytest.approx(SERVICE_S)
     assert percentiles([3.0]).stdev == 0.0
+
+
+def test_a_clock_that_does_not_start_at_zero_gives_the_same_run():
+    """Times are kept from the run's start: (origin + t) - origin rounding must neither hang nor shift."""
+    requests = make_requests(150.0, [32, 64, 256], 2, 500, 0.0)
+    batcher, service = Batcher(max_batch_tokens=512, max_wait_s=0.003), fixed_cost_service(1e-5, 1e-3)
+    at_zero = serve(requests, batcher, service, VirtualClock(), 150.0)
+    later = serve(requests, batcher, service, VirtualClock(start=12345.678901), 150.0)
+    assert [b.size for b in later.batches] == [b.size for b in at_zero.batches]
+    assert [s.total_s for s in later.served] == pytest.approx([s.total_s for s in at_zero.served], abs=1e-9)

@@ -118,7 +118,7 @@ def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:
     start = clock.now()
     seconds = call(request)
     clock.sleep_until(start + seconds)
-    return clock.now() - start
+    return max(clock.now() - start, seconds)  # (start + s) - start can round below s
 
 
 def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R], min_requests: int,

@@ -26,7 +26,7 @@ import numpy as np
 from mbbench.bench.batcher import Batch, Batcher
 from mbbench.bench.clock import Clock
 from mbbench.bench.latency import Percentiles, percentiles
-from mbbench.bench.loadgen import Request
+from mbbench.bench.loadgen import Request, make_requests
 from mbbench.errors import UserError
 
 Service = Callable[[Batch], float]  # runs one batch to completion; returns its seconds
@@ -171,16 +171,23 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
             waiting.append(requests[arrived])
             arrived += 1
 
-    while (arrived < len(requests) or waiting) and clock.now() - origin <= stop_at:
-        now = clock.now() - origin
+    def elapsed(at_least: float) -> float:
+        # seconds since the start; never less than the time just slept to: (origin + t) - origin can
+        # round below t, which would leave the request being waited for not yet arrived
+        return max(clock.now() - origin, at_least)
+
+    now = 0.0  # when the worker is next free
+    while (arrived < len(requests) or waiting) and now <= stop_at:
+        now = elapsed(now)
         admit(now)
         if not waiting:
             clock.sleep_until(origin + requests[arrived].arrival_s)
+            now = elapsed(requests[arrived].arrival_s)
             continue
         dispatch = _dispatch_time(batcher, waiting, requests, arrived, now)
         if dispatch > now:
             clock.sleep_until(origin + dispatch)
-            now = clock.now() - origin
+            now = elapsed(dispatch)
             admit(now)
         chosen = batcher.select(waiting)
         taken = {r.id for r in chosen}
@@ -188,12 +195,26 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
         batch = Batch(tuple(chosen), now, batcher.padded)
         seconds = service(batch)
         clock.sleep_until(origin + now + seconds)
-        done = clock.now() - origin
+        done = elapsed(now + seconds)
         served.extend(ServedRequest(r, now, done, len(batches)) for r in chosen)
         batches.append(BatchRun(now, batch.size, batch.tokens, batch.real_tokens, done - now))
+        now = done
     duration = max((s.completion_s for s in served), default=0.0)
     return ServingRun(offered_rate, arrival, seed, batcher, clock.kind, served, batches,
                       unserved=len(requests) - len(served), duration_s=duration)
+
+
+def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Service, clock: Clock, seed: int,
+             min_requests: int, min_seconds: float, arrival: str = "poisson",
+             drain_limit_s: float | None = None) -> ServingRun:
+    """One load test at `rate` requests/s over a suite's document `lengths`: `loadgen.make_requests`
+    (at least `min_requests` arriving over at least `min_seconds`) played through `serve`.
+
+    With everything but the rate bound (functools.partial), it is `highest_rate_meeting`'s `run_at_rate`.
+    Raises UserError when a document is longer than the budget, ValueError for a bad rate or counts.
+    """
+    requests = make_requests(rate, lengths, seed, min_requests, min_seconds, arrival)
+    return serve(requests, batcher, service, clock, rate, arrival, seed, drain_limit_s)
 
 
 def _dispatch_time(batcher: Batcher, waiting: list[Request], requests: Sequence[Request], arrived: int,
