@@ -5,7 +5,7 @@ A record is what every measurement, search and prediction produces and what repo
     Record
       header:  schema_version, kind (measured | predicted), status (ok | unsupported | failed), reason,
                identity (everything that changes the number), device, environment, model, suite, created_at
-      payload: Throughput | MaxBatchSearch | Prediction | Comparison | Failure
+      payload: Throughput | MaxBatchSearch | Prediction | Comparison | Latency | Serving | Failure
 
 `Identity` is the configuration key: two records with equal identities measured the same thing, so
 resume skips on it and the report groups by it. Software versions (torch, transformers, CUDA) live in
@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Union
 SCHEMA_VERSION = 2
 KINDS = ("measured", "predicted")
 STATUSES = ("ok", "unsupported", "failed")
-MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison")
+MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison", "latency", "serving")
 
 
 def now() -> str:
@@ -249,6 +249,80 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """Closed-loop per-request latency at batch sizes 1, 2, 4, ..., each request drawing its documents
+    from the suite (seeded); at least `min_requests` timed requests and `min_seconds` per batch size.
+
+    `points` holds one entry per batch size, `bench.latency.LatencyRun.to_dict()`: batch_size,
+    requests, cold_s (the first call, apart), elapsed_s, real_tokens, requests_per_second,
+    documents_per_second, tokens_per_second, and latency_s {count, mean, stdev, min, p50, p90, p95,
+    p99, max} in seconds.
+    """
+
+    kind: ClassVar[str] = "latency"
+    backend: str  # the attention implementation that ran
+    layout: str  # "packed" (unpadded reference model) or "padded" (to the longest in the request)
+    seed: int  # which documents each request draws
+    min_requests: int
+    min_seconds: float  # seconds
+    points: list[dict]
+    timer: str  # what the model call reports ("cuda-events" or "perf_counter"); latency is the clock's reading
+    clock: str = "real"  # "real" or "virtual" (a simulation)
+    load_seconds: float | None = None  # model load and move to the device, timed apart from the first call
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [p["batch_size"] for p in self.points]
+
+    def point(self, batch_size: int) -> dict:
+        """The entry of `batch_size`; KeyError when it was not measured."""
+        for point in self.points:
+            if point["batch_size"] == batch_size:
+                return point
+        raise KeyError(f"batch size {batch_size} not measured (measured: {self.batch_sizes})")
+
+
+@dataclass(frozen=True)
+class Serving:
+    """An in-process load test: open-loop arrivals at offered rates through a dynamic batcher into one
+    worker, and optionally the highest rate meeting a latency target.
+
+    `runs` holds one entry per offered rate in run order, `bench.serving.ServingRun.to_dict()`:
+    offered_rate and achieved_rate (requests/s), tokens_per_second (real tokens), duration_s,
+    requests, served, unserved, batches, utilization, padding_efficiency, and statistics
+    {count, mean, stdev, min, p50, p90, p95, p99, max} of queue_s, inference_s and total_s
+    (seconds per request), batch_size (requests per batch) and batch_tokens (tokens per batch,
+    padded when padded). `slo` is `bench.serving.SloSearch.to_dict()`: percentile, target_s, low,
+    high, best_rate (None: even the lowest rate missed), bracket, note, and every step's rate,
+    latency_s (None: requests went unserved) and met.
+    """
+
+    kind: ClassVar[str] = "serving"
+    backend: str
+    layout: str  # "packed": a batch costs the sum of lengths; "padded": rows x longest
+    arrival: str  # "poisson" or "constant"
+    seed: int  # arrivals and documents
+    min_requests: int  # per rate, at least this many requests ...
+    min_seconds: float  # ... arriving over at least this many seconds
+    max_batch_tokens: int  # the batcher's token budget
+    max_batch_requests: int | None  # None: the budget alone limits a batch
+    max_wait_s: float  # seconds a non-full batch may wait for more requests
+    sort_by_length: bool
+    clock: str  # "real" or "virtual" (simulated queueing; service times as measured or known)
+    runs: list[dict]
+    slo: dict | None = None
+    drain_limit_s: float | None = None  # an overloaded run stops this long after its last arrival
+
+    @property
+    def rates(self) -> list[float]:
+        return [r["offered_rate"] for r in self.runs]
+
+    @property
+    def best_rate(self) -> float | None:
+        return self.slo["best_rate"] if self.slo else None
+
+
+@dataclass(frozen=True)
 class Failure:
     """No number: the configuration failed (error) or cannot run (unsupported); the header has the reason."""
 
@@ -257,8 +331,8 @@ class Failure:
     backend: str | None = None
 
 
-Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Failure]
-PAYLOADS = {cls.kind: cls for cls in (Throughput, MaxBatchSearch, Prediction, Comparison, Failure)}
+Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, Failure]
+PAYLOADS = {cls.kind: cls for cls in (Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, Failure)}
 
 
 # ------------------------------------------------------------------------------------------------ record

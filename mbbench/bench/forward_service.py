@@ -1,0 +1,68 @@
+"""A model's forward pass as the latency loop's `call` and the serving loop's `service`.
+
+Both loops work on requests that name suite documents; this module turns them into mbbench batches
+(`batching.pad_documents` for padded models: rows x longest; `batching.pack_documents` for the
+unpadded reference model: concatenated with cu_seqlens) and times the forward with `timing.timed`
+(CUDA events on a GPU, perf_counter on the CPU, the device synchronised around the call).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from mbbench.batching import Batch as ModelBatch
+from mbbench.batching import pack_documents, pad_documents
+from mbbench.bench.batcher import Batch
+from mbbench.bench.loadgen import request_documents
+from mbbench.bench.serving import Service
+from mbbench.bench.timing import timed
+
+Forward = Callable[[ModelBatch], object]  # the model's forward on one mbbench batch (its output is ignored)
+Timer = Callable[[Callable[[], None], torch.device], float]  # like timing.timed
+
+
+def model_batch(documents: Sequence[torch.Tensor], padded: bool, pad_token_id: int = 0) -> ModelBatch:
+    """Documents (1-D int64 token ids each, on the CPU) as one batch in the model's layout, on the CPU."""
+    return pad_documents(documents, pad_token_id) if padded else pack_documents(documents)
+
+
+def latency_requests(document: Callable[[int], torch.Tensor], num_documents: int, batch_size: int, seed: int,
+                     padded: bool, device: torch.device, pad_token_id: int = 0) -> Callable[[int], ModelBatch]:
+    """`make_request(i)` for `latency.measure_latency`: request i's `batch_size` documents (drawn by
+    `loadgen.request_documents`, seeded per request) as a batch on `device`, built before it is timed.
+    `document(i)` gives suite document i (e.g. `Suite.document`)."""
+    def make_request(index: int) -> ModelBatch:
+        picks = request_documents(index, batch_size, num_documents, seed)
+        return model_batch([document(i) for i in picks], padded, pad_token_id).to(device)
+    return make_request
+
+
+def latency_call(forward: Forward, device: torch.device, timer: Timer = timed) -> Callable[[ModelBatch], float]:
+    """`call(batch)` for `latency.measure_latency`: seconds of one forward under inference mode."""
+    def call(batch: ModelBatch) -> float:
+        with torch.inference_mode():
+            return timer(lambda: forward(batch), device)
+    return call
+
+
+def model_service(forward: Forward, document: Callable[[int], torch.Tensor], padded: bool, device: torch.device,
+                  pad_token_id: int = 0, timer: Timer = timed) -> Service:
+    """`service(batch)` for `serving.serve`: build the batcher's batch from its documents, copy it to
+    `device`, and return the seconds of the forward alone.
+
+    Documents are generated once and kept (on the CPU, where batches are assembled). Under a real
+    clock a request's inference time is the wall time of this whole call (batch assembly and copy
+    included, as a server spends it); under a virtual clock it is exactly the forward's seconds.
+    """
+    cache: dict[int, torch.Tensor] = {}
+
+    def service(batch: Batch) -> float:
+        for index in batch.documents:
+            if index not in cache:
+                cache[index] = document(index)
+        inputs = model_batch([cache[i] for i in batch.documents], padded, pad_token_id).to(device)
+        with torch.inference_mode():
+            return timer(lambda: forward(inputs), device)
+    return service

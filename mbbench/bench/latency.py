@@ -1,0 +1,146 @@
+"""Per-request latency: percentile statistics and a closed-loop timing loop.
+
+Closed loop: one request at a time, the next sent when the previous returns, as optimum-benchmark's
+inference scenario measures latency (at least N iterations *and* S seconds; the first, cold call --
+allocator warm-up, autotuning, compilation -- reported apart). A loop's latencies give p50, p90,
+p95, p99, mean and stdev; requests/s and tokens/s follow from the loop's total time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol, Sequence, TypeVar
+
+import numpy as np
+
+from mbbench.bench.clock import Clock
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Statistics of a sample (seconds for latencies; requests or tokens for batch distributions).
+
+    Percentiles are numpy's default (linear interpolation between order statistics, type 7 of
+    Hyndman & Fan 1996); `stdev` is the sample standard deviation (ddof=1; 0 for one value).
+    """
+
+    count: int
+    mean: float
+    stdev: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+    def at(self, percentile: float) -> float:
+        """The stored percentile 50, 90, 95 or 99; KeyError for any other."""
+        if percentile not in PERCENTILES:
+            raise KeyError(f"p{percentile:g} is not stored (stored: {', '.join(f'p{p}' for p in PERCENTILES)})")
+        return getattr(self, f"p{int(percentile)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Percentiles":
+        return cls(**data)
+
+
+def percentiles(samples: Sequence[float]) -> Percentiles:
+    """Percentiles, mean, stdev, min, max and count of `samples`. Raises ValueError when empty."""
+    values = np.asarray(samples, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no samples to summarize")
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(values, PERCENTILES))
+    stdev = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return Percentiles(int(values.size), float(values.mean()), stdev, float(values.min()), p50, p90, p95, p99,
+                       float(values.max()))
+
+
+class Sized(Protocol):
+    """What a latency loop needs to know of a request: mbbench's PaddedBatch and PackedBatch qualify."""
+
+    @property
+    def real_tokens(self) -> int: ...
+
+    @property
+    def num_documents(self) -> int: ...
+
+
+R = TypeVar("R", bound=Sized)
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    """A closed loop's latencies at one batch size. Seconds throughout; the cold call is not a sample."""
+
+    batch_size: int  # documents per request
+    cold_s: float  # the first call, apart
+    latencies_s: list[float]  # one per timed request, in order
+    elapsed_s: float  # wall (or virtual) time of the timed requests, back to back
+    real_tokens: int  # real tokens over the timed requests
+    clock: str  # "real" or "virtual"
+
+    @property
+    def stats(self) -> Percentiles:
+        return percentiles(self.latencies_s)
+
+    @property
+    def requests_per_second(self) -> float:
+        return len(self.latencies_s) / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.requests_per_second * self.batch_size
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.real_tokens / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no raw samples): what the `Latency` payload stores per batch size."""
+        return {"batch_size": self.batch_size, "requests": len(self.latencies_s), "cold_s": self.cold_s,
+                "elapsed_s": self.elapsed_s, "real_tokens": self.real_tokens,
+                "requests_per_second": self.requests_per_second, "documents_per_second": self.documents_per_second,
+                "tokens_per_second": self.tokens_per_second, "latency_s": self.stats.to_dict()}
+
+
+def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:
+    """Seconds one call takes on `clock`: at least what `call` returns (its own measure of the forward).
+
+    A virtual clock advances by the returned seconds; a real clock has already spent them, and its
+    reading (host overhead and synchronisation included: what a client waits) is what counts.
+    """
+    start = clock.now()
+    seconds = call(request)
+    clock.sleep_until(start + seconds)
+    return max(clock.now() - start, seconds)  # (start + s) - start can round below s
+
+
+def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R], min_requests: int,
+                    min_seconds: float, clock: Clock, batch_size: int = 1) -> LatencyRun:
+    """Closed-loop latency: one cold call, then requests until >= `min_requests` and >= `min_seconds`.
+
+    `make_request(i)` builds request i (e.g. a batch of `batch_size` suite documents, on the device,
+    made before its call so building it is not timed); `call(request)` runs it to completion and
+    returns its seconds (a fake model's known time; with a real model, `timing.timed` of the
+    forward). The cold call uses request 0; timed requests are 1, 2, ... Raises ValueError for
+    min_requests < 1 or min_seconds < 0.
+    """
+    if min_requests < 1 or min_seconds < 0:
+        raise ValueError(f"need min_requests >= 1 and min_seconds >= 0, got {min_requests}, {min_seconds}")
+    cold = timed_call(call, make_request(0), clock)
+    latencies: list[float] = []
+    tokens, elapsed, index = 0, 0.0, 1
+    while len(latencies) < min_requests or elapsed < min_seconds:
+        request = make_request(index)
+        seconds = timed_call(call, request, clock)
+        latencies.append(seconds)
+        tokens += request.real_tokens
+        elapsed += seconds
+        index += 1
+    return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind)

@@ -1,0 +1,129 @@
+"""Per-request latency (issue 28): percentile statistics, the closed loop, the forward glue, the payload."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mbbench.batching import PackedBatch, PaddedBatch
+from mbbench.bench.batcher import Batcher
+from mbbench.bench.clock import RealClock, VirtualClock
+from mbbench.bench.forward_service import latency_call, latency_requests, model_service
+from mbbench.bench.latency import measure_latency, percentiles
+from mbbench.bench.loadgen import make_requests, request_documents
+from mbbench.bench.serving import serve
+from mbbench.records import DeviceInfo, Identity, Latency, Record
+
+CPU = torch.device("cpu")
+LENGTHS = [5, 9, 3, 12, 7]
+
+
+def document(index: int) -> torch.Tensor:
+    return torch.arange(LENGTHS[index], dtype=torch.int64) + 100 * index
+
+
+def fake_timer(seconds_per_token: float):
+    """A timer for a fake model: runs the call, reports a known time per real token of the last batch."""
+    def timer(fn, device):
+        fn()
+        return seconds_per_token * timer.batch.real_tokens
+    return timer
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=200))
+def test_percentiles_are_ordered_for_any_sample(samples):
+    s = percentiles(samples)
+    assert s.min <= s.p50 <= s.p90 <= s.p95 <= s.p99 <= s.max and s.count == len(samples)
+    assert s.min - 1e-9 <= s.mean <= s.max + 1e-9  # up to rounding of the sum
+
+
+def test_percentiles_match_numpy_on_a_known_sample():
+    s = percentiles(list(range(1, 101)))
+    assert (s.p50, s.p90, s.p99, s.min, s.max, s.mean) == pytest.approx((50.5, 90.1, 99.01, 1, 100, 50.5))
+    assert s.stdev == pytest.approx(29.0115, abs=1e-4) and s.at(95) == s.p95
+    with pytest.raises(KeyError):
+        s.at(99.9)
+
+
+def test_real_latencies_of_a_real_call_are_ordered_and_the_cold_call_is_apart():
+    work = torch.randn(64, 64)
+    make_request = latency_requests(document, len(LENGTHS), 2, seed=0, padded=False, device=CPU)
+    run = measure_latency(lambda batch: (work @ work).sum().item() * 0.0, make_request, 30, 0.0, RealClock(), 2)
+    s = run.stats
+    assert run.clock == "real" and s.count == len(run.latencies_s) >= 30 and run.cold_s > 0
+    assert 0 < s.min <= s.p50 <= s.p90 <= s.p95 <= s.p99 <= s.max
+    assert run.tokens_per_second > 0 and run.requests_per_second > 0
+
+
+def test_closed_loop_runs_at_least_n_requests_and_s_seconds_on_a_virtual_clock():
+    calls = []
+
+    def call(batch):
+        calls.append(batch)
+        return 0.5 if len(calls) == 1 else 0.01 * batch.real_tokens / batch.num_documents
+
+    make_request = latency_requests(document, len(LENGTHS), 4, seed=3, padded=True, device=CPU)
+    run = measure_latency(call, make_request, min_requests=5, min_seconds=2.0, clock=VirtualClock(), batch_size=4)
+    assert run.cold_s == 0.5 and 0.5 not in run.latencies_s  # the cold call is apart
+    assert len(run.latencies_s) >= 5 and run.elapsed_s >= 2.0 and run.elapsed_s - run.latencies_s[-1] < 2.0
+    assert run.elapsed_s == pytest.approx(sum(run.latencies_s))
+    assert run.tokens_per_second == pytest.approx(run.real_tokens / run.elapsed_s)
+    assert run.documents_per_second == pytest.approx(4 * run.requests_per_second)
+    # request i draws the same documents whatever ran before (seeded per request)
+    assert [LENGTHS[d] for d in request_documents(1, 4, len(LENGTHS), 3)] == \
+        [int(n) for n in calls[1].attention_mask.sum(1)]
+
+
+def test_latency_requests_build_padded_and_packed_batches_from_suite_documents():
+    padded = latency_requests(document, len(LENGTHS), 3, 0, padded=True, device=CPU)(7)
+    packed = latency_requests(document, len(LENGTHS), 3, 0, padded=False, device=CPU)(7)
+    picks = request_documents(7, 3, len(LENGTHS), 0)
+    lengths = [LENGTHS[i] for i in picks]
+    assert isinstance(padded, PaddedBatch) and padded.input_ids.shape == (3, max(lengths))
+    assert isinstance(packed, PackedBatch) and packed.cu_seqlens.tolist()[-1] == sum(lengths)
+    assert padded.real_tokens == packed.real_tokens == sum(lengths)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_model_service_runs_the_batchers_documents_in_the_models_layout(padded):
+    seen = []
+    timer = fake_timer(1e-4)
+
+    def forward(batch):
+        timer.batch = batch
+        seen.append(batch)
+
+    service = model_service(forward, document, padded, CPU, timer=timer)
+    requests = make_requests(200.0, LENGTHS, 0, 50, 0.0)
+    run = serve(requests, Batcher(max_batch_tokens=40, padded=padded), service, VirtualClock(), 200.0)
+    assert len(seen) == len(run.batches) and sum(b.num_documents for b in seen) == 50
+    for batch, record in zip(seen, run.batches):
+        assert batch.padded_tokens == record.tokens <= 40 and batch.real_tokens == record.real_tokens
+        assert record.service_s == pytest.approx(1e-4 * record.real_tokens)
+        assert isinstance(batch, PaddedBatch if padded else PackedBatch)
+
+
+def test_latency_call_times_the_forward_under_inference_mode():
+    modes = []
+    call = latency_call(lambda batch: modes.append(torch.is_inference_mode_enabled()), CPU,
+                        timer=lambda fn, device: fn() or 0.25)
+    assert call(None) == 0.25 and modes == [True]
+
+
+def test_latency_payload_round_trips_through_record_json():
+    make_request = latency_requests(document, len(LENGTHS), 1, seed=0, padded=False, device=CPU)
+    runs = [measure_latency(lambda b: 1e-3 * b.real_tokens, make_request, 20, 0.1, VirtualClock(), 1)]
+    payload = Latency(backend="sdpa", layout="packed", seed=0, min_requests=20, min_seconds=0.1,
+                      points=[r.to_dict() for r in runs], timer="perf_counter", clock="virtual")
+    identity = Identity(measurement="latency", model="modernbert-base", suite="fixed-128", suite_fingerprint="f" * 16,
+                        protocol="latency", backend="auto", dtype="float32", device="cpu")
+    record = Record(kind="measured", status="ok", identity=identity, device=DeviceInfo(kind="cpu", name="cpu"),
+                    model=None, suite=None, payload=payload)
+    back = Record.from_json(json.loads(json.dumps(record.to_json())))
+    assert back == record and back.payload.batch_sizes == [1]
+    assert back.payload.point(1)["latency_s"]["p99"] == runs[0].stats.p99
+    with pytest.raises(KeyError):
+        back.payload.point(2)
