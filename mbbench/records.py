@@ -38,6 +38,15 @@ def now() -> str:
 
 # ------------------------------------------------------------------------------------------------ identity
 
+# Identity fields added after schema 2 was first written -> the value a record without the field implies.
+LATER_FIELDS: dict[str, Any] = {}
+
+
+def _digest(fields_: dict) -> str:
+    text = json.dumps(fields_, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Identity:
     """Every field that changes the number a record reports.
@@ -71,14 +80,16 @@ class Identity:
 
     def key(self) -> str:
         """A short hash of every field: equal keys mean the same configuration."""
-        text = json.dumps(asdict(self), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _digest(self._hashed())
 
     def configuration_key(self) -> str:
         """The key without the device: what a matrix driver can know before a task is placed."""
-        text = json.dumps({k: v for k, v in asdict(self).items() if k not in ("device", "device_index")},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return _digest({k: v for k, v in self._hashed().items() if k not in ("device", "device_index")})
+
+    def _hashed(self) -> dict:
+        """The fields a key hashes. A field added after schema 2 was first written is left out while it holds
+        the value every older record implies (`LATER_FIELDS`), so the keys of existing records never change."""
+        return {k: v for k, v in asdict(self).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @property
     def display_model(self) -> str:
