@@ -180,6 +180,8 @@ class Throughput:
     timer: str  # "cuda-events" or "perf_counter"
     unstable: bool
     backend_reason: str | None = None
+    gemm: str | None = None  # the GEMM kernel our models' linears ran on (models.gemm.KERNELS); None: not recorded
+    gemm_reason: str | None = None
     compile_seconds: float | None = None
     telemetry: dict | None = None
     flops_per_pass: float | None = None

@@ -15,6 +15,7 @@ import torch
 from mbbench import environment
 from mbbench.batching import PackedBatch
 from mbbench.bench import telemetry, trial
+from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
@@ -22,6 +23,7 @@ from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
 from mbbench.models.encoders import Encoder
+from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import Plan, record, search_mode, unsupported_record
 from mbbench.records import MaxBatchSearch, Record, Throughput
 from mbbench.suites import make_batches, select_documents
@@ -29,13 +31,31 @@ from mbbench.suites import make_batches, select_documents
 Progress = Callable[[str], None]
 
 
-def build(plan: Plan, progress: Progress | None = None) -> Encoder:
-    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend."""
+def cpu_gemm_peak(plan: Plan) -> GemmRates | None:
+    """Each GEMM kernel's rate at the plan's model shapes on this CPU (measured once per process); None off CPU."""
+    if plan.device.kind != "cpu":
+        return None
+    return cpu_gemm_rates(tuple(plan.shape.gemms().values()), plan.torch_dtype, torch.get_num_threads())
+
+
+def gemm_choice(plan: Plan, rates: GemmRates | None) -> tuple[str, str]:
+    """(kernel, why) for the plan's linears: on a CPU our own models take the fastest measured kernel;
+    transformers models keep transformers' code (they measure what transformers does); GPUs run cuBLAS."""
+    if rates is None:
+        return DEFAULT_GEMM, "torch's default (cuBLAS on CUDA)"
+    if not registry.owns_gemms(plan.spec):
+        return DEFAULT_GEMM, "transformers' own linears, as shipped (torch's MKL path on CPU)"
+    return rates.best, f"fastest on this CPU: {rates.describe()}"
+
+
+def build(plan: Plan, progress: Progress | None = None, gemm: str = DEFAULT_GEMM) -> Encoder:
+    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend and
+    its linears on `gemm` (`gemm_choice`)."""
     if progress:
         progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
-                 f"{plan.backend_reason or 'asked for'}) on {plan.device.name} ({plan.torch_device})")
+                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm}) on {plan.device.name} ({plan.torch_device})")
     options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
-                                    plan.config.weights)
+                                    plan.config.weights, gemm)
     return registry.encoder(plan.spec, options, tiny=plan.config.tiny)
 
 
@@ -47,7 +67,9 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
-    encoder = build(plan, progress)
+    rates = cpu_gemm_peak(plan)
+    gemm, gemm_reason = gemm_choice(plan, rates)
+    encoder = build(plan, progress, gemm)
     forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
     indices = select_documents(plan.suite, plan.documents)
     protocol = plan.protocol
@@ -72,9 +94,10 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     pass_stats = summarize(times.pass_seconds)
     headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
     flops = pass_flops(plan, batches)
-    mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds)
+    mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds, rates)
     payload = Throughput(
-        backend=encoder.backend, backend_reason=plan.backend_reason, num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
+        backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=gemm_reason,
+        num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
         warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
@@ -103,11 +126,17 @@ def pass_flops(plan: Plan, batches) -> float:
     return total
 
 
-def model_flops_utilisation(plan: Plan, flops_per_second: float) -> tuple[float | None, str]:
-    """(MFU, how it was computed): achieved model FLOP/s over the basket GPU's dense peak for the dtype
-    (vendor datasheet, gpu_basket.csv); None on CPUs and GPUs outside the basket, with the reason."""
+def model_flops_utilisation(plan: Plan, flops_per_second: float,
+                            rates: GemmRates | None = None) -> tuple[float | None, str]:
+    """(MFU, how it was computed): achieved model FLOP/s over the peak: on a GPU the basket entry's dense peak
+    for the dtype (vendor datasheet, gpu_basket.csv; None off the basket, with the reason); on a CPU the best
+    GEMM measured on this machine at the model's own shapes (`bench.matmul.cpu_gemm_rates`)."""
     if plan.device.kind == "cpu":
-        return perfmodel.cpu_peak_flops(plan.device.name)
+        if rates is None:
+            return None, "no GEMM peak measured on this CPU"
+        return flops_per_second / rates.peak_flops, (
+            f"model FLOPs / pass time / the best {plan.dtype} GEMM measured on {plan.device.name} "
+            f"({rates.rates[0][1]:.0f} GFLOP/s, {rates.best}; {rates.describe()})")
     gpu = plan.gpu
     if gpu is None:
         return None, f"{plan.device.name} is not in the GPU basket: no datasheet peak"

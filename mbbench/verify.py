@@ -17,6 +17,9 @@ from mbbench.errors import BackendUnavailable, UserError
 from mbbench.device import parse_device
 from mbbench.models.attention import BACKEND_CLASSES, get_backend
 from mbbench.models.config import ModernBertConfig
+from mbbench.models.gemm import ONEDNN_PACKED
+from mbbench.models.gemm import TORCH as DEFAULT_GEMM
+from mbbench.models.gemm import onednn_available, pack
 from mbbench.models.modernbert import build
 
 # Documents longer than 129 tokens (so the window matters), of unequal lengths, one short one.
@@ -39,6 +42,7 @@ class Check:
     tolerance: float
     reason: str = ""  # set when the check could not run (e.g. a requested backend unavailable here): a failure
     is_bar: bool = False  # transformers' own half-precision error: it sets the tolerance, it is not a check
+    gemm: str = DEFAULT_GEMM  # the GEMM kernel the linears ran on (models.gemm.KERNELS)
 
     @property
     def judged_on(self) -> str:
@@ -158,16 +162,25 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
                                 *own_error, tol, is_bar=True))
         for name in names:
             run = build(cfg, backend=name, seed=seed, device=device_obj, dtype=dtype)
-            with torch.inference_mode():
-                outputs = {
-                    "packed": run(packed.input_ids.to(device_obj), cu_seqlens=packed.cu_seqlens.to(device_obj),
-                                  max_seqlen=packed.max_seqlen),
-                    "padded": run(padded.input_ids.to(device_obj),
-                                  padded.attention_mask.to(device_obj))[real.to(device_obj)],
-                }
-            for layout, out in outputs.items():
-                out = out.cpu()
-                dname = str(dtype).removeprefix("torch.")
-                checks.append(Check(name, dname, layout, "eager-fp32", *_errors(out, reference), tol))
-                checks.append(Check(name, dname, layout, "transformers-fp32", *_errors(out, hf_out), tol))
+            for kernel in gemm_kernels(device_obj):
+                pack(run, kernel)  # the linears on each kernel a CPU run may choose (models.gemm)
+                with torch.inference_mode():
+                    outputs = {
+                        "packed": run(packed.input_ids.to(device_obj), cu_seqlens=packed.cu_seqlens.to(device_obj),
+                                      max_seqlen=packed.max_seqlen),
+                        "padded": run(padded.input_ids.to(device_obj),
+                                      padded.attention_mask.to(device_obj))[real.to(device_obj)],
+                    }
+                for layout, out in outputs.items():
+                    out = out.cpu()
+                    dname = str(dtype).removeprefix("torch.")
+                    checks.append(Check(name, dname, layout, "eager-fp32", *_errors(out, reference), tol,
+                                        gemm=kernel))
+                    checks.append(Check(name, dname, layout, "transformers-fp32", *_errors(out, hf_out), tol,
+                                        gemm=kernel))
     return checks
+
+
+def gemm_kernels(device: torch.device) -> list[str]:
+    """The GEMM kernels a run may build our models with on `device`: oneDNN-packed too on CPUs that have it."""
+    return [DEFAULT_GEMM, ONEDNN_PACKED] if device.type == "cpu" and onednn_available() else [DEFAULT_GEMM]

@@ -147,8 +147,11 @@ def test_unavailable_backend_is_an_error_not_a_fallback():
 
 
 def test_verify_passes_on_tiny_config(tiny_cfg):
+    from mbbench.models.gemm import onednn_available
+
     checks = verify(tiny_cfg, backends=["eager", "sdpa"], lengths=(200, 131, 40))
-    assert len(checks) == 1 + 2 * 2 * 2
+    kernels = 2 if onednn_available() else 1  # the default GEMM kernel, and oneDNN-packed where a CPU run may pick it
+    assert len(checks) == 1 + 2 * 2 * 2 * kernels
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
     assert max(c.max_abs_error for c in checks) < 1e-5
 
@@ -157,3 +160,38 @@ def test_verify_passes_on_tiny_config(tiny_cfg):
 def test_flex_matches_eager(tiny_cfg):
     checks = verify(tiny_cfg, backends=["flex"], lengths=(200, 131, 40))
     assert checks and all(c.passed for c in checks)
+
+
+def test_onednn_packed_gemms_equal_the_default_kernel():
+    """The reference model's linears on oneDNN with prepacked weights (a CPU run's faster kernel) compute the
+    same function within fp32 rounding; repacking with the default kernel restores the exact original path."""
+    from mbbench.models import gemm
+
+    if not gemm.onednn_available():
+        pytest.skip("this torch has no oneDNN linear with prepacked weights")
+    model = build(preset("tiny"), backend="sdpa", seed=3)
+    ids, cu = torch.randint(0, 512, (300,), generator=torch.Generator().manual_seed(1)), torch.tensor([0, 180, 300])
+    with torch.inference_mode():
+        before = model(ids, cu_seqlens=cu.int(), max_seqlen=180)
+        assert gemm.pack(model, gemm.ONEDNN_PACKED) == 4 * 4  # Wqkv, Wo, Wi, Wo per layer
+        assert all(gemm.PACKED in layer.__dict__ for layer in model.modules() if isinstance(layer, torch.nn.Linear))
+        packed = model(ids, cu_seqlens=cu.int(), max_seqlen=180)
+        gemm.pack(model, gemm.TORCH)
+        again = model(ids, cu_seqlens=cu.int(), max_seqlen=180)
+    assert (packed - before).abs().max() < 1e-5  # another summation order (bit-equal at this tiny width)
+    assert torch.equal(again, before)
+    assert not any(gemm.PACKED in layer.__dict__ for layer in model.modules())
+    with pytest.raises(ValueError, match="unknown GEMM kernel"):
+        gemm.pack(model, "blas")
+
+
+def test_cpu_gemm_rates_name_every_kernel_and_the_measured_peak():
+    from mbbench.bench.matmul import cpu_gemm_rates
+    from mbbench.models import gemm
+
+    rates = cpu_gemm_rates(((64, 192), (64, 64)), torch.float32, torch.get_num_threads(), tokens=64, rounds=3)
+    kernels = [k for k, _ in rates.rates]
+    assert set(kernels) == ({gemm.TORCH, gemm.ONEDNN_PACKED} if gemm.onednn_available() else {gemm.TORCH})
+    assert rates.best == kernels[0] and rates.peak_flops == rates.rates[0][1] * 1e9 > 0
+    assert [r for _, r in rates.rates] == sorted((r for _, r in rates.rates), reverse=True)
+    assert "64x192, 64x64" in rates.describe() and "best of 3 interleaved rounds" in rates.describe()

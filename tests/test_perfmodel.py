@@ -144,7 +144,6 @@ def test_forward_flops_hand_computed():
     deberta = shape_of(MODELS["deberta-v3-base"])
     extra = 12 * (4 * 1024 * 512 * 768 + 4 * 512 * 768 * 768)
     assert perfmodel.forward_flops(deberta, [512, 512]) == pytest.approx(expected + extra)
-    assert perfmodel.cpu_peak_flops("AMD EPYC")[0] is None
 
 
 def test_registry_shapes_carry_family_work():

@@ -187,17 +187,6 @@ def forward_flops(shape: Shape, lengths: list[int] | tuple[int, ...], padded_to:
     return sum(per_layer + attention_flops(shape, lengths, padded_to, layer) for layer in range(shape.layers))
 
 
-def cpu_peak_flops(cpu_name: str) -> tuple[float | None, str]:
-    """No CPU peak: (None, reason). MFU of CPU records is null.
-
-    A CPU's dense peak (cores × clock × FMA units × vector width) depends on the SKU's AVX-512/AMX units, the
-    all-core turbo under vector load and how many cores the job was given (containers, cgroups); /proc/cpuinfo
-    gives none of these reliably, and no vendor table is shipped with mbbench.
-    """
-    return None, (f"no documented peak for {cpu_name!r}: vector width, FMA units and vector-load clocks are not "
-                  "reported by the OS, so MFU is not computed on CPUs")
-
-
 # ------------------------------------------------------------------------------------------------ batch time
 
 @dataclass(frozen=True)

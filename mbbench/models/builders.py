@@ -24,6 +24,8 @@ from mbbench.hardware.shape import Shape
 from mbbench.models import weights
 from mbbench.models.attention import BackendChoice, backend_names, choose_backend, get_backend
 from mbbench.models.encoders import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
+from mbbench.models.gemm import TORCH as DEFAULT_GEMM
+from mbbench.models.gemm import onednn_available, pack
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 from mbbench.models.spec import ModelSpec
@@ -51,12 +53,14 @@ class BuildOptions:
     backend: str = "auto"
     seed: int = 0
     weights: str | None = None  # a local checkpoint directory
+    gemm: str = DEFAULT_GEMM  # our own models' linears (`models.gemm.KERNELS`); transformers models run their own
 
 
 class Builder:
     """The operations every kind provides; subclasses fill them in."""
 
     rotary_code = "transformers"  # whose RoPE code runs (hardware.software.ROTARY_CODES), for the perf model
+    owns_gemms = False  # whether the linears are our code (`BuildOptions.gemm` applies), not transformers'
 
     def available(self, spec: ModelSpec) -> str | None:
         """None when the model can be built with the software here, else why not."""
@@ -113,6 +117,7 @@ class PackedBuilder(Builder):
     """Shared by our own packed encoders (reference ModernBERT and NeoBERT)."""
 
     rotary_code = "mbbench"  # modernbert.apply_rotary
+    owns_gemms = True
 
     module_class: type = nn.Module
     tiny_key: str = ""
@@ -136,7 +141,12 @@ class PackedBuilder(Builder):
         init_weights(module, options.seed)
         if options.weights:
             module = self.load_weights(spec, module, options.weights, cfg)
-        return PackedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval())
+        module = module.to(device=torch.device(options.device), dtype=options.dtype).eval()
+        if options.gemm != DEFAULT_GEMM:
+            if torch.device(options.device).type != "cpu" or not onednn_available():
+                raise UserError(f"GEMM kernel {options.gemm} runs on CPUs with oneDNN; device is {options.device}")
+            pack(module, options.gemm)  # after the weights are final: loaded, cast and moved
+        return PackedEncoder(module, options.gemm)
 
 
 class ReferenceBuilder(PackedBuilder):

@@ -28,6 +28,7 @@ class Encoder:
     module: nn.Module
     layout: str  # "packed" or "padded": which batches it takes
     backend: str  # the attention implementation that actually runs
+    gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -52,8 +53,8 @@ class Encoder:
 
 
 class PackedEncoder(Encoder):
-    def __init__(self, module: nn.Module):
-        super().__init__(module, "packed", module.backend.name)
+    def __init__(self, module: nn.Module, gemm: str = "torch"):
+        super().__init__(module, "packed", module.backend.name, gemm)
 
     def __call__(self, batch: PackedBatch) -> torch.Tensor:
         return self.module.forward_packed(batch.input_ids, batch.cu_seqlens, batch.max_seqlen)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mbbench.errors import UserError
 from mbbench.models.attention import AttentionBackend, BackendChoice, PackedLayout, get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig
+from mbbench.models.gemm import add_linear, linear
 
 
 class RotaryTables(nn.Module):
@@ -78,7 +79,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], backend: AttentionBackend,
                 layout: PackedLayout, context, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + attention output, (tokens, hidden)."""
-        qkv = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, head_dim)
+        qkv = linear(x, self.Wqkv).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, head_dim)
         q, k = apply_rotary(qkv[:, :2], *rope).unbind(dim=1)  # q and k rotated in one pass
         out = backend.attend(q, k, qkv[:, 2], layout, context, self.window, self.head_dim ** -0.5)
         return add_linear(residual, out.reshape(x.shape[0], -1), self.Wo)  # (tokens, hidden)
@@ -92,17 +93,8 @@ class GeGLU(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + MLP output, (tokens, hidden)."""
-        inputs, gate = self.Wi(x).chunk(2, dim=-1)  # (tokens, intermediate) each
+        inputs, gate = linear(x, self.Wi).chunk(2, dim=-1)  # (tokens, intermediate) each
         return add_linear(residual, F.gelu(inputs) * gate, self.Wo)  # exact (erf) GELU, as ModernBERT's "gelu"
-
-
-def add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """`residual + linear(x)` for a bias-free linear, as one GEMM that accumulates onto the residual.
-
-    (tokens, in) x, (tokens, out) residual. Saves the separate elementwise add (a full read and write of
-    the hidden states) per residual branch; the sum is rounded once instead of twice.
-    """
-    return torch.addmm(residual, x, linear.weight.t())
 
 
 def layer_norm(cfg: ModernBertConfig) -> nn.LayerNorm:

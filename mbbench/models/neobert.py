@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
-from mbbench.models.modernbert import RotaryTables, add_linear, apply_rotary, check_packing
+from mbbench.models.gemm import add_linear, linear
+from mbbench.models.modernbert import RotaryTables, apply_rotary, check_packing
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + SwiGLU output, (tokens, hidden)."""
-        gate, value = self.w12(x).chunk(2, dim=-1)  # (tokens, swiglu_hidden) each
+        gate, value = linear(x, self.w12).chunk(2, dim=-1)  # (tokens, swiglu_hidden) each
         return add_linear(residual, F.silu(gate) * value, self.w3)
 
 
@@ -63,7 +64,7 @@ class NeoBertLayer(nn.Module):
         self.ffn = SwiGLU(cfg)
 
     def forward(self, x, rope, backend: AttentionBackend, layout, context):
-        qkv = self.qkv(self.attention_norm(x)).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)
+        qkv = linear(self.attention_norm(x), self.qkv).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)
         q, k = apply_rotary(qkv[:, :2], *rope).unbind(1)  # q and k rotated in one pass
         attn = backend.attend(q, k, qkv[:, 2], layout, context, None, self.head_dim ** -0.5)
         x = add_linear(x, attn.reshape(x.shape[0], -1), self.wo)  # residual + output projection, one GEMM

@@ -22,7 +22,7 @@ from mbbench.models.neobert import NeoBertConfig
 from mbbench.models.spec import ModelSpec
 
 __all__ = ["MODELS", "BuildOptions", "ModelSpec", "get_spec", "builder", "available", "require_available",
-           "check_backend", "check_runs", "choose_backend", "rotary_code", "model_config", "count_parameters",
+           "check_backend", "check_runs", "choose_backend", "owns_gemms", "rotary_code", "model_config", "count_parameters",
            "backend_choices", "shape_of", "encoder", "build_encoder"]
 
 
@@ -165,6 +165,12 @@ def choose_backend(spec: ModelSpec, backend: str, device: str, dtype: torch.dtyp
                    lengths: Sequence[int]) -> BackendChoice:
     """The backend that will run for `backend` on this workload, and why (`auto` chooses by workload)."""
     return builder(spec).choose(spec, backend, device, dtype, lengths)
+
+
+def owns_gemms(spec: ModelSpec) -> bool:
+    """Whether the model's linears are mbbench's own code (they may run on a faster GEMM kernel); transformers
+    models keep transformers' code, since that is what they measure."""
+    return builder(spec).owns_gemms
 
 
 def rotary_code(spec: ModelSpec) -> str:
