@@ -136,6 +136,13 @@ def paper_rows() -> tuple[PaperRow, ...]:
     return tuple(rows)
 
 
+def paper_timing_batch(model: str, suite: str) -> int | None:
+    """The batch (documents) the paper timed `model` on `suite` with: Table 2's `timing_batch` (224 for
+    DeBERTa-v3-base, 396 for RoBERTa-large, 128 for DeBERTa-v3-large, 256/16 for GTE-en-MLM-large, else 512/32);
+    None when the table has no such cell (a model or suite the paper did not time)."""
+    return next((row.timing_batch for row in paper_rows() if row.model == model and row.suite == suite), None)
+
+
 @dataclass(frozen=True)
 class PaperSetup:
     shape: Shape

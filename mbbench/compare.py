@@ -17,6 +17,7 @@ import torch
 from mbbench import environment
 from mbbench.bench.paired import run_paired
 from mbbench.errors import UserError
+from mbbench.formatting import plural
 from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
 from mbbench.records import Comparison, Identity, Record
 from mbbench.runner import build
@@ -66,7 +67,8 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
         pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for p in plans}
     forwards = {name: encoder.__call__ for name, encoder in encoders.items()}
     if progress:
-        progress(f"{len(indices)} documents; {len(plans)} models interleaved over {base_plan.config.passes} rounds")
+        progress(f"{plural(len(indices), 'document')}; {len(plans)} models interleaved over "
+                 f"{plural(base_plan.config.passes, 'round')}")
     start = environment.load_snapshot()
     result = run_paired({m: forwards[m] for m in identity.models}, batches, torch.device(base_plan.torch_device),
                         base_plan.config.passes, baseline=identity.model, warmup_batches=base_plan.warmup_batches,

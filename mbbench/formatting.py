@@ -11,3 +11,8 @@ def significant(value: float, digits: int = 3) -> str:
         return "0"
     places = digits - 1 - math.floor(math.log10(abs(value)))  # negative: round to tens, hundreds, ...
     return f"{round(value, places):,.{max(0, places)}f}"
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 pass', '3 passes', '1 batch', '2 batches', '1 document', '8 documents'."""
+    return f"{count:,} {noun if count == 1 else noun + ('es' if noun.endswith(('s', 'ch', 'sh', 'x')) else 's')}"

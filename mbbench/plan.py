@@ -20,6 +20,7 @@ import torch
 
 from mbbench import environment
 from mbbench.bench.maxbatch import is_oom
+from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
 from mbbench.errors import UserError
@@ -46,7 +47,8 @@ class Protocol:
 
 PROTOCOLS = {
     "paper": Protocol("paper", "ModernBERT paper: fp32 weights, one warmup batch, mean of ten passes, "
-                      "batch 512 (short) / 32 (long), rows padded to the suite maximum",
+                      "the paper's batch per model (512 short / 32 long, less where it ran out of memory), "
+                      "rows padded to the suite maximum",
                       "mean", 1, "float32", "float32", True),
     "rigorous": Protocol("rigorous", "bf16 on GPU (fp32 on CPU), one full warmup pass, device-event timing, "
                          "median of the passes, rows padded to the longest in their batch",
@@ -153,9 +155,13 @@ class Plan:
         return None
 
 
-def default_batch_size(suite: Suite) -> int:
-    """The paper's standard timing batch: 512 documents for short suites, 32 for long ones."""
-    return 512 if suite.max_length <= 512 else 32
+def default_batch_size(suite: Suite, model: str | None = None, protocol: str = "rigorous") -> int:
+    """The batch a run uses unless told: under the paper protocol the batch the paper timed `model` on this suite
+    with (`calibration.paper_timing_batch`: DeBERTa-v3-base 224, ...); otherwise, and for models the paper did
+    not time, its standard batch: 512 documents for short suites, 32 for long ones."""
+    standard = 512 if suite.max_length <= 512 else 32
+    paper = paper_timing_batch(model, suite.name) if model and protocol == "paper" else None
+    return paper or standard
 
 
 def resolve_dtype(config: RunConfig, device_kind: str) -> str:
@@ -218,7 +224,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         batch_size, token_budget, documents = None, None, None
     else:
         token_budget = config.token_budget
-        batch_size = None if token_budget else (config.batch_size or default_batch_size(suite))
+        batch_size = None if token_budget else (config.batch_size or
+                                                default_batch_size(suite, config.model, config.protocol))
         longest = max(suite.lengths[:documents])
         if token_budget is not None and token_budget < longest:
             raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "

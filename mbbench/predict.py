@@ -1,7 +1,9 @@
 """Predicted records: the performance and memory models applied to a catalogue model on a basket GPU.
 
 A predicted record has `kind: "predicted"`, a `Prediction` payload with the model version and its inputs
-(shape, efficiency and where it came from), and lives next to measured records under results/<gpu-id>/.
+(shape, efficiency and where it came from) and the error bands validation gives its GPU and stack
+(`validation.error_band`), and lives next to measured records under results/<gpu-id>/. A configuration whose
+batch exceeds the predicted maximum batch has status "would-not-fit": its numbers are kept, as predicted.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from dataclasses import asdict, replace
 from mbbench.dtypes import canonical_dtype, parse_dtype
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel, workload
+from mbbench.calibration import PAPER_GPU
 from mbbench.hardware.gpus import GPU, lookup
 from mbbench.hardware.memory import capacity_bytes
 from mbbench.hardware.software import PYTORCH, AttentionImpl, auto_backend, resolve_attention
 from mbbench.models import registry
 from mbbench.plan import Plan, RunConfig, record, resolve, unsupported_record
 from mbbench.records import DeviceInfo, Prediction, Record
+from mbbench.validation import error_band, max_batch_band
 
 # `predict` options that a performance model cannot honour: refused, never silently ignored.
 UNMODELLED_OPTIONS = {"compile": "--compile", "time_transfer": "--time-transfer", "weights": "--weights",
@@ -68,6 +72,9 @@ def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
         plan = replace(plan, dtype=effective, torch_dtype=parse_dtype(effective),
                        identity=replace(plan.identity, dtype=effective))
     attention_of(plan)  # UserError now for a backend this GPU lacks
+    if gpu.id == PAPER_GPU and config.protocol != "paper":
+        notes.append(f"the paper's own numbers are for the {gpu.name} under --protocol paper (fp32, its batches); "
+                     f"this is the {config.protocol} protocol in {plan.dtype}")
     return replace(plan, notes=plan.notes + tuple(notes))
 
 
@@ -85,8 +92,12 @@ def predict(plan: Plan, calibration: perfmodel.Calibration) -> Record:
     payload = Prediction(
         model_version=perfmodel.MODEL_VERSION, tokens_per_second=p.tokens_per_second, real_tokens=sum(lengths),
         mfu=p.mfu, max_batch_size=p.max_batch_size, efficiency=p.efficiency, efficiency_source=p.efficiency_source,
-        peak_tflops=perfmodel.peak_flops(gpu, p.compute_dtypes["gemm"]) / 1e12, shape=asdict(shape), attention=p.attention.backend,
-        notes=tuple(dict.fromkeys((*plan.notes, p.attention.reason, *p.notes, *_memory_note(plan, p)))))
+        peak_tflops=perfmodel.peak_flops(gpu, p.compute_dtypes["gemm"]) / 1e12, shape=asdict(shape),
+        attention=p.attention.backend, notes=tuple(dict.fromkeys((*plan.notes, p.attention.reason, *p.notes))),
+        error_band=error_band(gpu.id, plan.dtype), max_batch_band=max_batch_band())
+    if over_max_batch(plan.batch_size, p.max_batch_size):
+        return record(plan, payload, "would-not-fit", f"batch {plan.batch_size} exceeds the predicted maximum batch "
+                      f"{p.max_batch_size}: this configuration would run out of memory")
     return record(plan, payload)
 
 
@@ -94,10 +105,3 @@ def over_max_batch(batch_size: int | None, max_batch_size: int | None) -> bool:
     """Whether a batch of `batch_size` documents exceeds the predicted maximum batch (it would run out of memory)."""
     return bool(batch_size and max_batch_size and batch_size > max_batch_size)
 
-
-def _memory_note(plan: Plan, prediction) -> tuple[str, ...]:
-    """A batch larger than the memory model's maximum would run out of memory: say so beside the number."""
-    if over_max_batch(plan.batch_size, prediction.max_batch_size):
-        return (f"batch {plan.batch_size} exceeds the predicted maximum batch {prediction.max_batch_size}: "
-                "this configuration would run out of memory",)
-    return ()

@@ -4,14 +4,17 @@
         ...
         bar.advance(model="modernbert-base", tokens_per_s=f"{rate:,.0f}")
 
-The bar goes to stderr and shows count, elapsed time and ETA. It writes nothing when disabled or
-when the stream is not a terminal (logs, CI, pipes, Ray workers), so records and JSON on stdout
-are never interleaved with bar frames.
+The bar goes to stderr and shows count, elapsed time and ETA. When the stream is not a terminal (logs,
+CI, pipes, Ray workers) it writes plain lines instead (`passes: 3/10 [12.3 s]`), at most one every
+`LINE_INTERVAL_S` seconds plus the last, so a piped run is never silent for minutes and a log holds no bar
+frames. It writes nothing when disabled. `write` puts a line above the bar (or in the log), so messages
+never collide with it.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from types import TracebackType
 from typing import TextIO
 
@@ -19,6 +22,7 @@ from tqdm import tqdm
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]"
 UNKNOWN_TOTAL_FORMAT = "{desc}: {n_fmt} [{elapsed}{postfix}]"
+LINE_INTERVAL_S = 10.0  # off a terminal: at most one progress line this often (and always the last)
 
 
 class ProgressBar:
@@ -27,12 +31,14 @@ class ProgressBar:
     def __init__(self, total: int | None, description: str, enabled: bool = True, stream: TextIO | None = None,
                  unit: str = "it"):
         self.total, self.description, self.count = total, description, 0
-        stream = sys.stderr if stream is None else stream
-        self.enabled = enabled and _is_terminal(stream)
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.drawn = enabled and _is_terminal(self.stream)  # a bar; otherwise lines
         self._bar: tqdm | None = None
-        if self.enabled:
-            self._bar = tqdm(total=total, desc=description, file=stream, unit=unit, dynamic_ncols=True, leave=True,
-                             bar_format=BAR_FORMAT if total is not None else UNKNOWN_TOTAL_FORMAT)
+        self._started = self._last_line = time.monotonic()
+        if self.drawn:
+            self._bar = tqdm(total=total, desc=description, file=self.stream, unit=unit, dynamic_ncols=True,
+                             leave=True, bar_format=BAR_FORMAT if total is not None else UNKNOWN_TOTAL_FORMAT)
 
     def advance(self, n: int = 1, **postfix: object) -> None:
         """Count `n` more finished units; `postfix` (e.g. model=..., tokens_per_s=...) is shown after the ETA."""
@@ -41,11 +47,23 @@ class ProgressBar:
             if postfix:
                 self._bar.set_postfix({k: str(v) for k, v in postfix.items()}, refresh=False)
             self._bar.update(n)
+        elif self.enabled:
+            now = time.monotonic()
+            if now - self._last_line >= LINE_INTERVAL_S or self.count == self.total:
+                self._last_line = now
+                extra = "".join(f", {k}={v}" for k, v in postfix.items())
+                total = f"/{self.total}" if self.total is not None else ""
+                self._line(f"{self.description}: {self.count}{total} [{now - self._started:.1f} s{extra}]")
 
     def write(self, message: str) -> None:
-        """A line printed above the bar without breaking it; nothing when the bar is disabled."""
+        """A line printed above the bar without breaking it (a plain line off a terminal); nothing when disabled."""
         if self._bar is not None:
             self._bar.write(message, file=self._bar.fp)
+        elif self.enabled:
+            self._line(message)
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -64,7 +82,7 @@ def progress_bar(total: int | None, description: str, enabled: bool = True, stre
                  unit: str = "it") -> ProgressBar:
     """A progress bar over `total` units (None: unknown, no percentage or ETA) on `stream` (default stderr).
 
-    Draws nothing when `enabled` is False or `stream` is not a TTY.
+    Plain lines when `stream` is not a TTY; nothing when `enabled` is False.
     """
     return ProgressBar(total, description, enabled, stream, unit)
 

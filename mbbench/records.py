@@ -3,7 +3,7 @@
 A record is what every measurement, search and prediction produces and what reports read:
 
     Record
-      header:  schema_version, kind (measured | predicted), status (ok | unsupported | failed), reason,
+      header:  schema_version, kind (measured | predicted), status (ok | would-not-fit | unsupported | failed), reason,
                identity (everything that changes the number), device, environment, model, suite, created_at
       payload: Throughput | MaxBatchSearch | Prediction | Comparison | Latency | Serving | Failure
 
@@ -27,7 +27,9 @@ from typing import Any, ClassVar, Union
 
 SCHEMA_VERSION = 2
 KINDS = ("measured", "predicted")
-STATUSES = ("ok", "unsupported", "failed")
+# "would-not-fit": a prediction whose batch exceeds the predicted maximum batch (its numbers are kept, as predicted)
+STATUSES = ("ok", "would-not-fit", "unsupported", "failed")
+NO_NUMBER = ("unsupported", "failed")  # statuses whose payload is a Failure
 MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison", "latency", "serving")
 
 
@@ -223,8 +225,27 @@ class MaxBatchSearch:
 
 
 @dataclass(frozen=True)
+class ErrorBand:
+    """Where the true value of a predicted number is likely to lie, as factors of the prediction.
+
+    `low` and `high` bound measured / predicted over the validation rows of `basis` (e.g. 0.66 and 0.84: the
+    validation rows measured 66-84% of what the model predicted); `rows` is how many rows that took.
+    """
+
+    low: float
+    high: float
+    basis: str  # which validation rows, in words (`validation.error_band`)
+    rows: int = 0
+
+    def around(self, value: float) -> tuple[float, float]:
+        """(low, high) of `value` (a prediction, in its own unit)."""
+        return value * self.low, value * self.high
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """The performance and memory models' answer for a configuration on a basket GPU."""
+    """The performance and memory models' answer for a configuration on a basket GPU, with the error bands the
+    validation of its GPU and stack gives (None in records made before bands existed)."""
 
     kind: ClassVar[str] = "prediction"
     model_version: str
@@ -238,6 +259,13 @@ class Prediction:
     shape: dict
     attention: str = "auto"
     notes: tuple[str, ...] = ()
+    error_band: ErrorBand | None = None  # of tokens_per_second
+    max_batch_band: ErrorBand | None = None  # of max_batch_size
+
+    @property
+    def tokens_per_second_range(self) -> tuple[float, float] | None:
+        """(low, high) tokens/s the error band gives, or None without one."""
+        return self.error_band.around(self.tokens_per_second) if self.error_band else None
 
 
 @dataclass(frozen=True)
@@ -372,7 +400,7 @@ class Record:
             raise ValueError(f"record kind {self.kind!r} not in {KINDS}")
         if self.status not in STATUSES:
             raise ValueError(f"record status {self.status!r} not in {STATUSES}")
-        if (self.status == "ok") == isinstance(self.payload, Failure):
+        if (self.status in NO_NUMBER) != isinstance(self.payload, Failure):
             raise ValueError(f"a record with status {self.status!r} cannot carry a {self.payload.kind} payload")
 
     @property
@@ -406,6 +434,10 @@ class Record:
         payload = payload_cls(**{k: v for k, v in data["payload"].items() if k in payload_fields})
         if isinstance(payload, MaxBatchSearch) and payload.bracket is not None:
             payload = replace(payload, bracket=tuple(payload.bracket))
+        if isinstance(payload, Prediction):
+            payload = replace(payload, notes=tuple(payload.notes), **{
+                name: ErrorBand(**band) for name in ("error_band", "max_batch_band")
+                if isinstance(band := getattr(payload, name), dict)})
         return cls(kind=data["kind"], status=data["status"], identity=Identity.from_dict(data["identity"]),
                    device=DeviceInfo(**data["device"]), model=ModelInfo(**data["model"]) if data.get("model") else None,
                    suite=SuiteInfo(**data["suite"]) if data.get("suite") else None, payload=payload,
@@ -419,6 +451,7 @@ class Record:
         row = {"key": self.key, "configuration_key": ident.configuration_key(), "kind": self.kind,
                "status": self.status, "reason": self.reason, "measurement": ident.measurement,
                "model": ident.display_model, "registry_model": ident.model, "tiny": ident.tiny,
+               "models": list(ident.models) or None,
                "suite": ident.suite, "suite_fingerprint": ident.suite_fingerprint, "protocol": ident.protocol,
                "requested_backend": ident.backend, "dtype": ident.dtype, "batch_size": ident.batch_size,
                "token_budget": ident.token_budget, "documents": ident.documents, "runs": ident.runs,
@@ -429,6 +462,7 @@ class Record:
                "cuda": self.device.cuda, "family": self.model.family if self.model else None,
                "group": self.model.group if self.model else "base",
                "parameters": self.model.parameters if self.model else None,
+               "suite_documents": self.suite.documents if self.suite else None,
                "torch": env.get("torch"), "transformers": env.get("transformers"),
                "git_commit": env.get("git_commit"), "host": env.get("host"), "created_at": self.created_at,
                "path": self.source_path, "payload_type": payload.kind, "migrated_from": self.migrated_from}

@@ -20,6 +20,7 @@ from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
 from mbbench.errors import UserError
+from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
 from mbbench.models.encoders import Encoder
@@ -79,29 +80,32 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
     if progress:
-        progress(f"{len(indices)} documents, {real} tokens in {len(batches)} batches; "
-                 f"warmup, then {plan.config.passes} passes")
+        progress(f"{plural(len(indices), 'document')}, {real:,} real tokens in {plural(len(batches), 'batch')}; "
+                 f"warmup, then {plural(plan.config.passes, 'pass')}")
     device = torch.device(plan.torch_device)
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
     gpu_load = _gpu_load_reader(plan)
     load_start = environment.load_snapshot(gpu_load)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
+    estimate = (lambda seconds: progress(estimate_line(seconds, len(batches), plan))) if progress else None
     times = measure_passes(forward, batches, device, plan.config.passes, plan.warmup_batches,
-                           plan.config.time_transfer, on_pass, around_timed=sampler)
+                           plan.config.time_transfer, on_pass, around_timed=sampler, on_first_batch=estimate)
     load_end = environment.load_snapshot(gpu_load)
     stats = summarize([real / s for s in times.pass_seconds])
-    pass_stats = summarize(times.pass_seconds)
-    headline_seconds = pass_stats.median if protocol.headline == "median" else pass_stats.mean
+    # "The median" is the median of per-pass tokens/s, the statistic whose IQR is the spread (with an even
+    # number of passes, real tokens over the median pass time would differ from it). The paper's mean is
+    # real tokens over the mean pass time, as the paper computes it.
+    tokens_per_second = stats.median if protocol.headline == "median" else real / summarize(times.pass_seconds).mean
     flops = pass_flops(plan, batches)
-    mfu, mfu_note = model_flops_utilisation(plan, flops / headline_seconds, rates)
+    mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
     payload = Throughput(
         backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=gemm_reason,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
         warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
-        run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=real / headline_seconds,
+        run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=tokens_per_second,
         tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
         unstable=stats.relative_iqr > UNSTABLE_IQR,
         compile_seconds=times.first_call_seconds if plan.config.compile else None,
@@ -112,6 +116,26 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
         load_warning=environment.busy_warning(load_start, load_end,
                                               torch.get_num_threads() if device.type == "cpu" else 1))
     return record(plan, payload)
+
+
+LONG_RUN_S = 600.0  # an estimate above this is a warning: the user may have asked for more than they meant
+
+
+def estimate_line(first_batch_seconds: float, batches: int, plan: Plan) -> str:
+    """The run's estimated duration from its first (cold, so slower) batch: warmup plus every timed pass, as a
+    line; a warning, with what shortens it, when it exceeds LONG_RUN_S."""
+    warmup = batches if plan.warmup_batches is None else min(max(plan.warmup_batches, 1), batches)
+    seconds = first_batch_seconds * (warmup + batches * plan.config.passes)
+    text = f"estimated {_duration(seconds)} ({first_batch_seconds:.2f} s for the first batch x " \
+           f"{plural(warmup + batches * plan.config.passes, 'batch')}, warmup included)"
+    if seconds > LONG_RUN_S:
+        return f"warning: {text}: a long run; --docs or --runs shorten it (Ctrl-C stops it, nothing is written)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200
+                                                      else f"{seconds / 3600:.1f} h")
 
 
 def pass_flops(plan: Plan, batches) -> float:

@@ -15,7 +15,8 @@ Sources (ValidationRow.source):
   A100-SXM4-80GB, against predicted fp16 ratios (int8/fp8 peaks are 2× fp16 on every GPU involved).
 - `measured`: our measured GPU records (dicts), predicted with the record's backend, dtype, batch and protocol.
 
-The fits themselves are `mbbench.calibration`'s; this module only compares.
+The fits themselves are `mbbench.calibration`'s; this module only compares. `error_band` turns these rows
+into the band every predicted record carries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import csv
 import statistics
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 from mbbench.calibration import (CALIBRATION_GPU, CALIBRATION_SHAPES, PAPER_DTYPE, PAPER_GPU, Observation, PaperRow,
@@ -33,6 +35,7 @@ from mbbench.hardware.gpus import GPU, basket, lookup
 from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, resolve_attention
 from mbbench.models import registry
 from mbbench.plan import PROTOCOLS
+from mbbench.records import ErrorBand
 from mbbench.suites import load_suite
 
 MLPERF_REFERENCE_GPU = "A100-SXM4-80GB"
@@ -204,3 +207,55 @@ def median_errors(rows: list[ValidationRow]) -> dict[tuple[str, str], float]:
     for row in rows:
         groups.setdefault((row.source, row.metric), []).append(abs(row.error))
     return {key: statistics.median(values) for key, values in groups.items()}
+
+
+# ------------------------------------------------------------------------------------------- error bands
+
+@lru_cache(maxsize=1)
+def _published_rows() -> tuple[ValidationRow, ...]:
+    """The validation rows of published numbers (no records): computed once per process (seconds)."""
+    calibration = default_calibration()
+    return (*paper_validation(calibration), *calibration_validation(), *mlperf_validation())
+
+
+def _ratios(rows: list[ValidationRow]) -> list[float]:
+    """measured / predicted of each row."""
+    return [row.measured / row.predicted for row in rows]
+
+
+def error_band(gpu_id: str, dtype: str) -> ErrorBand:
+    """The band of measured / predicted tokens/s that validation gives a prediction for `gpu_id` in `dtype`.
+
+    - On the paper's GPU in its dtype (RTX 4090, fp32 PyTorch): the paper table's leave-one-model-out rows
+      (`paper-4090-lomo`), whose software efficiency was fitted without the row's model family.
+    - Elsewhere the hardware transfer compounds with the stack: the GPU's own leave-one-GPU-out rows
+      (`calibration-logo`, η_hw fitted without that GPU) and MLPerf ratio rows (`mlperf-ratio`); for a GPU with
+      none, those rows of every GPU. The band is the hardware rows' range of measured / predicted times the
+      paper rows' range (`[h_lo·s_lo, h_hi·s_hi]`).
+
+    The band is where past measurements fell, not a confidence interval: with H100's MLPerf ratios over-predicted
+    by about 40%, the band of an H100 prediction lies below the prediction itself.
+    """
+    rows = [r for r in _published_rows() if r.metric != "max_batch_size"]
+    software = [r for r in rows if r.source == "paper-4090-lomo"]
+    s_lo, s_hi = min(_ratios(software)), max(_ratios(software))
+    if gpu_id == PAPER_GPU and dtype == PAPER_DTYPE:
+        return ErrorBand(s_lo, s_hi, f"paper-4090-lomo ({len(software)} cells, fp32 PyTorch on the RTX 4090)",
+                         len(software))
+    hardware_sources = ("calibration-logo", "mlperf-ratio")
+    own = [r for r in rows if r.source in hardware_sources and r.gpu == gpu_id]
+    hardware = own or [r for r in rows if r.source in hardware_sources]
+    where = f"{gpu_id}'s own" if own else f"every GPU's ({gpu_id} has none)"
+    h_lo, h_hi = min(_ratios(hardware)), max(_ratios(hardware))
+    return ErrorBand(h_lo * s_lo, h_hi * s_hi,
+                     f"{where} leave-one-GPU-out and MLPerf rows ({len(hardware)}) x paper-4090-lomo "
+                     f"({len(software)})", len(hardware) + len(software))
+
+
+def max_batch_band() -> ErrorBand:
+    """The band of measured / predicted maximum batch: the paper table's max-batch cells (RTX 4090, fp32; the
+    allocator overhead was fitted on them, so this is the in-fit spread; the memory model is the same on every
+    GPU)."""
+    rows = [r for r in _published_rows() if r.source == "paper-4090" and r.metric == "max_batch_size"]
+    return ErrorBand(min(_ratios(rows)), max(_ratios(rows)), f"paper-4090 max batch ({len(rows)} cells, in fit)",
+                     len(rows))

@@ -9,12 +9,24 @@ class FakeTerminal(io.StringIO):
 
 
 def test_disabled_writes_nothing():
-    for stream, enabled in ((FakeTerminal(), False), (io.StringIO(), True)):  # switched off; not a TTY
-        with progress_bar(4, "passes", enabled=enabled, stream=stream) as bar:
+    for stream in (FakeTerminal(), io.StringIO()):
+        with progress_bar(4, "passes", enabled=False, stream=stream) as bar:
             for _ in range(4):
                 bar.advance(model="a")
             bar.write("hello")
         assert stream.getvalue() == "" and bar.count == 4 and not bar.enabled
+
+
+def test_off_a_terminal_progress_is_plain_lines_never_bar_frames():
+    stream = io.StringIO()  # a pipe or a log: issue 27 item 4 (a piped run printed nothing for minutes)
+    with progress_bar(3, "passes", stream=stream) as bar:
+        bar.write("[model / suite] building")
+        for _ in range(3):
+            bar.advance(seconds="1.000")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "[model / suite] building"
+    assert lines[-1].startswith("passes: 3/3 [") and "seconds=1.000" in lines[-1]  # the last is always written
+    assert "\r" not in stream.getvalue() and "%|" not in stream.getvalue()
 
 
 def test_enabled_on_a_terminal_advances_to_total():

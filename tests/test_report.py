@@ -174,7 +174,8 @@ def test_environment_block_shows_every_records_load_and_any_busy_one(tmp_path):
     [row] = [line for line in environment.splitlines() if data["device"]["name"] in line]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[6:] == ["2", "0.50–3.50 / 2", "busy (1 of 2)"]
-    paired = [line for line in md.split("## Paired comparisons")[1].splitlines() if "hf-modernbert-base" in line]
+    paired = [line for line in md.split("## Paired comparisons")[1].split("\n## ")[0].splitlines()
+              if "hf-modernbert-base" in line]
     assert sorted(line.rstrip(" |").endswith("busy") for line in paired) == [False, True]  # which one was busy
 
 
@@ -184,6 +185,7 @@ def test_paired_table_marks_both_sides_of_a_tiny_comparison(tmp_path):
     data["identity"]["tiny"] = True
     (tmp_path / "tiny.json").write_text(json.dumps(data))
     md = (build_report([str(tmp_path)], tmp_path / "rep", include_smoke=True) / "report.md").read_text()
-    [row] = [line for line in md.split("## Paired comparisons")[1].splitlines() if "hf-modernbert-base" in line]
+    [row] = [line for line in md.split("## Paired comparisons")[1].split("\n## ")[0].splitlines()
+             if "hf-modernbert-base" in line]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["modernbert-base (tiny)", "hf-modernbert-base (tiny)"]

@@ -11,29 +11,51 @@ from rich.console import Console
 from rich.table import Table
 
 from mbbench.driver import produce_all
-from mbbench.formatting import significant
-from mbbench.predict import over_max_batch
+from mbbench.formatting import plural, significant
 from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
 from mbbench.results import Store
 
 
-def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
-    """Rows (dicts) as an aligned table on stdout: rich on a terminal; plain, never cut or wrapped, otherwise
-    (logs, pipes and tests read every character)."""
+def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None,
+                console: Console | None = None) -> None:
+    """Rows (dicts) as an aligned table on stdout, no cell ever cut.
+
+    On a terminal (or `console`, e.g. a test's Console(width=80)) a table wider than the console is printed as
+    one block per row, a field per line (`field  value`), so the number a command was run for is always whole.
+    Elsewhere (logs, pipes, tests) plain aligned lines, never cut or wrapped.
+    """
     columns = list(columns or (rows[0] if rows else []))
     cells = [[_text(row.get(column, "")) for column in columns] for row in rows]
     if not rows:
         click.echo("(nothing)")
-    elif sys.stdout.isatty():
-        table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
-        for row in cells:
-            table.add_row(*row)
-        Console(highlight=False).print(table)
-    else:
-        widths = [max(len(column), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-        for line in ([title] if title else []) + ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()] + \
-                ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]:
+        return
+    if console is None and not sys.stdout.isatty():
+        for line in ([title] if title else []) + _aligned([columns, *cells]):
             click.echo(line)
+        return
+    console = console or Console(highlight=False)
+    table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
+    for row in cells:
+        table.add_row(*row)
+    if console.measure(table).maximum <= console.width:
+        console.print(table)
+        return
+    for index, row in enumerate(cells):  # too wide: one block per row, each value whole (folded if longer)
+        block = Table(box=None, pad_edge=False, show_header=False, title=title if index == 0 else None)
+        block.add_column(no_wrap=True, style="bold")
+        block.add_column(overflow="fold")
+        for column, text in zip(columns, row):
+            if text:
+                block.add_row(column, text)
+        console.print(block)
+        if index < len(cells) - 1:
+            console.print()
+
+
+def _aligned(lines: list[list[str]]) -> list[str]:
+    """Rows of cells as lines, each column padded to its widest cell."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
 
 
 def _text(value) -> str:
@@ -52,12 +74,60 @@ def spread(record: Record) -> str:
     return f"{payload.tokens_per_second_stats['iqr_over_median']:.1%}"
 
 
-def _would_not_fit(record: Record) -> str:
-    """' (batch > predicted max)' for a prediction whose batch exceeds the predicted maximum batch."""
-    payload, batch = record.payload, record.identity.batch_size
-    if isinstance(payload, Prediction) and over_max_batch(batch, payload.max_batch_size):
-        return f" (batch {batch} > predicted max {payload.max_batch_size}: would run out of memory)"
-    return ""
+def likely_range(payload: Prediction) -> str:
+    """'854k–1.09M': the tokens/s the prediction's error band gives, or '' for records made without one."""
+    band = payload.tokens_per_second_range
+    return "–".join(_short(value) for value in band) if band else ""
+
+
+def _short(value: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return significant(value / scale) + suffix
+    return significant(value)
+
+
+def load_warning(record: Record) -> str | None:
+    """The busy-machine warning of a measurement (a comparison keeps it under `paired`), or None."""
+    payload = record.payload
+    if isinstance(payload, Comparison):
+        return payload.paired.get("load_warning")
+    return getattr(payload, "load_warning", None)
+
+
+def warnings_of(record: Record) -> list[str]:
+    """Every warning a record carries: a busy machine (a comparison keeps it under `paired`), an unstable
+    spread, a prediction that would not fit, a search stopped by its caps."""
+    payload = record.payload
+    busy = load_warning(record)
+    out = [busy] if busy else []
+    if getattr(payload, "unstable", False):
+        out.append(f"IQR/median {payload.tokens_per_second_stats['iqr_over_median']:.1%} is above 10%: the result "
+                   "is unstable")
+    if record.status == "would-not-fit":
+        out.append(f"{record.reason}; the numbers are what it would do if it fitted")
+    if isinstance(payload, MaxBatchSearch) and payload.capped:
+        out.append(f"the search stopped at its caps: the answer is at least {payload.result} ({payload.note})")
+    return out
+
+
+def what_ran(record: Record) -> list[str]:
+    """What a measurement's numbers mean: passes, their duration, threads, and that only real tokens count."""
+    payload, threads = record.payload, (record.environment or {}).get("cpu_threads")
+    on = f" on {plural(threads, 'thread')}" if threads and record.device.kind == "cpu" else ""
+    if isinstance(payload, Throughput):
+        return [f"{record.identity.display_model} / {record.identity.suite}: {plural(len(payload.run_seconds), 'pass')} "
+                f"in {sum(payload.run_seconds):.1f} s (warmup {payload.warmup_seconds:.1f} s){on}; tokens/s counts "
+                f"real tokens only ({payload.real_tokens:,} per pass; {payload.padded_tokens:,} with padding); "
+                f"{payload.headline} of the passes"]
+    if isinstance(payload, Comparison):
+        models = payload.paired.get("models", {})
+        seconds = sum(sum(m.get("pass_seconds", [])) for m in models.values())
+        rates = ", ".join(f"{name} {m['tokens_per_second_stats']['median']:,.0f}" for name, m in models.items()
+                          if m.get("tokens_per_second_stats"))
+        return [f"{record.identity.suite}: {plural(payload.rounds, 'round')} in {seconds:.1f} s{on}; median tokens/s "
+                f"(real tokens only): {rates}"]
+    return []
 
 
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
@@ -76,9 +146,9 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
                    **{"iqr/median": spread(record)})
     elif isinstance(payload, Prediction):
         row.update(statistic="predicted", tokens_per_second=significant(payload.tokens_per_second),
-                   max_batch=payload.max_batch_size)
+                   likely=likely_range(payload), max_batch=payload.max_batch_size)
     elif isinstance(payload, Comparison):
-        row.update(docs=payload.num_documents, passes=f"{payload.rounds} rounds", statistic="paired median ratio",
+        row.update(docs=payload.num_documents, passes=plural(payload.rounds, "round"), statistic="paired median ratio",
                    ratio=", ".join(f"{r['model']} {r['median']:.2f}x" for r in payload.paired["ratios"]))
     elif isinstance(payload, MaxBatchSearch):
         row.update(max_batch=payload.max_batch_size or f"{payload.max_token_budget} tokens",
@@ -86,7 +156,8 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     else:
         row.update(tokens_per_second="–", reason=(record.reason or "")[:90])
     row["status"] = record.status + (" (unstable)" if getattr(payload, "unstable", False) else "") + \
-        (f" ({state})" if state == "skipped" else "") + _would_not_fit(record)
+        (" (busy)" if load_warning(record) else "") + \
+        (f" ({state})" if state == "skipped" else "")
     if path:
         row["record"] = path
     return row
@@ -109,11 +180,10 @@ def produce_and_print(jobs: Iterable, out_dir: str, force: bool, quiet: bool,
             written += [str(outcome.path)] if outcome.state == "ran" else []
             rows.append(summary_row(outcome.record, state=outcome.state) | {"path": str(outcome.path),
                                                                              "why": outcome.record.reason})
-            warning = getattr(outcome.record.payload, "load_warning", None)
-            if warning and outcome.state == "ran":
+            for warning in warnings_of(outcome.record):
                 click.echo(f"warning: {item.label}: {warning}", err=True)
-            if extra_lines and outcome.record.status == "ok":
-                extra += extra_lines(outcome.record)
+            if outcome.record.status == "ok":
+                extra += what_ran(outcome.record) + (extra_lines(outcome.record) if extra_lines else [])
     except KeyboardInterrupt:
         click.echo(f"interrupted: {len(written)} record(s) written" + "".join(f"\n  {p}" for p in written), err=True)
         return 130

@@ -131,7 +131,7 @@ def validate_model(results_dirs, show_rows: bool) -> None:
 @click.option("--results", "results_dirs", multiple=True, default=["results"], show_default=True,
               help="Repeatable: record directories from any number of machines.")
 @click.option("--out", "out_dir", default="reports/latest", show_default=True)
-@click.option("--model", default="modernbert-base", show_default=True, help="Model of the GPU-basket figure.")
+@click.option("--model", default=None, help="Model of the GPU-basket figure (default: modernbert-base).")
 @click.option("--baseline", default="hf-modernbert-base", show_default=True, help="Model of the speedup table.")
 @click.option("--include-smoke", is_flag=True, help="Also show --tiny smoke records (left out by default).")
 def report(results_dirs, out_dir, model, baseline, include_smoke) -> None:

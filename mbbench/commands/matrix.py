@@ -14,7 +14,7 @@ import click
 
 from mbbench import matrix as mx
 from mbbench.cluster import RayExecutor, import_ray
-from mbbench.commands.console import print_table, summary_row
+from mbbench.commands.console import print_table, summary_row, warnings_of
 from mbbench.commands.options import options
 from mbbench.progress import progress_bar
 from mbbench.results import check_writable
@@ -81,8 +81,7 @@ def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_d
         result = outcome.record.tokens_per_second
         text = f"{result:,.0f} tokens/s" if result else (outcome.record.reason or outcome.status)
         line = f"[{index}/{total}] {outcome.task.label}: {outcome.status}: {text} -> {outcome.path}"
-        warning = getattr(outcome.record.payload, "load_warning", None)
-        line += f"\nwarning: {outcome.task.label}: {warning}" if warning else ""
+        line += "".join(f"\nwarning: {outcome.task.label}: {w}" for w in warnings_of(outcome.record))
         if bars[0].enabled:
             bars[0].write(line)
         elif say:

@@ -52,10 +52,8 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 
     def measure(plan):
         with progress_bar(plan.config.passes, f"{plan.label}: timed passes", enabled=not quiet) as bar:
-            record = runner.run(plan, progress_for(plan, quiet), lambda i, s: bar.advance(seconds=f"{s:.3f}"))
-        if getattr(record.payload, "unstable", False) and not quiet:
-            click.echo(f"warning: {plan.label}: IQR/median above 10%: the result is unstable", err=True)
-        return record
+            say = None if quiet else (lambda message: bar.write(f"[{plan.label}] {message}"))  # above the bar
+            return runner.run(plan, say, lambda i, s: bar.advance(seconds=f"{s:.3f}"))
 
     finish(produce_and_print([job(p, measure) for p in plans], out_dir, force, quiet))
 
@@ -115,7 +113,7 @@ def compare(models, suites, backend, out_dir, force, quiet, baseline, **fields) 
     def measure(plans, identity):
         with progress_bar(plans[0].config.passes * len(plans), f"{identity.suite}: paired passes",
                           enabled=not quiet) as bar:
-            say = None if quiet else (lambda message: click.echo(f"[compare / {identity.suite}] {message}", err=True))
+            say = None if quiet else (lambda message: bar.write(f"[compare / {identity.suite}] {message}"))
             return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model), say)
 
     jobs = [job(plans[0], lambda _, plans=plans, identity=identity: measure(plans, identity), identity)

@@ -8,8 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 MODERNBERT_SHAPES = {"base": (768, 2304), "large": (1024, 5248)}
+UNITS = {"basket_score": "fraction of dense peak", "basket_tokens_per_second": "tokens/s",
+         "paper_heuristic": "fraction of SMs"}
+
+# Axis and colour-bar ticks with thousands separators (1,250,000 rather than 1.25e6).
+thousands = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}")
 
 
 def _save(fig, path: Path) -> Path:
@@ -34,6 +40,7 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
             ax.plot(list(table.columns).index(hidden), list(table.index).index(glu), "r*", markersize=12)
             ax.annotate(f"ModernBERT-{label}", (list(table.columns).index(hidden), list(table.index).index(glu)),
                         color="red", fontsize=7, xytext=(4, 4), textcoords="offset points")
-    fig.colorbar(image, ax=ax, label=value.replace("_", " ") + " (predicted)")
-    ax.set_title(f"{value.replace('_', ' ')} over hidden x GLU (predicted)")
+    name = value.replace("_", " ")
+    fig.colorbar(image, ax=ax, label=f"{name} ({UNITS.get(value, 'predicted')})", format=thousands)
+    ax.set_title(f"{name}, best over layers\n(predicted)", fontsize=9)
     return _save(fig, path)

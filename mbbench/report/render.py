@@ -3,15 +3,23 @@
 Reads records only (`Record.flatten()` rows). A table cell holds one configuration: records of one model
 that differ in a field that changes the number (protocol, backend, dtype, batch, documents, passes,
 host, software) get rows of their own, labelled by what differs; repeats of one identity on one host
-keep the newest, and the report says which. Output is deterministic: rows are sorted, figures carry
-no timestamps, nothing depends on the clock.
+keep the newest, and the report says which. A measurement re-measured later (the same model, suite,
+protocol, dtype, batch and documents on the same device, by a throughput run or a paired comparison)
+is superseded: out of the tables, listed in the provenance. A comparison's per-model tokens/s fill the
+tables like a run's, and its paired ratio is the one speedup the report gives for that pair.
+
+Output is deterministic: rows are sorted and figures carry no timestamps; the one date on the page is
+the day it was generated (SOURCE_DATE_EPOCH, when set, fixes it).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import os
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
@@ -21,10 +29,14 @@ matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
+from mbbench.calibration import paper_timing_batch  # noqa: E402
+from mbbench.environment import git_commit  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
-from mbbench.formatting import significant  # noqa: E402
-from mbbench.report.figures import sweep_heatmap  # noqa: E402
+from mbbench.formatting import plural, significant  # noqa: E402
+from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
+from mbbench.report.figures import sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -40,8 +52,10 @@ LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fi
           "device_name": "device", "model_version": "model"}
 
 
-def default_batch(suite: str) -> int:
-    return 32 if suite.startswith("long") else 512
+def default_batch(suite: str, model: str | None = None, protocol: str | None = None) -> int:
+    """The batch a record of `model` on `suite` gets unless asked otherwise (`plan.default_batch_size`)."""
+    paper = paper_timing_batch(model, suite) if model and protocol == "paper" else None
+    return paper or (32 if suite.startswith("long") else 512)
 
 
 def variant(record: dict) -> dict:
@@ -50,7 +64,8 @@ def variant(record: dict) -> dict:
     values = {"protocol": record.get("protocol"), "requested_backend": record.get("requested_backend") or "auto",
               "dtype": record.get("dtype"),
               "batch": f"tb{record['token_budget']}" if record.get("token_budget") else
-              (None if batch in (None, default_batch(record["suite"])) else batch),
+              (None if batch in (None, default_batch(record["suite"], record.get("registry_model"),
+                                                     record.get("protocol"))) else batch),
               "docs": record.get("documents") if record.get("subsampled") else None,
               "runs": record.get("runs"), "compile": record.get("compile") or None,
               "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
@@ -119,6 +134,57 @@ def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
     return sorted(newest.values(), key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"])), notes
 
 
+def comparison_throughput(record: dict) -> list[dict]:
+    """A comparison's per-model tokens/s as throughput rows: the median of per-pass tokens/s over its rounds, so
+    the tables, the speedup and the paired ratio tell one story."""
+    rows = []
+    tiny = "-tiny" if record.get("tiny") else ""
+    asked = dict(zip(record.get("models") or [], (record.get("requested_backend") or "").split(",")))
+    for name, side in (record.get("paired") or {}).get("models", {}).items():
+        stats = side.get("tokens_per_second_stats") or {}
+        if stats.get("median") is None:
+            continue
+        rows.append(record | {
+            "model": name + tiny, "registry_model": name, "measurement": "throughput", "key": f"{record['key']}:{name}",
+            "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
+            "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
+            "requested_backend": asked.get(name, "auto"), "models": None,
+            "subsampled": (record.get("documents") or 0) < (record.get("suite_documents") or 0),
+            "from_comparison": True, "paired": None})
+    return rows
+
+
+def measured_workload(record: dict) -> tuple:
+    """What a re-measurement shares with the measurement it supersedes: model, suite, protocol, dtype, batch,
+    documents and options on one device directory and host (passes, warmup and software may differ: they are
+    how it was measured again; another host is another machine, shown apart)."""
+    return (record["gpu_dir"], record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
+            record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("batch_size"),
+            record.get("token_budget"), record.get("documents"), record.get("requested_backend"), record.get("compile"),
+            record.get("time_transfer"), record.get("weights_sha256"))
+
+
+def supersede(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(current, superseded): of the measured throughput rows of one workload (`measured_workload`), only the newest
+    is current; each older one gets `superseded_by` (the newer one's date and file) and leaves the tables."""
+    newest: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("kind") == "measured" and r.get("measurement") == "throughput" and r.get("status") == "ok":
+            key = measured_workload(r)
+            if key not in newest or (r.get("created_at") or "") > (newest[key].get("created_at") or ""):
+                newest[key] = r
+    current, superseded = [], []
+    for r in records:
+        winner = newest.get(measured_workload(r)) if r.get("kind") == "measured" and \
+            r.get("measurement") == "throughput" else None
+        if winner is None or winner is r:
+            current.append(r)
+        else:
+            source = "comparison" if winner.get("from_comparison") else "run"
+            superseded.append(r | {"superseded_by": f"{source} of {(winner.get('created_at') or '')[:10]}"})
+    return current, superseded
+
+
 def answers(record: dict, what: str) -> bool:
     """Whether a record fills a throughput ("tps") or maximum-batch ("max") cell.
 
@@ -131,68 +197,131 @@ def answers(record: dict, what: str) -> bool:
     return not searched
 
 
-def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, bool]:
-    """(text, value for ranking, predicted?) of one table cell; '–' unsupported, '' missing."""
+def headline(record: dict) -> float | None:
+    """The tokens/s a record stands for: for a median headline the median of per-pass tokens/s (the statistic
+    whose IQR the report gives beside it; records made before the two agreed keep their stats' median)."""
+    stats = record.get("tokens_per_second_stats") or {}
+    if record.get("headline") == "median" and stats.get("median") is not None:
+        return stats["median"]
+    return record.get("tokens_per_second")
+
+
+def rank_group(record: dict) -> tuple:
+    """Cells ranked against each other (bold, italic) share kind, protocol and dtype: like with like."""
+    return record.get("kind"), record.get("protocol"), record.get("dtype")
+
+
+def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, tuple | None]:
+    """(text, value for ranking, rank group) of one table cell; '–' unsupported, '' missing.
+
+    A measurement beats a prediction; among repeats the newest (said under "Merged duplicates"). A prediction
+    that would not fit is shown, marked, and never ranked.
+    """
     matches = [r for r in records if r["model"] == model and r["suite"] == suite
                and answers(r, what) and not r.get("memory_limit_bytes")]
     if not matches:
-        return "", None, False
-    # a measurement beats a prediction; among repeats the newest (said under "Merged duplicates")
-    record = sorted(matches, key=lambda r: (r["kind"] != "measured", r.get("created_at") or ""))[0]
-    predicted = record["kind"] == "predicted"
+        return "", None, None
+    record = min(matches, key=lambda r: (r["kind"] != "measured", _negated(r.get("created_at") or "")))
+    group = rank_group(record)
     if record.get("status") == "unsupported":
-        return "–", None, predicted
-    value = (record.get("max_batch_size") or record.get("max_token_budget")) if what == "max" else \
-        record.get("tokens_per_second")
+        return "–", None, group
+    value = (record.get("max_batch_size") or record.get("max_token_budget")) if what == "max" else headline(record)
     if value is None:
-        return "", None, predicted
-    text = f"{value:,}" if what == "max" else significant(value / 1000)
-    if predicted:
-        return text + " (p)", float(value), predicted
-    return text + measured_spread(record, what), float(value), predicted
+        return "", None, group
+    budget = what == "max" and not record.get("max_batch_size")
+    text = f"{value:,}" + (" tokens" if budget else "") if what == "max" else significant(value / 1000)
+    if record["kind"] == "predicted":
+        text += predicted_band(record, what)
+        return text, (None if record.get("status") == "would-not-fit" else float(value)), group
+    return text + measured_spread(record, what), float(value), group
+
+
+def _negated(text: str) -> tuple:
+    """A sort key that orders strings (ISO dates) newest first."""
+    return tuple(-ord(c) for c in text)
+
+
+def predicted_band(record: dict, what: str) -> str:
+    """' (p: 854–1,090)': predicted, with the range its error band gives (in the cell's unit); ', would not fit'
+    for a configuration over its predicted maximum batch."""
+    band = record.get("max_batch_band" if what == "max" else "error_band")
+    value = record.get("max_batch_size") if what == "max" else record.get("tokens_per_second")
+    text = "p"
+    if band and value:
+        low, high = band["low"] * value, band["high"] * value
+        text += f": {low:,.0f}–{high:,.0f}" if what == "max" else \
+            f": {significant(low / 1000)}–{significant(high / 1000)}"
+    if record.get("status") == "would-not-fit" and what != "max":
+        text += ", would not fit"
+    return f" ({text})"
 
 
 def measured_spread(record: dict, what: str) -> str:
-    """' (±1.2%, 10)': half the IQR over the median of per-pass tokens/s, and the number of passes."""
+    """' (±1.2%, 10 passes)': half the IQR over the median of per-pass tokens/s and the number of passes, with
+    'busy' or 'unstable' where the record says so."""
     if what == "max":
-        return f" ({len(record.get('trials') or [])} trials)" if record.get("trials") else ""
+        return f" ({plural(len(record['trials']), 'trial')})" if record.get("trials") else ""
     passes = len(record.get("run_seconds") or [])
     stats = record.get("tokens_per_second_stats") or {}
-    if passes < 2 or stats.get("iqr_over_median") is None:
-        return " (1 pass)" if passes == 1 else ""
-    return f" (±{stats['iqr_over_median'] / 2:.1%}, {passes})"
+    marks = [*(["busy"] if record.get("load_warning") else []),
+             *(["unstable"] if (stats.get("iqr_over_median") or 0) > 0.10 else [])]
+    parts = ([f"±{stats['iqr_over_median'] / 2:.1%}"] if passes > 1 and stats.get("iqr_over_median") is not None
+             else []) + ([plural(passes, "pass")] if passes else []) + marks
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+class Emphasis(str):
+    """A cell's text marked best of its column: bold (measured) or italic (predicted), in markdown and HTML."""
+
+    def __new__(cls, text: str, style: str):
+        made = super().__new__(cls, text)
+        made.style = style
+        return made
 
 
 def paper_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows: models (base group, then large); columns as the paper; best per column in bold."""
+    """Rows: models (base group, then large); columns as the paper, with units; best of each column and rank group
+    marked (`Emphasis`)."""
     models = sorted({r["model"] for r in records}, key=lambda m: (
         next((r.get("group") or "base") for r in records if r["model"] == m) != "base", m))
     grid = [[cell(records, m, what, suite) for _, what, suite in COLUMNS] for m in models]
-    for column in range(len(COLUMNS)):  # measured and predicted cells are ranked apart
-        for predicted, mark in ((False, "**"), (True, "_")):
-            values = [row[column][1] for row in grid if row[column][1] is not None and row[column][2] == predicted]
+    for column in range(len(COLUMNS)):  # ranked like with like: kind, protocol and dtype (`rank_group`)
+        for group in {row[column][2] for row in grid if row[column][1] is not None}:
+            values = [row[column][1] for row in grid if row[column][1] is not None and row[column][2] == group]
             for row in grid:
                 text, value, kind = row[column]
-                if len(values) > 1 and kind == predicted and value == max(values):
-                    row[column] = (f"{mark}{text}{mark}", value, kind)
-    header = ["model", *(name for name, _, _ in COLUMNS)]
+                if len(values) > 1 and kind == group and value == max(values):
+                    row[column] = (Emphasis(text, "b" if group[0] == "measured" else "i"), value, kind)
+    header = ["model", *(f"{name} ({'docs' if what == 'max' else 'k tok/s'})" for name, what, _ in COLUMNS)]
     return header, [[m, *(c[0] for c in row)] for m, row in zip(models, grid)]
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_|<>])")
+
+
+def markdown_text(text: object) -> str:
+    """A cell as markdown: characters markdown would read as syntax (`|` splits a row, `*` and `_` emphasise)
+    escaped; our own marks (`Emphasis`) added around the escaped text."""
+    escaped = MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    style = getattr(text, "style", None)
+    return f"**{escaped}**" if style == "b" else (f"_{escaped}_" if style == "i" else escaped)
+
+
+def html_text(text: object) -> str:
+    escaped = html.escape(str(text))
+    style = getattr(text, "style", None)
+    return f"<{style}>{escaped}</{style}>" if style else escaped
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(markdown_text(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_text(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def html_table(header: list[str], rows: list[list[str]]) -> str:
-    def fmt(text: str) -> str:
-        text = html.escape(str(text))
-        if text.startswith("**"):
-            return f"<b>{text[2:-2]}</b>"
-        return f"<i>{text[1:-1]}</i>" if text.startswith("_") and text.endswith("_") else text
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -209,58 +338,90 @@ def flags(record: dict) -> str:
         out.append(f"emulated {record['memory_limit_bytes'] / 1e9:.0f} GB limit")
     if record.get("migrated_from"):
         out.append("schema 1")
-    if record.get("kind") == "predicted":
-        out.append("predicted")
+    if record.get("load_warning"):
+        out.append("busy")
+    if record.get("status") == "would-not-fit":
+        out.append("would not fit")
+    if record.get("from_comparison"):
+        out.append("from a paired comparison")
+    if record.get("superseded_by"):
+        out.append(f"superseded by the {record['superseded_by']}")
     return ", ".join(out)
 
 
+def provenance_value(record: dict) -> str:
+    """The record's number with its unit: thousand tokens/s like the tables, or a max batch in documents."""
+    value = headline(record)
+    if value:
+        return f"{significant(value / 1000)}k tok/s"
+    if record.get("max_batch_size"):
+        return f"{record['max_batch_size']:,} docs"
+    if record.get("max_token_budget"):
+        return f"{record['max_token_budget']:,} tokens"
+    if record.get("measurement") == "comparison":
+        return ", ".join(f"{r['model']} {r['median']:.2f}x" for r in record["paired"]["ratios"])
+    return "–"
+
+
 def provenance_rows(records: list[dict]) -> list[list[str]]:
-    rows = []
-    for r in records:
-        value = r.get("tokens_per_second")
-        rows.append([r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
-                     f"{value:,.0f}" if value else (str(r.get("max_batch_size") or r.get("max_token_budget") or "–")),
-                     r.get("device_name") or "", r.get("driver") or "", r.get("cuda") or "", r.get("torch") or "",
-                     str(r.get("backend", "")), r["dtype"], r["protocol"], (r.get("created_at") or "")[:10], flags(r)])
-    return rows
+    """One row per record read (superseded ones included, marked): where each number came from. Software
+    versions are in the Environment table."""
+    return [[r["gpu_dir"], r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
+             provenance_value(r), str(r.get("backend", "")), r["dtype"], r["protocol"],
+             (r.get("created_at") or "")[:10], flags(r)] for r in records]
 
 
-PROVENANCE_HEADER = ["model", "suite", "measurement", "kind", "value", "gpu", "driver", "cuda", "torch", "backend",
-                     "dtype", "protocol", "date", "flags"]
+PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "backend", "dtype", "protocol", "date",
+                     "flags"]
 
 
 def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
-    """Tokens/s of one model per suite across GPUs: measured solid, predicted hatched, min-max whiskers."""
-    rows = [r for r in records if r["model"] == model and r.get("tokens_per_second") and
+    """Tokens/s of one model per suite across GPUs, a bar per GPU, kind and labelled variant (protocol, dtype ...):
+    measured solid with min-max whiskers where there are passes, predicted hatched with their error band."""
+    rows = [r for r in records if r["model"].split(" [")[0] == model and headline(r) and
             r.get("measurement") != "max_batch" and r["gpu_dir"] != "cpu"]  # a GPU figure: CPU rows are tables
     if not rows:
         return None
     suites = sorted({r["suite"] for r in rows})
-    gpus = sorted({(r["gpu_dir"], r["kind"]) for r in rows})
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(suites) * max(1, len(gpus)) / 2), 3.8))
-    width = 0.8 / len(gpus)
-    for i, (gpu, kind) in enumerate(gpus):
+    bars = sorted({(r["gpu_dir"], r["kind"], r["model"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 0.35 * len(suites) * len(bars))), 4.6))
+    width = 0.8 / len(bars)
+    for i, (gpu, kind, label) in enumerate(bars):
         xs, ys, lo, hi = [], [], [], []
         for j, suite in enumerate(suites):
-            match = [r for r in rows if r["gpu_dir"] == gpu and r["kind"] == kind and r["suite"] == suite]
+            match = [r for r in rows if (r["gpu_dir"], r["kind"], r["model"], r["suite"]) == (gpu, kind, label, suite)]
             if match:
-                r = match[0]
-                stats = r.get("tokens_per_second_stats") or {}
+                r, value = match[0], headline(match[0])
+                low, high = whisker(r, value)
                 xs.append(j + i * width)
-                ys.append(r["tokens_per_second"] / 1000)
-                lo.append(max(0.0, (r["tokens_per_second"] - stats.get("min", r["tokens_per_second"])) / 1000))
-                hi.append(max(0.0, (stats.get("max", r["tokens_per_second"]) - r["tokens_per_second"]) / 1000))
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{gpu} ({kind})",
+                ys.append(value / 1000)
+                lo.append((value - low) / 1000)
+                hi.append((high - value) / 1000)
+        variant_text = label[len(model):].strip(" []")
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{gpu} {variant_text} ({kind})".replace("  ", " "),
                hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suites))], suites)
-    ax.set_ylabel("thousand tokens / s")
-    ax.set_title(f"{model}: tokens/s per suite across GPUs\n(hatched = predicted, whiskers = min-max of passes)",
-                 fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_ylabel("thousand tokens/s")
+    ax.yaxis.set_major_formatter(thousands)
+    ax.set_title(f"{model}: tokens/s per suite and GPU\nhatched: predicted, whiskers its error band; "
+                 "solid: measured, whiskers min-max of passes", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def whisker(record: dict, value: float) -> tuple[float, float]:
+    """(low, high) tokens/s of a bar's whisker: a prediction's error band, the min and max of a measurement's
+    passes, or the value itself (no whisker) for one pass or a record without either."""
+    band = record.get("error_band")
+    if record["kind"] == "predicted":
+        return (band["low"] * value, band["high"] * value) if band else (value, value)
+    stats = record.get("tokens_per_second_stats") or {}
+    if len(record.get("run_seconds") or []) < 2:
+        return value, value
+    return min(value, stats.get("min", value)), max(value, stats.get("max", value))
 
 
 def other_suite_rows(records: list[dict]) -> list[list[str]]:
@@ -268,10 +429,10 @@ def other_suite_rows(records: list[dict]) -> list[list[str]]:
     paper = {suite for _, _, suite in COLUMNS}
     rows = []
     for r in records:
-        if r["suite"] in paper or r.get("measurement") == "max_batch" or not r.get("tokens_per_second"):
+        if r["suite"] in paper or r.get("measurement") == "max_batch" or not headline(r):
             continue
-        text = significant(r["tokens_per_second"] / 1000) + (" (p)" if r["kind"] == "predicted" else
-                                                             measured_spread(r, "tps"))
+        text = significant(headline(r) / 1000) + (predicted_band(r, "tps") if r["kind"] == "predicted" else
+                                                   measured_spread(r, "tps"))
         rows.append([r["gpu_dir"], r["model"], r["suite"], (r.get("suite_fingerprint") or "")[:8], text])
     return sorted(rows)
 
@@ -283,13 +444,29 @@ def workload(record: dict) -> tuple:
             record.get("host") if record.get("kind") == "measured" else None, record.get("kind"))
 
 
-def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
-    """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out."""
-    throughput = [r for r in records if r.get("tokens_per_second") and r.get("measurement") != "max_batch"]
+def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline: str) -> str:
+    """'1.69x [1.65, 1.73]': the newest comparison's ratio of `model` over `baseline` on `gpu` and `suite`, or ''."""
+    found = [(r.get("created_at") or "", ratio) for r in paired if r["gpu_dir"] == gpu and r["suite"] == suite
+             for ratio in r["paired"]["ratios"] if ratio["model"] == model and ratio["baseline"] == baseline]
+    if not found:
+        return ""
+    ratio = max(found, key=lambda pair: pair[0])[1]
+    interval = ratio.get("interval")
+    return f"{ratio['median']:.2f}x" + (f" [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else "")
+
+
+def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) -> list[list[str]]:
+    """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out.
+
+    One number per claim: where a paired comparison measured the pair on that device and suite, its ratio (median
+    of per-round ratios, with its 95% interval) is the cell, as in the paired table; otherwise the ratio of the
+    two current (not superseded) records' headlines.
+    """
+    throughput = [r for r in records if headline(r) and r.get("measurement") != "max_batch"]
     base = {}
     for r in throughput:
         if r["model"].split(" [")[0] == baseline:
-            base.setdefault(workload(r), r["tokens_per_second"])
+            base.setdefault(workload(r), headline(r))
     rows = []
     for gpu, model in sorted({(r["gpu_dir"], r["model"]) for r in throughput}):
         if model.split(" [")[0] == baseline:
@@ -298,8 +475,10 @@ def speedup_rows(records: list[dict], baseline: str) -> list[list[str]]:
         for suite in (*SHORT, *LONG):
             mine = next((r for r in throughput if r["gpu_dir"] == gpu and r["model"] == model and r["suite"] == suite),
                         None)
+            measured_pair = paired_ratio(list(paired), gpu, suite, mine.get("registry_model"), baseline) \
+                if mine and mine["kind"] == "measured" else ""
             ratio = mine and base.get(workload(mine))
-            cells.append(f"{mine['tokens_per_second'] / ratio:.2f}x" if ratio else "")
+            cells.append(measured_pair or (f"{headline(mine) / ratio:.2f}x" if ratio else ""))
         if any(cells):
             rows.append([gpu, model, *cells])
     return rows
@@ -337,6 +516,7 @@ class Section:
     table: tuple[list[str], list[list[str]]] | None = None
     image: Path | None = None
     items: list[str] = field(default_factory=list)
+    folded: bool = False  # HTML: the table folded under its title (long reference material)
 
     def markdown(self) -> str:
         parts = [f"## {self.title}", ""]
@@ -349,7 +529,8 @@ class Section:
     def html(self) -> str:
         parts = [f"<h2>{html.escape(self.title)}</h2>"]
         parts += [f"<p>{html.escape(self.text)}</p>"] if self.text else []
-        parts += [html_table(*self.table)] if self.table else []
+        table = html_table(*self.table) if self.table else ""
+        parts += [f"<details><summary>{len(self.table[1])} rows</summary>{table}</details>" if self.folded else table]
         parts += [f"<img alt='{html.escape(self.title)}' src='{embed(self.image)}'>"] if self.image else []
         parts += ["<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in self.items) + "</ul>"] if self.items else []
         return "".join(parts)
@@ -365,9 +546,30 @@ i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}document.bod
 {% endfor %}</body></html>
 """)
 
-LEGEND = ("Throughput in thousands of tokens/s, three significant figures; measured cells give (±half the IQR "
-          "over the median of per-pass tokens/s, passes); '–' unsupported, blank missing; **bold** best measured "
-          "per column, _italic_ best predicted; (p) predicted.")
+LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three significant figures; max batch in "
+          "documents (or tokens, for a packed budget). Measured cells give (±half the IQR over the median of "
+          "per-pass tokens/s, passes, and 'busy' or 'unstable' where the record says so); predicted cells "
+          "(p: low–high) the range the validation of that GPU and stack gives (predictions have been off by that "
+          "much), and 'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
+          "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
+          "and dtype.")
+
+
+def generated_line(when: datetime | None = None) -> str:
+    """'Generated 2026-12-01 by mbbench 0.1.0 (commit 9465c10), performance model perfmodel-3.' The date is
+    today's in UTC, or SOURCE_DATE_EPOCH's when set (reproducible builds)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = when or (datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc))
+    commit = git_commit()
+    return (f"Generated {when:%Y-%m-%d} by mbbench {mbbench.__version__} (commit {commit[:12] if commit else 'unknown'}"
+            f"{', uncommitted changes' if commit and commit.endswith('-dirty') else ''}), "
+            f"performance model {MODEL_VERSION}.")
+
+
+def section_text(records: list[dict]) -> str:
+    """What every number of a GPU's table was measured or predicted in: kind, protocol and dtype."""
+    setups = sorted({(r.get("kind") or "", r.get("protocol") or "", r.get("dtype") or "") for r in records})
+    return "Records: " + "; ".join(f"{kind}, {protocol} protocol, {dtype}" for kind, protocol, dtype in setups) + "."
 
 
 def environment_rows(records: list[dict]) -> list[list[str]]:
@@ -396,12 +598,13 @@ ENVIRONMENT_HEADER = ["device", "driver", "cuda", "torch", "transformers", "host
                       "warning"]
 
 
-def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbert-base",
+def build_report(result_dirs: list[str], out: str | Path, model: str | None = None,
                  baseline: str = "hf-modernbert-base", include_smoke: bool = False) -> Path:
     """Render report.md, index.html and PNGs from the records under `result_dirs` into `out`.
 
-    Smoke records (`--tiny`) are left out unless `include_smoke`. Raises UserError when there are no
-    records or `out` is not a directory that can be written.
+    `model`: the model of the GPU-basket figure (None: modernbert-base, when it has records). Smoke records
+    (`--tiny`) are left out unless `include_smoke`. Raises UserError when there are no records, when `model` is
+    given and has none, or when `out` is not a directory that can be written.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -413,22 +616,31 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report"
                         + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
-    records = label_variants(records)
+    records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
+                for row in comparison_throughput(r)]
+    records, superseded = supersede(records)
+    paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
+    records = label_variants([r for r in records if r.get("measurement") != "comparison"])
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
     failed = [r for r in records if r.get("status") == "failed"]
-    paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
-    records = [r for r in records if r.get("status") != "failed" and r.get("measurement") != "comparison"]
+    records = [r for r in records if r.get("status") != "failed"]
+    if model is not None and not any(r["model"].split(" [")[0] == model for r in records):
+        raise UserError(f"no records of model {model!r} in {', '.join(map(str, result_dirs))} (models with records: "
+                        f"{', '.join(sorted({r.get('registry_model') or r['model'] for r in records}))})")
+    model = model or "modernbert-base"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot write the report to {out}: {error.strerror or error}") from None
     read = ", ".join(f"{d} ({sum(str(r.get('path') or '').startswith(str(d)) for r in raw)} records)"
                      for d in result_dirs)
-    intro = f"Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out." if smoke and not include_smoke
-                               else "") + " " + LEGEND
-    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows([*records, *paired])))]
-    sections += [Section(gpu, table=paper_table([r for r in records if r["gpu_dir"] == gpu]))
-                 for gpu in sorted({r["gpu_dir"] for r in records})]
+    intro = f"{generated_line()} Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out."
+                                                  if smoke and not include_smoke else "") + " " + LEGEND
+    measured = [r for r in [*records, *paired] if not r.get("from_comparison")]
+    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(measured)))]
+    sections += [Section(gpu, section_text(mine), paper_table(mine))
+                 for gpu in sorted({r["gpu_dir"] for r in records})
+                 for mine in [[r for r in records if r["gpu_dir"] == gpu]]]
     others = other_suite_rows(records)
     if others:
         sections.append(Section("Other suites", "Suites beyond the paper's four (user suites, by fingerprint).",
@@ -436,10 +648,12 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
     figure = basket_figure(records, model, out / "basket.png")
     if figure:
         sections.append(Section(f"GPU basket: {model}", image=figure))
-    speedups = speedup_rows(records, baseline)
+    speedups = speedup_rows(records, baseline, paired)
     if speedups:
-        sections.append(Section(f"Speedup against {baseline}", "Same suite, protocol, dtype, documents, batch and "
-                                "machine; measured and predicted apart.", (["gpu", "model", *SHORT, *LONG], speedups)))
+        sections.append(Section(f"Speedup against {baseline}", "Tokens/s over the baseline's: same suite, protocol, "
+                                "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
+                                "comparison measured the pair, its median ratio [95% interval] is the cell.",
+                                (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     for directory in result_dirs:
@@ -451,7 +665,11 @@ def build_report(result_dirs: list[str], out: str | Path, model: str = "modernbe
                                                                                 value)))
     if failed:
         sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
-    sections.append(Section("Provenance", table=(PROVENANCE_HEADER, provenance_rows(records))))
+    sections.append(Section("Provenance", "Every record read, superseded ones included; software versions are in "
+                            "the Environment table.", (PROVENANCE_HEADER, provenance_rows(
+                                sorted([*records, *paired, *superseded], key=lambda r: (r["gpu_dir"], r["model"],
+                                                                                        r["suite"], r["key"])))),
+                            folded=True))
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
     (out / "report.md").write_text("\n".join(["# mbbench report", "", intro, "", *(s.markdown() for s in sections)]))
