@@ -235,6 +235,12 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
     default_dtype = resolve_dtype(replace(config, dtype=None), device.kind)
     if dtype != default_dtype:  # the record still names the protocol: say what was changed in it
         notes.append(f"dtype {dtype} overrides the {config.protocol} protocol's {default_dtype}")
+    gpu = basket().get(device.basket_id or "")
+    if config.dtype is None and gpu and gpu.effective_dtype(dtype) != dtype:  # T4: no bf16 tensor cores
+        notes.append(f"{gpu.name} has no {dtype} tensor cores: the {config.protocol} protocol runs it in "
+                     f"{gpu.effective_dtype(dtype)}")
+        dtype = gpu.effective_dtype(dtype)
+        torch_dtype = parse_dtype(dtype)
     device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
     backend, backend_reason = config.backend, ""
     if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device
@@ -258,7 +264,7 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)))
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
-                registry.count_parameters(spec, config.tiny), suite, device, basket().get(device.basket_id or ""),
+                registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
                 tuple(notes), backend, backend_reason)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from mbbench.dtypes import canonical_dtype, parse_dtype
+from mbbench.dtypes import canonical_dtype
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel, workload
 from mbbench.calibration import PAPER_GPU
@@ -57,7 +57,8 @@ def check_options(config: RunConfig) -> None:
 
 def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
     """Resolve a prediction for a basket GPU. A dtype the GPU lacks is refused when asked for explicitly;
-    the protocol's default on such a GPU becomes the GPU's half precision, and the plan says so.
+    the protocol's default on such a GPU becomes the GPU's half precision (`plan.resolve`, as for a run), and the
+    plan says so.
     """
     check_options(config)
     gpu = lookup(gpu_name)
@@ -65,12 +66,7 @@ def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
     if config.dtype is not None and gpu.effective_dtype(canonical_dtype(config.dtype)) != canonical_dtype(config.dtype):
         raise UserError(f"{gpu.name} has no {config.dtype} tensor cores; ask for --dtype float16 (or predict "
                         "another GPU)")
-    plan = resolve(replace(config, device="cpu"), "prediction", device=predicted_device(gpu))
-    effective = gpu.effective_dtype(plan.dtype)
-    if effective != plan.dtype:
-        notes.append(f"{gpu.name} has no {plan.dtype} tensor cores: predicted in {effective}")
-        plan = replace(plan, dtype=effective, torch_dtype=parse_dtype(effective),
-                       identity=replace(plan.identity, dtype=effective))
+    plan = resolve(replace(config, device="cpu"), "prediction", device=predicted_device(gpu))  # T4: fp16
     attention_of(plan)  # UserError now for a backend this GPU lacks
     if gpu.id == PAPER_GPU and config.protocol != "paper":
         notes.append(f"the paper's own numbers are for the {gpu.name} under --protocol paper (fp32, its batches); "

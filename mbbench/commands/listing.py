@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mbbench.commands.console import print_table
+from mbbench.device import parse_device
 from mbbench.dtypes import parse_dtype
 from mbbench.hardware.gpus import basket
 from mbbench.models import registry
@@ -51,6 +52,8 @@ def list_gpus() -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
 def list_backends(device: str, dtype: str) -> None:
-    """Which attention backends can run on a device and dtype, and why not."""
+    """Which attention backends can run on a device and dtype, and why not (UserError for a device this machine
+    lacks, e.g. --device cuda without a CUDA GPU: nothing can be said to run there)."""
+    parse_device(device)
     print_table([{"backend": name, "available": "yes" if a.ok else "no", "reason": a.reason}
                  for name, a in availability_table(device, parse_dtype(dtype))])

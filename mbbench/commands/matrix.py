@@ -21,14 +21,16 @@ from mbbench.results import check_writable
 
 
 def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address: str | None, cpus_per_task: float,
-            out_dir: str, say: Callable[[str], None] | None) -> tuple[list[mx.Task], Path, mx.Executor]:
-    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first."""
+            out_dir: str, say: Callable[[str], None] | None,
+            dry_run: bool = False) -> tuple[list[mx.Task], Path, mx.Executor]:
+    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first. A dry run plans
+    every GPU type the matrix names, as a cluster would run it, whatever this machine has."""
     use_ray = ray_address is not None
     if use_ray:
         import_ray()  # fail now, with the install hint, not after planning
     file_data = mx.read_matrix_file(matrix_file) if matrix_file else {}
     spec = mx.build_spec(file_data, axes, run_options)
-    tasks = mx.plan_matrix(spec, use_ray, " ".join(["mbbench", *sys.argv[1:]]), say)
+    tasks = mx.plan_matrix(spec, use_ray or dry_run, " ".join(["mbbench", *sys.argv[1:]]), say)
     root = check_writable(out_dir)
     executor = RayExecutor(ray_address or None, cpus_per_task, say) if use_ray else mx.LocalExecutor(say)
     return tasks, root, executor
@@ -65,7 +67,8 @@ def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_d
     say = None if quiet else (lambda message: click.echo(message, err=True))
     axes = {"models": models, "suites": suites, "protocols": protocols, "backends": backends, "dtypes": dtypes,
             "gpus": gpus}
-    tasks, root, executor = prepare(matrix_file, axes, run_options, ray_address, cpus_per_task, out_dir, say)
+    tasks, root, executor = prepare(matrix_file, axes, run_options, ray_address, cpus_per_task, out_dir, say,
+                                    dry_run)
     if dry_run:
         to_run, skipped = mx.partition(tasks, mx.open_store(root), force, retry_failed)
         print_table([mx.plan_row(t, "run") for t in to_run] + [mx.plan_row(o.task, f"done ({o.status})")
