@@ -3,6 +3,12 @@
 For each candidate and basket GPU: per-GEMM tile and wave efficiency at the workload's token count,
 predicted tokens/s and MFU (perfmodel), the paper's heuristic (128×256 blocks mod SMs), and the
 weighted basket efficiency score: the weighted mean over GPUs of predicted achieved FLOP/s / peak.
+
+Ranking (`RANKINGS`): by default what a designer asks, throughput at equal parameters: the basket tokens/s
+scaled to one size (`scaled_tokens_per_second`, cost taken as proportional to parameters; with --params the
+shapes are already of one size, within its tolerance); or the basket score (how well the shapes tile). Shapes
+that are unusual (not 64-aligned, or an intermediate narrower than the hidden size) rank after the others
+unless asked.
 """
 
 from __future__ import annotations
@@ -214,10 +220,22 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str,
     return row
 
 
+RANKINGS = {"throughput": "basket tokens/s at equal parameters (scaled_tokens_per_second)",
+            "utilisation": "basket score (fraction of dense peak the GEMMs reach, before per-GPU efficiency)"}
+
+
+def usual(row: dict) -> bool:
+    """A shape a designer would build: 64-aligned widths and an intermediate at least as wide as the hidden size."""
+    return bool(row["aligned_64"]) and row["glu"] // 2 >= row["hidden"]
+
+
 def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, gpus: dict[str, float],
               tokens: int, params: tuple[float, float] | None = None, dtype: str = "bfloat16",
-              on_candidate: Callable[[int], None] | None = None) -> list[dict]:
+              on_candidate: Callable[[int], None] | None = None, rank_by: str = "throughput",
+              include_unusual: bool = False) -> list[dict]:
     """Score and rank every candidate shape (hidden x glu x layers) on the weighted GPU basket.
+
+    `rank_by`: a key of RANKINGS. Unusual shapes (`usual`) rank after the others unless `include_unusual`.
 
     Raises UserError for invalid inputs (see `validate_sweep`, `parse_dtype_name`) or when no candidate
     satisfies the ranges and the parameter target.
@@ -238,9 +256,15 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
         rows.append(score(candidate, gpus, tokens, dtype, calibration))
         if on_candidate:
             on_candidate(0)
-    # rank by basket efficiency; with a parameter target, shapes of one size also rank by speed
-    key = (lambda r: (r["basket_score"], r["basket_tokens_per_second"])) if params else (lambda r: r["basket_score"])
-    rows.sort(key=key, reverse=True)
+    if rank_by not in RANKINGS:
+        raise UserError(f"--rank-by {rank_by!r}: choose from {', '.join(RANKINGS)}")
+    # one size to scale to: the --params target, else the median candidate's size
+    size = (params[0] / 1e6) if params else sorted(r["parameters_m"] for r in rows)[len(rows) // 2]
+    for row in rows:
+        row["usual"] = usual(row)
+        row["scaled_tokens_per_second"] = round(row["basket_tokens_per_second"] * row["parameters_m"] / size)
+    metric = "scaled_tokens_per_second" if rank_by == "throughput" else "basket_score"
+    rows.sort(key=lambda r: (include_unusual or r["usual"], r[metric], r["basket_tokens_per_second"]), reverse=True)
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows

@@ -37,7 +37,7 @@ def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, titl
     table = Table(*columns, title=title, box=None, pad_edge=False, show_edge=False)
     for row in cells:
         table.add_row(*row)
-    if console.measure(table).maximum <= console.width:
+    if max(len(line) for line in _aligned([columns, *cells])) <= console.width:  # its natural width fits
         console.print(table)
         return
     for index, row in enumerate(cells):  # too wide: one block per row, each value whole (folded if longer)

@@ -21,7 +21,7 @@ from mbbench.models.config import preset
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
-from mbbench.sweep import parse_basket, parse_params, parse_range, run_sweep
+from mbbench.sweep import RANKINGS, parse_basket, parse_params, parse_range, run_sweep
 from mbbench.verify import verify as run_verify
 
 
@@ -68,7 +68,12 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
 @click.option("--dtype", default="bfloat16", show_default=True)
 @click.option("--out", "out_dir", default="runs/sweeps", show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows to print.")
-def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top) -> None:
+@click.option("--rank-by", type=click.Choice(list(RANKINGS)), default="throughput", show_default=True,
+              help="throughput: basket tokens/s at equal parameters; utilisation: how well the GEMMs tile.")
+@click.option("--include-unusual", is_flag=True,
+              help="Rank shapes that are not 64-aligned or whose intermediate is narrower than hidden with the rest.")
+def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top, rank_by,
+          include_unusual) -> None:
     """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
     weights = parse_basket(gpus)
     bars = []
@@ -80,22 +85,35 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
             bars[0].advance()
 
     rows = run_sweep(parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"),
-                     head_dim, weights, tokens, parse_params(params), dtype, on_candidate)
+                     head_dim, weights, tokens, parse_params(params), dtype, on_candidate, rank_by, include_unusual)
     for bar in bars:
         bar.close()
     root = results.check_writable(out_dir)
     frame = pd.DataFrame(rows)
-    csv_path = root / "sweep.csv"
+    csv_path = next_free(root / "sweep.csv")  # never over the previous sweep's
+    heatmap_path = csv_path.with_name(csv_path.stem.replace("sweep", "sweep_heatmap") + ".png")
     frame.to_csv(csv_path, index=False)
-    sweep_heatmap(frame, root / "sweep_heatmap.png")
-    print_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "aligned_64", "basket_score",
-                                    "paper_heuristic", "basket_tokens_per_second")} for r in rows[:top]])
+    sweep_heatmap(frame, heatmap_path)
+    click.echo(f"ranked by {RANKINGS[rank_by]}" + ("" if include_unusual else
+               "; shapes not 64-aligned or with intermediate < hidden after the others (--include-unusual)"))
+    print_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "scaled_tokens_per_second",
+                                    "basket_tokens_per_second", "basket_score", "paper_heuristic", "usual")}
+                 for r in rows[:top]])
     substituted = sorted({g for g in weights if rows and rows[0].get(f"{g}_dtype") not in (None, dtype)})
     if substituted:
         click.echo(f"note: {', '.join(substituted)} has no {dtype}; scored in {rows[0][substituted[0] + '_dtype']} "
                    "there (the CSV's <gpu>_dtype columns)")
     click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path} and "
-               f"{root / 'sweep_heatmap.png'}")
+               f"{heatmap_path}")
+
+
+def next_free(path: Path) -> Path:
+    """`path`, or `stem-2.suffix`, `stem-3.suffix`, ... : the first name not taken."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
 
 
 def _value(number: float) -> str:

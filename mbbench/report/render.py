@@ -375,39 +375,54 @@ PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "b
                      "flags"]
 
 
+def basket_rows(records: list[dict], model: str) -> list[dict]:
+    """The GPU records of `model` (every labelled variant) with a tokens/s: the basket figure's data."""
+    return [r for r in records if r["model"].split(" [")[0] == model and headline(r) and
+            r.get("measurement") != "max_batch" and r["gpu_dir"] != "cpu"]  # a GPU figure: CPU rows are tables
+
+
+def basket_bars(records: list[dict], model: str) -> list[tuple[str, str, str]]:
+    """(GPU, kind, row label) of each bar: a bar per GPU, kind and labelled variant, so no GPU with records is
+    left out and none hides another's variant."""
+    return sorted({(r["gpu_dir"], r["kind"], r["model"]) for r in basket_rows(records, model)})
+
+
 def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
     """Tokens/s of one model per suite across GPUs, a bar per GPU, kind and labelled variant (protocol, dtype ...):
     measured solid with min-max whiskers where there are passes, predicted hatched with their error band."""
-    rows = [r for r in records if r["model"].split(" [")[0] == model and headline(r) and
-            r.get("measurement") != "max_batch" and r["gpu_dir"] != "cpu"]  # a GPU figure: CPU rows are tables
+    rows = basket_rows(records, model)
     if not rows:
         return None
     suites = sorted({r["suite"] for r in rows})
-    bars = sorted({(r["gpu_dir"], r["kind"], r["model"]) for r in rows})
-    fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 0.35 * len(suites) * len(bars))), 4.6))
+    bars = basket_bars(records, model)
+    fig, ax = plt.subplots(figsize=(min(14.0, max(9.0, 0.5 * len(suites) * len(bars))), 5.0))
     width = 0.8 / len(bars)
     for i, (gpu, kind, label) in enumerate(bars):
-        xs, ys, lo, hi = [], [], [], []
+        xs, ys, lows, highs = [], [], [], []
         for j, suite in enumerate(suites):
             match = [r for r in rows if (r["gpu_dir"], r["kind"], r["model"], r["suite"]) == (gpu, kind, label, suite)]
             if match:
-                r, value = match[0], headline(match[0])
-                low, high = whisker(r, value)
+                value = headline(match[0])
+                low, high = whisker(match[0], value)
                 xs.append(j + i * width)
                 ys.append(value / 1000)
-                lo.append((value - low) / 1000)
-                hi.append((high - value) / 1000)
+                lows.append(low / 1000)
+                highs.append(high / 1000)
         variant_text = label[len(model):].strip(" []")
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{gpu} {variant_text} ({kind})".replace("  ", " "),
+        ax.bar(xs, ys, width, label=f"{gpu} {variant_text} ({kind})".replace("  ", " "),
                hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
+        spans = [(x, lo, hi) for x, lo, hi in zip(xs, lows, highs) if hi > lo]  # whiskers only where there is a range
+        if spans:  # drawn as a span, not around the bar: a band may lie wholly below or above its prediction
+            ax.errorbar([x for x, _, _ in spans], [(lo + hi) / 2 for _, lo, hi in spans],
+                        yerr=[(hi - lo) / 2 for _, lo, hi in spans], fmt="none", ecolor="black", capsize=2,
+                        linewidth=0.8)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suites))], suites)
     ax.set_ylabel("thousand tokens/s")
     ax.yaxis.set_major_formatter(thousands)
-    ax.set_title(f"{model}: tokens/s per suite and GPU\nhatched: predicted, whiskers its error band; "
-                 "solid: measured, whiskers min-max of passes", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    ax.set_title(f"{model}: tokens/s per suite and GPU\n(hatched: predicted, whisker = error band; "
+                 "solid: measured, whisker = min-max of passes)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
 
