@@ -110,7 +110,8 @@ def test_hf_models_take_our_backend_names_and_records_say_ours():
 def test_predict_says_when_the_batch_would_not_fit_and_when_the_dtype_overrides_the_protocol(tmp_path):
     result = invoke("predict", "--gpu", "h100", "--suite", "long-variable", "--batch-size", "100000",
                     "--out", tmp_path, "--quiet")
-    assert result.exit_code == 0 and "batch 100000 > predicted max" in result.output, result.output
+    assert result.exit_code == 0 and "would-not-fit" in result.output, result.output  # never "ok" (issue 27)
+    assert "batch 100000 exceeds the predicted maximum batch" in result.output
     result = invoke("predict", "--gpu", "4090", "--protocol", "paper", "--dtype", "bfloat16", "--out", tmp_path)
     [path] = tmp_path.rglob("*__paper__*.json")
     assert result.exit_code == 0 and "dtype bfloat16 overrides the paper protocol's float32" in result.output
