@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import torch
 
+from mbbench.formatting import plural
 from mbbench.bench.timing import summarize, timed
 from mbbench.models.gemm import KERNELS, ONEDNN_PACKED, linear_with, onednn_available, packed_weight
 
@@ -63,7 +64,7 @@ class GemmRates:
         shapes = ", ".join(f"{k}x{n}" for k, n in self.shapes)
         rates = " vs ".join(f"{kernel} {gflops:.0f}" for kernel, gflops in self.rates)
         return (f"{rates} GFLOP/s: {self.tokens}-token products at the model's GEMM shapes ({shapes}), "
-                f"{self.threads} threads, best of {self.rounds} interleaved rounds")
+                f"{plural(self.threads, 'thread')}, best of {self.rounds} interleaved rounds")
 
 
 @lru_cache(maxsize=8)
