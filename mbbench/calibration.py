@@ -59,7 +59,7 @@ def calibration_rows() -> tuple[Observation, ...]:
     class of kernel over the (unpadded, fixed) rows. MLPerf rows (int8/fp8 samples/s, variable lengths) are
     not used for fitting (`validation.mlperf_validation` compares their cross-GPU ratios instead).
     """
-    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text()
+    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text(encoding="utf-8")
     rows = []
     for row in csv.DictReader(text.splitlines()):
         if row["precision"] not in ("fp16", "bf16") or row["model"] not in CALIBRATION_SHAPES:
@@ -125,7 +125,7 @@ def paper_rows() -> tuple[PaperRow, ...]:
     runtime (`notebook_seconds`, for the suite's whole document set) and a note: its tokens/s is the suite's
     real tokens over that runtime, and the printed value is kept in `printed_tokens_per_second`.
     """
-    text = resources.files("mbbench").joinpath("data/paper_4090.csv").read_text()
+    text = resources.files("mbbench").joinpath("data/paper_4090.csv").read_text(encoding="utf-8")
     rows = []
     for r in csv.DictReader(text.splitlines()):
         printed = float(r["kilo_tokens_per_s"]) * 1e3

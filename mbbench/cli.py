@@ -7,6 +7,8 @@ Ctrl-C exits 130 and names the records already written.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mbbench.commands import explore, listing, measure
@@ -39,6 +41,9 @@ for command in (measure.run, measure.max_batch_command, measure.predict_command,
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a C locale's ASCII terminal: escape "–", never crash on it
+        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="mbbench")
 
 

@@ -51,7 +51,7 @@ def _nvml_info(index: int) -> dict:
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

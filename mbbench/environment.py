@@ -131,7 +131,7 @@ def machine_busy_cpu_seconds(path: Path = PROC_STAT) -> float | None:
     Busy = user + nice + system + irq + softirq + steal (guest time is already inside user).
     """
     try:
-        fields = path.read_text().split("\n", 1)[0].split()
+        fields = path.read_text(encoding="utf-8").split("\n", 1)[0].split()
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
     except (OSError, ValueError, IndexError):
         return None

@@ -16,3 +16,16 @@ def significant(value: float, digits: int = 3) -> str:
 def plural(count: int, noun: str) -> str:
     """'1 pass', '3 passes', '1 batch', '2 batches', '1 document', '8 documents'."""
     return f"{count:,} {noun if count == 1 else noun + ('es' if noun.endswith(('s', 'ch', 'sh', 'x')) else 's')}"
+
+
+def max_batch_text(result: int, trials: int, capped: bool = False, bracket: tuple | list | None = None,
+                   unit: str = "", ascii_only: bool = False) -> str:
+    """A max-batch result for people: '664 (9 trials)', or for a search stopped by its trial or time cap a
+    lower bound, '≥ 4 (capped after 3 trials; fits 4, 8 ran out)' (`ascii_only`: '>=', for terminals whose
+    encoding has no '≥'). `bracket` is (largest that fit, smallest that ran out or None)."""
+    value = f"{result:,}{unit}"
+    if not capped:
+        return f"{value} ({plural(trials, 'trial')})"
+    fit, failed = tuple(bracket) if bracket else (result, None)
+    reach = f"fits {fit:,}" + (f", {failed:,} ran out" if failed is not None else ", none ran out")
+    return f"{'>=' if ascii_only else '≥'} {value} (capped after {plural(trials, 'trial')}; {reach})"

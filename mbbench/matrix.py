@@ -54,7 +54,7 @@ def read_matrix_file(path: str | Path) -> dict:
     """A matrix TOML file: top-level axis lists and an optional [options] table (see docs/cluster.md)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"cannot read matrix file {path}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:

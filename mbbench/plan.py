@@ -11,7 +11,7 @@ refused here, with a `UserError`, before a model is built or a file written.
 from __future__ import annotations
 
 import hashlib
-import re
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +30,7 @@ from mbbench.models import registry
 from mbbench.models.spec import ModelSpec
 from mbbench.records import DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
 from mbbench.suites import Suite, check_vocabulary, load_suite
+from mbbench.units import parse_size
 
 DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
 
@@ -271,31 +272,29 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
 
 # ------------------------------------------------------------------------------------------ max-batch settings
 
-def parse_memory(text: str | None) -> int | None:
-    """'24GiB', '24GB', '512MiB' -> bytes; UserError for anything else."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB)\s*", text)
-    if not match:
-        raise UserError(f"--memory-limit {text!r}: expected a size like 24GiB, 24GB or 512MiB")
-    value, unit = float(match.group(1)), match.group(2)
-    return int(value * {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6}[unit])
-
-
-def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | None = None,
+def max_batch_limits(granularity: int = 2, margin: float = 0.0, memory_limit: str | int | None = None,
                      max_trials: int | None = None, max_seconds: float | None = None) -> tuple:
     """A search's settings as (name, value) pairs: part of its record's identity (a capped search may stop
-    short of the answer, so its caps change the number). Raises UserError for impossible values."""
+    short of the answer, so its caps change the number).
+
+    `memory_limit` is a size ("24GiB", `units.parse_size`) or bytes; None: no cap. Raises UserError for
+    impossible values: a granularity or trial count below 1, a margin outside [0, 1), a memory limit or
+    time cap that is not positive and finite (nan would never fire).
+    """
     if granularity < 1:
         raise UserError(f"--granularity must be at least 1, got {granularity}")
-    if not 0.0 <= margin < 1.0:
+    if not 0.0 <= margin < 1.0:  # also refuses nan
         raise UserError(f"--safety-margin must be in [0, 1), got {margin}")
     if max_trials is not None and max_trials < 1:
         raise UserError(f"--max-trials must be at least 1, got {max_trials}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise UserError(f"--max-seconds must be positive, got {max_seconds}")
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UserError(f"--max-seconds must be a positive, finite number of seconds, got {max_seconds}")
+    if isinstance(memory_limit, str):
+        memory_limit = parse_size(memory_limit, "--memory-limit")
+    elif memory_limit is not None and memory_limit <= 0:
+        raise UserError(f"--memory-limit must be positive (leave it out for no cap), got {memory_limit} bytes")
     return (("granularity", granularity), ("max_seconds", max_seconds), ("max_trials", max_trials),
-            ("memory_limit_bytes", parse_memory(memory_limit)), ("safety_margin", margin))
+            ("memory_limit_bytes", memory_limit), ("safety_margin", margin))
 
 
 def search_mode(plan: Plan) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -40,8 +41,30 @@ def now() -> str:
 
 # ------------------------------------------------------------------------------------------------ identity
 
+MAX_STEM_CHARS = 160  # a record file's stem; with ".json" and a temporary file's affixes, far below 255 bytes
+
 # Identity fields added after schema 2 was first written -> the value a record without the field implies.
 LATER_FIELDS: dict[str, Any] = {}
+
+
+def without_non_finite(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
+    """`data` (nested dicts, lists, tuples) with every NaN or infinite float replaced by None, and where each
+    was: ({"a": None}, {"a": "nan"}) for {"a": nan}. Strict JSON has no such numbers."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None, {where: repr(data)}
+    found: dict[str, str] = {}
+    if isinstance(data, dict):
+        clean = {}
+        for name, value in data.items():
+            clean[name], inner = without_non_finite(value, f"{where}.{name}" if where else str(name))
+            found |= inner
+        return clean, found
+    if isinstance(data, (list, tuple)):
+        items = [without_non_finite(value, f"{where}[{i}]") for i, value in enumerate(data)]
+        for _, inner in items:
+            found |= inner
+        return type(data)(value for value, _ in items), found
+    return data, found
 
 
 def _digest(fields_: dict) -> str:
@@ -98,12 +121,19 @@ class Identity:
         return self.model + ("-tiny" if self.tiny else "")
 
     def file_stem(self) -> str:
-        """A readable, file-name-safe prefix plus the key (unique per identity)."""
+        """A readable, file-name-safe prefix cut to fit, plus the key (unique per identity).
+
+        At most MAX_STEM_CHARS characters, so the record's name and its temporary file's stay within every
+        file system's 255-byte limit whatever the suite or model names (a comparison of eight models or a
+        261-character suite name included); the key is never cut.
+        """
         batch = f"tb{self.token_budget}" if self.token_budget else (f"bs{self.batch_size}" if self.batch_size else "")
         parts = [self.display_model if self.measurement != "comparison" else "-vs-".join(self.models),
                  self.suite, self.protocol, self.backend, self.dtype, batch,
-                 f"docs{self.documents}" if self.documents else "", self.measurement, self.key()]
-        return re.sub(r"[^A-Za-z0-9._=-]+", "-", "__".join(p for p in parts if p))
+                 f"docs{self.documents}" if self.documents else "", self.measurement]
+        key = self.key()
+        readable = re.sub(r"[^A-Za-z0-9._=-]+", "-", "__".join(p for p in parts if p))
+        return readable[:MAX_STEM_CHARS - len(key) - 2].rstrip("-_.") + "__" + key
 
     @classmethod
     def from_dict(cls, data: dict) -> "Identity":
@@ -136,7 +166,7 @@ class DeviceInfo:
         """results/<directory>/: the basket id, "cpu", else a file-name-safe form of the GPU's name."""
         if self.kind == "cpu":
             return "cpu"
-        return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")
+        return self.basket_id or re.sub(r"[^A-Za-z0-9.-]+", "-", self.name).strip("-")[:MAX_STEM_CHARS]
 
     @property
     def identity_name(self) -> str:
@@ -154,6 +184,10 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class SuiteInfo:
+    """The suite a record ran. `path` is where its file is for people, never an absolute path of the writer's
+    machine: the shipped suites as "suites/<name>.toml", a user's file relative to the directory mbbench ran
+    in (or its bare name when outside it). The fingerprint in the identity is what identifies it."""
+
     path: str | None
     documents: int  # documents in the whole suite
     max_length: int
@@ -392,6 +426,9 @@ class Record:
     created_at: str = field(default_factory=now)
     execution: dict | None = None  # matrix tasks: how and where it ran
     schema_version: int = SCHEMA_VERSION
+    # values that were NaN or infinite, by place ("payload.tokens_per_second": "nan"): written as null, so a
+    # record is strict JSON (RFC 8259 has no NaN); readers show them as missing and say why
+    non_finite: dict[str, str] = field(default_factory=dict)
     source_path: str | None = field(default=None, compare=False)  # where it was read from (not written)
     migrated_from: int | None = field(default=None, compare=False)
 
@@ -412,12 +449,15 @@ class Record:
         return getattr(self.payload, "tokens_per_second", None)
 
     def to_json(self) -> dict:
-        """A JSON-ready dict (schema 2)."""
+        """A strict-JSON-ready dict (schema 2): a NaN or infinite value becomes null, named in `non_finite`."""
         body = {"schema_version": self.schema_version, "kind": self.kind, "status": self.status,
                 "reason": self.reason, "created_at": self.created_at, "identity": asdict(self.identity),
                 "device": asdict(self.device), "model": asdict(self.model) if self.model else None,
                 "suite": asdict(self.suite) if self.suite else None, "environment": self.environment,
                 "execution": self.execution, "payload_type": self.payload.kind, "payload": asdict(self.payload)}
+        body, found = without_non_finite(body)
+        if found or self.non_finite:
+            body["non_finite"] = dict(sorted((self.non_finite | found).items()))
         return body
 
     @classmethod
@@ -431,7 +471,8 @@ class Record:
             raise ValueError(f"record schema {data['schema_version']} is newer than this mbbench ({SCHEMA_VERSION})")
         payload_cls = PAYLOADS[data["payload_type"]]
         payload_fields = {f.name for f in fields(payload_cls)}
-        payload = payload_cls(**{k: v for k, v in data["payload"].items() if k in payload_fields})
+        payload_data, found = without_non_finite(data["payload"], "payload")  # files written before strict JSON
+        payload = payload_cls(**{k: v for k, v in payload_data.items() if k in payload_fields})
         if isinstance(payload, MaxBatchSearch) and payload.bracket is not None:
             payload = replace(payload, bracket=tuple(payload.bracket))
         if isinstance(payload, Prediction):
@@ -443,7 +484,7 @@ class Record:
                    suite=SuiteInfo(**data["suite"]) if data.get("suite") else None, payload=payload,
                    environment=data.get("environment") or {}, reason=data.get("reason"),
                    created_at=data.get("created_at") or "", execution=data.get("execution"),
-                   source_path=source_path)
+                   non_finite=(data.get("non_finite") or {}) | found, source_path=source_path)
 
     def flatten(self) -> dict:
         """One flat row for pandas and the report: identity, device, software, and the payload's numbers."""
@@ -465,7 +506,8 @@ class Record:
                "suite_documents": self.suite.documents if self.suite else None,
                "torch": env.get("torch"), "transformers": env.get("transformers"),
                "git_commit": env.get("git_commit"), "host": env.get("host"), "created_at": self.created_at,
-               "path": self.source_path, "payload_type": payload.kind, "migrated_from": self.migrated_from}
+               "path": self.source_path, "payload_type": payload.kind, "migrated_from": self.migrated_from,
+               "non_finite": dict(self.non_finite)}
         for name, value in asdict(payload).items():
             row.setdefault(name, value)
         row.setdefault("tokens_per_second", None)  # every row has the headline column, None without a number

@@ -8,33 +8,20 @@ turns an exception into a failure record), write it atomically and drop the fail
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterator
 
 from mbbench.errors import UserError
+from mbbench.files import read_text, write_json
 from mbbench.migrate import from_schema_1
 from mbbench.records import KINDS, Record
 
 
 def write_atomic(path: Path, data: dict) -> Path:
-    """Write JSON to a temporary file in the same directory, fsync, then rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # includes KeyboardInterrupt: remove the temporary, keep any old record
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write strict JSON, UTF-8, atomically (`files.write_json`): never a partial file, an ordinary file's mode."""
+    return write_json(path, data)
 
 
 def check_writable(root: str | Path) -> Path:
@@ -62,8 +49,8 @@ def iter_record_files(directories: list[str | Path]) -> Iterator[Path]:
 def read_record(path: Path) -> Record | None:
     """The record in a file (any schema version), None when the JSON is not a record; UserError if unreadable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(read_text(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path}: unreadable record ({error})") from None
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return None

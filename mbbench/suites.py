@@ -74,6 +74,8 @@ def _require(table: dict, key: str, source: str, kind=(int, float)):
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, kind):
         raise UserError(f"{source}: field {key!r} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+        raise UserError(f"{source}: field {key!r} must be a finite number, got {value!r}")
     return value
 
 
@@ -197,7 +199,7 @@ def read_lengths(path: Path, context: str, column: str | None = None) -> list[in
     if not path.is_file():
         raise UserError(f"{path}: lengths file not found ({context})")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read lengths file ({context}): {error}") from None
     if path.suffix.lower() == ".csv":
@@ -300,7 +302,7 @@ def suite_directories() -> list:
 
 def _read_suite(path) -> Suite:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML ({error})") from None
     return Suite(parse_definition(data, str(path)), str(path))

@@ -24,6 +24,7 @@ from mbbench.errors import UserError
 from mbbench.hardware import perfmodel
 from mbbench.hardware.gpus import GPU, basket, lookup
 from mbbench.hardware.shape import Shape
+from mbbench.units import MAX_WEIGHT, parse_weights
 
 RANGE_FORMS = "START:STOP:STEP, START:STOP or a comma list of integers"
 
@@ -87,35 +88,20 @@ def parse_params(text: str | None) -> tuple[float, float] | None:
 def parse_basket(text: str) -> dict[str, float]:
     """'basket' (the paper's basket and weights), 'all', 'T4,L4,H100' (equal weights), or 'T4=2,L4=1'.
 
-    Raises UserError for an empty or unknown GPU name, a GPU named twice, a weight that is not a finite
-    number >= 0, or weights that are all zero.
+    Weights are parsed by `units.parse_weights`. Raises UserError for an empty or unknown GPU name, a GPU
+    named twice (under any alias), a weight that is not a finite number in [0, 1e6], or weights all zero.
     """
     if text.strip() == "basket":
         return {g.id: g.basket_weight for g in basket().values() if g.basket_weight > 0}
     if text.strip() == "all":
         return {g.id: 1.0 for g in basket().values()}
     weights: dict[str, float] = {}
-    for part in text.split(","):
-        name, equals, weight_text = (x.strip() for x in part.partition("="))
-        if not name:
-            raise UserError(f"--gpus {text!r}: empty GPU name; expected e.g. T4,L4=2,H100")
+    for name, weight in parse_weights(text, "--gpus").items():
         gpu_id = lookup(name).id
         if gpu_id in weights:
             raise UserError(f"--gpus {text!r}: {name} names {gpu_id} a second time")
-        weights[gpu_id] = _weight(weight_text, name, text) if equals else 1.0
-    if not any(weights.values()):
-        raise UserError(f"--gpus {text!r}: every weight is zero")
+        weights[gpu_id] = weight
     return weights
-
-
-def _weight(weight_text: str, name: str, text: str) -> float:
-    try:
-        weight = float(weight_text)
-    except ValueError:
-        weight = math.nan
-    if not math.isfinite(weight) or weight < 0:
-        raise UserError(f"--gpus {text!r}: the weight of {name} must be a number >= 0, got {weight_text!r}")
-    return weight
 
 
 def parse_dtype_name(dtype: str) -> str:
@@ -242,8 +228,8 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
     """
     validate_sweep(hidden, glu, layers, head_dim, tokens)
     dtype = parse_dtype_name(dtype)
-    if not gpus or not any(gpus.values()) or any(not math.isfinite(w) or w < 0 for w in gpus.values()):
-        raise UserError(f"GPU weights must be finite, >= 0 and not all zero, got {gpus}")
+    if not gpus or not any(gpus.values()) or any(not 0 <= w <= MAX_WEIGHT for w in gpus.values()):  # nan too
+        raise UserError(f"GPU weights must be numbers in [0, {MAX_WEIGHT:g}], not all zero, got {gpus}")
     cands = candidates(hidden, glu, layers, head_dim, params)
     if not cands:
         raise UserError("no candidate shape satisfies --hidden, --glu, --layers, --head-dim and --params together "

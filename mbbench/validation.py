@@ -140,7 +140,7 @@ def calibration_validation() -> list[ValidationRow]:
 def mlperf_validation(calibration: perfmodel.Calibration | None = None) -> list[ValidationRow]:
     """MLPerf BERT-99 offline samples/s as ratios to the A100-SXM4-80GB vs predicted fp16 ratios (never fitted)."""
     calibration = calibration or calibrate(software=False)
-    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text()
+    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text(encoding="utf-8")
     measured = {}
     for row in csv.DictReader(text.splitlines()):
         if "MLPerf" in row["framework"] and row["sequences_per_s"]:

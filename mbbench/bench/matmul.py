@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,7 @@ import torch
 
 from mbbench.formatting import plural
 from mbbench.bench.timing import summarize, timed
+from mbbench.files import write_json
 from mbbench.models.gemm import KERNELS, ONEDNN_PACKED, linear_with, onednn_available, packed_weight
 
 
@@ -110,5 +110,5 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=8192)
     args = parser.parse_args()
     result = matmul_peak(args.n)
-    json.dump(result, open(args.out, "w"), indent=2)
+    write_json(args.out, result)
     print(f"bf16 matmul {args.n}^3: {result['tflops_median']:.1f} TFLOP/s median")

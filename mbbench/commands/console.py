@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mbbench.driver import produce_all
-from mbbench.formatting import plural, significant
+from mbbench.formatting import max_batch_text, plural, significant
 from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
 from mbbench.results import Store
 
@@ -64,6 +64,12 @@ def _text(value) -> str:
     return str(value)
 
 
+def _count(value: float | None) -> str:
+    """'12,345', or why there is no number (a NaN or infinite value is recorded as null)."""
+    return "n/a (not finite)" if value is None or value != value or value in (float("inf"), float("-inf")) \
+        else f"{value:,.0f}"
+
+
 def spread(record: Record) -> str:
     """IQR/median of the per-pass tokens/s (the spread), or why there is none."""
     payload = record.payload
@@ -71,7 +77,8 @@ def spread(record: Record) -> str:
         return ""
     if len(payload.run_seconds) < 2:
         return "n/a (1 pass)"
-    return f"{payload.tokens_per_second_stats['iqr_over_median']:.1%}"
+    value = payload.tokens_per_second_stats.get("iqr_over_median")
+    return "n/a (not finite)" if value is None or value != value else f"{value:.1%}"
 
 
 def likely_range(payload: Prediction) -> str:
@@ -142,7 +149,7 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
            "kind": record.kind, "protocol": ident.protocol, "backend": backend, "dtype": ident.dtype}
     if isinstance(payload, Throughput):
         row.update(docs=payload.num_documents, batches=payload.num_batches, passes=len(payload.run_seconds),
-                   statistic=payload.headline, tokens_per_second=f"{payload.tokens_per_second:,.0f}",
+                   statistic=payload.headline, tokens_per_second=_count(payload.tokens_per_second),
                    **{"iqr/median": spread(record)})
     elif isinstance(payload, Prediction):
         row.update(statistic="predicted", tokens_per_second=significant(payload.tokens_per_second),
@@ -151,12 +158,13 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
         row.update(docs=payload.num_documents, passes=plural(payload.rounds, "round"), statistic="paired median ratio",
                    ratio=", ".join(f"{r['model']} {r['median']:.2f}x" for r in payload.paired["ratios"]))
     elif isinstance(payload, MaxBatchSearch):
-        row.update(max_batch=payload.max_batch_size or f"{payload.max_token_budget} tokens",
-                   trials=len(payload.trials))
+        row.update(max_batch=max_batch_text(payload.result, len(payload.trials), payload.capped, payload.bracket,
+                                            "" if payload.mode == "batch" else " tokens", ascii_only=True))
     else:
         row.update(tokens_per_second="–", reason=(record.reason or "")[:90])
     row["status"] = record.status + (" (unstable)" if getattr(payload, "unstable", False) else "") + \
         (" (busy)" if load_warning(record) else "") + \
+        (" (capped: a lower bound)" if getattr(payload, "capped", False) else "") + \
         (f" ({state})" if state == "skipped" else "")
     if path:
         row["record"] = path

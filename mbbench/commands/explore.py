@@ -15,6 +15,7 @@ from mbbench import results, validation
 from mbbench.commands.console import print_table
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
+from mbbench.files import write_text
 from mbbench.formatting import significant
 from mbbench.models import registry
 from mbbench.models.config import preset
@@ -92,7 +93,7 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
     frame = pd.DataFrame(rows)
     csv_path = next_free(root / "sweep.csv")  # never over the previous sweep's
     heatmap_path = csv_path.with_name(csv_path.stem.replace("sweep", "sweep_heatmap") + ".png")
-    frame.to_csv(csv_path, index=False)
+    write_text(csv_path, frame.to_csv(index=False))
     sweep_heatmap(frame, heatmap_path)
     click.echo(f"ranked by {RANKINGS[rank_by]}" + ("" if include_unusual else
                "; shapes not 64-aligned or with intermediate < hidden after the others (--include-unusual)"))

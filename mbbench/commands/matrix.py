@@ -18,6 +18,7 @@ from mbbench.commands.console import print_table, summary_row, warnings_of
 from mbbench.commands.options import options
 from mbbench.progress import progress_bar
 from mbbench.results import check_writable
+from mbbench.units import number
 
 
 def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address: str | None, cpus_per_task: float,
@@ -59,7 +60,8 @@ def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address:
 @click.option("--dry-run", is_flag=True, help="Show what would run and what is already done; run nothing.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run on a Ray cluster: Ray's default address, or ADDRESS (auto, ray://head:10001).")
-@click.option("--cpus-per-task", type=float, default=1.0, show_default=True)
+@click.option("--cpus-per-task", type=number(0.0, None, low_open=True), default=1.0, show_default=True,
+              help="CPUs Ray reserves per task (a positive number).")
 @options("quiet")
 def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_dir, force, retry_failed, dry_run,
            ray_address, cpus_per_task, quiet, **run_options) -> None:

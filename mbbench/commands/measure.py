@@ -19,6 +19,7 @@ from mbbench.driver import job
 from mbbench.errors import UserError
 from mbbench.plan import max_batch_limits, resolve
 from mbbench.progress import progress_bar
+from mbbench.units import SECONDS
 
 
 @click.command()
@@ -62,7 +63,8 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 @options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "out", "force", "tiny", "quiet",
          "granularity", "safety_margin", "memory_limit")
 @click.option("--max-trials", type=int, default=None, help="Stop after N trials (the record gives the bracket).")
-@click.option("--max-seconds", type=float, default=None, help="Start no trial that would end after S seconds.")
+@click.option("--max-seconds", type=SECONDS, default=None,
+              help="Start no trial that would end after this long (90, 90s, 1.5min, 2h).")
 @click.option("--seed", type=int, default=None, help="Start from this size (default: the memory model's).")
 @click.option("--emulate-oom-above", type=int, default=None, hidden=True,
               help="CPU twin (tests, rehearsal): trials above this many tokens raise a CUDA out-of-memory.")

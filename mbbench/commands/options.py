@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mbbench.plan import DEFAULT_CPU_DOCS
+from mbbench.units import SIZE, number
 
 # Options shared by the commands that take a configuration: defined once, attached by name.
 OPTIONS = {
@@ -39,9 +40,9 @@ OPTIONS = {
     "tiny": click.option("--tiny", is_flag=True, help="A tiny variant of each model's family (smoke tests)."),
     "quiet": click.option("--quiet", is_flag=True, help="No progress output; only the final table."),
     "granularity": click.option("--granularity", type=int, default=2, show_default=True, help="Step of the result."),
-    "safety_margin": click.option("--safety-margin", type=float, default=0.0, show_default=True,
+    "safety_margin": click.option("--safety-margin", type=number(0.0, 1.0, high_open=True), default=0.0, show_default=True,
                                   help="Fraction of the result to drop."),
-    "memory_limit": click.option("--memory-limit", default=None, help="Cap the allocator, e.g. 24GiB (emulation)."),
+    "memory_limit": click.option("--memory-limit", type=SIZE, default=None, help="Cap the allocator, e.g. 24GiB (emulation)."),
 }
 
 

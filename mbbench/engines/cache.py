@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from mbbench.dtypes import dtype_name
+from mbbench.files import bounded_name, ordinary_mode, write_text
 from mbbench.engines.base import ModelIdentity
 
 IDENTITY_FILE = "identity.json"
@@ -58,14 +59,16 @@ def cached_export(root: Path, identity: dict, artefact: str, export: Callable[[P
     and leave no entry behind.
     """
     root = Path(root)
-    folder = root / f"{identity.get('model', 'model')}-{identity.get('engine', 'engine')}-{identity_key(identity)}"
+    folder = root / bounded_name(f"{identity.get('model', 'model')}-{identity.get('engine', 'engine')}",
+                                 identity_key(identity))
     if (folder / artefact).is_file() and _identity_of(folder) == identity:
         return CacheEntry(folder, hit=True)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         export(staging)
-        (staging / IDENTITY_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True))
+        write_text(staging / IDENTITY_FILE, json.dumps(identity, indent=2, sort_keys=True))
+        staging.chmod(ordinary_mode(directory=True))  # mkdtemp makes it 0700: others' tools could not read it
         if folder.exists():  # a stale or partial entry under the same key
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -76,7 +79,7 @@ def cached_export(root: Path, identity: dict, artefact: str, export: Callable[[P
 
 def _identity_of(folder: Path) -> dict | None:
     try:
-        return json.loads((folder / IDENTITY_FILE).read_text())
+        return json.loads((folder / IDENTITY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

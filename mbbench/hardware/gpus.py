@@ -61,7 +61,7 @@ def _num(value: str) -> float | None:
 
 @lru_cache(maxsize=1)
 def basket() -> dict[str, GPU]:
-    text = resources.files("mbbench").joinpath("data/gpu_basket.csv").read_text()
+    text = resources.files("mbbench").joinpath("data/gpu_basket.csv").read_text(encoding="utf-8")
     gpus = {}
     for row in csv.DictReader(text.splitlines()):
         major, minor = row["compute_capability"].split(".")

@@ -44,7 +44,7 @@ FUSED_BACKENDS = ("varlen", "flash", "flex", "xformers", "flash_attention_2")
 
 @lru_cache(maxsize=1)
 def _reported_bytes() -> dict[str, float]:
-    text = resources.files("mbbench").joinpath("data/gpu_basket.csv").read_text()
+    text = resources.files("mbbench").joinpath("data/gpu_basket.csv").read_text(encoding="utf-8")
     return {row["gpu_id"]: float(row["mem_bytes_reported"]) for row in csv.DictReader(text.splitlines())
             if row.get("mem_bytes_reported") not in (None, "", "NA")}
 

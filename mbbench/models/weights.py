@@ -183,7 +183,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not config_file.is_file():
         raise UserError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise UserError(f"{config_file}: not valid JSON ({error})") from None
     state: dict[str, torch.Tensor] = {}

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from mbbench.files import replace_atomically  # noqa: E402
+
 MODERNBERT_SHAPES = {"base": (768, 2304), "large": (1024, 5248)}
 UNITS = {"basket_score": "fraction of dense peak", "basket_tokens_per_second": "tokens/s",
          "paper_heuristic": "fraction of SMs"}
@@ -18,11 +20,15 @@ UNITS = {"basket_score": "fraction of dense peak", "basket_tokens_per_second": "
 thousands = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}")
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # no timestamps: identical reruns
+def save_png(fig, path: Path, dpi: int = 110, **options) -> Path:
+    """Save `fig` as a PNG, atomically (`files.replace_atomically`), without timestamps (identical reruns);
+    `options` go to `savefig` (e.g. bbox_inches)."""
+    if not options:
+        fig.tight_layout()
+    with replace_atomically(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None}, **options)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
@@ -43,4 +49,4 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
     name = value.replace("_", " ")
     fig.colorbar(image, ax=ax, label=f"{name} ({UNITS.get(value, 'predicted')})", format=thousands)
     ax.set_title(f"{name}, best over layers\n(predicted)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -34,9 +34,10 @@ from mbbench import results  # noqa: E402
 from mbbench.calibration import paper_timing_batch  # noqa: E402
 from mbbench.environment import git_commit  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
-from mbbench.formatting import plural, significant  # noqa: E402
+from mbbench.files import ENCODING, write_text  # noqa: E402
+from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
-from mbbench.report.figures import sweep_heatmap, thousands  # noqa: E402
+from mbbench.report.figures import save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -227,13 +228,23 @@ def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, f
         return "–", None, group
     value = (record.get("max_batch_size") or record.get("max_token_budget")) if what == "max" else headline(record)
     if value is None:
-        return "", None, group
+        why = not_finite(record)
+        return (f"n/a ({why})" if why else ""), None, group
     budget = what == "max" and not record.get("max_batch_size")
+    if what == "max" and record["kind"] == "measured" and record.get("capped"):  # a lower bound: never ranked best
+        return max_batch_text(value, len(record.get("trials") or []), True, record.get("bracket"),
+                              " tokens" if budget else ""), None, group
     text = f"{value:,}" + (" tokens" if budget else "") if what == "max" else significant(value / 1000)
     if record["kind"] == "predicted":
         text += predicted_band(record, what)
         return text, (None if record.get("status") == "would-not-fit" else float(value)), group
     return text + measured_spread(record, what), float(value), group
+
+
+def not_finite(record: dict, field: str = "tokens_per_second") -> str:
+    """Why a record's number is missing when it was NaN or infinite ("tokens/s was nan"), else ""."""
+    value = (record.get("non_finite") or {}).get(f"payload.{field}")
+    return f"{field.replace('_per_second', '/s').replace('_', ' ')} was {value}" if value else ""
 
 
 def _negated(text: str) -> tuple:
@@ -346,6 +357,11 @@ def flags(record: dict) -> str:
         out.append("from a paired comparison")
     if record.get("superseded_by"):
         out.append(f"superseded by the {record['superseded_by']}")
+    if record.get("non_finite"):
+        out.append("not finite, shown as missing: " + ", ".join(f"{k.removeprefix('payload.')}={v}"
+                                                               for k, v in sorted(record["non_finite"].items())))
+    if record.get("capped"):
+        out.append("capped search: a lower bound")
     return ", ".join(out)
 
 
@@ -354,10 +370,14 @@ def provenance_value(record: dict) -> str:
     value = headline(record)
     if value:
         return f"{significant(value / 1000)}k tok/s"
-    if record.get("max_batch_size"):
-        return f"{record['max_batch_size']:,} docs"
-    if record.get("max_token_budget"):
-        return f"{record['max_token_budget']:,} tokens"
+    searched = record.get("max_batch_size") or record.get("max_token_budget")
+    unit = " docs" if record.get("max_batch_size") else " tokens"
+    if searched and record.get("capped"):
+        return max_batch_text(searched, len(record.get("trials") or []), True, record.get("bracket"), unit)
+    if searched:
+        return f"{searched:,}{unit}"
+    if not_finite(record):
+        return f"n/a ({not_finite(record)})"
     if record.get("measurement") == "comparison":
         return ", ".join(f"{r['model']} {r['median']:.2f}x" for r in record["paired"]["ratios"])
     return "–"
@@ -422,8 +442,7 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
     ax.set_title(f"{model}: tokens/s per suite and GPU\n(hatched: predicted, whisker = error band; "
                  "solid: measured, whisker = min-max of passes)", fontsize=9)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
-    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path, dpi=100, bbox_inches="tight")
     return path
 
 
@@ -436,7 +455,8 @@ def whisker(record: dict, value: float) -> tuple[float, float]:
     stats = record.get("tokens_per_second_stats") or {}
     if len(record.get("run_seconds") or []) < 2:
         return value, value
-    return min(value, stats.get("min", value)), max(value, stats.get("max", value))
+    low, high = stats.get("min"), stats.get("max")  # None where a pass's value was not finite
+    return min(value, value if low is None else low), max(value, value if high is None else high)
 
 
 def other_suite_rows(records: list[dict]) -> list[list[str]]:
@@ -567,7 +587,8 @@ LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three s
           "(p: low–high) the range the validation of that GPU and stack gives (predictions have been off by that "
           "much), and 'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
           "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
-          "and dtype.")
+          "and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
+          "ranked best); 'n/a (... was nan)': a value that was not finite.")
 
 
 def generated_line(when: datetime | None = None) -> str:
@@ -674,7 +695,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     for directory in result_dirs:
         sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
         if sweep_csv.is_file():
-            frame = pd.read_csv(sweep_csv)
+            frame = pd.read_csv(sweep_csv, encoding=ENCODING)
             for value in ("basket_score", "basket_tokens_per_second"):
                 sections.append(Section(f"Sweep: {value}", image=sweep_heatmap(frame, out / f"sweep_{value}.png",
                                                                                 value)))
@@ -687,7 +708,10 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                             folded=True))
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
-    (out / "report.md").write_text("\n".join(["# mbbench report", "", intro, "", *(s.markdown() for s in sections)]))
+    # both pages are rendered before either is written, and each replaces the old one whole (UTF-8, any locale)
+    markdown = "\n".join(["# mbbench report", "", intro, "", *(s.markdown() for s in sections)])
     intro_html = html.escape(intro).replace("**bold**", "<b>bold</b>").replace("_italic_", "<i>italic</i>")
-    (out / "index.html").write_text(PAGE.render(intro=intro_html, sections=sections))
+    page = PAGE.render(intro=intro_html, sections=sections)
+    write_text(out / "report.md", markdown)
+    write_text(out / "index.html", page)
     return out
