@@ -8,7 +8,7 @@ more than its file said; resume treats such a record as a different configuratio
 from __future__ import annotations
 
 from mbbench.records import (DeviceInfo, Failure, Identity, MaxBatchSearch, ModelInfo, Prediction, Record, SuiteInfo,
-                             Throughput)
+                             Throughput, portable_suite_path)
 
 
 def _device(old: dict) -> DeviceInfo:
@@ -90,7 +90,7 @@ def from_schema_1(old: dict, source_path: str | None = None) -> Record:
     model = ModelInfo(family=old.get("family") or "", group=old.get("group") or "base",
                       parameters=old.get("parameters") or 0, max_length=old.get("model_max_length") or 0,
                       layout=old.get("layout") or "")
-    suite = SuiteInfo(path=old.get("suite_path"), documents=old.get("suite_documents") or old.get("num_documents") or 0,
+    suite = SuiteInfo(path=portable_suite_path(old.get("suite_path")), documents=old.get("suite_documents") or old.get("num_documents") or 0,
                       max_length=old.get("sequence_length") or 0)
     return Record(kind=old["kind"], status=old.get("status") or "ok", identity=_identity(old, device, measurement),
                   device=device, model=model, suite=suite, payload=_payload(old, measurement),

@@ -29,7 +29,7 @@ from mbbench.hardware.shape import Shape
 from mbbench.models import registry
 from mbbench.models.spec import ModelSpec
 from mbbench.records import DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
-from mbbench.suites import Suite, check_vocabulary, load_suite
+from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
 DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
@@ -145,7 +145,7 @@ class Plan:
                          max_length=self.spec.max_length, layout=self.spec.layout)
 
     def suite_info(self) -> SuiteInfo:
-        return SuiteInfo(path=self.suite.path, documents=self.suite.definition.documents,
+        return SuiteInfo(path=portable_path(self.suite), documents=self.suite.definition.documents,
                          max_length=self.suite.max_length)
 
     def unsupported_reason(self) -> str | None:

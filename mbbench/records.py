@@ -67,6 +67,13 @@ def without_non_finite(data: Any, where: str = "") -> tuple[Any, dict[str, str]]
     return data, found
 
 
+def _suite_info(data: dict | None) -> "SuiteInfo | None":
+    """A record's suite, its path made portable (records written before it was)."""
+    if not data:
+        return None
+    return SuiteInfo(**{**data, "path": portable_suite_path(data.get("path"))})
+
+
 def _digest(fields_: dict) -> str:
     text = json.dumps(fields_, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -180,6 +187,16 @@ class ModelInfo:
     parameters: int
     max_length: int
     layout: str  # "packed" or "padded"
+
+
+def portable_suite_path(path: str | None) -> str | None:
+    """A suite file's path as a record keeps it: never an absolute path of the writer's machine. A relative
+    path stays; an absolute one becomes "suites/<file>" when it is in a `suites` folder (the paper's, or
+    the package's data/suites of older versions), else the bare file name."""
+    if not path or not (path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path) or path.startswith("\\\\")):
+        return path
+    parts = re.split(r"[\\/]+", path)
+    return f"suites/{parts[-1]}" if len(parts) > 1 and parts[-2] == "suites" else parts[-1]
 
 
 @dataclass(frozen=True)
@@ -481,7 +498,7 @@ class Record:
                 if isinstance(band := getattr(payload, name), dict)})
         return cls(kind=data["kind"], status=data["status"], identity=Identity.from_dict(data["identity"]),
                    device=DeviceInfo(**data["device"]), model=ModelInfo(**data["model"]) if data.get("model") else None,
-                   suite=SuiteInfo(**data["suite"]) if data.get("suite") else None, payload=payload,
+                   suite=_suite_info(data.get("suite")), payload=payload,
                    environment=data.get("environment") or {}, reason=data.get("reason"),
                    created_at=data.get("created_at") or "", execution=data.get("execution"),
                    non_finite=(data.get("non_finite") or {}) | found, source_path=source_path)

@@ -1,6 +1,6 @@
 """Benchmark suites: TOML definitions -> deterministic document lengths and token ids -> batches.
 
-A suite file (see `mbbench/data/suites/*.toml`, shipped with the package, and docs/suites.md) defines the number of documents, a length
+A suite file (see `suites/*.toml`, shipped with the package, and docs/suites.md) defines the number of documents, a length
 distribution (`fixed`, `normal` truncated then clamped to [min, max], or `empirical`: real
 document lengths, inline or from a file, resampled with the seed), a token-id range and a seed.
 Generation uses torch's CPU generator only, so the same suite yields the same documents on every
@@ -28,6 +28,7 @@ import torch
 from mbbench.batching import (PackedBatch, PaddedBatch, check_budget, check_grouping, group_by_count,
                               group_by_tokens, pack_documents, pad_documents)
 from mbbench.errors import UserError
+from mbbench.records import portable_suite_path
 
 DISTRIBUTIONS = ("fixed", "normal", "empirical")
 # Definition fields left out of the fingerprint: the lengths they produce are in it, where they live is not;
@@ -35,10 +36,26 @@ DISTRIBUTIONS = ("fixed", "normal", "empirical")
 _UNFINGERPRINTED = ("values", "lengths_file")
 
 
+SOURCE_SUITES = Path(__file__).resolve().parent.parent / "suites"  # the paper's suites in a checkout
+
+
 def package_suites():
-    """The suites shipped as package data (the paper's short/long x fixed/variable sets), an
-    importlib.resources Traversable: a directory of the installed package, wheel or editable."""
-    return resources.files("mbbench").joinpath("data/suites")
+    """The paper's four suites (short/long x fixed/variable). Their source of truth is `suites/` at the top of
+    the repository; a wheel carries copies in mbbench/data/suites (setup.py's build step). An importlib.resources
+    Traversable: the wheel's copies when installed from one, else the checkout's folder (editable installs,
+    PYTHONPATH)."""
+    shipped = resources.files("mbbench").joinpath("data/suites")
+    return shipped if shipped.is_dir() else SOURCE_SUITES
+
+
+def portable_path(suite: "Suite") -> str:
+    """Where a suite's file is, as a record may say it: relative to the working directory when under it, else
+    "suites/<file>" or the bare file name (`records.portable_suite_path`); never an absolute path."""
+    path = Path(suite.path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return portable_suite_path(str(path.resolve()))
 
 
 
@@ -296,7 +313,7 @@ class Suite:
 
 def suite_directories() -> list:
     """Where suites are looked up by name, first match wins: ./suites of the cwd (user suites), then the
-    suites shipped inside the package (mbbench/data/suites, present in wheels and editable installs)."""
+    paper's suites (`package_suites`: the checkout's suites/, or the wheel's copies)."""
     return [Path.cwd() / "suites", package_suites()]
 
 

@@ -1,4 +1,5 @@
-"""A wheel (not an editable install) ships the paper's suites (issue 14, part 7).
+"""A wheel (not an editable install) ships the paper's suites (issue 14, part 7), whose source of truth is suites/ at
+the top of the repository (issue 26).
 
 Builds the wheel without build isolation, installs it with --no-deps into a fresh venv that sees this
 interpreter's packages (torch, transformers ...) but not this checkout, and lists suites from a directory
@@ -11,6 +12,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,13 +38,17 @@ def test_wheel_ships_the_suites(tmp_path):
     # build from a copy: setuptools writes build/ and *.egg-info next to the sources
     source = tmp_path / "source"
     shutil.copytree(REPO / "mbbench", source / "mbbench", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    shutil.copytree(REPO / "suites", source / "suites")  # the source of truth, at the top (issue 26)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     wheels = tmp_path / "wheels"
     _run(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--quiet",
          "-w", str(wheels), cwd=tmp_path, env=env)
     [wheel] = wheels.glob("mbbench-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = sorted(n for n in archive.namelist() if n.startswith("mbbench/data/suites/"))
+    assert shipped == [f"mbbench/data/suites/{name}.toml" for name in PAPER_SUITES], shipped
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv), cwd=tmp_path)
     python = venv / "bin" / "python"

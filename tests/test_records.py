@@ -19,6 +19,7 @@ from mbbench.records import DeviceInfo, Record
 from mbbench.report.render import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_1 = ROOT / "tests" / "fixtures" / "schema1"
 TINY_RUN = ["run", "--model", "modernbert-base", "--tiny", "--device", "cpu", "--runs", "1", "--warmup", "0", "--quiet"]
 
 
@@ -30,24 +31,37 @@ def record_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.json"))
 
 
-def test_committed_schema_1_records_load_render_and_keep_their_numbers(tmp_path):
-    paths = record_files(ROOT / "results")
-    assert len(paths) >= 26
-    records = results.read_records([ROOT / "results"])
-    assert len(records) == len(paths)  # nothing lost
+def test_schema_1_records_load_render_and_keep_their_numbers(tmp_path):
+    paths = record_files(SCHEMA_1)  # copies of files once committed under results/ (issue 26 removed those)
+    records = results.read_records([SCHEMA_1])
+    assert len(records) == len(paths) == 3  # nothing lost
     ours = next(r for r in records if r.identity.model == "modernbert-base" and r.device.kind == "cpu")
     raw = json.loads(Path(ours.source_path).read_text())
     assert ours.migrated_from == 1 and raw["schema_version"] == 1  # migrated on read, the file untouched
     assert ours.payload.tokens_per_second == raw["tokens_per_second"]
     assert ours.identity.documents == 32 and ours.identity.batch_size == 32 and ours.identity.runs == 3
+    assert ours.suite.path == "suites/short-variable.toml"  # the writer's absolute path is not carried on
     predicted = [r for r in records if r.kind == "predicted" and r.status == "ok"]
     assert predicted and all(r.payload.tokens_per_second > 0 and r.device.basket_id for r in predicted)
-    md = (build_report([ROOT / "results"], tmp_path / "rep") / "report.md").read_text()
+    md = (build_report([SCHEMA_1], tmp_path / "rep") / "report.md").read_text()
     assert "## RTX4090" in md and "## cpu" in md
 
 
+def test_committed_records_are_one_format_without_absolute_paths_and_all_render(tmp_path):
+    paths = record_files(ROOT / "results")
+    texts = [p.read_text(encoding="utf-8") for p in paths]
+    assert all(json.loads(t)["schema_version"] == 2 for t in texts)
+    assert not [p for p, t in zip(paths, texts) if '": "/' in t or ':\\\\' in t], "an absolute path in a record"
+    records = results.read_records([ROOT / "results"])
+    assert len(records) == len(paths)
+    md = (build_report([ROOT / "results"], tmp_path / "rep") / "report.md").read_text(encoding="utf-8")
+    for record in records:  # every configuration has a row: in its device's table, or the paired table
+        models = record.identity.models or (record.identity.model,)
+        assert all(f"| {m}" in md for m in models), models
+
+
 def test_round_trip_and_flatten():
-    record = next(r for r in results.read_records([ROOT / "results"])
+    record = next(r for r in results.read_records([SCHEMA_1])
                   if r.kind == "measured" and r.identity.measurement == "throughput")
     again = Record.from_json(json.loads(json.dumps(record.to_json())))
     assert again.identity == record.identity and again.payload == record.payload and again.key == record.key
@@ -58,7 +72,7 @@ def test_round_trip_and_flatten():
 
 
 def test_a_record_never_carries_two_payloads_or_a_wrong_status():
-    record = next(r for r in results.read_records([ROOT / "results"])
+    record = next(r for r in results.read_records([SCHEMA_1])
                   if r.kind == "measured" and r.identity.measurement == "throughput")
     with pytest.raises(ValueError, match="cannot carry"):
         Record(kind="measured", status="failed", identity=record.identity, device=record.device, model=None,
@@ -117,7 +131,7 @@ def test_records_differing_in_batch_or_docs_both_appear_in_the_report(tmp_path):
 
 
 def test_two_hosts_of_one_configuration_are_shown_apart_and_repeats_say_which_was_kept(tmp_path):
-    base = next(r for r in results.read_records([ROOT / "results"])
+    base = next(r for r in results.read_records([SCHEMA_1])
                 if r.kind == "measured" and r.identity.model == "modernbert-base")
     root = tmp_path / "res"
     for index, (host, created) in enumerate((("a", "2026-11-01"), ("b", "2026-11-02"), ("b", "2026-11-03"))):

@@ -61,7 +61,7 @@ def test_suite_paths_and_names(tmp_path, monkeypatch):
     (tmp_path / "suites" / "mine.toml").write_text('documents = 3\n[lengths]\ndistribution = "fixed"\nlength = 4')
     assert load_suite("mine").statistics()["total_tokens"] == 12
     assert load_suite("suites/mine.toml").name == "mine"
-    assert load_suite("short-fixed").path.endswith("mbbench/data/suites/short-fixed.toml")
+    assert load_suite("short-fixed").path.endswith("suites/short-fixed.toml")
     with pytest.raises(UserError, match="suite file 'nowhere/x.toml' not found"):
         load_suite("nowhere/x.toml")
     with pytest.raises(UserError, match="known: long-fixed, long-variable, mine, short-fixed, short-variable"):
