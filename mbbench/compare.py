@@ -3,7 +3,7 @@
 The paper's claims are ratios; measured minutes apart on a shared machine, a ratio drifts with the
 machine's load (1.18x sequentially vs 1.50x interleaved for the same pair on CPU). Here every round
 runs one pass of each model in rotating order (AB, BA, ...), so both see the same conditions, and the
-result is the median per-round ratio with a bootstrap interval (`bench.paired`), recorded as a
+result is the median per-round ratio with an order-statistic interval of its exact coverage (`bench.paired`), recorded as a
 `Comparison` record.
 """
 
@@ -83,22 +83,32 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
                   environment=environment.capture())
 
 
+def interval_label(interval: dict) -> str:
+    """'96.9% CI' (its exact coverage), '87.5% CI, short of 95%: too few rounds', or for records made before
+    issue 26 '95% bootstrap CI' (a percentile bootstrap, whose real coverage at few rounds was far below it)."""
+    if "resamples" in interval:
+        return f"{interval['confidence']:.0%} bootstrap CI"
+    label = f"{interval['confidence'] * 100:.3g}% CI"
+    requested = interval.get("requested", interval["confidence"])
+    return label if interval["confidence"] >= requested else f"{label}, short of {requested:.0%}: too few rounds"
+
+
 def ratio_text(ratio: dict) -> str:
-    """'1.52x [1.45, 1.60] (95% CI)' or '1.52x (no interval: ...)'."""
+    """'1.52x [1.45, 1.60] (95% CI)', '1.52x [1.45, 1.60] (87.5% CI, short of 95%: too few rounds)' or
+    '1.52x (no interval: ...)'."""
     interval = ratio.get("interval")
     if interval:
-        return (f"{ratio['median']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}] "
-                f"({interval['confidence']:.0%} CI)")
+        return f"{ratio['median']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}] ({interval_label(interval)})"
     return f"{ratio['median']:.2f}x ({ratio.get('interval_note') or 'no interval'})"
 
 
-FEW_ROUNDS = 5  # below this a bootstrap interval over rounds is too coarse to trust
+FEW_ROUNDS = 6  # below this no interval of a median reaches 95% (bench.paired)
 
 
 def ratio_lines(record: Record) -> list[str]:
     """One line per ratio of a comparison record, with a warning when the rounds are too few."""
     rounds = record.payload.rounds
-    note = f" (only {rounds} round{'s' if rounds != 1 else ''}: the interval is coarse; use --runs 10 or more)" \
+    note = f" (only {rounds} round{'s' if rounds != 1 else ''}: no 95% interval below 6; use --runs 10 or more)" \
         if rounds < FEW_ROUNDS else ""
     tiny = "-tiny" if record.identity.tiny else ""
     return [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "

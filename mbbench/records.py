@@ -325,7 +325,8 @@ class Comparison:
 
     `paired` is `bench.paired.PairedResult.to_dict()`: per model its real tokens, pass seconds (round
     order) and tokens/s statistics; per other model the per-round ratios of tokens/s over the
-    baseline's, their median and a percentile-bootstrap interval; the order the models ran in.
+    baseline's, their median and its order-statistic interval (exact coverage in `confidence`; records before
+    issue 26: a percentile bootstrap, with `resamples`); the order the models ran in.
     """
 
     kind: ClassVar[str] = "comparison"

@@ -136,7 +136,7 @@ def test_a_paired_comparison_reaches_the_rendered_page(tmp_path):
                                       "--suite", "short-variable", "--device", "cpu", "--docs", "4", "--runs", "3",
                                       "--tiny", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "modernbert-base-tiny / hf-modernbert-base-tiny = " in result.output and "(95% CI)" in result.output
+    assert "modernbert-base-tiny / hf-modernbert-base-tiny = " in result.output and "(75% CI, short of 95%: too few rounds)" in result.output
     page = build_report([str(out)], tmp_path / "rep", include_smoke=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -189,3 +189,18 @@ def test_paired_table_marks_both_sides_of_a_tiny_comparison(tmp_path):
              if "hf-modernbert-base" in line]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["modernbert-base (tiny)", "hf-modernbert-base (tiny)"]
+
+
+def test_paired_table_states_the_intervals_own_confidence_and_warns_below_95(tmp_path):
+    """Issue 26: three rounds cannot give a 95% interval of the median; the table said "95% interval" anyway."""
+    [committed] = sorted((Path(__file__).parent.parent / "results" / "cpu").glob("*__comparison__*.json"))
+    data = json.loads(committed.read_text())
+    ratio = data["payload"]["paired"]["ratios"][0]
+    ratio["interval"] = {"low": 1.6, "high": 1.8, "confidence": 0.75, "requested": 0.95,
+                         "method": "order statistics (sign test)", "order": 1}
+    data["payload"]["rounds"] = 3
+    (tmp_path / "three.json").write_text(json.dumps(data))
+    md = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
+    [row] = [line for line in md.split("## Paired comparisons")[1].splitlines() if "hf-modernbert-base" in line]
+    assert "1.60–1.80 (75% CI, short of 95%: too few rounds)" in row and "too few rounds for 95%" in row
+    assert "95% interval" not in md

@@ -105,7 +105,7 @@ def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> No
          "device", "out", "force", "time_transfer", "tiny", "quiet")
 @click.option("--baseline", default=None, help="The model the others are divided by (default: the last --model).")
 def compare(models, suites, backend, out_dir, force, quiet, baseline, **fields) -> None:
-    """Interleave MODELs' passes over the same documents; print and record each ratio with a 95% interval."""
+    """Interleave MODELs' passes over the same documents; print and record each ratio with an interval of stated coverage."""
     cmp = comparison
     local = detect(fields["device"])
     baseline = baseline or models[-1]

@@ -33,6 +33,7 @@ import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
 from mbbench.calibration import paper_timing_batch  # noqa: E402
 from mbbench.environment import git_commit  # noqa: E402
+from mbbench.compare import interval_label  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
@@ -487,14 +488,15 @@ def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline:
         return ""
     ratio = max(found, key=lambda pair: pair[0])[1]
     interval = ratio.get("interval")
-    return f"{ratio['median']:.2f}x" + (f" [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else "")
+    return f"{ratio['median']:.2f}x" + (f" [{interval['low']:.2f}, {interval['high']:.2f}] ({interval_label(interval)})"
+                                        if interval else "")
 
 
 def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) -> list[list[str]]:
     """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out.
 
     One number per claim: where a paired comparison measured the pair on that device and suite, its ratio (median
-    of per-round ratios, with its 95% interval) is the cell, as in the paired table; otherwise the ratio of the
+    of per-round ratios, with its interval and that interval's confidence) is the cell, as in the paired table; otherwise the ratio of the
     two current (not superseded) records' headlines.
     """
     throughput = [r for r in records if headline(r) and r.get("measurement") != "max_batch"]
@@ -519,7 +521,7 @@ def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) ->
     return rows
 
 
-PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "95% interval", "rounds", "docs", "date",
+PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "interval (confidence)", "rounds", "docs", "date",
                  "warning"]
 
 
@@ -532,9 +534,13 @@ def paired_rows(records: list[dict]) -> list[list[str]]:
             interval = ratio.get("interval")
             rows.append([r["gpu_dir"], r["suite"], ratio["model"] + tiny, ratio["baseline"] + tiny,
                          f"{ratio['median']:.2f}x",
-                         f"{interval['low']:.2f}–{interval['high']:.2f}" if interval else (ratio.get("interval_note") or ""),
+                         f"{interval['low']:.2f}–{interval['high']:.2f} ({interval_label(interval)})" if interval
+                         else (ratio.get("interval_note") or ""),
                          str(r["rounds"]), str(r["num_documents"]), (r.get("created_at") or "")[:10],
-                         "busy" if r.get("load_warning") else ""])
+                         ", ".join(w for w in ("busy" if r.get("load_warning") else "",
+                                               "too few rounds for 95%" if interval and not
+                                               interval.get("confidence", 1) >= interval.get("requested", 0) else "")
+                                   if w)])
     return sorted(rows)
 
 
@@ -688,7 +694,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     if speedups:
         sections.append(Section(f"Speedup against {baseline}", "Tokens/s over the baseline's: same suite, protocol, "
                                 "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
-                                "comparison measured the pair, its median ratio [95% interval] is the cell.",
+                                "comparison measured the pair, its median ratio [interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
