@@ -223,7 +223,7 @@ class Throughput:
     real_tokens: int
     padded_tokens: int
     num_batches: int
-    warmup_batches: int
+    warmup_batches: int  # batches the warmup ran, first call included (records before issue 26: as asked)
     warmup_seconds: float
     first_call_seconds: float
     run_seconds: list[float]
@@ -243,6 +243,7 @@ class Throughput:
     peak_memory_bytes: int | None = None
     load: dict | None = None  # machine load at start and end of the timed passes
     load_warning: str | None = None
+    shape_warmup_batches: int | None = None  # of warmup_batches, run only because their shape was new (None: older)
 
 
 @dataclass(frozen=True)

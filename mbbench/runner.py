@@ -103,7 +103,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
         backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=gemm_reason,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
-        warmup_batches=plan.warmup_batches if plan.warmup_batches is not None else len(batches),
+        warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,
         warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
         run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=tokens_per_second,
         tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",

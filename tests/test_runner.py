@@ -4,10 +4,13 @@ import os
 import statistics
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import mbbench.plan as plan_module
 from mbbench import results, runner
+from mbbench.batching import pack_documents
+from mbbench.bench.throughput import measure_passes, warmup_order
 from mbbench.bench.telemetry import Sample, summarize as summarize_telemetry
 from mbbench.bench.timing import summarize
 from mbbench.cli import cli
@@ -172,3 +175,41 @@ def test_nvml_handle_follows_torch_device_by_uuid(monkeypatch):
 
     fake.nvmlDeviceGetHandleByUUID = unknown  # e.g. an old driver: fall back to the index
     assert nvml_handle(1) == "handle-1" and calls[-1] == ("index", 1)
+
+
+def test_every_new_shape_is_warmed_up_before_timing_whatever_the_protocol():
+    """Issue 26: flex compiles once per new total length and the paper protocol warmed up on one batch, so a
+    timed pass paid the compilations (passes [31.7, 0.23, 0.18] s). A forward that 'compiles' on each new
+    shape now never does so inside a timed pass, and the record's counts are what ran."""
+    lengths = [[3, 4], [5, 2], [3, 4], [6], [1, 1, 5], [6]]  # four shapes: (total, documents, longest)
+    batches = [pack_documents([torch.arange(n) for n in docs]) for docs in lengths]
+    compiled, in_timed, timing = set(), [], [False]
+
+    def forward(batch):
+        shape = (batch.input_ids.shape, batch.cu_seqlens.shape, batch.max_seqlen)
+        if shape not in compiled:
+            compiled.add(shape)
+            in_timed.append(timing[0])
+
+    def on_pass(index, seconds):
+        timing[0] = True  # every pass after the first is timed; the first is checked by the count below
+
+    for asked, ran, for_shapes in ((1, 4, 3), (0, 4, 3), (2, 4, 2), (None, 6, 0)):
+        compiled.clear(), in_timed.clear()
+        timing[0] = False
+        times = measure_passes(forward, batches, torch.device("cpu"), 3, asked, on_pass=on_pass)
+        assert len(compiled) == 4 and in_timed == [False] * 4, asked  # all before the timed passes
+        assert (times.warmup_batches, times.shape_warmup_batches) == (ran, for_shapes), asked
+        assert warmup_order(batches, asked)[0][:1] == [0]
+
+
+def test_a_paper_protocol_record_says_how_many_warmup_batches_ran(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--model", "modernbert-base", "--tiny", "--device", "cpu", "--protocol",
+                                      "paper", "--suite", "short-variable", "--docs", "8", "--batch-size", "2",
+                                      "--runs", "1", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [path] = tmp_path.rglob("*.json")
+    data = json.loads(path.read_text())
+    shapes = 4  # four batches of two packed documents of different total lengths
+    assert data["identity"]["warmup_batches"] == 1  # what was asked (the configuration)
+    assert data["payload"]["warmup_batches"] == shapes and data["payload"]["shape_warmup_batches"] == shapes - 1

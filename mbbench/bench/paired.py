@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mbbench.bench.throughput import warmup_order
 from mbbench.bench.timing import Summary, summarize, synchronize, timed
 
 Timer = Callable[[Callable[[], None], torch.device], float]  # (fn, device) -> seconds, like timing.timed
@@ -47,6 +48,7 @@ class ModelPasses:
     pass_seconds: list[float]
     warmup_seconds: float  # first call (compilation, if any) + the warmup batches
     first_call_seconds: float
+    warmup_batches: int = 0  # batches the warmup ran (first call included), new shapes included
 
     @property
     def tokens_per_second(self) -> list[float]:
@@ -101,6 +103,7 @@ class PairedResult:
     def to_dict(self) -> dict:
         """JSON-ready: per model its tokens, pass seconds and tokens/s statistics; the ratios; the order."""
         models = {name: {"tokens": m.tokens, "pass_seconds": m.pass_seconds, "warmup_seconds": m.warmup_seconds,
+                         "warmup_batches": m.warmup_batches,
                          "first_call_seconds": m.first_call_seconds, "tokens_per_second_stats": m.summary().to_dict()}
                   for name, m in self.models.items()}
         return {"baseline": self.baseline, "order": self.order, "models": models,
@@ -176,8 +179,8 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
     or a mapping name -> list (models with different layouts, e.g. padded vs packed, over the same
     documents); ratios compare tokens/s, so each model's real tokens count. `baseline` defaults to
     the first name. Warmup is as in `measure_passes`: one call, then the first `warmup_batches`
-    batches (None: a full pass). With `time_transfer`, batches stay on the host and passes include
-    their copies. `on_pass(model, round, seconds)` follows every timed pass, `on_warmup(model,
+    batches (None: a full pass), then one batch of every shape not yet run (`throughput.warmup_order`).
+    With `time_transfer`, batches stay on the host and passes include their copies. `on_pass(model, round, seconds)` follows every timed pass, `on_warmup(model,
     seconds)` every model's warmup. `timer` is `timing.timed` unless a test injects a fake clock.
 
     Raises ValueError for no models, `rounds` < 1, an unknown baseline, or a mapping of batches that
@@ -206,14 +209,15 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
         for batch in items:
             forward(batch.to(device) if time_transfer else batch)
 
-    first, warmup = {}, {}
+    first, warmup, warmed = {}, {}, {}
     seconds: dict[str, list[float]] = {name: [] for name in names}
     order = [round_order(names, r) for r in range(rounds)]
     with torch.inference_mode():
         for name in names:
             items, forward = staged[name], forwards[name]
             first[name] = timer(lambda: forward(items[0].to(device)), device)
-            rest = items[1:] if warmup_batches is None else items[1:max(warmup_batches, 1)]
+            indices, _ = warmup_order(items, warmup_batches)
+            rest, warmed[name] = [items[i] for i in indices[1:]], len(indices)
             warmup[name] = first[name] + timer(lambda: one_pass(forward, rest), device)
             if on_warmup:
                 on_warmup(name, warmup[name])
@@ -223,7 +227,8 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
                 seconds[name].append(elapsed)
                 if on_pass:
                     on_pass(name, round_index, elapsed)
-    models = {name: ModelPasses(name, count_tokens(per_model[name]), seconds[name], warmup[name], first[name])
+    models = {name: ModelPasses(name, count_tokens(per_model[name]), seconds[name], warmup[name], first[name],
+                                warmed[name])
               for name in names}
     ratios = [paired_ratio(models[name], models[baseline], confidence)
               for name in names if name != baseline]
