@@ -9,7 +9,8 @@ import mbbench.plan as plan_module
 from mbbench import runner
 from mbbench.batching import pack_documents, pad_documents
 from mbbench.bench.maxbatch import Trial, TrialError, is_oom, search, synthetic_probe
-from mbbench.bench.trial import FAKE_OOMS, TrialSpec, fixed_length_batch, run_trial
+from mbbench.suites import load_suite
+from mbbench.bench.trial import FAKE_OOMS, TrialSpec, fixed_length_batch, run_trial, token_budget_batch
 
 
 @settings(max_examples=200, deadline=None)
@@ -183,3 +184,12 @@ def test_subprocess_non_oom_error_is_reported():
                           limits=plan_module.max_batch_limits())
     with pytest.raises(TrialError, match="injected non-OOM failure"):
         runner.max_batch(plan, fake_limit_tokens=10**9, fake_error=True)
+
+
+def test_a_token_budget_trial_runs_exactly_the_budget_it_reports():
+    """Issue 26: a budget-S trial packed whole documents until at least S, up to 15% more on long-variable."""
+    suite = load_suite("long-variable")
+    for size in (256, 4096, 8192 + 256, 65536):
+        batch = token_budget_batch(suite, size)
+        assert batch.real_tokens == size == batch.input_ids.numel()
+        assert batch.max_seqlen <= suite.max_length and int(batch.cu_seqlens[-1]) == size

@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
-from mbbench.batching import PackedBatch, PaddedBatch
+from mbbench.batching import PackedBatch, PaddedBatch, pack_documents
 from mbbench.bench.maxbatch import Trial, TrialError, is_oom
 from mbbench.dtypes import parse_dtype
 from mbbench.models import registry
-from mbbench.suites import load_suite, make_batches
+from mbbench.suites import load_suite
 
 
 # The forms an out-of-memory takes on CUDA, for tests of the classification (`TrialSpec.fake_oom`).
@@ -83,20 +83,29 @@ def fixed_length_batch(size: int, length: int, layout: str, pad_token_id: int = 
     return PaddedBatch(ids, torch.ones_like(ids), size * length)
 
 
+def token_budget_batch(suite, size: int) -> PackedBatch:
+    """Exactly `size` tokens, packed: the suite's documents in order (cycling) while whole ones fit, then the
+    next one's first tokens to fill the rest. Whole documents alone overshot the budget by up to one document
+    (15% on long-variable), so a trial ran more tokens than its record said (issue 26); the cut document is
+    an ordinary shorter one, within the suite's lengths."""
+    docs, used = [], 0
+    while used < size:
+        document = suite.document(len(docs) % suite.definition.documents)[:size - used]
+        docs.append(document)
+        used += len(document)
+    return pack_documents(docs)
+
+
 def _trial_batch(spec: TrialSpec, size: int, pad_token_id: int, layout: str):
-    """The inputs for one trial and their token count: a packed token budget from the suite's documents
-    (mode "tokens"), or `size` documents of the suite's maximum length (the paper's memory column)."""
+    """The inputs for one trial and their token count, exactly what the record says: a packed batch of exactly
+    `size` tokens from the suite's documents (mode "tokens"), or `size` documents of the suite's maximum
+    length (the paper's memory column)."""
     suite = load_suite(spec.suite)
-    length = suite.definition.max_length
     if spec.mode == "tokens":
-        indices, used = [], 0
-        while used < size:  # documents in suite order (cycling) until the budget is filled
-            index = len(indices) % suite.definition.documents
-            indices.append(index)
-            used += suite.lengths[index]
-        [batch] = make_batches(suite, indices, "packed", token_budget=max(used, 1))
-        return batch, used
-    return fixed_length_batch(size, length, layout, pad_token_id), size * length
+        batch = token_budget_batch(suite, size)
+        return batch, batch.real_tokens
+    return fixed_length_batch(size, suite.definition.max_length, layout, pad_token_id), \
+        size * suite.definition.max_length
 
 
 def run_trial(spec: TrialSpec, size: int) -> dict:
