@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -263,11 +264,20 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         weights_sha256=checkpoint_sha256(config.weights), batch_size=batch_size, token_budget=token_budget,
         documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
-        placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)))
+        placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)),
+        matmul_precision=matmul_precision())
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
                 tuple(notes), backend, backend_reason)
+
+
+def matmul_precision() -> str:
+    """The float32 matmul precision this process runs with ("highest", "high" or "medium"): torch's setting, or
+    "highest" when NVIDIA_TF32_OVERRIDE=0 turns TF32 off in the CUDA libraries. Part of the identity."""
+    if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
+        return "highest"
+    return torch.get_float32_matmul_precision()
 
 
 # ------------------------------------------------------------------------------------------ max-batch settings

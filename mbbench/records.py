@@ -44,7 +44,7 @@ def now() -> str:
 MAX_STEM_CHARS = 160  # a record file's stem; with ".json" and a temporary file's affixes, far below 255 bytes
 
 # Identity fields added after schema 2 was first written -> the value a record without the field implies.
-LATER_FIELDS: dict[str, Any] = {}
+LATER_FIELDS: dict[str, Any] = {"matmul_precision": "highest"}
 
 
 def without_non_finite(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
@@ -109,6 +109,9 @@ class Identity:
     placement: str | None = None  # the Ray node type a CPU task ran on (CPU records share one directory)
     limits: tuple[tuple[str, Any], ...] = ()  # max-batch search settings, as sorted (name, value) pairs
     models: tuple[str, ...] = ()  # a comparison's models (baseline first); empty otherwise
+    # torch's float32 matmul precision: "high" lets fp32 GEMMs run in TF32 (GPU) or bf16 passes, which changes
+    # both speed and numbers; NVIDIA_TF32_OVERRIDE=0 forces "highest" whatever torch is told
+    matmul_precision: str = "highest"
 
     def key(self) -> str:
         """A short hash of every field: equal keys mean the same configuration."""
@@ -517,6 +520,7 @@ class Record:
                "token_budget": ident.token_budget, "documents": ident.documents, "runs": ident.runs,
                "warmup_batches": ident.warmup_batches, "compile": ident.compile, "time_transfer": ident.time_transfer,
                "weights_sha256": ident.weights_sha256, "limits": dict(ident.limits) or None,
+               "matmul_precision": ident.matmul_precision,
                "device_kind": self.device.kind, "device_name": self.device.name, "device_index": self.device.index,
                "gpu_dir": self.device.directory, "gpu_id": self.device.basket_id, "driver": self.device.driver,
                "cuda": self.device.cuda, "family": self.model.family if self.model else None,

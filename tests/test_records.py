@@ -323,3 +323,19 @@ def test_the_run_table_says_what_was_measured_and_a_busy_machine_is_flagged(tmp_
     record = Record.from_json(json.loads(path.read_text()))
     assert "machine was busy" in record.payload.load_warning and "machine was busy" in result.output
     assert record.payload.load["start"]["load_average_1m"] == 9.0
+
+
+def test_the_float32_matmul_precision_is_part_of_the_identity(monkeypatch):
+    """Issue 26 ("look for others of this kind"): TF32 changes fp32 numbers and speed, yet shared a key."""
+    config = RunConfig("modernbert-base", "short-fixed", device="cpu", tiny=True)
+    default = resolve(config).identity
+    assert default.matmul_precision == "highest" and "matmul_precision" not in default._hashed()  # old keys stay
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        tf32 = resolve(config).identity
+        assert tf32.matmul_precision == "high" and tf32.key() != default.key()
+        monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+        assert resolve(config).identity.key() == default.key()
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -48,7 +48,7 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
 # them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
 VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "warmup", "compile",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
-                  "transformers", "model_version")
+                  "transformers", "model_version", "matmul_precision")
 TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "model_version": "model"}
@@ -73,6 +73,7 @@ def variant(record: dict) -> dict:
               "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
               "warmup": record.get("warmup_batches"),
               "suite_fingerprint": (record.get("suite_fingerprint") or "")[:8] or None,
+              "matmul_precision": record.get("matmul_precision") or "highest",
               "device_name": record.get("device_name"), "model_version": record.get("model_version"),
               "host": record.get("host") if record.get("kind") == "measured" else None,
               "torch": record.get("torch") if record.get("kind") == "measured" else None,
