@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import mbbench.plan as plan_module
 from mbbench import results, runner
+from mbbench.bench.throughput import PassTimes
 from mbbench.cli import cli
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import DeviceInfo, Record
@@ -175,7 +176,7 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
 
     def passes(forward, batches, device, *args, **kwargs):
         seen["passes"] = str(device)
-        return types.SimpleNamespace(pass_seconds=[1.0], warmup_seconds=0.0, first_call_seconds=0.0)
+        return PassTimes([1.0], 0.0, 0.0, 1, 0)
 
     monkeypatch.setattr(registry, "encoder", build)
     monkeypatch.setattr(runner, "measure_passes", passes)
