@@ -113,7 +113,7 @@ def test_the_report_shows_a_nan_or_inf_record_as_missing_and_says_why(tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "n/a (tokens/s was nan)" in md and "n/a (tokens/s was inf)" in md
-    assert "not finite, shown as missing: tokens_per_second=nan" in md
+    assert "not finite, shown as missing: tokens/s was nan" in md
 
 
 # ---------------------------------------------------------------------------------- 5. one parser per value

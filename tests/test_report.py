@@ -201,6 +201,7 @@ def test_paired_table_states_the_intervals_own_confidence_and_warns_below_95(tmp
     data["payload"]["rounds"] = 3
     (tmp_path / "three.json").write_text(json.dumps(data))
     md = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
-    [row] = [line for line in md.split("## Paired comparisons")[1].splitlines() if "hf-modernbert-base" in line]
+    [row] = [line for line in md.split("## Paired comparisons")[1].split("\n## ")[0].splitlines()
+             if "hf-modernbert-base" in line]
     assert "1.60–1.80 (75% CI, short of 95%: too few rounds)" in row and "too few rounds for 95%" in row
     assert "95% interval" not in md

@@ -360,8 +360,8 @@ def flags(record: dict) -> str:
     if record.get("superseded_by"):
         out.append(f"superseded by the {record['superseded_by']}")
     if record.get("non_finite"):
-        out.append("not finite, shown as missing: " + ", ".join(f"{k.removeprefix('payload.')}={v}"
-                                                               for k, v in sorted(record["non_finite"].items())))
+        out.append("not finite, shown as missing: " + ", ".join(
+            not_finite(record, k.removeprefix("payload.")) for k in sorted(record["non_finite"]) if k.startswith("payload.")))
     if record.get("capped"):
         out.append("capped search: a lower bound")
     return ", ".join(out)
