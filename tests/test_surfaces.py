@@ -147,8 +147,8 @@ def test_speedup_and_paired_tables_agree_and_no_cell_is_superseded(committed_rep
     paired = md.split("## Paired comparisons")[1].split("\n## ")[0]
     [row] = [line for line in paired.splitlines() if line.startswith("| cpu")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    ratio, interval = cells[4], cells[5].replace("–", ", ")
-    assert f"{ratio} [{interval}]" in speedup
+    ratio, (interval, label) = cells[4], cells[5].replace("–", ", ").split(" (", 1)
+    assert f"{ratio} [{interval}] ({label}" in speedup  # the same interval, with the same confidence
 
 
 def test_a_superseded_measurement_leaves_the_tables_and_stays_in_provenance(tmp_path):
