@@ -1,7 +1,7 @@
 """Command line: the `mbbench` group; each command lives in `mbbench.commands` and is attached here.
 
-`run | max-batch | predict | compare | matrix | verify | sweep | validate-model | report | list`. A `UserError`
-anywhere becomes a one-line message and exit status 2; nothing is written before inputs are validated.
+`run | max-batch | predict | compare | latency | serve | matrix | verify | sweep | validate-model | report | list`.
+A `UserError` anywhere becomes a one-line message and exit status 2; nothing is written before inputs are validated.
 Ctrl-C exits 130 and names the records already written.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from mbbench.commands import explore, listing, measure
+from mbbench.commands import explore, listing, measure, serving
 from mbbench.commands import matrix as matrix_command
 from mbbench.errors import UserError
 
@@ -35,8 +35,8 @@ def cli() -> None:
 
 
 for command in (measure.run, measure.max_batch_command, measure.predict_command, measure.compare,
-                matrix_command.matrix, explore.verify, explore.sweep, explore.validate_model, explore.report,
-                listing.list_group):
+                serving.latency, serving.serve, matrix_command.matrix, explore.verify, explore.sweep,
+                explore.validate_model, explore.report, listing.list_group):
     cli.add_command(command)
 
 

@@ -29,7 +29,7 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
 from mbbench.models.spec import ModelSpec
-from mbbench.records import DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
+from mbbench.records import MEASUREMENTS, DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
 from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
@@ -110,7 +110,7 @@ class Plan:
     """Everything a measurement, search or prediction needs, resolved; its identity names its record."""
 
     config: RunConfig
-    measurement: str  # "throughput", "max_batch" or "prediction"
+    measurement: str  # "throughput", "max_batch", "prediction", "latency" or "serving"
     spec: ModelSpec
     shape: Shape  # the performance model's view of the model (tiny variant when config.tiny)
     parameters: int  # of the bare encoder, counted once
@@ -203,13 +203,17 @@ def checkpoint_sha256(path: str | None) -> str | None:
 
 
 def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceInfo | None = None,
-            suite: Suite | None = None, limits: tuple = ()) -> Plan:
+            suite: Suite | None = None, limits: tuple = (), traffic: tuple = ()) -> Plan:
     """Resolve a request on a device (detected from `config.device` when not given) into a Plan.
 
     `suite` may be passed already loaded (a matrix task carries its suite, so a user's file need not
-    exist on the node). `limits`: a max-batch search's settings, part of its identity. Raises UserError
-    for every impossible or conflicting option.
+    exist on the node). `limits`: a max-batch search's settings, part of its identity. `traffic`: a
+    latency or serving measurement's settings as (name, value) pairs, part of its identity (requests
+    carry their own batches, so such a plan has no batch size or token budget). Raises UserError for
+    every impossible or conflicting option, ValueError for a measurement outside `records.MEASUREMENTS`.
     """
+    if measurement not in MEASUREMENTS:
+        raise ValueError(f"measurement {measurement!r} not in {MEASUREMENTS}")
     spec = config.validate()
     suite = suite or load_suite(config.suite)
     device = device or detect(config.device)
@@ -224,6 +228,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         notes.append(f"--docs {docs}: suite {suite.name} has {suite.definition.documents} documents; using all of them")
     if measurement == "max_batch":
         batch_size, token_budget, documents = None, None, None
+    elif measurement in ("latency", "serving"):  # each request is its own batch (latency) or the batcher's
+        batch_size, token_budget = None, None
     else:
         token_budget = config.token_budget
         batch_size = None if token_budget else (config.batch_size or
@@ -265,7 +271,7 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)),
-        matmul_precision=matmul_precision())
+        matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)))
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,

@@ -44,7 +44,10 @@ def now() -> str:
 MAX_STEM_CHARS = 160  # a record file's stem; with ".json" and a temporary file's affixes, far below 255 bytes
 
 # Identity fields added after schema 2 was first written -> the value a record without the field implies.
-LATER_FIELDS: dict[str, Any] = {"matmul_precision": "highest"}
+LATER_FIELDS: dict[str, Any] = {
+    "matmul_precision": "highest",
+    "traffic": (),  # latency and serving settings (issue 28): records before them had none
+}
 
 
 def without_non_finite(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
@@ -112,6 +115,9 @@ class Identity:
     # torch's float32 matmul precision: "high" lets fp32 GEMMs run in TF32 (GPU) or bf16 passes, which changes
     # both speed and numbers; NVIDIA_TF32_OVERRIDE=0 forces "highest" whatever torch is told
     matmul_precision: str = "highest"
+    # latency and serving: the requests' settings (batch sizes, counts, seconds, rates, batcher, SLO, clock,
+    # seed) as sorted (name, value) pairs; a list-valued setting is a tuple
+    traffic: tuple[tuple[str, Any], ...] = ()
 
     def key(self) -> str:
         """A short hash of every field: equal keys mean the same configuration."""
@@ -151,6 +157,8 @@ class Identity:
         values = {k: v for k, v in data.items() if k in known}
         values["limits"] = tuple(tuple(pair) for pair in values.get("limits", ()))
         values["models"] = tuple(values.get("models", ()))
+        values["traffic"] = tuple((name, tuple(value) if isinstance(value, list) else value)
+                                  for name, value in values.get("traffic", ()))
         return cls(**values)
 
 
@@ -351,7 +359,7 @@ class Latency:
     from the suite (seeded); at least `min_requests` timed requests and `min_seconds` per batch size.
 
     `points` holds one entry per batch size, `bench.latency.LatencyRun.to_dict()`: batch_size,
-    requests, cold_s (the first call, apart), elapsed_s, real_tokens, requests_per_second,
+    requests, cold_s (the first call at that batch size, apart), elapsed_s, real_tokens, requests_per_second,
     documents_per_second, tokens_per_second, and latency_s {count, mean, stdev, min, p50, p90, p95,
     p99, max} in seconds.
     """
@@ -366,6 +374,11 @@ class Latency:
     timer: str  # what the model call reports ("cuda-events" or "perf_counter"); latency is the clock's reading
     clock: str = "real"  # "real" or "virtual" (a simulation)
     load_seconds: float | None = None  # model load and move to the device, timed apart from the first call
+    first_call_s: float | None = None  # the model's first forward (one document): with load_seconds, the cold start
+    warmup_requests: int = 0  # per batch size: untimed requests after the cold call, before the timed ones
+    warmed: str = ""  # what the warmup covered, in words
+    load: dict | None = None  # machine load at start and end of the measurement
+    load_warning: str | None = None
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -409,6 +422,12 @@ class Serving:
     runs: list[dict]
     slo: dict | None = None
     drain_limit_s: float | None = None  # an overloaded run stops this long after its last arrival
+    timer: str = "perf_counter"  # what times a batch's forward ("cuda-events" on a GPU)
+    load_seconds: float | None = None  # model load and move to the device
+    first_call_s: float | None = None  # the model's first forward (one document), apart from every run
+    warmed: str = ""  # what the warmup covered, in words
+    load: dict | None = None  # machine load at start and end of the load tests
+    load_warning: str | None = None
 
     @property
     def rates(self) -> list[float]:
@@ -521,6 +540,7 @@ class Record:
                "warmup_batches": ident.warmup_batches, "compile": ident.compile, "time_transfer": ident.time_transfer,
                "weights_sha256": ident.weights_sha256, "limits": dict(ident.limits) or None,
                "matmul_precision": ident.matmul_precision,
+               "traffic": dict(ident.traffic) or None,
                "device_kind": self.device.kind, "device_name": self.device.name, "device_index": self.device.index,
                "gpu_dir": self.device.directory, "gpu_id": self.device.basket_id, "driver": self.device.driver,
                "cuda": self.device.cuda, "family": self.model.family if self.model else None,

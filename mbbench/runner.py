@@ -84,7 +84,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
                  f"warmup, then {plural(plan.config.passes, 'pass')}")
     device = torch.device(plan.torch_device)
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
-    gpu_load = _gpu_load_reader(plan)
+    gpu_load = gpu_load_reader(plan)
     load_start = environment.load_snapshot(gpu_load)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
@@ -169,7 +169,7 @@ def model_flops_utilisation(plan: Plan, flops_per_second: float,
     return flops_per_second / peak, f"model FLOPs / pass time / {gpu.name} dense {dtype} peak ({peak / 1e12:.0f} TFLOP/s)"
 
 
-def _gpu_load_reader(plan: Plan):
+def gpu_load_reader(plan: Plan):
     """NVML utilisation and processes of the plan's GPU (None on CPU or without NVML)."""
     if plan.device.kind != "cuda":
         return None

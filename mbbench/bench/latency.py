@@ -122,8 +122,9 @@ def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:
 
 
 def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R], min_requests: int,
-                    min_seconds: float, clock: Clock, batch_size: int = 1) -> LatencyRun:
-    """Closed-loop latency: one cold call, then requests until >= `min_requests` and >= `min_seconds`.
+                    min_seconds: float, clock: Clock, batch_size: int = 1, warmup: Sequence[R] = ()) -> LatencyRun:
+    """Closed-loop latency: one cold call, the `warmup` requests (untimed), then requests until
+    >= `min_requests` and >= `min_seconds`.
 
     `make_request(i)` builds request i (e.g. a batch of `batch_size` suite documents, on the device,
     made before its call so building it is not timed); `call(request)` runs it to completion and
@@ -134,6 +135,8 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
     if min_requests < 1 or min_seconds < 0:
         raise ValueError(f"need min_requests >= 1 and min_seconds >= 0, got {min_requests}, {min_seconds}")
     cold = timed_call(call, make_request(0), clock)
+    for request in warmup:
+        call(request)
     latencies: list[float] = []
     tokens, elapsed, index = 0, 0.0, 1
     while len(latencies) < min_requests or elapsed < min_seconds:

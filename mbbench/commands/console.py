@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mbbench.driver import produce_all
 from mbbench.formatting import max_batch_text, plural, significant
-from mbbench.records import Comparison, MaxBatchSearch, Prediction, Record, Throughput
+from mbbench.records import Comparison, Latency, MaxBatchSearch, Prediction, Record, Serving, Throughput
 from mbbench.results import Store
 
 
@@ -56,6 +56,12 @@ def _aligned(lines: list[list[str]]) -> list[str]:
     """Rows of cells as lines, each column padded to its widest cell."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+
+
+def aligned(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """A header and rows of text as aligned plain lines (every character kept)."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *rows]]
 
 
 def _text(value) -> str:
@@ -157,6 +163,13 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     elif isinstance(payload, Comparison):
         row.update(docs=payload.num_documents, passes=plural(payload.rounds, "round"), statistic="paired median ratio",
                    ratio=", ".join(f"{r['model']} {r['median']:.2f}x" for r in payload.paired["ratios"]))
+    elif isinstance(payload, Latency):
+        row.update(batch_sizes=",".join(str(b) for b in payload.batch_sizes),
+                   requests=sum(p["requests"] for p in payload.points), statistic="per request (below)")
+    elif isinstance(payload, Serving):
+        best = payload.best_rate
+        row.update(rates=",".join(f"{r:g}" for r in sorted(payload.rates)), statistic="per rate (below)",
+                   slo_rate="" if payload.slo is None else (f"{best:.3g}/s" if best is not None else "none"))
     elif isinstance(payload, MaxBatchSearch):
         row.update(max_batch=max_batch_text(payload.result, len(payload.trials), payload.capped, payload.bracket,
                                             "" if payload.mode == "batch" else " tokens", ascii_only=True))

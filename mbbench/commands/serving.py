@@ -1,0 +1,159 @@
+"""The commands that measure a model as a service: `latency` (closed loop, per request) and `serve` (open-loop load).
+
+Like `run`, they parse options, resolve one plan per model x suite (`plan.resolve`, measurement "latency" or
+"serving", their settings in the identity's `traffic`), and produce one record per configuration through the
+store (resume by identity, --force, --out, failure records, Ctrl-C exits 130). Every bad value is refused
+before a model is built or a file written (`UserError`: one line, exit 2). Under the summary row, each record's
+numbers are printed whole: per batch size, or per offered rate and the SLO's answer.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mbbench import latency as latency_producer
+from mbbench import serve as serve_producer
+from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S
+from mbbench.bench.serving import Slo
+from mbbench.commands.common import configs, echo_notes, finish, progress_for
+from mbbench.commands.console import aligned, produce_and_print
+from mbbench.commands.options import options
+from mbbench.device import check_requested_gpu, detect
+from mbbench.driver import job
+from mbbench.plan import resolve
+from mbbench.records import Latency, Record, Serving
+
+SHARED = ("models", "suites", "protocol", "backend", "dtype", "docs", "device", "gpu", "out", "force", "compile",
+          "weights", "tiny", "quiet")
+
+
+def ms(seconds: float | None) -> str:
+    """Seconds as milliseconds for people: one decimal, never cut."""
+    return "" if seconds is None else f"{seconds * 1e3:,.1f}"
+
+
+@click.command()
+@options(*SHARED)
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+              default=latency_producer.DEFAULT_BATCH_SIZES, show_default=True,
+              help="Repeatable: documents per request.")
+@click.option("--requests", "min_requests", type=int, default=latency_producer.DEFAULT_MIN_REQUESTS,
+              show_default=True, help="At least this many timed requests per batch size (optimum-benchmark's 10).")
+@click.option("--min-seconds", type=float, default=latency_producer.DEFAULT_MIN_SECONDS, show_default=True,
+              help="And at least this many seconds of them (optimum-benchmark's 10 s).")
+@click.option("--warmup", type=int, default=latency_producer.DEFAULT_WARMUP, show_default=True,
+              help="Untimed requests per batch size after its cold call.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which documents each request draws.")
+def latency(models, suites, gpu, out_dir, force, quiet, compile_model, batch_sizes, min_requests, min_seconds,
+            warmup, seed, **fields) -> None:
+    """Per-request latency (p50/p90/p95/p99, mean, stdev) at each batch size over SUITE's lengths."""
+    settings = latency_producer.LatencySettings(tuple(batch_sizes), min_requests, min_seconds, warmup, seed)
+    local = detect(fields["device"])
+    check_requested_gpu(gpu, local)
+    plans = [resolve(c, "latency", device=local, traffic=settings.traffic())
+             for c in configs(models, suites, compile=compile_model, **fields)]
+    echo_notes(plans, quiet)
+    jobs = [job(p, lambda plan: latency_producer.measure(plan, settings, progress_for(plan, quiet))) for p in plans]
+    finish(produce_and_print(jobs, out_dir, force, quiet, latency_lines))
+
+
+@click.command()
+@options(*SHARED)
+@click.option("--rate", "rates", type=float, multiple=True, required=True,
+              help="Repeatable: offered load in requests/s (Poisson arrivals, one document each).")
+@click.option("--duration", type=float, default=serve_producer.DEFAULT_DURATION_S, show_default=True,
+              help="Seconds of arrivals per rate (and per SLO search step).")
+@click.option("--requests", "min_requests", type=int, default=serve_producer.DEFAULT_MIN_REQUESTS,
+              show_default=True, help="At least this many requests per rate.")
+@click.option("--max-batch-tokens", type=int, default=TEI_MAX_BATCH_TOKENS, show_default=True,
+              help="The batcher's token budget (text-embeddings-inference's default).")
+@click.option("--max-batch-requests", type=int, default=None, help="Cap requests per batch (default: none).")
+@click.option("--max-wait", "max_wait_ms", type=float, default=TEI_MAX_WAIT_S * 1e3, show_default=True,
+              help="Milliseconds a batch that is not full may wait for more requests (TEI: 0).")
+@click.option("--sort-by-length", is_flag=True, help="Sort queued requests by length before batching (infinity).")
+@click.option("--slo", default=None, help="e.g. p99=2s: search the highest rate meeting it between the lowest "
+              "and highest --rate.")
+@click.option("--search-steps", type=int, default=serve_producer.DEFAULT_SEARCH_STEPS, show_default=True,
+              help="Bisection steps of the SLO search.")
+@click.option("--clock", type=click.Choice(list(serve_producer.CLOCKS)), default="real", show_default=True,
+              help="real: arrivals in real time; virtual: a simulation over measured forward times.")
+@click.option("--warmup", type=int, default=serve_producer.DEFAULT_WARMUP, show_default=True,
+              help="Requests of the lowest rate run untimed, alone and as one batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Arrival times and documents.")
+def serve(models, suites, gpu, out_dir, force, quiet, compile_model, rates, duration, min_requests,
+          max_batch_tokens, max_batch_requests, max_wait_ms, sort_by_length, slo, search_steps, clock, warmup, seed,
+          **fields) -> None:
+    """An in-process load test: open-loop arrivals at each --rate, a dynamic batcher, one model worker."""
+    settings = serve_producer.ServeSettings(
+        tuple(rates), duration, min_requests, max_batch_tokens, max_batch_requests, max_wait_ms / 1e3,
+        sort_by_length, Slo.parse(slo) if slo is not None else None, search_steps, clock, seed, warmup)
+    local = detect(fields["device"])
+    check_requested_gpu(gpu, local)
+    plans = [resolve(c, "serving", device=local, traffic=settings.traffic())
+             for c in configs(models, suites, compile=compile_model, **fields)]
+    for plan in plans:
+        if not plan.unsupported_reason():
+            serve_producer.check_lengths(plan, settings)
+    echo_notes(plans, quiet)
+    jobs = [job(p, lambda plan: serve_producer.measure(plan, settings, progress_for(plan, quiet))) for p in plans]
+    finish(produce_and_print(jobs, out_dir, force, quiet, serving_lines))
+
+
+# ------------------------------------------------------------------------------------------ the numbers, whole
+
+LATENCY_HEADER = ["batch", "requests", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "stdev ms", "cold ms",
+                  "tokens/s", "requests/s"]
+
+
+def latency_lines(record: Record) -> list[str]:
+    """Per batch size: latency percentiles, mean, stdev, the batch size's cold call, tokens/s and requests/s."""
+    payload = record.payload
+    if not isinstance(payload, Latency):
+        return []
+    rows = [[str(p["batch_size"]), str(p["requests"]), *(ms(p["latency_s"][k]) for k in
+                                                         ("p50", "p90", "p95", "p99", "mean", "stdev")),
+             ms(p["cold_s"]), f"{p['tokens_per_second']:,.0f}", f"{p['requests_per_second']:,.2f}"]
+            for p in payload.points]
+    title = (f"latency {record.identity.display_model} / {record.identity.suite} ({payload.layout}, {payload.timer}, "
+             f"{payload.clock} clock): cold start: load {payload.load_seconds or 0:.2f} s, first call "
+             f"{ms(payload.first_call_s)} ms")
+    return ["", title, *aligned(LATENCY_HEADER, rows)]
+
+
+SERVING_HEADER = ["offered/s", "achieved/s", "served", "unserved", "p50 ms", "p90 ms", "p99 ms", "queue p99 ms",
+                  "inference p99 ms", "batch mean", "batch max", "tokens/batch mean", "tokens/s", "busy"]
+
+
+def serving_lines(record: Record) -> list[str]:
+    """Per offered rate (ascending): total latency percentiles, queue and inference p99, batch distributions,
+    achieved throughput; then the SLO search's answer and its achieved throughput."""
+    payload = record.payload
+    if not isinstance(payload, Serving):
+        return []
+    rows = []
+    for run in sorted(payload.runs, key=lambda r: r["offered_rate"]):
+        total, batch = run["total_s"] or {}, run["batch_size"] or {}
+        rows.append([f"{run['offered_rate']:g}", f"{run['achieved_rate']:.2f}", str(run["served"]),
+                     str(run["unserved"]), ms(total.get("p50")), ms(total.get("p90")), ms(total.get("p99")),
+                     ms((run["queue_s"] or {}).get("p99")), ms((run["inference_s"] or {}).get("p99")),
+                     f"{batch.get('mean', 0):.2f}", f"{batch.get('max', 0):.0f}",
+                     f"{(run['batch_tokens'] or {}).get('mean', 0):,.0f}", f"{run['tokens_per_second']:,.0f}",
+                     f"{run['utilization']:.0%}"])
+    sorting = ", sorted by length" if payload.sort_by_length else ""
+    title = (f"serving {record.identity.display_model} / {record.identity.suite} ({payload.layout} batches of at most "
+             f"{payload.max_batch_tokens} tokens{sorting}, max wait {ms(payload.max_wait_s)} ms, {payload.clock} "
+             f"clock): cold start: load {payload.load_seconds or 0:.2f} s, first call {ms(payload.first_call_s)} ms")
+    lines = ["", title, *aligned(SERVING_HEADER, rows)]
+    if payload.slo:
+        lines.append(slo_line(payload.slo))
+    return lines
+
+
+def slo_line(slo: dict) -> str:
+    """The SLO search's answer in one line: the highest rate meeting it and what that run achieved."""
+    target = f"p{slo['percentile']:g} <= {ms(slo['target_s'])} ms"
+    if slo["best_rate"] is None:
+        return f"SLO {target}: no rate tried meets it ({slo['note']})"
+    return (f"SLO {target}: highest rate meeting it {slo['best_rate']:.3g} requests/s, achieved "
+            f"{slo['best_achieved_rate']:.3g} requests/s ({slo['best_tokens_per_second']:,.0f} tokens/s); "
+            f"{slo['note']}")

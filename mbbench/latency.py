@@ -1,0 +1,123 @@
+"""`mbbench latency`: per-request latency of one plan's model at several batch sizes -> a `Latency` record.
+
+Closed loop, one request at a time (`bench.latency.measure_latency`), each request `batch_size` documents
+drawn from the suite (seeded per request), in the model's own layout: packed for the unpadded reference
+model, padded to the longest in the request otherwise. Real tokens only are counted. Per batch size: one
+cold call (apart), a warmup, then at least N requests and S seconds on the wall clock. Defaults follow
+optimum-benchmark's inference scenario (optimum_benchmark/scenarios/inference/config.py: iterations=10,
+duration=10 s, warmup_runs=10). The cold start of the model (load, first forward) is recorded apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from mbbench.batching import Batch as ModelBatch
+from mbbench.bench.clock import RealClock
+from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
+from mbbench.bench.latency import LatencyRun, measure_latency
+from mbbench.errors import UserError
+from mbbench.plan import Plan, record, unsupported_record
+from mbbench.records import Latency, Record
+from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+DEFAULT_MIN_REQUESTS = 10  # optimum-benchmark: iterations = 10
+DEFAULT_MIN_SECONDS = 10.0  # optimum-benchmark: duration = 10 s
+DEFAULT_WARMUP = 10  # optimum-benchmark: warmup_runs = 10
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """What a latency measurement runs besides the plan: all of it changes the numbers (the record's `traffic`)."""
+
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES  # documents per request, measured in this order
+    min_requests: int = DEFAULT_MIN_REQUESTS  # timed requests per batch size, at least ...
+    min_seconds: float = DEFAULT_MIN_SECONDS  # ... and at least this many seconds of them
+    warmup: int = DEFAULT_WARMUP  # untimed requests per batch size after its cold call
+    seed: int = 0  # which documents each request draws
+
+    def __post_init__(self) -> None:
+        """Raise UserError for any value no run could honour (before anything is built or written)."""
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"--batch-size must be at least 1, got {list(self.batch_sizes)}")
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise UserError(f"--batch-size given twice: {list(self.batch_sizes)}")
+        if self.min_requests < 1:
+            raise UserError(f"--requests must be at least 1, got {self.min_requests}")
+        if not (math.isfinite(self.min_seconds) and self.min_seconds >= 0):
+            raise UserError(f"--min-seconds must be a finite number of seconds >= 0, got {self.min_seconds}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
+
+    def traffic(self) -> tuple:
+        """(name, value) pairs for `plan.resolve(..., traffic=...)`: the identity's share of these settings."""
+        return (("batch_sizes", tuple(self.batch_sizes)), ("min_requests", self.min_requests),
+                ("min_seconds", float(self.min_seconds)), ("seed", self.seed), ("warmup", self.warmup))
+
+
+def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = None) -> Record:
+    """Measure one plan's per-request latency at each of `settings.batch_sizes`; its record (ok or unsupported).
+
+    The plan must come from `plan.resolve(config, "latency", traffic=settings.traffic())`. Raises whatever
+    building or running the model raises (the store turns it into a failure record).
+    """
+    reason = plan.unsupported_reason()
+    if reason:
+        return unsupported_record(plan, reason)
+    model = load_model(plan, progress)
+    first = first_call(model, plan.suite.document(0))
+    if progress:
+        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms; "
+                 f"{plan.documents} documents to draw from ({model.layout})")
+    points, machine = [], watch_load(plan)
+    for batch_size in settings.batch_sizes:
+        run = measure_batch_size(plan, model, settings, batch_size)
+        points.append(run.to_dict())
+        if progress:
+            stats = run.stats
+            progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
+                     f"p99 {stats.p99 * 1e3:.1f} ms, {run.tokens_per_second:,.0f} tokens/s")
+    load = machine()
+    payload = Latency(backend=model.backend, layout=model.layout, seed=settings.seed,
+                      min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
+                      timer=model.timer, clock=RealClock.kind, load_seconds=model.load_seconds, first_call_s=first,
+                      warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
+                      load_warning=load.warning)
+    return record(plan, payload)
+
+
+def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int) -> LatencyRun:
+    """The closed loop at one batch size: cold call (request 0), warmup, then the timed requests 1, 2, ..."""
+    make_request = latency_requests(plan.suite.document, plan.documents, batch_size, settings.seed, model.padded,
+                                    model.device, model.pad_token_id)
+    warmup = warmup_requests(plan, model, make_request, batch_size, settings.warmup)
+    return measure_latency(latency_call(model.forward, model.device), make_request, settings.min_requests,
+                           settings.min_seconds, RealClock(), batch_size, warmup)
+
+
+def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], ModelBatch], batch_size: int,
+                    count: int) -> list[ModelBatch]:
+    """`count` untimed requests: the largest shape first (`batch_size` copies of the longest document used, so
+    the allocator has grown to the peak the timed part can reach), then timed requests 1 .. count-1 themselves
+    (the shapes the timed part starts with)."""
+    if count == 0:
+        return []
+    lengths = plan.suite.lengths[:plan.documents]
+    longest = plan.suite.document(max(range(len(lengths)), key=lengths.__getitem__))
+    largest = model_batch([longest] * batch_size, model.padded, model.pad_token_id).to(model.device)
+    return [largest, *(make_request(index) for index in range(1, count))]
+
+
+def warmed_description(count: int) -> str:
+    """What `warmup_requests` ran, in words (the record says it)."""
+    if count == 0:
+        return "per batch size: the cold call only"
+    return (f"per batch size: the cold call (request 0), then {count} untimed requests: batch size x the longest "
+            f"document used (the largest shape), then requests 1-{count - 1} (the first timed shapes)"
+            if count > 1 else "per batch size: the cold call (request 0), then one untimed request of batch size x "
+            "the longest document used (the largest shape)")

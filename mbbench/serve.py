@@ -1,0 +1,202 @@
+"""`mbbench serve`: an in-process load test of one plan's model -> a `Serving` record (issue 28).
+
+At each offered rate, open-loop Poisson arrivals (seeded) carry one suite document each into a dynamic
+batcher (TEI's token budget, 16384, and no wait by default) feeding the model on one worker
+(`bench.serving.run_load`). The unpadded reference model's batches cost the sum of their lengths and run
+packed; a padded model's cost rows x longest and run padded to the longest (sorted by length first with
+--sort-by-length, as infinity does). With an SLO, the highest rate meeting it is bisected between the
+lowest and highest rate asked for, each step a full run (`bench.serving.highest_rate_meeting`).
+
+The clock is real by default: requests arrive in real time and a request's inference time is the wall time
+of its batch (assembly, host-to-device copy and forward: what a server spends). `--clock virtual` replays the
+same arrivals as a discrete-event simulation over measured forward times (idle time skipped, so faster, but
+batch assembly and copies are not in it); the record says which.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher
+from mbbench.bench.clock import RealClock, VirtualClock
+from mbbench.bench.forward_service import model_batch, model_service
+from mbbench.bench.loadgen import make_requests
+from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
+from mbbench.bench.timing import timed
+from mbbench.errors import UserError
+from mbbench.plan import Plan, record, unsupported_record
+from mbbench.records import Record, Serving
+from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
+
+DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
+DEFAULT_MIN_REQUESTS = 10  # optimum-benchmark's iterations = 10: and serves at least this many requests
+DEFAULT_WARMUP = 10  # optimum-benchmark's warmup_runs = 10
+DEFAULT_SEARCH_STEPS = 3  # bisections after the bracket's ends: the answer within (high/low)^(1/8)
+CLOCKS = {"real": RealClock, "virtual": VirtualClock}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What a load test runs besides the plan: all of it changes the numbers (the record's `traffic`)."""
+
+    rates: tuple[float, ...]  # offered requests/s, run in this order
+    duration_s: float = DEFAULT_DURATION_S  # arrivals span at least this many seconds per rate ...
+    min_requests: int = DEFAULT_MIN_REQUESTS  # ... and number at least this many
+    max_batch_tokens: int = TEI_MAX_BATCH_TOKENS
+    max_batch_requests: int | None = None
+    max_wait_s: float = TEI_MAX_WAIT_S
+    sort_by_length: bool = False
+    slo: Slo | None = None
+    search_steps: int = DEFAULT_SEARCH_STEPS
+    clock: str = "real"
+    seed: int = 0  # arrivals and documents
+    warmup: int = DEFAULT_WARMUP
+    drain_limit_s: float | None = None  # None: one duration (an overloaded run stops that long after its last arrival)
+
+    def __post_init__(self) -> None:
+        """Raise UserError for any value no run could honour (before anything is built or written)."""
+        if not self.rates or not all(math.isfinite(r) and r > 0 for r in self.rates):
+            raise UserError(f"--rate must be a positive, finite number of requests/s, got {list(self.rates)}")
+        if len(set(self.rates)) != len(self.rates):
+            raise UserError(f"--rate given twice: {list(self.rates)}")
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise UserError(f"--duration must be a positive number of seconds, got {self.duration_s}")
+        if self.min_requests < 1:
+            raise UserError(f"--requests must be at least 1, got {self.min_requests}")
+        if self.max_batch_tokens < 1:
+            raise UserError(f"--max-batch-tokens must be at least 1, got {self.max_batch_tokens}")
+        if self.max_batch_requests is not None and self.max_batch_requests < 1:
+            raise UserError(f"--max-batch-requests must be at least 1, got {self.max_batch_requests}")
+        if not (math.isfinite(self.max_wait_s) and self.max_wait_s >= 0):
+            raise UserError(f"--max-wait must be a finite number of seconds >= 0, got {self.max_wait_s}")
+        if self.slo is not None and len(self.rates) < 2:
+            raise UserError("--slo searches between the lowest and the highest --rate: give at least two rates")
+        if self.search_steps < 0:
+            raise UserError(f"--search-steps must be 0 or more, got {self.search_steps}")
+        if self.clock not in CLOCKS:
+            raise UserError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
+
+    @property
+    def drain_s(self) -> float:
+        return self.duration_s if self.drain_limit_s is None else self.drain_limit_s
+
+    def batcher(self, padded: bool) -> Batcher:
+        """The batching policy for a model of this layout (padded: rows x longest; packed: the sum)."""
+        return Batcher(self.max_batch_tokens, self.max_batch_requests, self.max_wait_s, padded, self.sort_by_length)
+
+    def traffic(self) -> tuple:
+        """(name, value) pairs for `plan.resolve(..., traffic=...)`: the identity's share of these settings."""
+        slo = None if self.slo is None else f"p{self.slo.percentile:g}={self.slo.target_s:g}s"
+        return (("rates", tuple(float(r) for r in self.rates)), ("duration_s", float(self.duration_s)),
+                ("min_requests", self.min_requests), ("max_batch_tokens", self.max_batch_tokens),
+                ("max_batch_requests", self.max_batch_requests), ("max_wait_s", float(self.max_wait_s)),
+                ("sort_by_length", self.sort_by_length), ("slo", slo),
+                ("search_steps", self.search_steps if self.slo else None), ("arrival", "poisson"),
+                ("clock", self.clock), ("seed", self.seed), ("warmup", self.warmup),
+                ("drain_limit_s", float(self.drain_s)))
+
+
+def check_lengths(plan: Plan, settings: ServeSettings) -> None:
+    """UserError when a document the requests can draw is longer than the token budget (no batch could hold it)."""
+    settings.batcher(padded=not plan.spec.unpadded).check_lengths(plan.suite.lengths[:plan.documents])
+
+
+def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = None) -> Record:
+    """Load-test one plan's model at each offered rate (and search the SLO's highest rate); its record.
+
+    The plan must come from `plan.resolve(config, "serving", traffic=settings.traffic())`. Raises UserError
+    when a document exceeds the token budget, and whatever building or running the model raises.
+    """
+    reason = plan.unsupported_reason()
+    if reason:
+        return unsupported_record(plan, reason)
+    check_lengths(plan, settings)
+    model = load_model(plan, progress)
+    first = first_call(model, plan.suite.document(0))
+    batcher = settings.batcher(model.padded)
+    lengths = plan.suite.lengths[:plan.documents]
+    service = model_service(model.forward, plan.suite.document, model.padded, model.device, model.pad_token_id)
+    warm(model, plan, batcher, settings)
+    if progress:
+        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms; {model.layout} "
+                 f"batches, budget {batcher.max_batch_tokens} tokens, {settings.clock} clock")
+    runs: dict[float, ServingRun] = {}
+    machine = watch_load(plan)
+
+    def run_at_rate(rate: float) -> ServingRun:
+        if rate not in runs:  # the search's ends are usually rates of the curve: the same seeded run
+            runs[rate] = run_load(rate, lengths, batcher, service, CLOCKS[settings.clock](), settings.seed,
+                                  settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s)
+            if progress:
+                progress(describe_run(runs[rate]))
+        return runs[rate]
+
+    for rate in settings.rates:
+        run_at_rate(rate)
+    search = None
+    if settings.slo is not None:
+        search = highest_rate_meeting(settings.slo, run_at_rate, min(settings.rates), max(settings.rates),
+                                      settings.search_steps)
+        if progress:
+            progress(f"SLO {settings.slo}: {search.note}")
+    load = machine()
+    payload = Serving(backend=model.backend, layout=model.layout, arrival="poisson", seed=settings.seed,
+                      min_requests=settings.min_requests, min_seconds=settings.duration_s,
+                      max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
+                      max_wait_s=batcher.max_wait_s, sort_by_length=batcher.sort_by_length, clock=settings.clock,
+                      runs=[run.to_dict() for run in runs.values()],
+                      slo=search_summary(search) if search else None, drain_limit_s=settings.drain_s,
+                      timer=model.timer, load_seconds=model.load_seconds, first_call_s=first,
+                      warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning)
+    return record(plan, payload)
+
+
+def warm(model: LoadedModel, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
+    """Untimed: each of the first `warmup` requests of the lowest rate alone, then the batch the batcher forms
+    from all of them queued together (the shapes a light load sends first, and a fuller batch)."""
+    if settings.warmup == 0:
+        return
+    requests = make_requests(min(settings.rates), plan.suite.lengths[:plan.documents], settings.seed,
+                             settings.warmup, 0.0)[:settings.warmup]
+    batches = [[r.document] for r in requests] + [[r.document for r in batcher.select(requests)]]
+    with torch.inference_mode():
+        for documents in batches:
+            inputs = model_batch([plan.suite.document(d) for d in documents], model.padded,
+                                 model.pad_token_id).to(model.device)
+            timed(functools.partial(model.forward, inputs), model.device)
+
+
+def warmed_description(count: int) -> str:
+    """What `warm` ran, in words (the record says it)."""
+    if count == 0:
+        return "the first call only"
+    return (f"the first call, then the first {count} requests of the lowest rate one by one and the batch the "
+            "batcher forms from all of them queued together (untimed)")
+
+
+def search_summary(search: SloSearch) -> dict:
+    """`SloSearch.to_dict()` plus the achieved throughput of the answer's run (requests/s and tokens/s)."""
+    summary = search.to_dict()
+    best = next((run for run in search.runs if run.offered_rate == search.best_rate), None)
+    summary["best_achieved_rate"] = best.achieved_rate if best else None
+    summary["best_tokens_per_second"] = best.tokens_per_second if best else None
+    return summary
+
+
+def describe_run(run: ServingRun) -> str:
+    """One progress line: offered and achieved rate, total latency percentiles, batches, what went unserved."""
+    if not run.served:
+        return f"rate {run.offered_rate:g}/s: nothing served"
+    total = run.total_s
+    return (f"rate {run.offered_rate:g}/s: {len(run.served)} served at {run.achieved_rate:.2f}/s, total p50 "
+            f"{total.p50 * 1e3:.0f} ms p99 {total.p99 * 1e3:.0f} ms, {len(run.batches)} batches"
+            + (f", {run.unserved} unserved (overloaded)" if run.unserved else ""))
