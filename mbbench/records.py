@@ -556,6 +556,8 @@ class Record:
         row.setdefault("tokens_per_second", None)  # every row has the headline column, None without a number
         if isinstance(payload, MaxBatchSearch):
             row.update(max_batch_size=payload.max_batch_size, max_token_budget=payload.max_token_budget)
+        if isinstance(payload, Serving):  # `runs` is the identity's passes in a row: the rates' runs go apart
+            row["serving_runs"] = payload.runs
         if isinstance(payload, Comparison):  # the load around the interleaved rounds, where throughput keeps it
             row.update(load=payload.paired.get("load"), load_warning=payload.paired.get("load_warning"))
         row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend

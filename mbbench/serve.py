@@ -84,6 +84,8 @@ class ServeSettings:
             raise UserError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.drain_limit_s is not None and not (math.isfinite(self.drain_limit_s) and self.drain_limit_s >= 0):
+            raise UserError(f"--drain-limit must be a finite number of seconds >= 0, got {self.drain_limit_s}")
 
     @property
     def drain_s(self) -> float:

@@ -77,16 +77,19 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, batch_siz
               help="Bisection steps of the SLO search.")
 @click.option("--clock", type=click.Choice(list(serve_producer.CLOCKS)), default="real", show_default=True,
               help="real: arrivals in real time; virtual: a simulation over measured forward times.")
+@click.option("--drain-limit", "drain_limit_s", type=float, default=None,
+              help="Seconds an overloaded run may go on after its last arrival (default: one --duration); "
+              "requests still queued then count as unserved.")
 @click.option("--warmup", type=int, default=serve_producer.DEFAULT_WARMUP, show_default=True,
               help="Requests of the lowest rate run untimed, alone and as one batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Arrival times and documents.")
 def serve(models, suites, gpu, out_dir, force, quiet, compile_model, rates, duration, min_requests,
-          max_batch_tokens, max_batch_requests, max_wait_ms, sort_by_length, slo, search_steps, clock, warmup, seed,
-          **fields) -> None:
+          max_batch_tokens, max_batch_requests, max_wait_ms, sort_by_length, slo, search_steps, clock, drain_limit_s,
+          warmup, seed, **fields) -> None:
     """An in-process load test: open-loop arrivals at each --rate, a dynamic batcher, one model worker."""
     settings = serve_producer.ServeSettings(
         tuple(rates), duration, min_requests, max_batch_tokens, max_batch_requests, max_wait_ms / 1e3,
-        sort_by_length, Slo.parse(slo) if slo is not None else None, search_steps, clock, seed, warmup)
+        sort_by_length, Slo.parse(slo) if slo is not None else None, search_steps, clock, seed, warmup, drain_limit_s)
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
     plans = [resolve(c, "serving", device=local, traffic=settings.traffic())

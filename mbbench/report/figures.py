@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -49,4 +50,43 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
     name = value.replace("_", " ")
     fig.colorbar(image, ax=ax, label=f"{name} ({UNITS.get(value, 'predicted')})", format=thousands)
     ax.set_title(f"{name}, best over layers\n(predicted)", fontsize=9)
+    return save_png(fig, path)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One configuration's latency percentiles (milliseconds) against x (batch size or offered requests/s)."""
+
+    label: str
+    x: list[float]
+    percentiles_ms: dict[str, list[float]]  # "p50", "p90", "p99" -> one value per x
+    saturated: list[bool] = field(default_factory=list)  # per x: requests went unserved (latency unbounded)
+    target_ms: float | None = None  # an SLO, drawn as a horizontal line
+
+
+STYLES = {"p50": "-", "p90": "--", "p99": ":"}
+
+
+def latency_curves(curves: list[Curve], path: Path, xlabel: str, title: str, log_x: bool = False) -> Path:
+    """Latency percentiles against x, one colour per configuration and one line style per percentile; points of
+    an overloaded run are crossed, and each configuration's SLO target is a thin horizontal line of its colour."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for index, curve in enumerate(curves):
+        colour = f"C{index % 10}"
+        for name, values in curve.percentiles_ms.items():
+            ax.plot(curve.x, values, STYLES.get(name, "-"), color=colour, marker="o", markersize=3,
+                    label=f"{curve.label} {name}")
+        crossed = [(x, y) for x, y, s in zip(curve.x, curve.percentiles_ms.get("p99", []), curve.saturated) if s]
+        if crossed:
+            ax.plot(*zip(*crossed), "x", color=colour, markersize=9, label=f"{curve.label}: unserved requests")
+        if curve.target_ms is not None:
+            ax.axhline(curve.target_ms, color=colour, linewidth=0.8, alpha=0.7,
+                       label=f"{curve.label} target {curve.target_ms:g} ms")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=6)
     return save_png(fig, path)

@@ -38,7 +38,7 @@ from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
-from mbbench.report.figures import save_png, sweep_heatmap, thousands  # noqa: E402
+from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -545,6 +545,101 @@ def paired_rows(records: list[dict]) -> list[list[str]]:
     return sorted(rows)
 
 
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1e3:,.1f}"
+
+
+def _label(record: dict) -> str:
+    return f"{record['model']} / {record['suite']} ({record['gpu_dir']})"
+
+
+LATENCY_HEADER = ["device", "model", "suite", "layout", "batch", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/s",
+                  "requests/s", "cold start", "date", "warning"]
+
+
+def latency_rows(records: list[dict]) -> list[list[str]]:
+    """One row per batch size of each latency record: percentiles, throughput, and the model's cold start."""
+    rows = []
+    for r in records:
+        cold = f"load {r.get('load_seconds') or 0:.2f} s + first call {_ms(r.get('first_call_s'))} ms"
+        for point in r["points"]:
+            stats = point["latency_s"]
+            rows.append([r["gpu_dir"], r["model"], r["suite"], r.get("layout") or "", str(point["batch_size"]),
+                         str(point["requests"]), _ms(stats["p50"]), _ms(stats["p90"]), _ms(stats["p99"]),
+                         f"{point['tokens_per_second']:,.0f}", f"{point['requests_per_second']:,.2f}", cold,
+                         (r.get("created_at") or "")[:10], "busy" if r.get("load_warning") else ""])
+    return rows
+
+
+def latency_sections(records: list[dict], out: Path) -> list[Section]:
+    """The latency table and a figure of percentiles against batch size (none without latency records)."""
+    if not records:
+        return []
+    curves = [Curve(_label(r), [p["batch_size"] for p in r["points"]],
+                    {name: [p["latency_s"][name] * 1e3 for p in r["points"]] for name in ("p50", "p90", "p99")})
+              for r in records]
+    figure = latency_curves(curves, out / "latency.png", "documents per request (batch size)",
+                            "Per-request latency against batch size (closed loop)", log_x=True)
+    return [Section("Latency per request", "Closed loop, one request at a time, each drawing its documents from "
+                    "the suite; milliseconds per request, real tokens/s.", (LATENCY_HEADER, latency_rows(records)),
+                    figure)]
+
+
+SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "achieved/s", "p50 ms", "p90 ms",
+                  "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved"]
+
+
+def serving_rows(records: list[dict]) -> list[list[str]]:
+    """One row per offered rate of each serving record (ascending): total latency, queue, batches, throughput."""
+    rows = []
+    for r in records:
+        batches = f"{r.get('layout')}, {r.get('max_batch_tokens')} tokens" + (", sorted" if r.get("sort_by_length")
+                                                                              else "")
+        for run in sorted(r["serving_runs"], key=lambda run: run["offered_rate"]):
+            total = run.get("total_s") or {}
+            rows.append([r["gpu_dir"], r["model"], r["suite"], batches, r.get("clock") or "",
+                         f"{run['offered_rate']:g}", f"{run['achieved_rate']:.2f}", _ms(total.get("p50")),
+                         _ms(total.get("p90")), _ms(total.get("p99")), _ms((run.get("queue_s") or {}).get("p99")),
+                         f"{(run.get('batch_size') or {}).get('mean', 0):.2f}", f"{run['tokens_per_second']:,.0f}",
+                         str(run["unserved"])])
+    return rows
+
+
+def slo_items(records: list[dict]) -> list[str]:
+    """Each SLO search's answer: the highest rate meeting the target and the throughput its run achieved."""
+    items = []
+    for r in records:
+        slo = r.get("slo")
+        if not slo:
+            continue
+        target = f"p{slo['percentile']:g} <= {_ms(slo['target_s'])} ms"
+        answer = (f"{slo['best_rate']:.3g} requests/s (achieved {slo['best_achieved_rate']:.3g} requests/s, "
+                  f"{slo['best_tokens_per_second']:,.0f} tokens/s)" if slo.get("best_rate") is not None
+                  else "no rate tried")
+        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo['note']}")
+    return items
+
+
+def serving_sections(records: list[dict], out: Path) -> list[Section]:
+    """The serving table, each SLO's answer, and a figure of latency percentiles against offered load with the
+    target drawn (none without serving records)."""
+    if not records:
+        return []
+    curves = []
+    for r in records:
+        runs = sorted((run for run in r["serving_runs"] if run.get("total_s")), key=lambda run: run["offered_rate"])
+        curves.append(Curve(_label(r), [run["offered_rate"] for run in runs],
+                            {name: [run["total_s"][name] * 1e3 for run in runs] for name in ("p50", "p90", "p99")},
+                            [run["unserved"] > 0 for run in runs],
+                            (r.get("slo") or {}).get("target_s", 0) * 1e3 or None))
+    figure = latency_curves(curves, out / "serving.png", "offered load (requests/s)",
+                            "Total request latency against offered load (open loop, dynamic batching)")
+    return [Section("Serving: latency against offered load", "Open-loop Poisson arrivals through a dynamic batcher "
+                    "into one worker; total = queue + inference, milliseconds per request; an overloaded run "
+                    "leaves requests unserved (crossed in the figure).", (SERVING_HEADER, serving_rows(records)),
+                    figure, slo_items(records))]
+
+
 def embed(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
@@ -666,7 +761,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     records = label_variants([r for r in records if r.get("measurement") != "comparison"])
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
     failed = [r for r in records if r.get("status") == "failed"]
-    records = [r for r in records if r.get("status") != "failed"]
+    served = {kind: [r for r in records if r.get("measurement") == kind and r.get("status") == "ok"]
+              for kind in ("latency", "serving")}  # sections of their own, never a throughput cell
+    records = [r for r in records if r.get("status") != "failed" and r.get("measurement") not in served]
     if model is not None and not any(r["model"].split(" [")[0] == model for r in records):
         raise UserError(f"no records of model {model!r} in {', '.join(map(str, result_dirs))} (models with records: "
                         f"{', '.join(sorted({r.get('registry_model') or r['model'] for r in records}))})")
@@ -679,7 +776,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                      for d in result_dirs)
     intro = f"{generated_line()} Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out."
                                                   if smoke and not include_smoke else "") + " " + LEGEND
-    measured = [r for r in [*records, *paired] if not r.get("from_comparison")]
+    measured = [r for r in [*records, *paired, *served["latency"], *served["serving"]] if not r.get("from_comparison")]
     sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(measured)))]
     sections += [Section(gpu, section_text(mine), paper_table(mine))
                  for gpu in sorted({r["gpu_dir"] for r in records})
@@ -699,6 +796,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
+    sections += latency_sections(served["latency"], out) + serving_sections(served["serving"], out)
     for directory in result_dirs:
         sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
         if sweep_csv.is_file():

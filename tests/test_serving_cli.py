@@ -1,0 +1,166 @@
+"""`mbbench latency` and `mbbench serve` (issue 28) end to end on tiny models: records, identity, resume, input
+errors, and the report's sections. Nothing here judges a time: only orderings, counts and what is recorded."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mbbench import results
+from mbbench.cli import cli
+from mbbench.plan import RunConfig, resolve
+from mbbench.records import LATER_FIELDS, Identity, Latency, Serving
+from mbbench.report.render import build_report
+from mbbench.serve import ServeSettings
+
+TINY = ["--tiny", "--device", "cpu"]
+LATENCY = ["latency", *TINY, "--batch-size", "1", "--batch-size", "3", "--requests", "4", "--min-seconds", "0",
+           "--warmup", "2"]
+# a virtual clock replays arrivals without waiting for them (forward times are still measured)
+SERVE = ["serve", *TINY, "--rate", "5", "--rate", "40", "--duration", "0.2", "--requests", "4", "--warmup", "2",
+         "--clock", "virtual", "--drain-limit", "1000"]  # every request served, however busy the machine
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def records_in(out: Path) -> list:
+    return results.read_records([str(out)])
+
+
+def test_latency_writes_one_record_with_ordered_percentiles_and_the_cold_start_apart(tmp_path):
+    done = invoke(*LATENCY, "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    [record] = records_in(tmp_path)
+    payload = record.payload
+    assert isinstance(payload, Latency) and record.identity.measurement == "latency"
+    assert payload.batch_sizes == [1, 3] and payload.layout == "packed" and payload.clock == "real"
+    assert payload.load_seconds > 0 and payload.first_call_s > 0 and payload.warmup_requests == 2
+    for point in payload.points:
+        stats = point["latency_s"]
+        assert stats["count"] == point["requests"] >= 4 and point["cold_s"] > 0
+        assert 0 < stats["p50"] <= stats["p90"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+        assert point["tokens_per_second"] > 0 and point["requests_per_second"] > 0
+    assert dict(record.identity.traffic)["batch_sizes"] == (1, 3) and record.identity.batch_size is None
+    # the table under the summary has each batch size's numbers whole
+    assert "p99 ms" in done.output and "cold start: load" in done.output
+
+
+def test_latency_resumes_by_identity_and_its_settings_are_part_of_it(tmp_path):
+    assert invoke(*LATENCY, "--out", tmp_path, "--quiet").exit_code == 0
+    again = invoke(*LATENCY, "--out", tmp_path)
+    assert again.exit_code == 0 and "skip" in again.output and len(records_in(tmp_path)) == 1
+    other = invoke(*LATENCY, "--requests", "5", "--out", tmp_path, "--quiet")
+    assert other.exit_code == 0 and len(records_in(tmp_path)) == 2  # another setting, another record
+    forced = invoke(*LATENCY, "--out", tmp_path, "--force", "--quiet")
+    assert forced.exit_code == 0 and "skip" not in forced.output
+
+
+def test_serve_writes_a_curve_and_the_highest_rate_meeting_the_slo(tmp_path):
+    done = invoke(*SERVE, "--slo", "p99=1000s", "--search-steps", "1", "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    [record] = records_in(tmp_path)
+    payload = record.payload
+    assert isinstance(payload, Serving) and payload.layout == "packed" and payload.clock == "virtual"
+    assert payload.max_batch_tokens == 16384 and payload.max_wait_s == 0.0 and not payload.sort_by_length
+    assert sorted(payload.rates) == [5.0, 40.0]  # both ends met: the search's runs are the curve's
+    for run in payload.runs:
+        total = run["total_s"]
+        assert run["served"] == run["requests"] >= 4 and run["unserved"] == 0
+        assert total["p50"] <= total["p90"] <= total["p99"] and run["achieved_rate"] > 0
+        assert run["batch_tokens"]["max"] <= 16384
+    assert payload.slo["best_rate"] == 40.0 and payload.slo["best_achieved_rate"] > 0
+    assert payload.slo["best_tokens_per_second"] > 0 and "highest rate meeting it 40" in done.output
+    traffic = dict(record.identity.traffic)
+    assert traffic["slo"] == "p99=1000s" and traffic["rates"] == (5.0, 40.0) and traffic["clock"] == "virtual"
+
+
+def test_serve_with_a_target_nothing_meets_says_so_and_bisects_nothing(tmp_path):
+    done = invoke(*SERVE, "--slo", "p99=1us", "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    [record] = records_in(tmp_path)
+    assert record.payload.slo["best_rate"] is None and len(record.payload.slo["steps"]) == 1
+    assert "no rate tried meets it" in done.output
+
+
+def test_serve_pads_a_padded_model_sorted_when_asked_and_runs_on_the_real_clock(tmp_path):
+    done = invoke("serve", *TINY, "--model", "bert-base", "--rate", "20", "--duration", "0.2", "--requests", "3",
+                  "--warmup", "1", "--sort-by-length", "--max-batch-tokens", "2048", "--drain-limit", "1000",
+                  "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    [record] = records_in(tmp_path)
+    payload = record.payload
+    assert payload.layout == "padded" and payload.sort_by_length and payload.clock == "real"
+    assert payload.runs[0]["batch_tokens"]["max"] <= 2048 and payload.runs[0]["padding_efficiency"] <= 1.0
+    assert "sorted by length" in done.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve", *TINY, "--rate", "2", "--slo", "p99"], "--slo"),
+    (["serve", *TINY, "--rate", "2", "--slo", "p100=1s"], "--slo"),
+    (["serve", *TINY, "--rate", "0"], "--rate"),
+    (["serve", *TINY, "--rate", "-1"], "--rate"),
+    (["serve", *TINY, "--rate", "nan"], "--rate"),
+    (["serve", *TINY, "--rate", "inf"], "--rate"),
+    (["serve", *TINY, "--rate", "2", "--rate", "2"], "--rate given twice"),
+    (["serve", *TINY, "--rate", "2", "--slo", "p99=2s"], "at least two rates"),
+    (["serve", *TINY, "--rate", "2", "--duration", "0"], "--duration"),
+    (["serve", *TINY, "--rate", "2", "--duration", "nan"], "--duration"),
+    (["serve", *TINY, "--rate", "2", "--requests", "0"], "--requests"),
+    (["serve", *TINY, "--rate", "2", "--max-wait", "-1"], "--max-wait"),
+    (["serve", *TINY, "--rate", "2", "--max-batch-requests", "0"], "--max-batch-requests"),
+    (["serve", *TINY, "--rate", "2", "--max-batch-tokens", "0"], "--max-batch-tokens"),
+    (["serve", *TINY, "--rate", "2", "--max-batch-tokens", "64"], "exceeds the batch token budget"),
+    (["serve", *TINY, "--rate", "2", "--model", "bert-base", "--max-batch-tokens", "64"], "exceeds the batch token"),
+    (["serve", *TINY, "--rate", "2", "--warmup", "-1"], "--warmup"),
+    (["serve", *TINY, "--rate", "2", "--search-steps", "-1"], "--search-steps"),
+    (["serve", *TINY, "--rate", "2", "--drain-limit", "-1"], "--drain-limit"),
+    (["latency", *TINY, "--batch-size", "0"], "--batch-size"),
+    (["latency", *TINY, "--batch-size", "2", "--batch-size", "2"], "--batch-size given twice"),
+    (["latency", *TINY, "--requests", "0"], "--requests"),
+    (["latency", *TINY, "--min-seconds", "nan"], "--min-seconds"),
+    (["latency", *TINY, "--min-seconds", "-1"], "--min-seconds"),
+    (["latency", *TINY, "--warmup", "-1"], "--warmup"),
+    (["latency", *TINY, "--model", "nope"], "unknown model"),
+])
+def test_bad_inputs_are_one_line_exit_2_and_write_nothing(tmp_path, args, message):
+    done = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2, done.output
+    lines = [line for line in done.output.splitlines() if line.startswith("mbbench: error:")]
+    assert len(lines) == 1 and message in lines[0], done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_traffic_changes_the_key_and_older_records_keep_theirs():
+    config = RunConfig("modernbert-base", "short-variable", device="cpu", tiny=True)
+    keys = {resolve(config, "serving", traffic=ServeSettings((2.0, 4.0), **change).traffic()).identity.key()
+            for change in ({}, {"duration_s": 20.0}, {"max_wait_s": 0.005}, {"sort_by_length": True}, {"seed": 1},
+                           {"max_batch_tokens": 4096}, {"clock": "virtual"})}
+    assert len(keys) == 7
+    assert LATER_FIELDS["traffic"] == ()
+    identity = resolve(config, "throughput").identity
+    older = {k: v for k, v in asdict(identity).items() if k != "traffic"}  # a record written before the field
+    assert Identity.from_dict(json.loads(json.dumps(older))).key() == identity.key()
+    served = resolve(config, "serving", traffic=ServeSettings((2.0, 4.0)).traffic()).identity
+    assert Identity.from_dict(json.loads(json.dumps(asdict(served)))) == served  # lists come back as tuples
+
+
+def test_a_plan_refuses_an_unknown_measurement():
+    with pytest.raises(ValueError, match="measurement"):
+        resolve(RunConfig("modernbert-base", "short-variable", device="cpu", tiny=True), "latencies")
+
+
+def test_report_has_latency_and_serving_sections_with_their_figures(tmp_path):
+    out = tmp_path / "runs"
+    assert invoke(*LATENCY, "--out", out, "--quiet").exit_code == 0
+    assert invoke(*SERVE, "--slo", "p99=1000s", "--search-steps", "0", "--out", out, "--quiet").exit_code == 0
+    report = build_report([str(out)], tmp_path / "report", include_smoke=True)
+    text = (report / "report.md").read_text()
+    assert "## Latency per request" in text and "## Serving: latency against offered load" in text
+    assert "modernbert-base-tiny" in text and "p99 ms" in text and "SLO" in text
+    assert (report / "latency.png").is_file() and (report / "serving.png").is_file()
+    assert "latency.png" in text and "serving.png" in text
+    assert "## cpu" not in text  # latency and serving records are not throughput: no paper-table row
