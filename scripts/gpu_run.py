@@ -1,6 +1,6 @@
 """One prepared GPU session (issue 15): steps in order of value inside a time budget; everything comes home.
 
-    OUT=/dir [BUDGET_S=420] [ONLY=step,step] bash scripts/gpu_check.sh      # on the GPU machine
+    OUT=/dir [BUDGET_S=450] [ONLY=step,step] bash scripts/gpu_check.sh      # on the GPU machine
     python3 scripts/gpu_run.py --rehearse --out DIR --budget 120           # the CPU rehearsal (tests)
 
 Each step runs as a fresh process (`PYTHONPATH=.`, this interpreter) with its own cap, inside the total
@@ -90,6 +90,14 @@ STEPS: list[Step] = [
                  "--memory-limit 24GiB --granularity 32 --max-trials 8 --max-seconds 65 --out {w}/results", 70, 95),
          Command("{py} -m mbbench.cli max-batch --model modernbert-base --suite short-fixed " + CPU_TINY +
                  " --granularity 1 --seed 2 --emulate-oom-above 1124 --max-trials 2 --out {w}/results", 12, 60)),
+    # Per-request latency (issue 28): CUDA events around each forward, cold start apart; 2 s per batch size.
+    Step("latency", "modernbert-base short-variable, per-request latency at batch 1, 8, 64 (>= 100 requests, 2 s each)",
+         Command("{py} -m mbbench.cli latency --model modernbert-base --suite short-variable --device cuda "
+                 "--batch-size 1 --batch-size 8 --batch-size 64 --requests 100 --min-seconds 2 --out {w}/results "
+                 "--quiet", 25, 60),
+         Command("{py} -m mbbench.cli latency --model modernbert-base --suite short-variable --batch-size 1 "
+                 "--batch-size 2 --requests 3 --min-seconds 0 --warmup 1 " + CPU_TINY + " --out {w}/results --quiet",
+                 10, 60)),
     Step("gpu_tests", "pytest -m gpu (flex parity left to the last step)",
          Command("{py} -m pytest -q -m gpu tests/test_gpu.py -k 'not flex' -p no:cacheprovider", 50, 90),
          Command("{py} -m pytest -q -rs -m gpu tests/test_gpu.py -k 'not flex' -p no:cacheprovider", 6, 60)),
@@ -209,7 +217,8 @@ def _records(work: Path) -> list[dict]:
                 "memory_limit_gb": (limits.get("memory_limit_bytes") or 0) / 1e9 or None,
                 "trials": payload.get("trials") or [], "search_seconds": payload.get("search_seconds"),
                 "search_seed": payload.get("seed"), "capped": payload.get("capped"),
-                "bracket": payload.get("bracket")})
+                "bracket": payload.get("bracket"), "points": payload.get("points") or [],
+                "first_call_s": payload.get("first_call_s")})
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return records
@@ -234,7 +243,7 @@ def headline(work: Path) -> list[str]:
             f"{c['name']} {('pass' if c['passed'] else 'FAIL') if c.get('judged', True) else 'info'}"
             for c in smoke["checks"]))
     records = _records(work)
-    timed = [r for r in records if r.get("measurement") != "max_batch"]
+    timed = [r for r in records if r.get("measurement") not in ("max_batch", "latency")]
     if timed:
         lines.append(f"{'model':<24} {'suite':<15} {'status':<11} {'backend':<8} {'tokens/s':>12} {'iqr/med':>8}")
     for r in sorted(timed, key=lambda r: (r["model"], r["suite"])):
@@ -248,6 +257,13 @@ def headline(work: Path) -> list[str]:
         lines.append(f"max batch {r['model']} / {r['suite']}{limit}: {size} in {len(r.get('trials', []))} trials, "
                      f"{r.get('search_seconds', 0):.0f} s (seed {r.get('search_seed')}, capped {r.get('capped')}, "
                      f"bracket {r.get('bracket')})")
+    for r in (r for r in records if r.get("measurement") == "latency"):
+        points = "; ".join(f"batch {p['batch_size']}: p50 {p['latency_s']['p50'] * 1e3:.2f} ms, p99 "
+                           f"{p['latency_s']['p99'] * 1e3:.2f} ms, {p['tokens_per_second']:,.0f} tokens/s"
+                           for p in r["points"])
+        first = r.get("first_call_s")
+        lines.append(f"latency {r['model']} / {r['suite']} ({r['status']}): {points or '–'}"
+                     + (f" (first call {first * 1e3:.0f} ms)" if first is not None else ""))
     return lines
 
 
@@ -281,8 +297,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT"), help="where the 4 files go (default $OUT)")
     parser.add_argument("--work", default=os.environ.get("WORK"), help="work folder (default: a new temporary one)")
-    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 420),
-                        help="total seconds for all steps (default $BUDGET_S or 420)")
+    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 450),
+                        help="total seconds for all steps (default $BUDGET_S or 450)")
     parser.add_argument("--only", default=os.environ.get("ONLY"), help="comma-separated step names (a rerun)")
     parser.add_argument("--rehearse", action="store_true", help="CPU twins, tiny models (the test suite's run)")
     parser.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")
