@@ -164,3 +164,23 @@ def test_report_has_latency_and_serving_sections_with_their_figures(tmp_path):
     assert (report / "latency.png").is_file() and (report / "serving.png").is_file()
     assert "latency.png" in text and "serving.png" in text
     assert "## cpu" not in text  # latency and serving records are not throughput: no paper-table row
+
+
+def test_a_configuration_that_raises_is_a_failure_record_and_ctrl_c_exits_130(tmp_path, monkeypatch):
+    import mbbench.latency
+
+    def broken(plan, settings, progress=None):
+        raise RuntimeError("the model fell over")
+
+    monkeypatch.setattr(mbbench.latency, "measure", broken)
+    failed = invoke(*LATENCY, "--out", tmp_path / "failed", "--quiet")
+    [record] = records_in(tmp_path / "failed")
+    assert failed.exit_code == 1 and record.status == "failed" and "fell over" in record.reason
+
+    def interrupted(plan, settings, progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mbbench.latency, "measure", interrupted)
+    stopped = invoke(*LATENCY, "--out", tmp_path / "stopped", "--quiet")
+    assert stopped.exit_code == 130 and "interrupted: 0 record(s) written" in stopped.output
+    assert records_in(tmp_path / "stopped") == []
