@@ -375,6 +375,8 @@ class Latency:
     clock: str = "real"  # "real" or "virtual" (a simulation)
     load_seconds: float | None = None  # model load and move to the device, timed apart from the first call
     first_call_s: float | None = None  # the model's first forward (one document): with load_seconds, the cold start
+    gemm: str | None = None  # the GEMM kernel the linears ran on (as `run` chooses it); None: not recorded
+    gemm_reason: str | None = None
     warmup_requests: int = 0  # per batch size: untimed requests after the cold call, before the timed ones
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the measurement
@@ -425,6 +427,8 @@ class Serving:
     timer: str = "perf_counter"  # what times a batch's forward ("cuda-events" on a GPU)
     load_seconds: float | None = None  # model load and move to the device
     first_call_s: float | None = None  # the model's first forward (one document), apart from every run
+    gemm: str | None = None  # the GEMM kernel the linears ran on (as `run` chooses it); None: not recorded
+    gemm_reason: str | None = None
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the load tests
     load_warning: str | None = None

@@ -32,6 +32,8 @@ class LoadedModel:
     backend: str  # the attention implementation that runs
     device: torch.device
     load_seconds: float  # build (weights initialised or read) and move to the device, synchronised
+    gemm: str = "torch"  # the GEMM kernel the linears run on (`runner.gemm_choice`, as `run` chooses it)
+    gemm_reason: str = ""
 
     @property
     def layout(self) -> str:
@@ -45,16 +47,18 @@ class LoadedModel:
 
 def load_model(plan: Plan, progress: Progress | None = None) -> LoadedModel:
     """Build the plan's model on its device and return its forward (the torch engine; `torch.compile`d with
-    dynamic shapes when the plan asks for --compile). Raises whatever building raises."""
+    dynamic shapes when the plan asks for --compile), its linears on the GEMM kernel `run` would choose.
+    Raises whatever building raises."""
     device = torch.device(plan.torch_device)
+    gemm, gemm_reason = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))  # as `run` picks it (not timed)
     synchronize(device)
     began = time.perf_counter()
-    encoder = runner.build(plan, progress)
+    encoder = runner.build(plan, progress, gemm)
     synchronize(device)
     load_seconds = time.perf_counter() - began
     forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
     return LoadedModel(forward, encoder.layout == "padded", encoder.pad_token_id, encoder.backend, device,
-                       load_seconds)
+                       load_seconds, encoder.gemm, gemm_reason)
 
 
 def first_call(model: LoadedModel, document: torch.Tensor) -> float:

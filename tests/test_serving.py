@@ -51,6 +51,22 @@ def test_arrivals_are_seeded_cover_n_requests_and_s_seconds_and_keep_documents_a
     assert all(r.length == lengths[r.document] for r in fast)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.05, 50.0), st.integers(1, 30), st.floats(0.0, 30.0), st.integers(0, 1000),
+       st.sampled_from(["poisson", "constant"]))
+def test_arrivals_are_the_smallest_count_covering_n_requests_and_s_seconds(rate, requests, seconds, seed, process):
+    """Reported: at 0.1 requests/s, --requests 3 --duration 20 ran ~19 requests over ~190 s (a slow draw was
+    extended by 16 arrivals and never trimmed); the run must stop at the first arrival at or past S."""
+    times = arrival_times(rate, requests, seconds, seed, process)
+    assert len(times) >= requests and times[-1] >= seconds
+    assert len(times) == requests or times[-2] < seconds  # one fewer would not cover S seconds
+
+
+def test_a_slow_draw_at_a_low_rate_stops_at_the_first_arrival_past_s():
+    times = arrival_times(0.1, 3, 20.0, seed=0)
+    assert times[-1] >= 20.0 and (len(times) == 3 or times[-2] < 20.0) and len(times) < 10
+
+
 # ------------------------------------------------------------------------------------------------ batcher
 
 def test_token_accounting_padded_is_rows_times_longest_packed_is_the_sum():

@@ -46,13 +46,16 @@ def arrival_times(rate: float, min_requests: int, min_seconds: float, seed: int,
         raise ValueError(f"arrival process {process!r} not in {ARRIVALS}")
     count = max(min_requests, int(np.ceil(min_seconds * rate)) + 1)
     if process == "constant":
-        return np.arange(1, count + 1, dtype=np.float64) / rate
-    rng = np.random.default_rng([seed, _ARRIVAL_STREAM])
-    times = np.cumsum(rng.exponential(1.0 / rate, size=count))
-    while times[-1] < min_seconds:  # a slow draw: extend the same stream until S seconds are covered
-        more = np.cumsum(rng.exponential(1.0 / rate, size=max(16, count // 8))) + times[-1]
-        times = np.concatenate([times, more])
-    return times
+        times = np.arange(1, count + 1, dtype=np.float64) / rate
+    else:
+        rng = np.random.default_rng([seed, _ARRIVAL_STREAM])
+        times = np.cumsum(rng.exponential(1.0 / rate, size=count))
+        while times[-1] < min_seconds:  # a slow draw: extend the same stream until S seconds are covered
+            more = np.cumsum(rng.exponential(1.0 / rate, size=max(16, count // 8))) + times[-1]
+            times = np.concatenate([times, more])
+    # the smallest count: the draws above may overshoot (by up to 16 arrivals at a low rate, minutes of them)
+    covered = int(np.searchsorted(times, min_seconds)) + 1  # up to the first arrival at or past min_seconds
+    return times[:max(min_requests, covered)]
 
 
 def document_draws(count: int, num_documents: int, seed: int) -> np.ndarray:
