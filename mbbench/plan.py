@@ -29,7 +29,8 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
 from mbbench.models.spec import ModelSpec
-from mbbench.records import MEASUREMENTS, DeviceInfo, Failure, Identity, ModelInfo, Payload, Record, SuiteInfo
+from mbbench.records import (MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo, Payload, Record,
+                             SuiteInfo)
 from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
@@ -128,6 +129,8 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     backend: str = "auto"  # the backend that will be built: `auto` resolved for this device and workload
     backend_reason: str = ""  # why (a measured crossover, a kernel that cannot run here, "asked for")
+    # --weights: the checkpoint's config fields that differ from the row, which the built model runs with
+    config_changes: tuple[ConfigChange, ...] = ()
 
     @property
     def protocol(self) -> Protocol:
@@ -143,7 +146,7 @@ class Plan:
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(family=self.spec.family, group=self.spec.group, parameters=self.parameters,
-                         max_length=self.spec.max_length, layout=self.spec.layout)
+                         max_length=self.spec.max_length, layout=self.spec.layout, config_changes=self.config_changes)
 
     def suite_info(self) -> SuiteInfo:
         return SuiteInfo(path=portable_path(self.suite), documents=self.suite.definition.documents,
@@ -260,6 +263,10 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
             raise UserError("--compile with the flex backend cannot run on CPU: torch.compile(dynamic=True) reaches "
                             "Inductor's dynamic CPU flex template, whose C++ does not compile (torch 2.13); run "
                             "without --compile (flex is compiled on its own, per length) or pick another backend")
+    weights_sha256 = checkpoint_sha256(config.weights)  # first: a missing directory is named as such
+    changes = registry.checkpoint_changes(spec, config.weights, config.tiny) if config.weights else ()
+    if changes:  # the encoder is built from the same checkpoint config (registry.encoder)
+        notes.append(describe_changes(config.weights, changes))
     protocol = PROTOCOLS[config.protocol]
     warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
     timing = measurement == "throughput"
@@ -267,7 +274,7 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         measurement=measurement, model=config.model, tiny=config.tiny, suite=suite.name,
         suite_fingerprint=suite.fingerprint, protocol=config.protocol, backend=config.backend, dtype=dtype,
         device=device.identity_name, device_index=device.index if device.kind == "cuda" else None,
-        weights_sha256=checkpoint_sha256(config.weights), batch_size=batch_size, token_budget=token_budget,
+        weights_sha256=weights_sha256, batch_size=batch_size, token_budget=token_budget,
         documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)),
@@ -275,7 +282,13 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
-                tuple(notes), backend, backend_reason)
+                tuple(notes), backend, backend_reason, changes)
+
+
+def describe_changes(path: str, changes: tuple[ConfigChange, ...]) -> str:
+    """One line: the checkpoint's config values that run instead of the row's."""
+    return (f"--weights {path} runs its own config where it differs from the row: "
+            + ", ".join(f"{c.field} {c.ran!r} (row {c.row!r})" for c in changes))
 
 
 def matmul_precision() -> str:

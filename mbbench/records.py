@@ -192,12 +192,30 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """One config field in which the checkpoint that ran (`--weights`) differs from its catalogue row, e.g.
+    layer_norm_eps 1e-12 -> 0.001. Values are as the model's config holds them (JSON types)."""
+
+    field: str
+    row: Any  # the catalogue row's value
+    ran: Any  # the checkpoint's value: what the model ran with
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     family: str
     group: str  # "base" or "large": the paper's table groups
     parameters: int
     max_length: int
     layout: str  # "packed" or "padded"
+    # the checkpoint's config fields that differ from the catalogue row (empty: the row's own config ran)
+    config_changes: tuple[ConfigChange, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelInfo":
+        """Read a record's `model` (files written before `config_changes` existed have none)."""
+        changes = tuple(ConfigChange(**change) for change in data.get("config_changes") or ())
+        return cls(**{**{k: v for k, v in data.items() if k != "config_changes"}, "config_changes": changes})
 
 
 def portable_suite_path(path: str | None) -> str | None:
@@ -525,7 +543,7 @@ class Record:
                 name: ErrorBand(**band) for name in ("error_band", "max_batch_band")
                 if isinstance(band := getattr(payload, name), dict)})
         return cls(kind=data["kind"], status=data["status"], identity=Identity.from_dict(data["identity"]),
-                   device=DeviceInfo(**data["device"]), model=ModelInfo(**data["model"]) if data.get("model") else None,
+                   device=DeviceInfo(**data["device"]), model=ModelInfo.from_dict(data["model"]) if data.get("model") else None,
                    suite=_suite_info(data.get("suite")), payload=payload,
                    environment=data.get("environment") or {}, reason=data.get("reason"),
                    created_at=data.get("created_at") or "", execution=data.get("execution"),
@@ -550,6 +568,7 @@ class Record:
                "cuda": self.device.cuda, "family": self.model.family if self.model else None,
                "group": self.model.group if self.model else "base",
                "parameters": self.model.parameters if self.model else None,
+               "config_changes": {c.field: c.ran for c in self.model.config_changes} or None if self.model else None,
                "suite_documents": self.suite.documents if self.suite else None,
                "torch": env.get("torch"), "transformers": env.get("transformers"),
                "git_commit": env.get("git_commit"), "host": env.get("host"), "created_at": self.created_at,

@@ -20,6 +20,7 @@ from mbbench.cli import cli
 from mbbench.cluster import RayExecutor
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import accelerator_type
+from mbbench.models.registry import get_spec, model_config
 from mbbench.records import DeviceInfo as LocalDevice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ def broken_weights(tmp_path: Path) -> str:
     """A checkpoint directory whose weights file is garbage: loading it fails inside the task."""
     directory = tmp_path / "broken-checkpoint"
     directory.mkdir()
-    (directory / "config.json").write_text("{}")
+    model_config(get_spec("roberta-base"), tiny=True).save_pretrained(directory)  # the row's own config
     (directory / "model.safetensors").write_bytes(b"not a safetensors file")
     return str(directory)
 
@@ -161,7 +162,7 @@ def test_local_matrix_writes_one_record_each_resumes_and_records_failures(tmp_pa
     assert len(outcomes) == 5 and len(record_files(out)) == 5
     by_model = {(o.record.flatten()["model"], o.record.identity.suite): o.record.flatten() for o in outcomes}
     failed = by_model[("roberta-base-tiny", "short-variable")]
-    assert failed["status"] == "failed" and "SafetensorError" in failed["reason"]
+    assert failed["status"] == "failed" and "cannot load it as RobertaModel" in failed["reason"]
     assert sum(o.status == "ok" for o in outcomes) == 4  # the failure stopped nothing else
     assert all(Record.from_json(json.loads(o.path.read_text())).identity.configuration_key() == o.task.key[1]
                for o in outcomes)  # the configuration the driver planned is the one the record got
@@ -261,7 +262,7 @@ def test_ray_matrix_places_by_type_records_failures_and_resumes(ray_cluster, tmp
     missing = status[("bert-base", "H100")]
     assert missing["status"] == "failed" and "no node in the Ray cluster has GPU type H100" in missing["reason"]
     broken = status[("roberta-base", "T4")]
-    assert broken["status"] == "failed" and "SafetensorError" in broken["reason"]
+    assert broken["status"] == "failed" and "cannot load it as RobertaModel" in broken["reason"]
 
     before = record_files(out)
     again = mx.run_matrix(tasks, out, RayExecutor())

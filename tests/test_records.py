@@ -102,13 +102,13 @@ def test_changed_suite_runs_warmup_or_weights_give_a_new_record(tmp_path):
 
 def test_weights_hash_is_part_of_the_identity(tmp_path):
     from mbbench.models import registry
+    from mbbench.verify import to_hf_config
 
     cfg = registry.model_config(registry.get_spec("modernbert-base"), tiny=True)
     checkpoints = []
     for seed in (1, 2):
         directory = tmp_path / f"ckpt{seed}"
-        directory.mkdir()
-        (directory / "config.json").write_text(json.dumps({"model_type": "modernbert"}))
+        to_hf_config(cfg).save_pretrained(directory)  # the row's own config: a plan reads and checks it
         torch.save({"w": torch.full((2,), float(seed))}, directory / "pytorch_model.bin")
         checkpoints.append(directory)
     device = DeviceInfo("cpu", "test cpu")
@@ -220,10 +220,11 @@ def test_detect_keeps_the_index_and_refuses_bad_devices(monkeypatch):
 
 
 def test_a_failed_configuration_in_run_is_recorded_and_the_next_model_runs(tmp_path):
+    from mbbench.models import registry
+
     broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text("{}")
-    (broken / "model.safetensors").write_bytes(b"garbage")
+    registry.model_config(registry.get_spec("bert-base"), tiny=True).save_pretrained(broken)  # the row's config
+    (broken / "model.safetensors").write_bytes(b"garbage")  # so only loading the weights fails
     out = tmp_path / "res"
     result = invoke("run", "--model", "bert-base", "--tiny", "--device", "cpu", "--docs", "2", "--runs", "1",
                     "--suite", "short-fixed", "--weights", broken, "--out", out, "--quiet")

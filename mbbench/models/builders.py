@@ -13,22 +13,25 @@ Kinds:
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 
 from mbbench.errors import BackendUnavailable, UserError
 from mbbench.hardware.shape import Shape
 from mbbench.models import weights
 from mbbench.models.attention import BackendChoice, backend_names, choose_backend, get_backend
-from mbbench.models.encoders import Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder, packed_hf_model
+from mbbench.models.encoders import (PACKED_ATTENTION, Encoder, HFPackedEncoder, HFPaddedEncoder, PackedEncoder,
+                                     packed_attention)
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 from mbbench.models.spec import ModelSpec
+from mbbench.records import ConfigChange
 
 # One vocabulary of backend names for every model; transformers' own names for the same kernels.
 HF_ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flex": "flex_attention", "flash": "flash_attention_2"}
@@ -42,6 +45,19 @@ TINY_SHAPES = {
     "reference": dict(hidden_size=64, intermediate_size=96, num_layers=4, num_heads=4),
     "neobert": dict(hidden_size=64, num_layers=2, num_heads=4, ffn_size=192),
 }
+# transformers config fields that fix the shape a catalogue row promises: widths, depth, heads, vocabulary,
+# positions, the attention pattern. A checkpoint that differs in one is another model and is refused; any
+# other field (norm eps, activation, RoPE theta, dropout, token ids) is what that checkpoint runs, recorded.
+# Fields not listed that still change the shape are caught by comparing `Shape`s and tensor shapes.
+SHAPE_FIELDS = frozenset({
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "vocab_size", "max_position_embeddings", "type_vocab_size",
+    "relative_attention", "position_buckets", "max_relative_positions", "pos_att_type", "share_att_key",
+    "position_biased_input", "local_attention", "global_attn_every_n_layers", "layer_types", "sliding_window"})
+NO_NEOBERT_CHECKPOINTS = ("{name}: loading checkpoints is supported for ModernBERT-architecture and transformers "
+                          "models; NeoBERT runs with seeded random weights")
+# config.json fields about the file, not the model (the run's dtype is --dtype)
+FILE_FIELDS = frozenset({"transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"})
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,10 @@ class Builder:
     def encoder(self, spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
         raise NotImplementedError
 
-    def load_weights(self, spec: ModelSpec, module: nn.Module, path: str, expected_cfg) -> nn.Module:
+    def checkpoint_changes(self, spec: ModelSpec, path: str, tiny: bool = False) -> tuple[ConfigChange, ...]:
+        """The config fields in which the checkpoint directory `path` (`--weights`) differs from the row: what
+        the built model will run with. Raises UserError for a checkpoint the row cannot be (another
+        architecture or shape), or one that has no readable config."""
         raise NotImplementedError
 
     def shape(self, spec: ModelSpec, tiny: bool = False) -> Shape:
@@ -153,6 +172,12 @@ class ReferenceBuilder(PackedBuilder):
     module_class = ModernBert
     tiny_key = "reference"
 
+    def checkpoint_changes(self, spec, path, tiny=False):
+        # our modules take no config from a checkpoint: every field must equal the row's (field by field)
+        weights.check_checkpoint(self.config(spec, tiny), weights.checkpoint_config(weights.read_config(path), path),
+                                 spec.name)
+        return ()
+
     def load_weights(self, spec, module, path, expected_cfg):
         config, state = weights.read_checkpoint(path)
         weights.check_checkpoint(expected_cfg, weights.checkpoint_config(config, path), spec.name)
@@ -169,9 +194,11 @@ class NeoBertBuilder(PackedBuilder):
     module_class = NeoBert
     tiny_key = "neobert"
 
+    def checkpoint_changes(self, spec, path, tiny=False):
+        raise UserError(NO_NEOBERT_CHECKPOINTS.format(name=spec.name))
+
     def load_weights(self, spec, module, path, expected_cfg):
-        raise UserError(f"{spec.name}: loading checkpoints is supported for ModernBERT-architecture and "
-                        "transformers models; NeoBERT runs with seeded random weights")
+        raise UserError(NO_NEOBERT_CHECKPOINTS.format(name=spec.name))
 
     def shape(self, spec, tiny=False):
         cfg = self.config(spec, tiny)
@@ -183,12 +210,20 @@ class NeoBertBuilder(PackedBuilder):
 # --------------------------------------------------------------------------------------- transformers models
 
 class HFBuilder(Builder):
-    """A transformers model class from the catalogue row's `hf_class` and config keyword arguments."""
+    """A transformers model class from the catalogue row's `hf_class` and config keyword arguments.
+
+    With `--weights`, the model is built from the checkpoint's own config.json (after refusing a checkpoint
+    the row cannot be) and loaded by transformers' `from_pretrained`, which knows each class's saved key names
+    (GTE and NomicBERT save under other names than their modules use).
+    """
 
     def _transformers(self):
         import transformers  # lazily: a second of start-up that commands without transformers models skip
 
         return transformers
+
+    def _config_class(self, spec):
+        return getattr(self._transformers(), spec.hf_class.replace("Model", "Config"))
 
     def available(self, spec):
         transformers = self._transformers()
@@ -206,19 +241,56 @@ class HFBuilder(Builder):
 
     def config(self, spec, tiny=False):
         self._require(spec)
-        cfg = getattr(self._transformers(), spec.hf_class.replace("Model", "Config"))(**spec.config_kwargs)
-        if tiny:
-            for key, value in TINY_SHAPES["hf"].items():
-                setattr(cfg, key, value)
-            if hasattr(cfg, "num_key_value_heads"):
-                cfg.num_key_value_heads = cfg.num_attention_heads
-            cfg.vocab_size = min(cfg.vocab_size, TINY_VOCAB)
-            cfg.pad_token_id = min(cfg.pad_token_id or 0, 3)
-            for key in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
-                if getattr(cfg, key, None) is not None:
-                    setattr(cfg, key, 2)
+        config_class = self._config_class(spec)
+        cfg = config_class(**spec.config_kwargs)
+        if tiny:  # through the constructor again, so derived fields (ModernBERT's layer_types) follow the shape
+            cfg = config_class(**{**spec.config_kwargs, **_tiny_overrides(cfg)})
         cfg._attn_implementation = "eager"
         return cfg
+
+    def checkpoint_config(self, spec: ModelSpec, path: str, tiny: bool = False):
+        """(the checkpoint's transformers config, its `ConfigChange`s from the row's config).
+
+        Raises UserError for a config.json of another model type, one transformers rejects, or one whose shape
+        differs from the row's (`SHAPE_FIELDS`, the performance model's `Shape`, or any tensor's shape).
+        """
+        row = self.config(spec, tiny)
+        saved = weights.read_config(path)
+        config_class = self._config_class(spec)
+        if saved.get("model_type", config_class.model_type) != config_class.model_type:
+            raise UserError(f"--weights {path}: model_type {saved['model_type']!r} is not {spec.name}'s "
+                            f"{config_class.model_type!r} ({spec.hf_class})")
+        try:
+            cfg = config_class.from_dict(saved)
+        except Exception as error:  # transformers validates its fields (types, layer_types' length, ...)
+            raise UserError(f"--weights {path}: config.json is not a valid {config_class.__name__}: "
+                            f"{_one_line(error)}") from None
+        cfg._attn_implementation = "eager"
+        changes = config_changes(row, cfg)
+        self._refuse_other_shape(spec, row, cfg, changes, f"--weights {path}")
+        return cfg, changes
+
+    def checkpoint_changes(self, spec, path, tiny=False):
+        return self.checkpoint_config(spec, path, tiny)[1]
+
+    def _refuse_other_shape(self, spec, row, cfg, changes: tuple[ConfigChange, ...], source: str) -> None:
+        """UserError naming the first kind of shape difference: a listed field, the `Shape`, a tensor's shape."""
+        what = f"{source} is not a {spec.name} checkpoint"
+        fixed = [c for c in changes if c.field in SHAPE_FIELDS]
+        if fixed:
+            raise UserError(f"{what}: " + "; ".join(f"{c.field} {c.ran!r} (the row's is {c.row!r})" for c in fixed)
+                            + "; a row's shape is fixed, only fields like eps, activation or RoPE theta may vary")
+        row_shape, shape = self._shape(spec, row), self._shape(spec, cfg)
+        if shape != row_shape:
+            differ = [f"{f.name} {getattr(shape, f.name)!r} (the row's is {getattr(row_shape, f.name)!r})"
+                      for f in fields(Shape) if getattr(shape, f.name) != getattr(row_shape, f.name)]
+            raise UserError(f"{what}: its config gives another shape: {'; '.join(differ)}")
+        with torch.device("meta"):  # nothing allocated
+            row_tensors, tensors = (_tensor_shapes(self.module(spec, c, "eager")) for c in (row, cfg))
+        if tensors != row_tensors:
+            differ = sorted(set(row_tensors.items()) ^ set(tensors.items()))
+            raise UserError(f"{what}: its config ({', '.join(c.field for c in changes)}) gives other tensors, "
+                            f"e.g. {', '.join(f'{name} {size}' for name, size in differ[:3])}")
 
     def module(self, spec, cfg, backend):
         self._require(spec)
@@ -249,32 +321,43 @@ class HFBuilder(Builder):
         self.check_backend(spec, backend)
         return backend
 
-    def _seeded(self, spec, cfg, seed: int) -> nn.Module:
+    def _instance(self, spec, options: BuildOptions, tiny: bool, attention: str) -> nn.Module:
+        """The transformers module running `attention` (transformers' name): the checkpoint's config and weights
+        with `options.weights`, else the row's config with weights seeded by `options.seed`."""
+        if options.weights:
+            cfg, _ = self.checkpoint_config(spec, options.weights, tiny)
+            return self._pretrained(spec, cfg, options.weights, attention, options.dtype)
+        cfg = self.config(spec, tiny)
+        cfg._attn_implementation = attention
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # transformers initialises from the global generator
+            torch.manual_seed(options.seed)  # transformers initialises from the global generator
             return self.module(spec, cfg, "eager")
 
-    def load_weights(self, spec, module, path, expected_cfg):
-        _, state = weights.read_checkpoint(path)
-        prefix = getattr(module, "base_model_prefix", "") + "."
-        state = {k.removeprefix(prefix): v for k, v in state.items()}
-        weights.check_shapes(module, state, path)
-        missing, _ = module.load_state_dict(state, strict=False)
-        if missing:
-            raise UserError(f"{path}: checkpoint lacks {len(missing)} tensors of {spec.name}, e.g. {missing[:3]}")
+    def _pretrained(self, spec, cfg, path: str, attention: str, dtype: torch.dtype) -> nn.Module:
+        """transformers' own loader (its key renaming per class), refusing a checkpoint that leaves a tensor
+        missing or of another shape (from_pretrained would initialise it randomly and only warn)."""
+        model_class = getattr(self._transformers(), spec.hf_class)
+        try:
+            module, info = model_class.from_pretrained(path, config=cfg, attn_implementation=attention, dtype=dtype,
+                                                       local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # no, unreadable or mis-shaped weights
+            raise UserError(f"--weights {path}: transformers cannot load it as {spec.hf_class}: "
+                            f"{_one_line(error)}") from None
+        missing, mismatched = sorted(info["missing_keys"]), sorted(info["mismatched_keys"])
+        if missing or mismatched:
+            raise UserError(f"--weights {path}: the checkpoint lacks {len(missing)} and has {len(mismatched)} "
+                            f"mis-shaped tensors of {spec.name}, e.g. {(missing + [str(m) for m in mismatched])[:3]}")
         return module
 
     def encoder(self, spec, options, tiny=False):
-        cfg = self.config(spec, tiny)
         backend = self.resolve_backend(spec, options.backend)
-        cfg._attn_implementation = HF_ATTENTION[backend]  # transformers' name for the same kernel
-        module = self._seeded(spec, cfg, options.seed)
-        if options.weights:
-            module = self.load_weights(spec, module, options.weights, cfg)
+        module = self._instance(spec, options, tiny, HF_ATTENTION[backend])  # transformers' name for the kernel
         return HFPaddedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval(), backend)
 
     def shape(self, spec, tiny=False):
-        cfg = self.config(spec, tiny)
+        return self._shape(spec, self.config(spec, tiny))
+
+    def _shape(self, spec, cfg) -> Shape:
         heads = cfg.num_attention_heads
         disentangled = bool(getattr(cfg, "relative_attention", False))  # DeBERTa's c2p/p2c attention
         buckets = getattr(cfg, "position_buckets", -1) if disentangled else 0
@@ -305,22 +388,45 @@ class HFPackedBuilder(HFBuilder):
         return [] if self.available(spec) else backend_names()
 
     def encoder(self, spec, options, tiny=False):
-        cfg = self.config(spec, tiny)
         device = torch.device(options.device)
         backend = options.backend
         if backend == "auto":  # the paper's row ran xformers; else the fastest packed kernel here
             backend = "xformers" if _runs("xformers", device, options.dtype) else get_backend(
                 "auto", device, options.dtype, needs_window=False).name
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            module, attention = packed_hf_model(getattr(self._transformers(), spec.hf_class), cfg, backend, device,
-                                                options.dtype, {None})
-        if options.weights:
-            module = self.load_weights(spec, module, options.weights, cfg)
+        attention = packed_attention(backend, device, options.dtype, {None})
+        module = self._instance(spec, options, tiny, PACKED_ATTENTION)
         return HFPackedEncoder(module.to(device=device, dtype=options.dtype).eval(), attention, {None})
 
     def shape(self, spec, tiny=False):
         return replace(super().shape(spec, tiny), unpadded=True)
+
+
+def _tiny_overrides(cfg) -> dict:
+    """Config keywords of a row's tiny variant: `TINY_SHAPES["hf"]`, a vocabulary that keeps the suites' ids,
+    and every special token id inside it."""
+    overrides = dict(TINY_SHAPES["hf"], vocab_size=min(cfg.vocab_size, TINY_VOCAB),
+                     pad_token_id=min(cfg.pad_token_id or 0, 3))
+    if hasattr(cfg, "num_key_value_heads"):
+        overrides["num_key_value_heads"] = overrides["num_attention_heads"]
+    for key in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+        if getattr(cfg, key, None) is not None:
+            overrides[key] = 2
+    return overrides
+
+
+def config_changes(row, checkpoint) -> tuple[ConfigChange, ...]:
+    """Every field in which two transformers configs of one class differ (file metadata left out), by name."""
+    ours, theirs = row.to_dict(), checkpoint.to_dict()
+    return tuple(ConfigChange(name, ours.get(name), theirs.get(name)) for name in sorted(set(ours) | set(theirs))
+                 if name not in FILE_FIELDS and ours.get(name) != theirs.get(name))
+
+
+def _tensor_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())[:400]
 
 
 def _importable(module: str) -> bool:

@@ -101,10 +101,9 @@ class HFPackedEncoder(Encoder):
         return out.last_hidden_state[0]
 
 
-def packed_hf_model(model_cls, config, backend: str, device, dtype, windows: set[int | None]):
-    """Build a transformers model whose attention runs on packed documents through `backend`."""
+def packed_attention(backend: str, device: torch.device, dtype: torch.dtype,
+                     windows: set[int | None]) -> AttentionBackend:
+    """The backend a transformers model built with `attn_implementation=PACKED_ATTENTION` attends through (the
+    implementation registered with transformers). Raises BackendUnavailable when `backend` cannot run here."""
     register_packed_attention()
-    attention = get_backend(backend, device, dtype, needs_window=any(w is not None for w in windows))
-    config._attn_implementation = PACKED_ATTENTION
-    module = model_cls(config)
-    return module, attention
+    return get_backend(backend, device, dtype, needs_window=any(w is not None for w in windows))

@@ -20,10 +20,11 @@ from mbbench.models.builders import BUILDERS, BuildOptions, Builder
 from mbbench.models.encoders import Encoder
 from mbbench.models.neobert import NeoBertConfig
 from mbbench.models.spec import ModelSpec
+from mbbench.records import ConfigChange
 
 __all__ = ["MODELS", "BuildOptions", "ModelSpec", "get_spec", "builder", "available", "require_available",
            "check_backend", "check_runs", "choose_backend", "owns_gemms", "rotary_code", "model_config", "count_parameters",
-           "backend_choices", "shape_of", "encoder", "build_encoder"]
+           "backend_choices", "shape_of", "checkpoint_changes", "encoder", "build_encoder"]
 
 
 # --- configs (exact published numbers; sources in backends-and-competitors.md part B) ---
@@ -204,9 +205,17 @@ def shape_of(spec: ModelSpec, tiny: bool = False) -> Shape:
     return builder(spec).shape(spec, tiny)
 
 
+def checkpoint_changes(spec: ModelSpec, path: str, tiny: bool = False) -> tuple[ConfigChange, ...]:
+    """The config fields in which the checkpoint directory `path` (`--weights`) differs from the row, which the
+    built model runs with (empty for our own models, whose checkpoints must match the row field by field).
+    Raises UserError for a checkpoint the row cannot be: another architecture, shape, or an unreadable config."""
+    return builder(spec).checkpoint_changes(spec, path, tiny)
+
+
 def encoder(spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
-    """Build a resolved model (its availability and backend already checked by the plan): exact config, seeded
-    random weights (or --weights), on `options.device` in `options.dtype`, eval mode."""
+    """Build a resolved model (its availability and backend already checked by the plan): the row's config with
+    seeded random weights, or a checkpoint's config and weights (`options.weights`, see `checkpoint_changes`),
+    on `options.device` in `options.dtype`, eval mode."""
     return builder(spec).encoder(spec, options, tiny)
 
 

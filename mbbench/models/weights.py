@@ -176,16 +176,24 @@ def from_transformers(hf_model: nn.Module, backend: str = "auto") -> nn.Module:
     return load_state(model, hf_model.state_dict()).eval()
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """config.json + *.safetensors (or pytorch_model.bin) from a local directory."""
-    path = Path(path)
-    config_file = path / "config.json"
+def read_config(path: str | Path) -> dict:
+    """A checkpoint directory's config.json as a dict; UserError when it is missing or not a JSON object."""
+    config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise UserError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{config_file}: not valid JSON ({error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{config_file}: not valid UTF-8 JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file}: not a JSON object")
+    return config
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """config.json + *.safetensors (or pytorch_model.bin) from a local directory, tensors under their saved names."""
+    path = Path(path)
+    config = read_config(path)
     state: dict[str, torch.Tensor] = {}
     shards = sorted(path.glob("*.safetensors"))
     if shards:
