@@ -114,11 +114,15 @@ def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int]
     return [largest, *(make_request(index) for index in range(1, count))]
 
 
+NEW_SHAPES = ("; and before a timed request of a shape not yet run, that request once untimed (each point's "
+              "shape_warmup_requests)")
+
+
 def warmed_description(count: int) -> str:
-    """What `warmup_requests` ran, in words (the record says it)."""
+    """What `warmup_requests` and `measure_latency` ran untimed, in words (the record says it)."""
     if count == 0:
-        return "per batch size: the cold call only"
+        return "per batch size: the cold call" + NEW_SHAPES
     return (f"per batch size: the cold call (request 0), then {count} untimed requests: batch size x the longest "
             f"document used (the largest shape), then requests 1-{count - 1} (the first timed shapes)"
             if count > 1 else "per batch size: the cold call (request 0), then one untimed request of batch size x "
-            "the longest document used (the largest shape)")
+            "the longest document used (the largest shape)") + NEW_SHAPES

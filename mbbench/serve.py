@@ -137,7 +137,8 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
     def run_at_rate(rate: float) -> ServingRun:
         if rate not in runs:  # the search's ends are usually rates of the curve: the same seeded run
             runs[rate] = run_load(rate, lengths, batcher, service, CLOCKS[settings.clock](), settings.seed,
-                                  settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s)
+                                  settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s,
+                                  warm=service.warm)  # a new batch shape runs untimed first, the clock paused
             if progress:
                 progress(describe_run(runs[rate]))
         return runs[rate]
@@ -178,12 +179,16 @@ def warm(model: LoadedModel, plan: Plan, batcher: Batcher, settings: ServeSettin
             timed(functools.partial(model.forward, inputs), model.device)
 
 
+NEW_SHAPES = ("; and during a run, each batch of a shape not yet run once untimed before it, the run's clock "
+              "paused (each run's shape_warmup_batches)")
+
+
 def warmed_description(count: int) -> str:
-    """What `warm` ran, in words (the record says it)."""
+    """What `warm` and the runs' shape warmups ran, in words (the record says it)."""
     if count == 0:
-        return "the first call only"
+        return "the first call" + NEW_SHAPES
     return (f"the first call, then the first {count} requests of the lowest rate one by one and the batch the "
-            "batcher forms from all of them queued together (untimed)")
+            "batcher forms from all of them queued together (untimed)") + NEW_SHAPES
 
 
 def search_summary(search: SloSearch) -> dict:

@@ -14,6 +14,7 @@ from mbbench.bench.forward_service import latency_call, latency_requests, model_
 from mbbench.bench.latency import measure_latency, percentiles
 from mbbench.bench.loadgen import make_requests, request_documents
 from mbbench.bench.serving import serve
+from mbbench.bench.throughput import batch_shape
 from mbbench.records import DeviceInfo, Identity, Latency, Record
 
 CPU = torch.device("cpu")
@@ -127,3 +128,61 @@ def test_latency_payload_round_trips_through_record_json():
     assert back.payload.point(1)["latency_s"]["p99"] == runs[0].stats.p99
     with pytest.raises(KeyError):
         back.payload.point(2)
+
+
+# ------------------------------------------------------------- a new shape is warmed up, never timed (issue 26, 2)
+
+def slow_on_new_shapes(clock: VirtualClock | None = None, first_s: float = 1.0):
+    """A fake forward that is slow the first time it meets a shape (as flex compiles per new length): 1 s more,
+    spent on `clock` when given (a real clock's time passing), else returned as its seconds."""
+    shapes = set()
+
+    def forward(batch) -> float:
+        shape = batch_shape(batch)
+        extra = first_s if shape not in shapes else 0.0
+        shapes.add(shape)
+        if clock is not None:
+            clock.sleep_until(clock.now() + extra)
+            return 0.0
+        return extra
+    return forward
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_no_timed_request_meets_a_new_shape(padded):
+    make_request = latency_requests(document, len(LENGTHS), 2, seed=1, padded=padded, device=CPU)
+    slow = slow_on_new_shapes()
+    run = measure_latency(lambda batch: 0.01 + slow(batch), make_request, 40, 0.0, VirtualClock(), 2)
+    steady = measure_latency(lambda batch: 0.01, make_request, 40, 0.0, VirtualClock(), 2)
+    assert run.cold_s == pytest.approx(1.01)  # the cold call meets the first shape, apart
+    assert run.latencies_s == pytest.approx(steady.latencies_s) and max(run.latencies_s) < 0.02
+    shapes = {batch_shape(make_request(i)) for i in range(1, len(run.latencies_s) + 1)} - {batch_shape(make_request(0))}
+    assert run.shape_warmups == len(shapes) > 0
+    assert run.to_dict()["shape_warmup_requests"] == len(shapes)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_no_served_batch_meets_a_new_shape_and_the_clock_pauses_while_one_warms(padded):
+    """A forward that spends 1 s of the run's clock on a new shape: with `warm`, every request's queue, inference
+    and total time equal those of a model that is never slow, and the run counts the shapes it warmed."""
+    def run(forward_clock, slow: bool, warm: bool):
+        slow_forward = slow_on_new_shapes(forward_clock) if slow else (lambda batch: 0.0)
+
+        def forward(batch):
+            timer.batch = batch
+            slow_forward(batch)
+        timer = fake_timer(1e-4)
+        service = model_service(forward, document, padded, CPU, timer=timer)
+        requests = make_requests(300.0, LENGTHS, 0, 60, 0.0)
+        return serve(requests, Batcher(max_batch_tokens=40, padded=padded), service, forward_clock, 300.0,
+                     warm=service.warm if warm else None)
+
+    def times(result):
+        return [value for s in result.served for value in (s.request.id, s.queue_s, s.inference_s, s.total_s)]
+
+    steady, unwarmed = run(VirtualClock(), slow=False, warm=True), run(VirtualClock(), slow=True, warm=False)
+    warmed = run(VirtualClock(), slow=True, warm=True)
+    assert max(b.service_s for b in unwarmed.batches) > 0.5  # without warm, a compile lands in a request
+    assert times(warmed) == pytest.approx(times(steady)) and max(b.service_s for b in warmed.batches) < 0.01
+    assert warmed.shape_warmups == steady.shape_warmups > 0
+    assert warmed.to_dict()["shape_warmup_batches"] == warmed.shape_warmups and unwarmed.shape_warmups == 0

@@ -17,7 +17,8 @@ from mbbench.batching import pack_documents, pad_documents
 from mbbench.bench.batcher import Batch
 from mbbench.bench.loadgen import request_documents
 from mbbench.bench.serving import Service
-from mbbench.bench.timing import timed
+from mbbench.bench.throughput import batch_shape
+from mbbench.bench.timing import synchronize, timed
 
 Forward = Callable[[ModelBatch], object]  # the model's forward on one mbbench batch (its output is ignored)
 Timer = Callable[[Callable[[], None], torch.device], float]  # like timing.timed
@@ -47,22 +48,48 @@ def latency_call(forward: Forward, device: torch.device, timer: Timer = timed) -
     return call
 
 
-def model_service(forward: Forward, document: Callable[[int], torch.Tensor], padded: bool, device: torch.device,
-                  pad_token_id: int = 0, timer: Timer = timed) -> Service:
-    """`service(batch)` for `serving.serve`: build the batcher's batch from its documents, copy it to
-    `device`, and return the seconds of the forward alone.
+class ModelService:
+    """`service(batch)` for `serving.serve`: build the batcher's batch from its documents, copy it to `device`,
+    and return the seconds of the forward alone; `warm(batch)` runs a batch of a shape not yet run, untimed.
 
     Documents are generated once and kept (on the CPU, where batches are assembled). Under a real
     clock a request's inference time is the wall time of this whole call (batch assembly and copy
     included, as a server spends it); under a virtual clock it is exactly the forward's seconds.
     """
-    cache: dict[int, torch.Tensor] = {}
 
-    def service(batch: Batch) -> float:
+    def __init__(self, forward: Forward, document: Callable[[int], torch.Tensor], padded: bool,
+                 device: torch.device, pad_token_id: int = 0, timer: Timer = timed):
+        self.forward, self.document, self.padded, self.device = forward, document, padded, device
+        self.pad_token_id, self.timer = pad_token_id, timer
+        self.cache: dict[int, torch.Tensor] = {}
+        self.shapes_run: set = set()  # `throughput.batch_shape` of every model batch run so far
+
+    def inputs(self, batch: Batch) -> ModelBatch:
+        """The batcher's batch as the model's batch, on the device."""
         for index in batch.documents:
-            if index not in cache:
-                cache[index] = document(index)
-        inputs = model_batch([cache[i] for i in batch.documents], padded, pad_token_id).to(device)
+            if index not in self.cache:
+                self.cache[index] = self.document(index)
+        return model_batch([self.cache[i] for i in batch.documents], self.padded, self.pad_token_id).to(self.device)
+
+    def __call__(self, batch: Batch) -> float:
+        inputs = self.inputs(batch)
+        self.shapes_run.add(batch_shape(inputs))
         with torch.inference_mode():
-            return timer(lambda: forward(inputs), device)
-    return service
+            return self.timer(lambda: self.forward(inputs), self.device)
+
+    def warm(self, batch: Batch) -> bool:
+        """Run `batch` once, untimed, when its shape has not run (what compiles or allocates lazily); True if it ran."""
+        inputs = self.inputs(batch)
+        if batch_shape(inputs) in self.shapes_run:
+            return False
+        self.shapes_run.add(batch_shape(inputs))
+        with torch.inference_mode():
+            self.forward(inputs)
+        synchronize(self.device)
+        return True
+
+
+def model_service(forward: Forward, document: Callable[[int], torch.Tensor], padded: bool, device: torch.device,
+                  pad_token_id: int = 0, timer: Timer = timed) -> ModelService:
+    """A `ModelService`: pass it as `service` and its `warm` as `warm` to `serving.serve` / `run_load`."""
+    return ModelService(forward, document, padded, device, pad_token_id, timer)

@@ -14,6 +14,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 import numpy as np
 
 from mbbench.bench.clock import Clock
+from mbbench.bench.throughput import batch_shape
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -84,6 +85,7 @@ class LatencyRun:
     elapsed_s: float  # wall (or virtual) time of the timed requests, back to back
     real_tokens: int  # real tokens over the timed requests
     clock: str  # "real" or "virtual"
+    shape_warmups: int = 0  # untimed calls run because a timed request's shape had not run before
 
     @property
     def stats(self) -> Percentiles:
@@ -106,7 +108,8 @@ class LatencyRun:
         return {"batch_size": self.batch_size, "requests": len(self.latencies_s), "cold_s": self.cold_s,
                 "elapsed_s": self.elapsed_s, "real_tokens": self.real_tokens,
                 "requests_per_second": self.requests_per_second, "documents_per_second": self.documents_per_second,
-                "tokens_per_second": self.tokens_per_second, "latency_s": self.stats.to_dict()}
+                "tokens_per_second": self.tokens_per_second, "latency_s": self.stats.to_dict(),
+                "shape_warmup_requests": self.shape_warmups}
 
 
 def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:
@@ -126,6 +129,10 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
     """Closed-loop latency: one cold call, the `warmup` requests (untimed), then requests until
     >= `min_requests` and >= `min_seconds`.
 
+    A timed request never meets a shape for the first time: work that belongs to warmup (flex compiling per
+    total length, kernel selection, the allocator growing) would land in its latency. So before a request
+    whose shape (`throughput.batch_shape`) has not run yet, the request runs once untimed (`shape_warmups`).
+
     `make_request(i)` builds request i (e.g. a batch of `batch_size` suite documents, on the device,
     made before its call so building it is not timed); `call(request)` runs it to completion and
     returns its seconds (a fake model's known time; with a real model, `timing.timed` of the
@@ -134,16 +141,23 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
     """
     if min_requests < 1 or min_seconds < 0:
         raise ValueError(f"need min_requests >= 1 and min_seconds >= 0, got {min_requests}, {min_seconds}")
-    cold = timed_call(call, make_request(0), clock)
+    first = make_request(0)
+    cold = timed_call(call, first, clock)
+    seen = {batch_shape(first)}
     for request in warmup:
         call(request)
+        seen.add(batch_shape(request))
     latencies: list[float] = []
-    tokens, elapsed, index = 0, 0.0, 1
+    tokens, elapsed, index, shape_warmups = 0, 0.0, 1, 0
     while len(latencies) < min_requests or elapsed < min_seconds:
         request = make_request(index)
+        if batch_shape(request) not in seen:
+            call(request)  # untimed: on a virtual clock its seconds never advance the time either
+            seen.add(batch_shape(request))
+            shape_warmups += 1
         seconds = timed_call(call, request, clock)
         latencies.append(seconds)
         tokens += request.real_tokens
         elapsed += seconds
         index += 1
-    return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind)
+    return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind, shape_warmups)

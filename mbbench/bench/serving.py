@@ -30,6 +30,7 @@ from mbbench.bench.loadgen import Request, make_requests
 from mbbench.errors import UserError
 
 Service = Callable[[Batch], float]  # runs one batch to completion; returns its seconds
+Warm = Callable[[Batch], bool]  # runs a batch untimed when its shape is new to the model; True when it ran
 
 
 def fixed_cost_service(seconds_per_token: float, overhead_s: float = 0.0) -> Service:
@@ -83,6 +84,7 @@ class ServingRun:
     batches: list[BatchRun]
     unserved: int = 0  # requests still queued when the drain limit stopped the run (overload)
     duration_s: float = 0.0  # start of the run to the last completion
+    shape_warmups: int = 0  # batches run untimed first because their shape was new (the run's clock paused)
 
     @property
     def saturated(self) -> bool:
@@ -145,12 +147,18 @@ class ServingRun:
                 "inference_s": self.inference_s.to_dict() if self.served else None,
                 "total_s": self.total_s.to_dict() if self.served else None,
                 "batch_size": self.batch_sizes.to_dict() if self.batches else None,
-                "batch_tokens": self.batch_tokens.to_dict() if self.batches else None}
+                "batch_tokens": self.batch_tokens.to_dict() if self.batches else None,
+                "shape_warmup_batches": self.shape_warmups}
 
 
 def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock: Clock, offered_rate: float,
-          arrival: str = "poisson", seed: int = 0, drain_limit_s: float | None = None) -> ServingRun:
+          arrival: str = "poisson", seed: int = 0, drain_limit_s: float | None = None,
+          warm: Warm | None = None) -> ServingRun:
     """Play `requests` (arrival order, times from the run's start) through `batcher` into `service`.
+
+    `warm(batch)` (e.g. `forward_service.ModelService.warm`) runs before each batch: a batch whose shape is
+    new runs once untimed first, and the run's clock pauses meanwhile (its origin moves by the time spent),
+    so no request's queue or inference time holds work that belongs to warmup (a compile per new length).
 
     One worker: a batch is formed only when the previous one has completed. `drain_limit_s` stops an
     overloaded run that long after the last arrival; requests still queued count as `unserved` (their
@@ -163,7 +171,7 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
     waiting: list[Request] = []
     served: list[ServedRequest] = []
     batches: list[BatchRun] = []
-    arrived = 0
+    arrived = shape_warmups = 0
 
     def admit(now: float) -> None:
         nonlocal arrived
@@ -193,6 +201,11 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
         taken = {r.id for r in chosen}
         waiting[:] = [r for r in waiting if r.id not in taken]
         batch = Batch(tuple(chosen), now, batcher.padded)
+        if warm is not None:
+            before = clock.now()
+            if warm(batch):
+                shape_warmups += 1
+                origin += clock.now() - before  # paused: the run resumes where it was
         seconds = service(batch)
         clock.sleep_until(origin + now + seconds)
         done = elapsed(now + seconds)
@@ -201,12 +214,12 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
         now = done
     duration = max((s.completion_s for s in served), default=0.0)
     return ServingRun(offered_rate, arrival, seed, batcher, clock.kind, served, batches,
-                      unserved=len(requests) - len(served), duration_s=duration)
+                      unserved=len(requests) - len(served), duration_s=duration, shape_warmups=shape_warmups)
 
 
 def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Service, clock: Clock, seed: int,
              min_requests: int, min_seconds: float, arrival: str = "poisson",
-             drain_limit_s: float | None = None) -> ServingRun:
+             drain_limit_s: float | None = None, warm: Warm | None = None) -> ServingRun:
     """One load test at `rate` requests/s over a suite's document `lengths`: `loadgen.make_requests`
     (at least `min_requests` arriving over at least `min_seconds`) played through `serve`.
 
@@ -214,7 +227,7 @@ def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Ser
     Raises UserError when a document is longer than the budget, ValueError for a bad rate or counts.
     """
     requests = make_requests(rate, lengths, seed, min_requests, min_seconds, arrival)
-    return serve(requests, batcher, service, clock, rate, arrival, seed, drain_limit_s)
+    return serve(requests, batcher, service, clock, rate, arrival, seed, drain_limit_s, warm)
 
 
 def _dispatch_time(batcher: Batcher, waiting: list[Request], requests: Sequence[Request], arrived: int,
