@@ -4,15 +4,29 @@ and the exit status."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from mbbench.plan import Plan, RunConfig
 
+ENGINE_CACHE = ".engine-cache"  # under --out: exports cached by identity (docs/engines.md)
+
 
 def configs(models, suites, **fields) -> list[RunConfig]:
     """One RunConfig per model x suite, the other fields shared."""
     return [RunConfig(model=m, suite=s, **fields) for m in models for s in suites]
+
+
+def engine_cache(out_dir: str) -> str:
+    """Where a command's engine exports are cached: OUT/.engine-cache."""
+    return str(Path(out_dir) / ENGINE_CACHE)
+
+
+def note_compile(compile_model: bool) -> None:
+    """`--compile` is deprecated: say what it means (RunConfig turns it into the engine)."""
+    if compile_model:
+        click.echo("note: --compile is deprecated; it means --engine torch-compile", err=True)
 
 
 def finish(code: int) -> None:
