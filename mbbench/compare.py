@@ -118,7 +118,7 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     forwards, infos, parity, excluded = {}, {}, {}, {}
     for side in identity.models:
         try:
-            prepared, checked = prepare(sides[side], encoders[side], batches[side][0].to(device), progress)
+            prepared, checked = prepare(sides[side], encoders[side], batches[side][0], progress)
         except ParityFailure as failure:
             parity[side], excluded[side] = failure.result.to_dict(), f"failed parity: {failure.result.message}"
             if progress:

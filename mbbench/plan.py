@@ -99,7 +99,8 @@ class RunConfig:
         """The model's catalogue row; UserError for any value no device could run (checks that need the device
         are in `resolve`)."""
         for name, value, low in (("--runs", self.passes, 1), ("--docs", self.docs, 1),
-                                 ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1)):
+                                 ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1),
+                                 ("--threads", self.threads, 1)):
             if value is not None and value < low:
                 raise UserError(f"{name} must be at least {low}, got {value}")
         if self.warmup_batches is not None and self.warmup_batches < 0:
@@ -117,7 +118,6 @@ class RunConfig:
         if self.token_budget is not None and not spec.unpadded:
             raise UserError(f"--token-budget needs an unpadded model; {self.model} runs padded batches")
         get_engine(self.engine).version()  # UserError: an unknown engine, or its extra is not installed
-        threads_from(self.threads)  # UserError below 1
         return spec
 
 

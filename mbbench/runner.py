@@ -65,12 +65,13 @@ def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress
             ) -> tuple[PreparedEngine, ParityResult | None]:
     """The plan's engine prepared from `encoder` (the module and weights torch runs), and its parity.
 
-    `first_batch` is on the plan's device; the engine's first call on it is timed as its cold start. An engine
+    `first_batch` is moved to the plan's device; the engine's first call on it is timed as its cold start. An engine
     other than torch is then checked against the torch engine on the same batch, real tokens only (fp32 1e-4,
     half precision verify's bars), before anything is timed. Raises ParityFailure (carrying the result) on a
     miss or a NaN, EngineUnavailable (a UserError) when the engine cannot run the model here.
     """
     identity = model_identity(plan, encoder)
+    first_batch = first_batch.to(torch.device(plan.torch_device))
     if progress and plan.engine != DEFAULT_ENGINE:
         progress(f"preparing engine {plan.engine} ({plan.threads.intra} threads; export, compile and the first "
                  f"call timed apart)")
@@ -120,7 +121,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
     device = torch.device(plan.torch_device)
-    prepared, parity = prepare(plan, encoder, batches[0].to(device), progress)
+    prepared, parity = prepare(plan, encoder, batches[0], progress)
     if progress:
         progress(f"{plural(len(indices), 'document')}, {real:,} real tokens in {plural(len(batches), 'batch')}; "
                  f"warmup, then {plural(plan.config.passes, 'pass')}")
