@@ -46,12 +46,23 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
            ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
 # Fields that change a number without being the model, suite or device: records that differ in one of
 # them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
-VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "warmup", "compile",
+VARIANT_FIELDS = ("protocol", "engine", "requested_backend", "dtype", "threads", "batch", "docs", "runs", "warmup",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
                   "transformers", "model_version", "matmul_precision")
 TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "model_version": "model"}
+
+
+ENGINE_BEFORE_THE_AXIS = "torch"  # what a record without an engine ran (records.LATER_FIELDS)
+
+
+def threads_label(record: dict) -> str | None:
+    """'2' (intra-op threads), '2/4' when inter-op threads are not 1; None where not recorded (GPU runs)."""
+    intra, inter = record.get("threads"), record.get("interop_threads")
+    if intra is None:
+        return None
+    return str(intra) if inter in (None, 1) else f"{intra}/{inter}"
 
 
 def default_batch(suite: str, model: str | None = None, protocol: str | None = None) -> int:
@@ -69,7 +80,8 @@ def variant(record: dict) -> dict:
               (None if batch in (None, default_batch(record["suite"], record.get("registry_model"),
                                                      record.get("protocol"))) else batch),
               "docs": record.get("documents") if record.get("subsampled") else None,
-              "runs": record.get("runs"), "compile": record.get("compile") or None,
+              "runs": record.get("runs"), "engine": record.get("engine") or ENGINE_BEFORE_THE_AXIS,
+              "threads": threads_label(record),
               "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
               "warmup": record.get("warmup_batches"),
               "suite_fingerprint": (record.get("suite_fingerprint") or "")[:8] or None,
@@ -522,6 +534,29 @@ def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) ->
     return rows
 
 
+ENGINES_HEADER = ["device", "model", "engine", "suite", "thousand tokens/s", "parity error", "threads",
+                  "cold start (s)", "engine version", "date"]
+
+
+def engine_rows(records: list[dict]) -> list[list[str]]:
+    """Model x engine per suite, from measured throughput records: tokens/s, the parity error against torch (max
+    |diff| on real tokens), intra-op threads and the cold start (export + compile + first call)."""
+    rows = []
+    for r in records:
+        value = headline(r)
+        if r.get("kind") != "measured" or r.get("measurement") != "throughput" or not value:  # None: non-finite
+            continue
+        parity, info = r.get("parity") or {}, r.get("engine_info") or {}
+        error = parity.get("error")
+        cold = r.get("cold_start_seconds")
+        rows.append([r["gpu_dir"], r["model"], r.get("engine") or ENGINE_BEFORE_THE_AXIS, r["suite"],
+                     significant(value / 1000) + measured_spread(r, "tps"),
+                     "reference" if not parity else (f"{error:.1e}" if error is not None else "NaN"),
+                     threads_label(r) or "", f"{cold:.2f}" if cold is not None else "",
+                     info.get("version") or r.get("torch") or "", (r.get("created_at") or "")[:10]])
+    return sorted(rows)
+
+
 PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "interval (confidence)", "rounds", "docs", "date",
                  "warning"]
 
@@ -794,6 +829,11 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                                 "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
                                 "comparison measured the pair, its median ratio [interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
+    if len({r.get("engine") or ENGINE_BEFORE_THE_AXIS for r in records}) > 1:
+        sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity: max |difference| "
+                                "from the torch engine on the first batch's real tokens, checked before timing. Cold "
+                                "start: export + compile + first call, apart from warmup and the timed passes.",
+                                (ENGINES_HEADER, engine_rows(records))))
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     sections += latency_sections(served["latency"], out) + serving_sections(served["serving"], out)
