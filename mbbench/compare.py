@@ -26,12 +26,9 @@ from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
-from mbbench.records import Comparison, Identity, Record
+from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
 from mbbench.runner import build, prepare
 from mbbench.suites import make_batches, select_documents
-
-ENGINE_SEPARATOR = "@"
-
 
 class TooFewSides(ParityFailure):
     """Parity left out the baseline or every side but one: no ratio can be measured."""

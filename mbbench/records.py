@@ -51,6 +51,7 @@ LATER_FIELDS: dict[str, Any] = {
     "threads": None,  # a CPU run's intra- and inter-op threads (issue 26): records before them did not say
     "interop_threads": None,
 }
+ENGINE_SEPARATOR = "@"  # a comparison side on an engine: MODEL@ENGINE (hf-modernbert-base@onnxruntime)
 COMPILE_ENGINE = "torch-compile"  # what `compile=True` (the older spelling, before the engine axis) means
 
 

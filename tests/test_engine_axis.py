@@ -122,7 +122,11 @@ def test_a_run_on_an_exporting_engine_records_what_ran(engine_runs, engine):
 def test_the_report_labels_engines_and_has_an_engines_table(engine_runs, tmp_path):
     out, runs = engine_runs
     assert runs["torch"][0].exit_code == 0 and runs["torch"][1][0].payload.parity is None
-    report = (build_report([str(out)], tmp_path / "report", include_smoke=True) / "report.md").read_text()
+    report = (build_report([str(out)], tmp_path / "report", baseline="hf-modernbert-base-tiny",
+                           include_smoke=True) / "report.md").read_text()
+    speedups = report.split("## Speedup against hf-modernbert-base-tiny")[1].split("##")[0]
+    assert "[engine=onnxruntime]" in speedups and "[engine=openvino]" in speedups  # each engine over torch
+    assert "[engine=torch]" not in speedups
     for engine in ("torch", "onnxruntime", "openvino"):
         assert f"hf-modernbert-base-tiny [engine={engine}]" in report
     engines_table = report.split("## Engines")[1].split("##")[0]

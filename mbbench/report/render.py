@@ -38,6 +38,7 @@ from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
+from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
 from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
@@ -54,7 +55,7 @@ LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fi
           "device_name": "device", "model_version": "model"}
 
 
-ENGINE_BEFORE_THE_AXIS = "torch"  # what a record without an engine ran (records.LATER_FIELDS)
+ENGINE_BEFORE_THE_AXIS = LATER_FIELDS["engine"]  # what a record without an engine ran: torch
 
 
 def threads_label(record: dict) -> str | None:
@@ -159,8 +160,11 @@ def comparison_throughput(record: dict) -> list[dict]:
         stats = side.get("tokens_per_second_stats") or {}
         if stats.get("median") is None:
             continue
+        model, _, engine = name.partition(ENGINE_SEPARATOR)  # a side is MODEL or MODEL@ENGINE
         rows.append(record | {
-            "model": name + tiny, "registry_model": name, "measurement": "throughput", "key": f"{record['key']}:{name}",
+            "engine": engine or ENGINE_BEFORE_THE_AXIS, "parity": (record.get("parity") or {}).get(name),
+            "engine_info": (record.get("engines") or {}).get(name), "cold_start_seconds": None,
+            "model": model + tiny, "registry_model": model, "measurement": "throughput", "key": f"{record['key']}:{name}",
             "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
             "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
             "requested_backend": asked.get(name, "auto"), "models": None,
@@ -176,6 +180,7 @@ def measured_workload(record: dict) -> tuple:
     return (record["gpu_dir"], record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
             record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("batch_size"),
             record.get("token_budget"), record.get("documents"), record.get("requested_backend"), record.get("compile"),
+            record.get("engine") or ENGINE_BEFORE_THE_AXIS, record.get("threads"), record.get("interop_threads"),
             record.get("time_transfer"), record.get("weights_sha256"))
 
 
@@ -490,7 +495,8 @@ def workload(record: dict) -> tuple:
     """What two records must share for their tokens/s to form a speedup: the same work on the same machine."""
     return (record["gpu_dir"], record["suite"], record.get("protocol"), record.get("dtype"),
             record.get("documents") if record.get("subsampled") else None, record.get("batch_size"),
-            record.get("host") if record.get("kind") == "measured" else None, record.get("kind"))
+            record.get("host") if record.get("kind") == "measured" else None, record.get("kind"),
+            record.get("threads"), record.get("interop_threads"))
 
 
 def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline: str) -> str:
@@ -506,20 +512,27 @@ def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline:
 
 
 def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) -> list[list[str]]:
-    """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out.
+    """Each labelled row's tokens/s over the baseline's (on torch) on the same workload and threads; rows without
+    any ratio are left out. The baseline model on another engine gets its speedup over torch.
 
     One number per claim: where a paired comparison measured the pair on that device and suite, its ratio (median
     of per-round ratios, with its interval and that interval's confidence) is the cell, as in the paired table; otherwise the ratio of the
     two current (not superseded) records' headlines.
     """
     throughput = [r for r in records if headline(r) and r.get("measurement") != "max_batch"]
+
+    def is_baseline(record: dict) -> bool:  # the baseline model on torch: other engines of it get a speedup
+        return record["model"].split(" [")[0] == baseline and (record.get("engine") or ENGINE_BEFORE_THE_AXIS) == \
+            ENGINE_BEFORE_THE_AXIS
+
     base = {}
     for r in throughput:
-        if r["model"].split(" [")[0] == baseline:
+        if is_baseline(r):
             base.setdefault(workload(r), headline(r))
     rows = []
+    baseline_rows = {(r["gpu_dir"], r["model"]) for r in throughput if is_baseline(r)}
     for gpu, model in sorted({(r["gpu_dir"], r["model"]) for r in throughput}):
-        if model.split(" [")[0] == baseline:
+        if (gpu, model) in baseline_rows:
             continue
         cells = []
         for suite in (*SHORT, *LONG):
@@ -549,6 +562,8 @@ def engine_rows(records: list[dict]) -> list[list[str]]:
         parity, info = r.get("parity") or {}, r.get("engine_info") or {}
         error = parity.get("error")
         cold = r.get("cold_start_seconds")
+        if cold is None and info:  # a comparison's side: its engine's export, compile and first call
+            cold = sum(info.get(k) or 0.0 for k in ("export_seconds", "compile_seconds", "first_call_seconds"))
         rows.append([r["gpu_dir"], r["model"], r.get("engine") or ENGINE_BEFORE_THE_AXIS, r["suite"],
                      significant(value / 1000) + measured_spread(r, "tps"),
                      "reference" if not parity else (f"{error:.1e}" if error is not None else "NaN"),
