@@ -36,8 +36,15 @@ def invoke(*args):
 
 
 def read_all(directory: Path) -> list[Record]:
-    return [Record.from_json(json.loads(p.read_text()), str(p)) for p in sorted(directory.rglob("*.json"))
-            if ".engine-cache" not in p.parts]
+    return [Record.from_json(json.loads(p.read_text()), str(p)) for p in sorted(directory.rglob("*.json"))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_cache(tmp_path_factory):
+    """Every export of this module goes to one temporary cache (the commands' $MBBENCH_ENGINE_CACHE)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MBBENCH_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,21 @@ def test_engine_is_in_the_identity_and_the_file_name():
     assert records.LATER_FIELDS["engine"] == "torch"
     # the default engine hashes as records before the axis did: the key leaves it out
     assert "engine" not in torch_plan.identity._hashed() and ort_plan.identity._hashed()["engine"] == "onnxruntime"
+
+
+def test_a_comparison_of_five_sides_gets_a_file_name_the_file_system_takes(tmp_path):
+    """scripts/engine_records.sh's compare (five sides) measured fully, then failed at the temporary file:
+    "File name too long" (issue 26 item 3's kind, with MODEL@ENGINE sides). The stem is cut to fit; the key keeps
+    it unique."""
+    sides = ("hf-modernbert-base", "modernbert-base", "hf-modernbert-base@torch-compile",
+             "hf-modernbert-base@onnxruntime", "hf-modernbert-base@openvino")
+    identity = Identity("comparison", "hf-modernbert-base", "short-variable", "abc", "rigorous", "auto," * 4 + "auto",
+                        "float32", "AMD EPYC", tiny=True, batch_size=32, documents=2, runs=1, models=sides, threads=2)
+    stem = identity.file_stem()
+    assert stem.startswith("hf-modernbert-base-vs-modernbert-base-vs-") and stem.endswith("__" + identity.key())
+    assert len(stem) <= records.MAX_STEM_CHARS
+    (tmp_path / f".{stem}.abcdefgh.tmp").write_text("{}")  # what the atomic writer creates first
+    (tmp_path / f"{stem}.json").write_text("{}")
 
 
 def test_old_records_with_compile_true_load_as_torch_compile_and_keep_their_keys():
@@ -204,6 +226,8 @@ def test_compare_sides_name_their_engines_and_a_side_failing_parity_is_left_out(
     assert {side: info["name"] for side, info in payload.engines.items()} == {
         "hf-modernbert-base": "torch", "hf-modernbert-base@onnxruntime": "onnxruntime"}
     assert "hf-modernbert-base@openvino-tiny: left out, failed parity" in result.output
+    assert Path(payload.engines["hf-modernbert-base@onnxruntime"]["cache_path"]).parent == \
+        Path(os.environ["MBBENCH_ENGINE_CACHE"])  # never under --out, where records are committed
 
 
 def test_compare_fails_when_parity_leaves_fewer_than_two_sides(tmp_path, monkeypatch):

@@ -3,14 +3,14 @@ and the exit status."""
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 import click
 
 from mbbench.plan import Plan, RunConfig
 
-ENGINE_CACHE = ".engine-cache"  # under --out: exports cached by identity (docs/engines.md)
+ENGINE_CACHE_ENV = "MBBENCH_ENGINE_CACHE"  # where engine exports are cached (docs/engines.md)
 
 
 def configs(models, suites, **fields) -> list[RunConfig]:
@@ -18,9 +18,10 @@ def configs(models, suites, **fields) -> list[RunConfig]:
     return [RunConfig(model=m, suite=s, **fields) for m in models for s in suites]
 
 
-def engine_cache(out_dir: str) -> str:
-    """Where a command's engine exports are cached: OUT/.engine-cache."""
-    return str(Path(out_dir) / ENGINE_CACHE)
+def engine_cache() -> str | None:
+    """Where engine exports are cached: $MBBENCH_ENGINE_CACHE, else None (engines.DEFAULT_CACHE_DIR,
+    runs/.engine-cache). Never under --out: exports are large and `results/` is committed."""
+    return os.environ.get(ENGINE_CACHE_ENV) or None
 
 
 def note_compile(compile_model: bool) -> None:

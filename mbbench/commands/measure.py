@@ -50,7 +50,7 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
     check_requested_gpu(gpu, local)
     note_compile(compile_model)
     plans = [resolve(c, device=local) for c in configs(models, suites, compile=compile_model,
-                                                       engine_cache=engine_cache(out_dir), **fields)]
+                                                       engine_cache=engine_cache(), **fields)]
     echo_notes(plans, quiet)
 
     def measure(plan):
@@ -123,7 +123,7 @@ def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **
 
     def side_configs(suite: str) -> list[RunConfig]:
         return [RunConfig(model=model, suite=suite, backend=backend, engine=side_engine,
-                          engine_cache=engine_cache(out_dir), **fields) for model, side_engine in sides]
+                          engine_cache=engine_cache(), **fields) for model, side_engine in sides]
 
     baseline = cmp.side_label(*(sides[-1] if baseline is None else cmp.parse_side(baseline, engine)))
     pairs = [cmp.plan_comparison(side_configs(suite), baseline, local) for suite in suites]
