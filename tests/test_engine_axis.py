@@ -270,7 +270,8 @@ def test_threads_are_applied_before_building_and_left_out_of_gpu_identities(monk
     assert gpu_plan.identity.interop_threads is None
     before = torch.get_num_threads()
     seen = []
-    monkeypatch.setattr(runner, "build", lambda plan, progress=None: seen.append(torch.get_num_threads()) or 1 / 0)
+    monkeypatch.setattr(runner, "build",
+                        lambda plan, progress=None, gemm=None: seen.append(torch.get_num_threads()) or 1 / 0)
     try:
         with pytest.raises(ZeroDivisionError):
             runner.run(plan)
