@@ -164,7 +164,8 @@ def comparison_throughput(record: dict) -> list[dict]:
         rows.append(record | {
             "engine": engine or ENGINE_BEFORE_THE_AXIS, "parity": (record.get("parity") or {}).get(name),
             "engine_info": (record.get("engines") or {}).get(name), "cold_start_seconds": None,
-            "model": model + tiny, "registry_model": model, "measurement": "throughput", "key": f"{record['key']}:{name}",
+            "model": model + tiny, "registry_model": model, "measurement": "throughput",
+            "key": f"{record['key']}:{name}",
             "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
             "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
             "requested_backend": asked.get(name, "auto"), "models": None,
