@@ -1,4 +1,4 @@
-"""A benchmark matrix: models x suites x protocols x backends x dtypes x GPU types -> one task each.
+"""A benchmark matrix: models x suites x protocols x backends x dtypes x engines x GPU types -> one task each.
 
 The driver expands the matrix, skips configurations whose record already exists (resume), hands the
 rest to an executor (local and sequential, or Ray: `mbbench.cluster`) and writes every record that
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import socket
 import time
 import tomllib
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
+import torch
+
 from mbbench import results, runner
 from mbbench.device import detect
 from mbbench.dtypes import parse_dtype
+from mbbench.engines import DEFAULT_ENGINE, get_engine, threads_from
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import accelerator_type, basket, basket_ids_for, match_device_name
 from mbbench.models import registry
@@ -31,11 +35,12 @@ from mbbench.plan import DEFAULT_CPU_DOCS, Plan, RunConfig, failure_record, reso
 from mbbench.records import DeviceInfo, Record
 from mbbench.suites import Suite, load_suite
 
-AXES = ("models", "suites", "protocols", "backends", "dtypes", "gpus")
+AXES = ("models", "suites", "protocols", "backends", "dtypes", "engines", "gpus")
 # RunConfig settings a matrix may set once for every configuration (its [options] table), with their types;
 # named as on the command line (`runs`: the number of timed passes, `RunConfig.passes`).
 OPTIONS = {"batch_size": int, "token_budget": int, "docs": int, "runs": int, "warmup_batches": int, "device": str,
-           "compile": bool, "time_transfer": bool, "telemetry": bool, "seed": int, "weights": str, "tiny": bool}
+           "compile": bool, "time_transfer": bool, "telemetry": bool, "seed": int, "weights": str, "tiny": bool,
+           "threads": int}
 CONFIG_FIELDS = {"runs": "passes"}  # option name -> RunConfig field, where they differ
 
 
@@ -46,6 +51,7 @@ class MatrixSpec:
     protocols: tuple[str, ...] = ("rigorous",)
     backends: tuple[str, ...] = ("auto",)
     dtypes: tuple[str | None, ...] = (None,)  # None: the protocol's dtype for the device
+    engines: tuple[str, ...] = (DEFAULT_ENGINE,)
     gpus: tuple[str, ...] = ()  # Ray accelerator types or basket names; empty: any device
     options: dict = field(default_factory=dict)  # RunConfig fields shared by every task
 
@@ -85,7 +91,8 @@ def build_spec(file_data: dict, axes: dict[str, tuple[str, ...]], options: dict)
     chosen_options = dict(file_data.get("options", {})) | {k: v for k, v in options.items() if v is not None}
     return MatrixSpec(models=merged["models"], suites=merged["suites"],
                       protocols=merged["protocols"] or ("rigorous",), backends=merged["backends"] or ("auto",),
-                      dtypes=merged["dtypes"] or (None,), gpus=merged["gpus"], options=chosen_options)
+                      dtypes=merged["dtypes"] or (None,), engines=merged["engines"] or (DEFAULT_ENGINE,),
+                      gpus=merged["gpus"], options=chosen_options)
 
 
 @dataclass(frozen=True)
@@ -115,31 +122,39 @@ def expand(spec: MatrixSpec, device_kind: str, command_line: str | None = None) 
     Validates everything first (names, suites, options), so a bad matrix fails before anything runs.
     """
     base = _base_config(spec.options)
+    if device_kind == "cpu" and base.threads is None:  # part of a CPU identity: fixed by the driver, so a node
+        base = replace(base, threads=threads_from(None).intra)  # (Ray: 1 thread by default) runs what was planned
     for dtype in spec.dtypes:
         if dtype is not None:
             parse_dtype(dtype)  # a typo is an input error now, not a failed record per task later
+    engines = {name: get_engine(name) for name in spec.engines}
+    for engine in engines.values():
+        engine.version()  # an engine whose extra is missing is an input error now, not a failure per task
     suites = {name: load_suite(name) for name in spec.suites}
     labels = [accelerator_type(gpu) for gpu in spec.gpus] or [None]
     tasks: dict[tuple, Task] = {}
     notes = []
     for model in spec.models:
-        choices = ["auto", *registry.backend_choices(registry.get_spec(model))]
+        model_spec = registry.get_spec(model)
+        choices = ["auto", *registry.backend_choices(model_spec)]
         for name, suite in suites.items():
-            for protocol in spec.protocols:
-                for backend in spec.backends:
-                    if backend not in choices:
-                        notes.append(f"left out {model} x backend {backend}: {model} takes {', '.join(choices)}")
-                        continue
-                    for dtype in spec.dtypes:
-                        for label in labels:
-                            cfg = replace(base, model=model, suite=name, protocol=protocol, backend=backend,
-                                          dtype=dtype, placement=label if device_kind == "cpu" else None)
-                            planned = resolve(cfg, device=unplaced(device_kind, label), suite=suite)
-                            task = Task(cfg, suite, label, device_kind, planned, command_line)
-                            if task.key in tasks:
-                                notes.append(f"left out a duplicate of {task.label} ({task.key[1]})")
-                                continue
-                            tasks[task.key] = task
+            for protocol, backend, dtype, (engine_name, engine), label in itertools.product(
+                    spec.protocols, spec.backends, spec.dtypes, engines.items(), labels):
+                if backend not in choices:
+                    notes.append(f"left out {model} x backend {backend}: {model} takes {', '.join(choices)}")
+                    continue
+                refusal = engine.refusal(model_spec.layout, torch.device(device_kind), torch.float32)
+                if refusal:  # a packed model an exporting engine cannot take, OpenVINO on a GPU, ...
+                    notes.append(f"left out {model} x engine {engine_name}: {refusal}")
+                    continue
+                cfg = replace(base, model=model, suite=name, protocol=protocol, backend=backend, dtype=dtype,
+                              engine=engine_name, placement=label if device_kind == "cpu" else None)
+                planned = resolve(cfg, device=unplaced(device_kind, label), suite=suite)
+                task = Task(cfg, suite, label, device_kind, planned, command_line)
+                if task.key in tasks:
+                    notes.append(f"left out a duplicate of {task.label} ({task.key[1]})")
+                    continue
+                tasks[task.key] = task
     return list(tasks.values()), sorted(set(notes), key=notes.index)
 
 
@@ -222,8 +237,6 @@ def check_placement(task: Task, device: DeviceInfo) -> None:
 def release_memory() -> None:
     """Free what a task left behind, so the next task in this process starts from an empty GPU."""
     gc.collect()
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -322,6 +335,9 @@ def plan_matrix(spec: MatrixSpec, use_ray: bool, command_line: str | None,
         spec = replace(spec, options=spec.options | {"docs": DEFAULT_CPU_DOCS})
         if say:
             say(f"CPU matrix: subsampling {DEFAULT_CPU_DOCS} documents per suite (--docs to change)")
+    if device_kind == "cpu" and spec.options.get("threads") is None and say:
+        say(f"CPU matrix: {threads_from(None).intra} threads per task, this process's torch default "
+            "(--threads to change)")
     tasks, notes = expand(spec, device_kind, command_line)
     if not tasks:
         raise UserError("the matrix has no configuration a model can run: " + "; ".join(notes))
@@ -361,5 +377,6 @@ def _runnable_here(tasks: list[Task], local_label: str | None, say: Callable[[st
 def plan_row(task: Task, state: str) -> dict:
     """One row of `matrix --dry-run`."""
     return {"model": task.planned.identity.display_model, "suite": task.suite.name, "gpu_type": task.accelerator or "",
-            "protocol": task.config.protocol, "backend": task.config.backend, "dtype": task.planned.dtype,
+            "protocol": task.config.protocol, "engine": task.planned.engine, "backend": task.config.backend,
+            "dtype": task.planned.dtype, "threads": task.planned.identity.threads,
             "configuration": task.key[1], "state": state}

@@ -24,13 +24,14 @@ from mbbench.bench.maxbatch import is_oom
 from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
+from mbbench.engines import DEFAULT_CACHE_DIR, DEFAULT_ENGINE, ParityFailure, Threads, get_engine, threads_from
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
 from mbbench.models.spec import ModelSpec
-from mbbench.records import (MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo, Payload, Record,
-                             SuiteInfo)
+from mbbench.records import (COMPILE_ENGINE, MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo,
+                             Payload, Record, SuiteInfo)
 from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
@@ -74,7 +75,10 @@ class RunConfig:
     passes: int = 10  # timed passes over the documents (`--runs`; a record's identity keeps `runs`)
     warmup_batches: int | None = None  # None: the protocol's (rigorous: one full pass; paper: one batch)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    compile: bool = False
+    engine: str = DEFAULT_ENGINE  # torch, torch-compile, onnxruntime or openvino (`mbbench list engines`)
+    compile: bool = False  # deprecated spelling of engine="torch-compile"; kept equal to it
+    threads: int | None = None  # intra-op threads; None: torch's current torch.get_num_threads()
+    engine_cache: str | None = None  # where exports are cached (None: engines.DEFAULT_CACHE_DIR); not identity
     time_transfer: bool = False
     telemetry: bool = True
     seed: int = 0
@@ -82,11 +86,21 @@ class RunConfig:
     tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
     placement: str | None = None  # the Ray node type a CPU matrix task asked for (part of its identity)
 
+    def __post_init__(self) -> None:
+        # `--compile` is the older spelling of `--engine torch-compile`: either sets the other
+        if self.compile and self.engine not in (DEFAULT_ENGINE, COMPILE_ENGINE):
+            raise UserError(f"--compile means --engine {COMPILE_ENGINE}; it cannot be combined with --engine "
+                            f"{self.engine}")
+        if self.compile:
+            object.__setattr__(self, "engine", COMPILE_ENGINE)
+        object.__setattr__(self, "compile", self.engine == COMPILE_ENGINE)
+
     def validate(self) -> ModelSpec:
         """The model's catalogue row; UserError for any value no device could run (checks that need the device
         are in `resolve`)."""
         for name, value, low in (("--runs", self.passes, 1), ("--docs", self.docs, 1),
-                                 ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1)):
+                                 ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1),
+                                 ("--threads", self.threads, 1)):
             if value is not None and value < low:
                 raise UserError(f"{name} must be at least {low}, got {value}")
         if self.warmup_batches is not None and self.warmup_batches < 0:
@@ -103,6 +117,7 @@ class RunConfig:
             dtype_name(self.dtype)  # UserError for an unknown name
         if self.token_budget is not None and not spec.unpadded:
             raise UserError(f"--token-budget needs an unpadded model; {self.model} runs padded batches")
+        get_engine(self.engine).version()  # UserError: an unknown engine, or its extra is not installed
         return spec
 
 
@@ -131,6 +146,13 @@ class Plan:
     backend_reason: str = ""  # why (a measured crossover, a kernel that cannot run here, "asked for")
     # --weights: the checkpoint's config fields that differ from the row, which the built model runs with
     config_changes: tuple[ConfigChange, ...] = ()
+    engine: str = DEFAULT_ENGINE  # what runs the model, checked for this model, device and dtype
+    threads: Threads = field(default_factory=lambda: threads_from(None))  # applied before building and timing
+
+    @property
+    def engine_cache(self) -> Path:
+        """Where the engine's exports are cached (not part of the identity: a cache hit computes the same)."""
+        return Path(self.config.engine_cache) if self.config.engine_cache else DEFAULT_CACHE_DIR
 
     @property
     def protocol(self) -> Protocol:
@@ -259,14 +281,18 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         choice = registry.choose_backend(spec, config.backend, device_string, torch_dtype,
                                          suite.lengths[:documents] if documents else suite.lengths)
         backend, backend_reason = choice.name, choice.reason
-        if config.compile and backend == "flex" and device.kind == "cpu":
-            raise UserError("--compile with the flex backend cannot run on CPU: torch.compile(dynamic=True) reaches "
-                            "Inductor's dynamic CPU flex template, whose C++ does not compile (torch 2.13); run "
-                            "without --compile (flex is compiled on its own, per length) or pick another backend")
+        if config.engine == COMPILE_ENGINE and backend == "flex" and device.kind == "cpu":
+            raise UserError("--engine torch-compile with the flex backend cannot run on CPU: torch.compile marks "
+                            "shapes dynamic once a second one arrives and reaches Inductor's dynamic CPU flex "
+                            "template, whose C++ does not compile (torch 2.13); run on the torch engine (flex is "
+                            "compiled on its own, per length) or pick another backend")
     weights_sha256 = checkpoint_sha256(config.weights)  # first: a missing directory is named as such
     changes = registry.checkpoint_changes(spec, config.weights, config.tiny) if config.weights else ()
     if changes:  # the encoder is built from the same checkpoint config (registry.encoder)
         notes.append(describe_changes(config.weights, changes))
+    check_engine(config.engine, spec, device, device_string, torch_dtype)
+    threads = threads_from(config.threads)
+    cpu = device.kind == "cpu"
     protocol = PROTOCOLS[config.protocol]
     warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
     timing = measurement == "throughput"
@@ -277,18 +303,29 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         weights_sha256=weights_sha256, batch_size=batch_size, token_budget=token_budget,
         documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
         compile=config.compile, time_transfer=config.time_transfer,
-        placement=config.placement if device.kind == "cpu" else None, limits=tuple(sorted(limits)),
-        matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)))
+        placement=config.placement if cpu else None, limits=tuple(sorted(limits)),
+        matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)), engine=config.engine,
+        threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None)
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
-                tuple(notes), backend, backend_reason, changes)
+                tuple(notes), backend, backend_reason, changes, config.engine, threads)
 
 
 def describe_changes(path: str, changes: tuple[ConfigChange, ...]) -> str:
     """One line: the checkpoint's config values that run instead of the row's."""
     return (f"--weights {path} runs its own config where it differs from the row: "
             + ", ".join(f"{c.field} {c.ran!r} (row {c.row!r})" for c in changes))
+
+
+def check_engine(name: str, spec: ModelSpec, device: DeviceInfo, device_string: str, dtype: torch.dtype) -> None:
+    """UserError (EngineUnavailable) when engine `name` cannot run `spec` here: an unknown name, its extra not
+    installed, a packed model an exporting engine refuses, or a device the engine cannot use (onnxruntime on
+    CUDA without its CUDA provider). A task not yet placed (a matrix's driver) is checked for its software and
+    the model's layout only; the node it lands on checks the rest when it resolves the task again."""
+    placed = device.kind in ("cpu", "cuda") and not device.name.startswith("not reached")
+    get_engine(name).check_configuration(spec.layout, torch.device(device_string if placed else "cpu"),
+                                         dtype if placed else torch.float32)
 
 
 def matmul_precision() -> str:
@@ -350,8 +387,9 @@ def unsupported_record(plan: Plan, reason: str) -> Record:
 
 def failure_record(plan: Plan, error: BaseException) -> Record:
     """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
-    return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend), "failed",
-                  describe(error))
+    parity = error.result.to_dict() if isinstance(error, ParityFailure) else None
+    return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend, engine=plan.engine,
+                                parity=parity), "failed", describe(error))
 
 
 def describe(error: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from mbbench.dtypes import canonical_dtype
+from mbbench.engines import DEFAULT_ENGINE
 from mbbench.errors import UserError
 from mbbench.hardware import perfmodel, workload
 from mbbench.calibration import PAPER_GPU
@@ -23,8 +24,8 @@ from mbbench.records import DeviceInfo, Prediction, Record
 from mbbench.validation import error_band, max_batch_band
 
 # `predict` options that a performance model cannot honour: refused, never silently ignored.
-UNMODELLED_OPTIONS = {"compile": "--compile", "time_transfer": "--time-transfer", "weights": "--weights",
-                      "token_budget": "--token-budget"}
+UNMODELLED_OPTIONS = {"time_transfer": "--time-transfer", "weights": "--weights", "token_budget": "--token-budget",
+                      "threads": "--threads"}
 
 
 def attention_of(plan: Plan) -> AttentionImpl:
@@ -50,9 +51,11 @@ def predicted_device(gpu: GPU) -> DeviceInfo:
 def check_options(config: RunConfig) -> None:
     """UserError naming every option of `config` that a prediction cannot model."""
     unmodelled = [flag for name, flag in UNMODELLED_OPTIONS.items() if getattr(config, name)]
+    if config.engine != DEFAULT_ENGINE:
+        unmodelled.insert(0, f"--engine {config.engine}")
     if unmodelled:
-        raise UserError(f"predict cannot model {', '.join(unmodelled)}: the performance model predicts the "
-                        "uncompiled forward pass of seeded weights with inputs on the device")
+        raise UserError(f"predict cannot model {', '.join(unmodelled)}: the performance model predicts PyTorch's "
+                        "uncompiled (eager) forward pass of seeded weights on a GPU, with inputs on the device")
 
 
 def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:

@@ -47,7 +47,12 @@ MAX_STEM_CHARS = 160  # a record file's stem; with ".json" and a temporary file'
 LATER_FIELDS: dict[str, Any] = {
     "matmul_precision": "highest",
     "traffic": (),  # latency and serving settings (issue 28): records before them had none
+    "engine": "torch",  # the engine axis (issue 24): records before it ran torch (or `compile`: torch-compile)
+    "threads": None,  # a CPU run's intra- and inter-op threads (issue 26): records before them did not say
+    "interop_threads": None,
 }
+ENGINE_SEPARATOR = "@"  # a comparison side on an engine: MODEL@ENGINE (hf-modernbert-base@onnxruntime)
+COMPILE_ENGINE = "torch-compile"  # what `compile=True` (the older spelling, before the engine axis) means
 
 
 def without_non_finite(data: Any, where: str = "") -> tuple[Any, dict[str, str]]:
@@ -89,6 +94,10 @@ class Identity:
     `device` is the basket id of a GPU (e.g. "H100-SXM"), a GPU's own name when it is not in the basket,
     or the CPU model; `device_index` is torch's CUDA index (None on CPU and for predictions). For a
     max-batch search, `limits` holds the search's own settings (memory cap, granularity, margin).
+    `engine` is what ran the model (torch, torch-compile, onnxruntime, openvino; a comparison joins its sides'
+    engines); `compile` is its older spelling, kept equal to `engine == "torch-compile"` so records written
+    before the engine axis keep their keys. `threads` and `interop_threads` are the intra- and inter-op thread
+    counts of a CPU run (None on GPUs and for predictions).
     """
 
     measurement: str  # one of MEASUREMENTS
@@ -118,6 +127,15 @@ class Identity:
     # latency and serving: the requests' settings (batch sizes, counts, seconds, rates, batcher, SLO, clock,
     # seed) as sorted (name, value) pairs; a list-valued setting is a tuple
     traffic: tuple[tuple[str, Any], ...] = ()
+    engine: str = "torch"
+    threads: int | None = None  # intra-op threads of a CPU run
+    interop_threads: int | None = None  # inter-op threads of a CPU run
+
+    def __post_init__(self) -> None:
+        # `compile` and `engine` name one thing: torch-compile. Either spelling sets the other.
+        if self.compile and self.engine == LATER_FIELDS["engine"]:
+            object.__setattr__(self, "engine", COMPILE_ENGINE)
+        object.__setattr__(self, "compile", self.engine == COMPILE_ENGINE)
 
     def key(self) -> str:
         """A short hash of every field: equal keys mean the same configuration."""
@@ -129,8 +147,12 @@ class Identity:
 
     def _hashed(self) -> dict:
         """The fields a key hashes. A field added after schema 2 was first written is left out while it holds
-        the value every older record implies (`LATER_FIELDS`), so the keys of existing records never change."""
-        return {k: v for k, v in asdict(self).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+        the value every older record implies (`LATER_FIELDS`), so the keys of existing records never change;
+        torch-compile hashes as `compile=True`, its spelling before the engine axis."""
+        values = asdict(self)
+        if values["engine"] == COMPILE_ENGINE:
+            values["engine"] = LATER_FIELDS["engine"]  # `compile` (True) carries it
+        return {k: v for k, v in values.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @property
     def display_model(self) -> str:
@@ -144,8 +166,10 @@ class Identity:
         261-character suite name included); the key is never cut.
         """
         batch = f"tb{self.token_budget}" if self.token_budget else (f"bs{self.batch_size}" if self.batch_size else "")
+        engine = "" if self.engine == LATER_FIELDS["engine"] or self.measurement == "comparison" else self.engine
+        threads = f"t{self.threads}" if self.threads is not None else ""
         parts = [self.display_model if self.measurement != "comparison" else "-vs-".join(self.models),
-                 self.suite, self.protocol, self.backend, self.dtype, batch,
+                 self.suite, self.protocol, engine, self.backend, self.dtype, threads, batch,
                  f"docs{self.documents}" if self.documents else "", self.measurement]
         key = self.key()
         readable = re.sub(r"[^A-Za-z0-9._=-]+", "-", "__".join(p for p in parts if p))
@@ -273,6 +297,11 @@ class Throughput:
     load: dict | None = None  # machine load at start and end of the timed passes
     load_warning: str | None = None
     shape_warmup_batches: int | None = None  # of warmup_batches, run only because their shape was new (None: older)
+    # How the engine ran (`engines.EngineInfo.to_dict()`): version, provider, threads read back, graph
+    # optimisation, fused-operator counts, export/compile/first-call seconds (the cold start, before warmup)
+    engine_info: dict | None = None
+    parity: dict | None = None  # `engines.ParityResult.to_dict()` against torch on the first batch; None for torch
+    cold_start_seconds: float | None = None  # export + compile + the first call, apart from warmup and passes
 
 
 @dataclass(frozen=True)
@@ -365,6 +394,9 @@ class Comparison:
     rounds: int
     backends: dict  # model -> the attention backend that ran
     paired: dict
+    engines: dict | None = None  # side -> `EngineInfo.to_dict()` of the engine that ran it
+    parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
+    excluded: dict | None = None  # side -> why it was left out of the rounds (it failed parity)
 
     def ratio(self, model: str) -> dict:
         """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""
@@ -467,6 +499,8 @@ class Failure:
     kind: ClassVar[str] = "failure"
     error_type: str | None = None
     backend: str | None = None
+    engine: str | None = None  # the engine that was asked for
+    parity: dict | None = None  # a failed parity check (`ParityResult.to_dict()`): the error and the tolerance
 
 
 Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, Failure]
@@ -560,6 +594,7 @@ class Record:
                "requested_backend": ident.backend, "dtype": ident.dtype, "batch_size": ident.batch_size,
                "token_budget": ident.token_budget, "documents": ident.documents, "runs": ident.runs,
                "warmup_batches": ident.warmup_batches, "compile": ident.compile, "time_transfer": ident.time_transfer,
+               "engine": ident.engine, "threads": ident.threads, "interop_threads": ident.interop_threads,
                "weights_sha256": ident.weights_sha256, "limits": dict(ident.limits) or None,
                "matmul_precision": ident.matmul_precision,
                "traffic": dict(ident.traffic) or None,

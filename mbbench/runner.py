@@ -12,13 +12,14 @@ from typing import Callable
 
 import torch
 
-from mbbench import environment
-from mbbench.batching import PackedBatch
+from mbbench import engines, environment
+from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
 from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
+from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
@@ -36,7 +37,7 @@ def cpu_gemm_peak(plan: Plan) -> GemmRates | None:
     """Each GEMM kernel's rate at the plan's model shapes on this CPU (measured once per process); None off CPU."""
     if plan.device.kind != "cpu":
         return None
-    return cpu_gemm_rates(tuple(plan.shape.gemms().values()), plan.torch_dtype, torch.get_num_threads())
+    return cpu_gemm_rates(tuple(plan.shape.gemms().values()), plan.torch_dtype, plan.threads.intra)
 
 
 def gemm_choice(plan: Plan, rates: GemmRates | None) -> tuple[str, str]:
@@ -60,18 +61,58 @@ def build(plan: Plan, progress: Progress | None = None, gemm: str = DEFAULT_GEMM
     return registry.encoder(plan.spec, options, tiny=plan.config.tiny)
 
 
+def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress | None = None
+            ) -> tuple[PreparedEngine, ParityResult | None]:
+    """The plan's engine prepared from `encoder` (the module and weights torch runs), and its parity.
+
+    `first_batch` is moved to the plan's device; the engine's first call on it is timed as its cold start. An engine
+    other than torch is then checked against the torch engine on the same batch, real tokens only (fp32 1e-4,
+    half precision verify's bars), before anything is timed. Raises ParityFailure (carrying the result) on a
+    miss or a NaN, EngineUnavailable (a UserError) when the engine cannot run the model here.
+    """
+    identity = model_identity(plan, encoder)
+    first_batch = first_batch.to(torch.device(plan.torch_device))
+    if progress and plan.engine != DEFAULT_ENGINE:
+        progress(f"preparing engine {plan.engine} ({plan.threads.intra} threads; export, compile and the first "
+                 f"call timed apart)")
+    prepared = engines.prepare_engine(plan.engine, encoder, identity, first_batch, plan.threads, plan.engine_cache)
+    if plan.engine == DEFAULT_ENGINE:
+        return prepared, None
+    reference = engines.prepare_engine(DEFAULT_ENGINE, encoder, identity, first_batch, plan.threads)
+    parity = engines.check_parity(prepared, reference, first_batch, plan.torch_dtype)
+    if progress:
+        progress(parity.message)
+    return prepared, parity.require()
+
+
+def model_identity(plan: Plan, encoder: Encoder) -> ModelIdentity:
+    """The export cache's identity of `encoder`. Its weights are hashed only for an engine that exports (a pass
+    over the weights): the torch engines never read it."""
+    if engines.get_engine(plan.engine).exports:
+        return engines.model_identity(plan.config.model, encoder, plan.config.tiny)
+    return ModelIdentity(plan.config.model, plan.config.tiny, weights="not hashed: nothing is exported")
+
+
+def cold_start_seconds(info: engines.EngineInfo) -> float:
+    """Export + compile + first call of a prepared engine: what a deployment pays once, before warmup (s)."""
+    return sum(s or 0.0 for s in (info.export_seconds, info.compile_seconds, info.first_call_seconds))
+
+
 def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, float], None] | None = None) -> Record:
     """Measure one plan's tokens/s; returns its record (status ok or unsupported).
 
-    Raises whatever building or running the model raises (the store turns it into a failure record).
+    Threads are set before the model is built. The plan's engine is prepared from the built encoder on the
+    first batch (export, compile and first call: the cold start, recorded apart) and, unless it is torch,
+    checked for parity first. Raises whatever building or running the model raises, ParityFailure included
+    (the store turns it into a failure record).
     """
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
+    engines.apply_threads(plan.threads)  # before the GEMM rates are measured and the model is built
     rates = cpu_gemm_peak(plan)
     gemm, gemm_reason = gemm_choice(plan, rates)
     encoder = build(plan, progress, gemm)
-    forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
     indices = select_documents(plan.suite, plan.documents)
     protocol = plan.protocol
     batches = make_batches(plan.suite, indices, encoder.layout, plan.batch_size, plan.token_budget,
@@ -79,17 +120,18 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
                            pad_to=plan.suite.definition.max_length if protocol.pad_to_suite_max else None)
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
+    device = torch.device(plan.torch_device)
+    prepared, parity = prepare(plan, encoder, batches[0], progress)
     if progress:
         progress(f"{plural(len(indices), 'document')}, {real:,} real tokens in {plural(len(batches), 'batch')}; "
                  f"warmup, then {plural(plan.config.passes, 'pass')}")
-    device = torch.device(plan.torch_device)
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
     gpu_load = gpu_load_reader(plan)
     load_start = environment.load_snapshot(gpu_load)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
     estimate = (lambda seconds: progress(estimate_line(seconds, len(batches), plan))) if progress else None
-    times = measure_passes(forward, batches, device, plan.config.passes, plan.warmup_batches,
+    times = measure_passes(prepared, batches, device, plan.config.passes, plan.warmup_batches,
                            plan.config.time_transfer, on_pass, around_timed=sampler, on_first_batch=estimate)
     load_end = environment.load_snapshot(gpu_load)
     stats = summarize([real / s for s in times.pass_seconds])
@@ -99,22 +141,25 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     tokens_per_second = stats.median if protocol.headline == "median" else real / summarize(times.pass_seconds).mean
     flops = pass_flops(plan, batches)
     mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
+    info = prepared.info
     payload = Throughput(
         backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=gemm_reason,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,
-        warmup_seconds=times.warmup_seconds, first_call_seconds=times.first_call_seconds,
+        warmup_seconds=times.warmup_seconds, first_call_seconds=info.first_call_seconds,
         run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=tokens_per_second,
         tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
         unstable=stats.relative_iqr > UNSTABLE_IQR,
-        compile_seconds=times.first_call_seconds if plan.config.compile else None,
+        compile_seconds=info.first_call_seconds if plan.config.compile else info.compile_seconds,
         telemetry=_telemetry_summary(sampler, real * plan.config.passes),
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         flops_per_pass=flops, mfu=mfu, mfu_note=mfu_note,
         load={"start": load_start.to_dict(), "end": load_end.to_dict()},
         load_warning=environment.busy_warning(load_start, load_end,
-                                              torch.get_num_threads() if device.type == "cpu" else 1))
+                                              info.threads_intra if device.type == "cpu" else 1),
+        engine_info=info.to_dict(), parity=parity.to_dict() if parity else None,
+        cold_start_seconds=cold_start_seconds(info))
     return record(plan, payload)
 
 

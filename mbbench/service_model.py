@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from mbbench import environment, runner
+from mbbench import engines, environment, runner
 from mbbench.bench.forward_service import Forward, model_batch
 from mbbench.bench.timing import synchronize, timed
 from mbbench.plan import Plan
@@ -50,6 +50,7 @@ def load_model(plan: Plan, progress: Progress | None = None) -> LoadedModel:
     dynamic shapes when the plan asks for --compile), its linears on the GEMM kernel `run` would choose.
     Raises whatever building raises."""
     device = torch.device(plan.torch_device)
+    engines.apply_threads(plan.threads)  # the plan's threads (a CPU identity's), before anything is built or timed
     gemm, gemm_reason = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))  # as `run` picks it (not timed)
     synchronize(device)
     began = time.perf_counter()

@@ -9,7 +9,7 @@ folder, which is packed into OUT/gpu-run.tar.gz after every step, so an interrup
 home everything done so far. OUT holds exactly four files: gpu-run.tar.gz, log.txt (driver log and the
 tail of each step's output), steps.tsv (the step table), summary.txt (statuses and headline numbers).
 The archive holds `gpu-run/` with results/<gpu-dir>/*.json records, environment.json, matmul_peak.json,
-smoke.json, matrix/, report/, logs/<step>.log (full output), steps.tsv and summary.txt.
+smoke.json, engines.json, matrix/, report/, logs/<step>.log (full output), steps.tsv and summary.txt.
 Standard library only: it runs before anything else is known to work.
 """
 
@@ -106,6 +106,12 @@ STEPS: list[Step] = [
                  "--docs 256 --runs 3 --gpu h200 --gpu h100 --out {w}/matrix --quiet", 30, 60),
          Command("{py} -m mbbench.cli matrix --model modernbert-base --suite short-variable --docs 2 --runs 1 "
                  "--tiny --device cpu --out {w}/matrix --quiet", 8, 60)),
+    Step("engines", "compare torch vs torch-compile (and onnxruntime when its CUDA provider is installed), fp16, "
+         "short-variable, 128 documents, 3 rounds, parity first",
+         Command("{py} scripts/gpu_steps.py engines --device cuda --out {w}/engines.json --results {w}/results",
+                 40, 75),
+         Command("{py} scripts/gpu_steps.py engines --device cpu --tiny --out {w}/engines.json --results {w}/results",
+                 40, 150)),
     Step("report", "report.md, index.html and figures from the records",
          Command("{py} -m mbbench.cli report --results {w}/results --out {w}/report", 15, 40),
          Command("{py} -m mbbench.cli report --results {w}/results --out {w}/report --include-smoke", 10, 40)),
@@ -297,8 +303,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT"), help="where the 4 files go (default $OUT)")
     parser.add_argument("--work", default=os.environ.get("WORK"), help="work folder (default: a new temporary one)")
-    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 450),
-                        help="total seconds for all steps (default $BUDGET_S or 450)")
+    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 490),
+                        help="total seconds for all steps (default $BUDGET_S or 490)")
     parser.add_argument("--only", default=os.environ.get("ONLY"), help="comma-separated step names (a rerun)")
     parser.add_argument("--rehearse", action="store_true", help="CPU twins, tiny models (the test suite's run)")
     parser.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")

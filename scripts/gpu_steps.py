@@ -1,9 +1,11 @@
-"""The GPU-session steps that no `mbbench` command covers: environment, matmul twin, API smoke test.
+"""The GPU-session steps that no single `mbbench` command covers: environment, matmul twin, API smoke test, and
+the engines compare (whose sides depend on what is installed there).
 
 Run by `scripts/gpu_run.py` (one fresh process per step), each with a CPU twin for the rehearsal:
     python3 scripts/gpu_steps.py environment --device cuda --out DIR/environment.json
     python3 scripts/gpu_steps.py matmul --device cpu --dtype float32 --n 512 --out DIR/matmul_peak.json
     python3 scripts/gpu_steps.py smoke --device cuda --out DIR/smoke.json
+    python3 scripts/gpu_steps.py engines --device cuda --out DIR/engines.json --results DIR/results
 Each writes one JSON file and prints one line. Exit status 1
 when a smoke check fails; a step's exceptions propagate (exit status 1, traceback in the step's log).
 """
@@ -148,21 +150,65 @@ def smoke(device: str, out: str) -> int:
     return 0 if all(c["passed"] for c in checks) else 1
 
 
+# -------------------------------------------------------------------------------------------------- engines
+
+ENGINES_MODEL = "hf-modernbert-base"  # the exporting engines take padded (transformers) models only
+
+
+def engine_sides(device: str, dtype: str) -> tuple[list[str], dict[str, str]]:
+    """(compare sides, engine -> why it is left out): torch and torch-compile always; onnxruntime when its
+    provider for `device` is installed here (CUDAExecutionProvider on a GPU: onnxruntime-gpu), else the reason."""
+    from mbbench.dtypes import parse_dtype
+    from mbbench.engines import EngineUnavailable, get_engine
+
+    sides, skipped = [ENGINES_MODEL, f"{ENGINES_MODEL}@torch-compile"], {}
+    try:
+        get_engine("onnxruntime").check_configuration("padded", torch.device(device), parse_dtype(dtype))
+        sides.append(f"{ENGINES_MODEL}@onnxruntime")
+    except EngineUnavailable as error:
+        skipped["onnxruntime"] = str(error)
+    return sides, skipped
+
+
+def engines(device: str, out: str, results: str, tiny: bool) -> int:
+    """`mbbench compare` of torch vs torch-compile (and onnxruntime where it can run) on a short suite; each side
+    is checked for parity with torch first. fp16 on a GPU (ORT runs no bf16), fp32 on the CPU."""
+    cuda = device.startswith("cuda")
+    dtype = "float16" if cuda else "float32"
+    sides, skipped = engine_sides(device, dtype)
+    work = ["--docs", "128", "--runs", "3"] if cuda else ["--tiny", "--docs", "4", "--runs", "2"]
+    argv = [sys.executable, "-m", "mbbench.cli", "compare", *(a for side in sides for a in ("--model", side)),
+            "--baseline", ENGINES_MODEL, "--suite", "short-variable", "--device", device, "--dtype", dtype, *work,
+            "--out", results, "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    print(done.stdout + done.stderr, end="")
+    write_json(out, {"device": device, "dtype": dtype, "sides": sides, "skipped": skipped, "command": argv,
+                     "exit_status": done.returncode})
+    print(f"engines: {', '.join(sides)} compared (exit {done.returncode})"
+          + "".join(f"; {name} skipped: {why}" for name, why in skipped.items()))
+    return done.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("environment", "smoke", "matmul"):
+    for name in ("environment", "smoke", "matmul", "engines"):
         p = sub.add_parser(name)
         p.add_argument("--device", default="cuda")
         p.add_argument("--out", required=True)
         if name == "matmul":
             p.add_argument("--dtype", default="bfloat16")
             p.add_argument("--n", type=int, default=8192)
+        if name == "engines":
+            p.add_argument("--results", required=True, help="where the comparison record goes (OUT/<device>/)")
+            p.add_argument("--tiny", action="store_true", help="tiny models (the CPU rehearsal)")
     args = parser.parse_args(argv)
     if args.command == "environment":
         environment(args.device, args.out)
     elif args.command == "matmul":
         matmul(args.device, args.dtype, args.n, args.out)
+    elif args.command == "engines":
+        return engines(args.device, args.out, args.results, args.tiny)
     else:
         return smoke(args.device, args.out)
     return 0

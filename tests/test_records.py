@@ -15,6 +15,7 @@ import mbbench.plan as plan_module
 from mbbench import results, runner
 from mbbench.bench.throughput import PassTimes
 from mbbench.cli import cli
+from mbbench.engines import EngineInfo
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import DeviceInfo, Record
 from mbbench.report.render import build_report
@@ -178,8 +179,13 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
         seen["passes"] = str(device)
         return PassTimes([1.0], 0.0, 0.0, 1, 0)
 
+    def prepare(plan, encoder, first_batch, progress=None):  # the engine's first call would need the device
+        seen["prepare"] = plan.torch_device
+        return types.SimpleNamespace(info=EngineInfo("torch", "fake", plan.torch_device, "fake", 1, 1, "none")), None
+
     monkeypatch.setattr(registry, "encoder", build)
     monkeypatch.setattr(runner, "measure_passes", passes)
+    monkeypatch.setattr(runner, "prepare", prepare)
     monkeypatch.setattr(runner.torch.cuda, "max_memory_allocated", lambda device: seen.setdefault("peak", str(device)))
     monkeypatch.setattr(runner.torch.cuda, "reset_peak_memory_stats", lambda device: seen.setdefault("reset", str(device)))
     monkeypatch.setattr(runner.environment, "nvml_gpu_reader", lambda index: seen.setdefault("load", index) and None)
@@ -187,7 +193,8 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
 
     monkeypatch.setattr(telemetry, "nvml_reader", lambda index: seen.setdefault("nvml", index) and None)
     record = runner.run(plan)
-    assert seen == {"build": "cuda:1", "passes": "cuda:1", "peak": "cuda:1", "reset": "cuda:1", "load": 1, "nvml": 1}
+    assert seen == {"build": "cuda:1", "prepare": "cuda:1", "passes": "cuda:1", "peak": "cuda:1", "reset": "cuda:1",
+                    "load": 1, "nvml": 1}
     assert record.device.index == 1
     # MFU from the performance model's FLOP counter over the H100's bf16 datasheet peak (989.4 TFLOP/s dense)
     assert record.payload.flops_per_pass > 0 and "H100" in record.payload.mfu_note

@@ -152,11 +152,14 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     backend = (",".join(payload.backends.get(m, "?") for m in [*ident.models[1:], ident.models[0]])
                if isinstance(payload, Comparison) else record.flatten()["backend"])  # what ran, in model order
     row = {"model": model, "suite": ident.suite, "device": record.device.name,
-           "kind": record.kind, "protocol": ident.protocol, "backend": backend, "dtype": ident.dtype}
+           "kind": record.kind, "protocol": ident.protocol, "engine": ident.engine, "backend": backend,
+           "dtype": ident.dtype, "threads": ident.threads}
     if isinstance(payload, Throughput):
         row.update(docs=payload.num_documents, batches=payload.num_batches, passes=len(payload.run_seconds),
                    statistic=payload.headline, tokens_per_second=_count(payload.tokens_per_second),
                    **{"iqr/median": spread(record)})
+        if payload.parity:
+            row["parity error"] = f"{payload.parity['error']:.1e}"
     elif isinstance(payload, Prediction):
         row.update(statistic="predicted", tokens_per_second=significant(payload.tokens_per_second),
                    likely=likely_range(payload), max_batch=payload.max_batch_size)

@@ -1,4 +1,4 @@
-"""`mbbench list models | suites | gpus | backends`: what exists and what can run here."""
+"""`mbbench list models | suites | gpus | backends | engines`: what exists and what can run here."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import click
 from mbbench.commands.console import print_table
 from mbbench.device import parse_device
 from mbbench.dtypes import parse_dtype
+from mbbench.engines import available_engines
 from mbbench.hardware.gpus import basket
 from mbbench.models import registry
 from mbbench.models.attention import availability_table
@@ -15,7 +16,7 @@ from mbbench.suites import load_suite, suite_names
 
 @click.group(name="list")
 def list_group() -> None:
-    """List models, suites, GPUs or attention backends."""
+    """List models, suites, GPUs, attention backends or engines."""
 
 
 @list_group.command(name="models")
@@ -57,3 +58,11 @@ def list_backends(device: str, dtype: str) -> None:
     parse_device(device)
     print_table([{"backend": name, "available": "yes" if a.ok else "no", "reason": a.reason}
                  for name, a in availability_table(device, parse_dtype(dtype))])
+
+
+@list_group.command(name="engines")
+def list_engines() -> None:
+    """Each engine (`--engine`), whether its software is installed here, its version, and the extra that adds it."""
+    print_table([{"engine": e.name, "installed": "yes" if e.installed else "no", "version": e.version or "",
+                  "extra": f".[{e.extra}]" if e.extra else "(always)", "reason": e.reason}
+                 for e in available_engines()])

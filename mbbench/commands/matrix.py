@@ -1,4 +1,4 @@
-"""`mbbench matrix`: models x suites x protocols x backends x dtypes x GPU types, locally or on Ray.
+"""`mbbench matrix`: models x suites x protocols x backends x dtypes x engines x GPU types, locally or on Ray.
 
 Planning, resume and execution are `mbbench.matrix`'s (and `mbbench.cluster`'s for Ray); this module turns the
 command line into a matrix, picks the executor and prints what happened.
@@ -44,6 +44,9 @@ def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address:
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(["rigorous", "paper"]))
 @click.option("--backend", "backends", multiple=True, help="Repeatable; combinations a model lacks are left out.")
 @click.option("--dtype", "dtypes", multiple=True, help="Repeatable; default the protocol's.")
+@click.option("--engine", "engines", multiple=True,
+              help="Repeatable: torch (default), torch-compile, onnxruntime, openvino; combinations a model's layout "
+                   "refuses are left out.")
 @click.option("--gpu", "gpus", multiple=True, help="Repeatable GPU types (basket names or Ray accelerator types).")
 @click.option("--docs", type=int, default=None)
 @click.option("--runs", type=int, default=None, help="Timed passes over the suite.")
@@ -51,7 +54,9 @@ def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address:
 @click.option("--token-budget", type=int, default=None)
 @click.option("--warmup", "warmup_batches", type=int, default=None)
 @click.option("--device", default=None, help="cpu or cuda (default: this machine's; with --ray, cuda).")
-@click.option("--compile/--no-compile", "compile", default=None)
+@click.option("--compile/--no-compile", "compile", default=None, help="Deprecated: --engine torch-compile.")
+@click.option("--threads", type=int, default=None,
+              help="Intra-op threads per task (default on CPU: this process's torch count); inter-op 1.")
 @click.option("--tiny/--no-tiny", default=None)
 @click.option("--weights", default=None, help="A checkpoint directory, present on every node.")
 @options("out")
@@ -63,12 +68,13 @@ def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address:
 @click.option("--cpus-per-task", type=number(0.0, None, low_open=True), default=1.0, show_default=True,
               help="CPUs Ray reserves per task (a positive number).")
 @options("quiet")
-def matrix(matrix_file, models, suites, protocols, backends, dtypes, gpus, out_dir, force, retry_failed, dry_run,
-           ray_address, cpus_per_task, quiet, **run_options) -> None:
-    """Run models x suites x protocols x backends x dtypes x GPU types, locally or on Ray (docs/cluster.md)."""
+def matrix(matrix_file, models, suites, protocols, backends, dtypes, engines, gpus, out_dir, force, retry_failed,
+           dry_run, ray_address, cpus_per_task, quiet, **run_options) -> None:
+    """Run models x suites x protocols x backends x dtypes x engines x GPU types, locally or on Ray
+    (docs/cluster.md)."""
     say = None if quiet else (lambda message: click.echo(message, err=True))
     axes = {"models": models, "suites": suites, "protocols": protocols, "backends": backends, "dtypes": dtypes,
-            "gpus": gpus}
+            "engines": engines, "gpus": gpus}
     tasks, root, executor = prepare(matrix_file, axes, run_options, ray_address, cpus_per_task, out_dir, say,
                                     dry_run)
     if dry_run:

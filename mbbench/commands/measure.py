@@ -11,20 +11,20 @@ import click
 from mbbench import compare as comparison
 from mbbench import predict, runner
 from mbbench.calibration import default_calibration
-from mbbench.commands.common import configs, echo_notes, finish, progress_for
+from mbbench.commands.common import configs, echo_notes, engine_cache, finish, note_compile, progress_for
 from mbbench.commands.console import produce_and_print
 from mbbench.commands.options import options
 from mbbench.device import check_requested_gpu, detect
 from mbbench.driver import job
 from mbbench.errors import UserError
-from mbbench.plan import max_batch_limits, resolve
+from mbbench.plan import RunConfig, max_batch_limits, resolve
 from mbbench.progress import progress_bar
 from mbbench.units import SECONDS
 
 
 @click.command()
 @options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
-         "device", "gpu", "out", "force", "compile", "time_transfer", "weights", "tiny", "quiet")
+         "device", "gpu", "engine", "threads", "out", "force", "compile", "time_transfer", "weights", "tiny", "quiet")
 @click.option("--max-batch", is_flag=True, hidden=True, help="Deprecated: use `mbbench max-batch`.")
 @click.option("--predict", "predict_flag", is_flag=True, hidden=True, help="Deprecated: use `mbbench predict`.")
 @click.pass_context
@@ -48,7 +48,9 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
         return ctx.invoke(target, **{p.name: params.get(p.name, p.default) for p in target.params})
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
-    plans = [resolve(c, device=local) for c in configs(models, suites, compile=compile_model, **fields)]
+    note_compile(compile_model)
+    plans = [resolve(c, device=local) for c in configs(models, suites, compile=compile_model,
+                                                       engine_cache=engine_cache(), **fields)]
     echo_notes(plans, quiet)
 
     def measure(plan):
@@ -60,8 +62,8 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 
 
 @click.command(name="max-batch")
-@options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "out", "force", "tiny", "quiet",
-         "granularity", "safety_margin", "memory_limit")
+@options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "engine", "out", "force", "tiny",
+         "quiet", "granularity", "safety_margin", "memory_limit")
 @click.option("--max-trials", type=int, default=None, help="Stop after N trials (the record gives the bracket).")
 @click.option("--max-seconds", type=SECONDS, default=None,
               help="Start no trial that would end after this long (90, 90s, 1.5min, 2h).")
@@ -71,6 +73,9 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, safety_margin, memory_limit,
                       max_trials, max_seconds, seed, emulate_oom_above, **fields) -> None:
     """Search the largest batch (or packed token budget) that fits, one fresh process per trial."""
+    if fields["engine"] != "torch":
+        raise UserError(f"max-batch cannot search with --engine {fields['engine']}: its trials run the torch "
+                        "engine's memory (CUDA allocator) in fresh processes; only --engine torch")
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
     limits = max_batch_limits(granularity, safety_margin, memory_limit, max_trials, max_seconds)
@@ -89,7 +94,8 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
 
 
 @click.command(name="predict")
-@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "out", "force", "quiet")
+@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "engine", "threads", "out", "force",
+         "quiet")
 @click.option("--gpu", "gpus", multiple=True, required=True, help="Repeatable: basket GPUs (`mbbench list gpus`).")
 def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> None:
     """Predicted records for basket GPUs from the performance and memory models (nothing is measured)."""
@@ -102,15 +108,25 @@ def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> No
 
 @click.command()
 @options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
-         "device", "out", "force", "time_transfer", "tiny", "quiet")
-@click.option("--baseline", default=None, help="The model the others are divided by (default: the last --model).")
-def compare(models, suites, backend, out_dir, force, quiet, baseline, **fields) -> None:
-    """Interleave MODELs' passes over the same documents; print and record each ratio with an interval of stated coverage."""
+         "device", "engine", "threads", "out", "force", "time_transfer", "tiny", "quiet")
+@click.option("--baseline", default=None, help="The side the others are divided by (default: the last --model).")
+def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **fields) -> None:
+    """Interleave MODELs' passes over the same documents; print and record each ratio with an interval of
+    stated coverage.
+
+    A MODEL may name its engine, MODEL@ENGINE (hf-modernbert-base@onnxruntime), so one model can run on two
+    engines; a bare MODEL runs on --engine. A side that fails parity with torch is left out, with the reason.
+    """
     cmp = comparison
     local = detect(fields["device"])
-    baseline = baseline or models[-1]
-    pairs = [cmp.plan_comparison(configs(models, (suite,), backend=backend, **fields), baseline, local)
-             for suite in suites]
+    sides = [cmp.parse_side(text, engine) for text in models]
+
+    def side_configs(suite: str) -> list[RunConfig]:
+        return [RunConfig(model=model, suite=suite, backend=backend, engine=side_engine,
+                          engine_cache=engine_cache(), **fields) for model, side_engine in sides]
+
+    baseline = cmp.side_label(*(sides[-1] if baseline is None else cmp.parse_side(baseline, engine)))
+    pairs = [cmp.plan_comparison(side_configs(suite), baseline, local) for suite in suites]
 
     def measure(plans, identity):
         with progress_bar(plans[0].config.passes * len(plans), f"{identity.suite}: paired passes",

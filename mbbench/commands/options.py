@@ -34,7 +34,14 @@ OPTIONS = {
     "out": click.option("--out", "out_dir", default="runs", show_default=True,
                         help="Records go to OUT/<device>/ (the project's reference records live in results/)."),
     "force": click.option("--force", is_flag=True, help="Re-run configurations whose record already exists."),
-    "compile": click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model."),
+    "engine": click.option("--engine", default="torch", show_default=True,
+                           help="What runs the model: torch, torch-compile, onnxruntime or openvino "
+                                "(`mbbench list engines`). Checked for parity with torch before it is timed."),
+    "threads": click.option("--threads", type=int, default=None,
+                            help="Intra-op threads for every engine (default: torch's current count); inter-op "
+                                 "threads 1. Part of a CPU record's identity."),
+    "compile": click.option("--compile", "compile_model", is_flag=True,
+                            help="Deprecated: means --engine torch-compile."),
     "time_transfer": click.option("--time-transfer", is_flag=True, help="Time host-to-device copies too."),
     "weights": click.option("--weights", default=None, help="A local checkpoint directory instead of random weights."),
     "tiny": click.option("--tiny", is_flag=True, help="A tiny variant of each model's family (smoke tests)."),

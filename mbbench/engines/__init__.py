@@ -21,13 +21,13 @@ from mbbench.engines.cache import weights_fingerprint
 from mbbench.engines.onnxruntime_engine import OnnxRuntimeEngine
 from mbbench.engines.openvino_engine import OpenVinoEngine
 from mbbench.engines.parity import ParityFailure, ParityResult, check_parity, compare_outputs
-from mbbench.engines.torch_engines import TorchCompileEngine, TorchEngine
+from mbbench.engines.torch_engines import TorchCompileEngine, TorchEngine, apply_threads
 from mbbench.errors import UserError
 from mbbench.models.encoders import Encoder
 
-__all__ = ["DEFAULT_CACHE_DIR", "ENGINES", "Engine", "EngineInfo", "EngineSettings", "EngineStatus",
+__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "EngineSettings", "EngineStatus",
            "EngineUnavailable", "ModelIdentity", "ParityFailure", "ParityResult", "PreparedEngine", "Threads",
-           "available_engines", "check_parity", "compare_outputs", "get_engine", "model_identity",
+           "apply_threads", "available_engines", "check_parity", "compare_outputs", "get_engine", "model_identity",
            "prepare_engine", "threads_from"]
 
 DEFAULT_ENGINE = "torch"

@@ -115,14 +115,20 @@ class Engine:
 
     name: str = ""
     extra: str | None = None  # the pip extra that installs it, e.g. "onnx"; None: always installed
+    exports: bool = False  # True: prepare exports the model and caches it by `ModelIdentity` (weights hashed)
 
     def version(self) -> str:
         """The version of the software that runs it; raises EngineUnavailable when it is not installed."""
         raise NotImplementedError
 
+    def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        """None when this engine can run a model of `layout` ("packed" or "padded") on `device` in `dtype`,
+        else why not (one line). What a plan checks before any model is built."""
+        return None
+
     def unavailable(self, encoder: Encoder) -> str | None:
         """None when this engine can run `encoder` on its device, else why not (one line)."""
-        return None
+        return self.refusal(encoder.layout, encoder.device, encoder.dtype)
 
     def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: Batch,
                 settings: EngineSettings) -> PreparedEngine:
@@ -131,8 +137,12 @@ class Engine:
 
     def check(self, encoder: Encoder) -> None:
         """Raise EngineUnavailable with the reason when this engine cannot run `encoder` here."""
+        self.check_configuration(encoder.layout, encoder.device, encoder.dtype)
+
+    def check_configuration(self, layout: str, device: torch.device, dtype: torch.dtype) -> None:
+        """Raise EngineUnavailable (a UserError) when the software is missing or `refusal` gives a reason."""
         self.version()
-        reason = self.unavailable(encoder)
+        reason = self.refusal(layout, device, dtype)
         if reason:
             raise EngineUnavailable(f"engine {self.name}: {reason}")
 

@@ -39,9 +39,9 @@ class HiddenStates(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def refuse_reason(encoder: Encoder) -> str | None:
-    """None when `encoder` can be exported, else why not."""
-    if encoder.layout != "padded":
+def refuse_reason(layout: str) -> str | None:
+    """None when an encoder of `layout` ("packed" or "padded") can be exported, else why not."""
+    if layout != "padded":
         return ("this model runs packed (ids of concatenated documents + cu_seqlens, with Python loops over "
                 "documents); an exported graph would freeze one batch's document boundaries. Export needs a "
                 "padded transformers model (e.g. hf-modernbert-base)")

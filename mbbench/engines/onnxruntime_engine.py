@@ -62,21 +62,22 @@ def fused_operator_counts(model_path: Path) -> dict[str, int]:
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     extra = "onnx"
+    exports = True
 
     def version(self) -> str:
         _onnx()
         return _onnxruntime().__version__
 
-    def unavailable(self, encoder: Encoder) -> str | None:
-        reason = refuse_reason(encoder)
+    def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        reason = refuse_reason(layout)
         if reason:
             return reason
-        if encoder.dtype == torch.bfloat16:
+        if dtype == torch.bfloat16:
             return "bfloat16 is not run: numpy has no bfloat16 for inputs/outputs and ORT lacks most bf16 kernels"
-        provider = provider_for(encoder.device)
+        provider = provider_for(device)
         available = _onnxruntime().get_available_providers()
         if provider not in available:
-            return (f"{encoder.device.type} needs {provider}, which this onnxruntime build lacks (it has "
+            return (f"{device.type} needs {provider}, which this onnxruntime build lacks (it has "
                     f"{', '.join(available)}); install onnxruntime-gpu. No CPU fallback: it would time the CPU")
         return None
 

@@ -62,6 +62,7 @@ def _fp32(encoder: Encoder) -> Encoder:
 class OpenVinoEngine(Engine):
     name = "openvino"
     extra = "openvino"
+    exports = True
 
     def __init__(self, source: str = "onnx"):
         # "onnx": read the ONNX export (default, see the module docstring); "torch": convert_model(module)
@@ -72,12 +73,12 @@ class OpenVinoEngine(Engine):
     def version(self) -> str:
         return _openvino().__version__
 
-    def unavailable(self, encoder: Encoder) -> str | None:
-        reason = refuse_reason(encoder)
+    def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        reason = refuse_reason(layout)
         if reason:
             return reason
-        if encoder.device.type != "cpu":
-            return f"mbbench runs OpenVINO on the CPU only; the model is on {encoder.device}"
+        if device.type != "cpu":
+            return f"mbbench runs OpenVINO on the CPU only; the model is on {device}"
         return None
 
     def exporter(self, opset: int) -> dict:

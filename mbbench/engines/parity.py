@@ -62,7 +62,9 @@ class ParityResult:
         return self
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        """JSON-ready (strict: a NaN error is None, and `non_finite` says how many values were NaN/inf)."""
+        values = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {**values, "error": values[f"max_{self.judged_on}_error"], "passed": self.passed}
 
 
 def compare_outputs(engine: str, output: torch.Tensor, reference: torch.Tensor, attention_mask: torch.Tensor,

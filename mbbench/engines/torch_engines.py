@@ -73,8 +73,8 @@ class TorchCompileEngine(TorchEngine):
     name = "torch-compile"
     graph_optimization = "inductor mode=default"
 
-    def unavailable(self, encoder: Encoder) -> str | None:
-        if encoder.device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
+    def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
             return "inductor on CPU compiles C++ kernels and no C++ compiler (g++/c++) is on PATH"
         return None
 

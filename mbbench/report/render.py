@@ -38,6 +38,7 @@ from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
+from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
 from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
@@ -46,12 +47,23 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
            ("long fixed", "tps", "long-fixed"), ("long variable", "tps", "long-variable")]
 # Fields that change a number without being the model, suite or device: records that differ in one of
 # them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
-VARIANT_FIELDS = ("protocol", "requested_backend", "dtype", "batch", "docs", "runs", "warmup", "compile",
+VARIANT_FIELDS = ("protocol", "engine", "requested_backend", "dtype", "threads", "batch", "docs", "runs", "warmup",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
                   "transformers", "model_version", "matmul_precision")
 TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "model_version": "model"}
+
+
+ENGINE_BEFORE_THE_AXIS = LATER_FIELDS["engine"]  # what a record without an engine ran: torch
+
+
+def threads_label(record: dict) -> str | None:
+    """'2' (intra-op threads), '2/4' when inter-op threads are not 1; None where not recorded (GPU runs)."""
+    intra, inter = record.get("threads"), record.get("interop_threads")
+    if intra is None:
+        return None
+    return str(intra) if inter in (None, 1) else f"{intra}/{inter}"
 
 
 def default_batch(suite: str, model: str | None = None, protocol: str | None = None) -> int:
@@ -69,7 +81,8 @@ def variant(record: dict) -> dict:
               (None if batch in (None, default_batch(record["suite"], record.get("registry_model"),
                                                      record.get("protocol"))) else batch),
               "docs": record.get("documents") if record.get("subsampled") else None,
-              "runs": record.get("runs"), "compile": record.get("compile") or None,
+              "runs": record.get("runs"), "engine": record.get("engine") or ENGINE_BEFORE_THE_AXIS,
+              "threads": threads_label(record),
               "time_transfer": record.get("time_transfer") or None, "weights_sha256": record.get("weights_sha256"),
               "warmup": record.get("warmup_batches"),
               "suite_fingerprint": (record.get("suite_fingerprint") or "")[:8] or None,
@@ -147,8 +160,12 @@ def comparison_throughput(record: dict) -> list[dict]:
         stats = side.get("tokens_per_second_stats") or {}
         if stats.get("median") is None:
             continue
+        model, _, engine = name.partition(ENGINE_SEPARATOR)  # a side is MODEL or MODEL@ENGINE
         rows.append(record | {
-            "model": name + tiny, "registry_model": name, "measurement": "throughput", "key": f"{record['key']}:{name}",
+            "engine": engine or ENGINE_BEFORE_THE_AXIS, "parity": (record.get("parity") or {}).get(name),
+            "engine_info": (record.get("engines") or {}).get(name), "cold_start_seconds": None,
+            "model": model + tiny, "registry_model": model, "measurement": "throughput",
+            "key": f"{record['key']}:{name}",
             "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
             "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
             "requested_backend": asked.get(name, "auto"), "models": None,
@@ -164,6 +181,7 @@ def measured_workload(record: dict) -> tuple:
     return (record["gpu_dir"], record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
             record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("batch_size"),
             record.get("token_budget"), record.get("documents"), record.get("requested_backend"), record.get("compile"),
+            record.get("engine") or ENGINE_BEFORE_THE_AXIS, record.get("threads"), record.get("interop_threads"),
             record.get("time_transfer"), record.get("weights_sha256"))
 
 
@@ -478,7 +496,8 @@ def workload(record: dict) -> tuple:
     """What two records must share for their tokens/s to form a speedup: the same work on the same machine."""
     return (record["gpu_dir"], record["suite"], record.get("protocol"), record.get("dtype"),
             record.get("documents") if record.get("subsampled") else None, record.get("batch_size"),
-            record.get("host") if record.get("kind") == "measured" else None, record.get("kind"))
+            record.get("host") if record.get("kind") == "measured" else None, record.get("kind"),
+            record.get("threads"), record.get("interop_threads"))
 
 
 def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline: str) -> str:
@@ -494,20 +513,27 @@ def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline:
 
 
 def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) -> list[list[str]]:
-    """Each labelled row's tokens/s over the baseline's on the same workload; rows without any ratio are left out.
+    """Each labelled row's tokens/s over the baseline's (on torch) on the same workload and threads; rows without
+    any ratio are left out. The baseline model on another engine gets its speedup over torch.
 
     One number per claim: where a paired comparison measured the pair on that device and suite, its ratio (median
     of per-round ratios, with its interval and that interval's confidence) is the cell, as in the paired table; otherwise the ratio of the
     two current (not superseded) records' headlines.
     """
     throughput = [r for r in records if headline(r) and r.get("measurement") != "max_batch"]
+
+    def is_baseline(record: dict) -> bool:  # the baseline model on torch: other engines of it get a speedup
+        return record["model"].split(" [")[0] == baseline and (record.get("engine") or ENGINE_BEFORE_THE_AXIS) == \
+            ENGINE_BEFORE_THE_AXIS
+
     base = {}
     for r in throughput:
-        if r["model"].split(" [")[0] == baseline:
+        if is_baseline(r):
             base.setdefault(workload(r), headline(r))
     rows = []
+    baseline_rows = {(r["gpu_dir"], r["model"]) for r in throughput if is_baseline(r)}
     for gpu, model in sorted({(r["gpu_dir"], r["model"]) for r in throughput}):
-        if model.split(" [")[0] == baseline:
+        if (gpu, model) in baseline_rows:
             continue
         cells = []
         for suite in (*SHORT, *LONG):
@@ -520,6 +546,31 @@ def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) ->
         if any(cells):
             rows.append([gpu, model, *cells])
     return rows
+
+
+ENGINES_HEADER = ["device", "model", "engine", "suite", "thousand tokens/s", "parity error", "threads",
+                  "cold start (s)", "engine version", "date"]
+
+
+def engine_rows(records: list[dict]) -> list[list[str]]:
+    """Model x engine per suite, from measured throughput records: tokens/s, the parity error against torch (max
+    |diff| on real tokens), intra-op threads and the cold start (export + compile + first call)."""
+    rows = []
+    for r in records:
+        value = headline(r)
+        if r.get("kind") != "measured" or r.get("measurement") != "throughput" or not value:  # None: non-finite
+            continue
+        parity, info = r.get("parity") or {}, r.get("engine_info") or {}
+        error = parity.get("error")
+        cold = r.get("cold_start_seconds")
+        if cold is None and info:  # a comparison's side: its engine's export, compile and first call
+            cold = sum(info.get(k) or 0.0 for k in ("export_seconds", "compile_seconds", "first_call_seconds"))
+        rows.append([r["gpu_dir"], r["model"], r.get("engine") or ENGINE_BEFORE_THE_AXIS, r["suite"],
+                     significant(value / 1000) + measured_spread(r, "tps"),
+                     "reference" if not parity else (f"{error:.1e}" if error is not None else "NaN"),
+                     threads_label(r) or "", f"{cold:.2f}" if cold is not None else "",
+                     info.get("version") or r.get("torch") or "", (r.get("created_at") or "")[:10]])
+    return sorted(rows)
 
 
 PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "interval (confidence)", "rounds", "docs", "date",
@@ -794,6 +845,11 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                                 "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
                                 "comparison measured the pair, its median ratio [interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
+    if len({r.get("engine") or ENGINE_BEFORE_THE_AXIS for r in records}) > 1:
+        sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity: max |difference| "
+                                "from the torch engine on the first batch's real tokens, checked before timing. Cold "
+                                "start: export + compile + first call, apart from warmup and the timed passes.",
+                                (ENGINES_HEADER, engine_rows(records))))
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     sections += latency_sections(served["latency"], out) + serving_sections(served["serving"], out)
