@@ -50,15 +50,19 @@ def gemm_choice(plan: Plan, rates: GemmRates | None) -> tuple[str, str]:
     return rates.best, f"fastest on this CPU: {rates.describe()}"
 
 
-def build(plan: Plan, progress: Progress | None = None, gemm: str = DEFAULT_GEMM) -> Encoder:
+def build(plan: Plan, progress: Progress | None = None) -> Encoder:
     """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend and
-    its linears on `gemm` (`gemm_choice`)."""
+    its linears on the kernel `gemm_choice` picks (`encoder.gemm`, and why in `encoder.gemm_reason`): every
+    command that measures a plan builds it here, so `run`, `compare`, `latency` and `serve` run the same model."""
+    gemm, reason = gemm_choice(plan, cpu_gemm_peak(plan))  # measured once per process, before anything is timed
     if progress:
         progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
                  f"{plan.backend_reason or 'asked for'}, GEMM {gemm}) on {plan.device.name} ({plan.torch_device})")
     options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
                                     plan.config.weights, gemm)
-    return registry.encoder(plan.spec, options, tiny=plan.config.tiny)
+    encoder = registry.encoder(plan.spec, options, tiny=plan.config.tiny)
+    encoder.gemm_reason = reason
+    return encoder
 
 
 def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress | None = None
@@ -111,8 +115,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
         return unsupported_record(plan, reason)
     engines.apply_threads(plan.threads)  # before the GEMM rates are measured and the model is built
     rates = cpu_gemm_peak(plan)
-    gemm, gemm_reason = gemm_choice(plan, rates)
-    encoder = build(plan, progress, gemm)
+    encoder = build(plan, progress)
     indices = select_documents(plan.suite, plan.documents)
     protocol = plan.protocol
     batches = make_batches(plan.suite, indices, encoder.layout, plan.batch_size, plan.token_budget,
@@ -143,7 +146,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
     info = prepared.info
     payload = Throughput(
-        backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=gemm_reason,
+        backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=encoder.gemm_reason,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,

@@ -51,15 +51,15 @@ def load_model(plan: Plan, progress: Progress | None = None) -> LoadedModel:
     Raises whatever building raises."""
     device = torch.device(plan.torch_device)
     engines.apply_threads(plan.threads)  # the plan's threads (a CPU identity's), before anything is built or timed
-    gemm, gemm_reason = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))  # as `run` picks it (not timed)
+    runner.cpu_gemm_peak(plan)  # the GEMM kernel's measurement, outside the load time (cached for `build`)
     synchronize(device)
     began = time.perf_counter()
-    encoder = runner.build(plan, progress, gemm)
+    encoder = runner.build(plan, progress)  # its linears on the kernel `run` picks
     synchronize(device)
     load_seconds = time.perf_counter() - began
     forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
     return LoadedModel(forward, encoder.layout == "padded", encoder.pad_token_id, encoder.backend, device,
-                       load_seconds, encoder.gemm, gemm_reason)
+                       load_seconds, encoder.gemm, encoder.gemm_reason)
 
 
 def first_call(model: LoadedModel, document: torch.Tensor) -> float:

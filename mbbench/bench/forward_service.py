@@ -16,7 +16,6 @@ from mbbench.batching import Batch as ModelBatch
 from mbbench.batching import pack_documents, pad_documents
 from mbbench.bench.batcher import Batch
 from mbbench.bench.loadgen import request_documents
-from mbbench.bench.serving import Service
 from mbbench.bench.throughput import batch_shape
 from mbbench.bench.timing import synchronize, timed
 

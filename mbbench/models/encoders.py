@@ -29,6 +29,7 @@ class Encoder:
     layout: str  # "packed" or "padded": which batches it takes
     backend: str  # the attention implementation that actually runs
     gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`)
+    gemm_reason: str = ""  # why that kernel (set by whoever chose it: `runner.build`)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
