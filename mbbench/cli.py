@@ -47,5 +47,6 @@ def main() -> None:
     cli(prog_name="mbbench")
 
 
+
 if __name__ == "__main__":  # `python -m mbbench.cli`
     main()

@@ -85,7 +85,9 @@ def replace_atomically(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> Path:
     """Write `text` as UTF-8, atomically (`replace_atomically`)."""
     with replace_atomically(path) as tmp:
-        tmp.write_text(text, encoding=ENCODING)
+        # a lone surrogate (a non-UTF-8 byte in a path or argument, as Python decodes it) is written as its \u
+        # escape: still valid JSON and readable text, where strict UTF-8 would fail after the work was done
+        tmp.write_text(text, encoding=ENCODING, errors="backslashreplace")
     return Path(path)
 
 

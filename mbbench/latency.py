@@ -18,6 +18,7 @@ from mbbench.batching import Batch as ModelBatch
 from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
 from mbbench.bench.latency import LatencyRun, measure_latency
+from mbbench.bench.loadgen import MAX_REQUESTS, MAX_SECONDS
 from mbbench.errors import UserError
 from mbbench.plan import Plan, record, unsupported_record
 from mbbench.records import Latency, Record
@@ -43,14 +44,15 @@ class LatencySettings:
 
     def __post_init__(self) -> None:
         """Raise UserError for any value no run could honour (before anything is built or written)."""
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise UserError(f"--batch-size must be at least 1, got {list(self.batch_sizes)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or max(self.batch_sizes) > MAX_REQUESTS:
+            raise UserError(f"--batch-size must be between 1 and {MAX_REQUESTS:,}, got {list(self.batch_sizes)}")
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             raise UserError(f"--batch-size given twice: {list(self.batch_sizes)}")
-        if self.min_requests < 1:
-            raise UserError(f"--requests must be at least 1, got {self.min_requests}")
-        if not (math.isfinite(self.min_seconds) and self.min_seconds >= 0):
-            raise UserError(f"--min-seconds must be a finite number of seconds >= 0, got {self.min_seconds}")
+        if not 1 <= self.min_requests <= MAX_REQUESTS:
+            raise UserError(f"--requests must be between 1 and {MAX_REQUESTS:,}, got {self.min_requests}")
+        if not (math.isfinite(self.min_seconds) and 0 <= self.min_seconds <= MAX_SECONDS):
+            raise UserError(f"--min-seconds must be a finite number of seconds from 0 to {MAX_SECONDS:,.0f} (a day), "
+                            f"got {self.min_seconds}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
 

@@ -35,7 +35,8 @@ from mbbench.records import (COMPILE_ENGINE, MEASUREMENTS, ConfigChange, DeviceI
 from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
-DEFAULT_CPU_DOCS = 16  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
+DEFAULT_CPU_DOCS = 16
+MAX_COUNT = 2**31 - 1  # the largest count an option takes: an int32 tensor dimension  # the built-in default job on a GPU-less machine: about two minutes on 2 cores
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class RunConfig:
                                  ("--threads", self.threads, 1)):
             if value is not None and value < low:
                 raise UserError(f"{name} must be at least {low}, got {value}")
+            if value is not None and value > MAX_COUNT:  # a tensor dimension and a record field must hold it
+                raise UserError(f"{name} {value} is beyond any run mbbench can make (at most {MAX_COUNT:,})")
         if self.warmup_batches is not None and self.warmup_batches < 0:
             raise UserError(f"--warmup must be 0 or more, got {self.warmup_batches}")
         if self.batch_size is not None and self.token_budget is not None:

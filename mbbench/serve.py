@@ -25,7 +25,7 @@ import torch
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher
 from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import model_batch, model_service
-from mbbench.bench.loadgen import make_requests
+from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
 from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
 from mbbench.bench.timing import timed
 from mbbench.errors import UserError
@@ -66,16 +66,23 @@ class ServeSettings:
             raise UserError(f"--rate must be a positive, finite number of requests/s, got {list(self.rates)}")
         if len(set(self.rates)) != len(self.rates):
             raise UserError(f"--rate given twice: {list(self.rates)}")
-        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise UserError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.min_requests < 1:
-            raise UserError(f"--requests must be at least 1, got {self.min_requests}")
+        if max(self.rates) > MAX_RATE:
+            raise UserError(f"--rate {max(self.rates):g} requests/s is beyond any load mbbench generates "
+                            f"(at most {MAX_RATE:,.0f})")
+        if not (math.isfinite(self.duration_s) and 0 < self.duration_s <= MAX_SECONDS):
+            raise UserError(f"--duration must be a positive number of seconds up to {MAX_SECONDS:,.0f} (a day), "
+                            f"got {self.duration_s}")
+        if not 1 <= self.min_requests <= MAX_REQUESTS:
+            raise UserError(f"--requests must be between 1 and {MAX_REQUESTS:,}, got {self.min_requests}")
+        if max(self.rates) * self.duration_s > MAX_REQUESTS:
+            raise UserError(f"--rate {max(self.rates):g} for --duration {self.duration_s:g} s makes "
+                            f"{max(self.rates) * self.duration_s:,.0f} requests; a run holds at most {MAX_REQUESTS:,}")
         if self.max_batch_tokens < 1:
             raise UserError(f"--max-batch-tokens must be at least 1, got {self.max_batch_tokens}")
         if self.max_batch_requests is not None and self.max_batch_requests < 1:
             raise UserError(f"--max-batch-requests must be at least 1, got {self.max_batch_requests}")
         if not (math.isfinite(self.max_wait_s) and self.max_wait_s >= 0):
-            raise UserError(f"--max-wait must be a finite number of seconds >= 0, got {self.max_wait_s}")
+            raise UserError(f"--max-wait must be a finite number of milliseconds >= 0, got {self.max_wait_s * 1e3:g}")
         if self.slo is not None and len(self.rates) < 2:
             raise UserError("--slo searches between the lowest and the highest --rate: give at least two rates")
         if self.search_steps < 0:

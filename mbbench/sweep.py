@@ -13,6 +13,7 @@ unless asked.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -55,6 +56,10 @@ def parse_range(text: str, name: str, minimum: int = 1) -> list[int]:
             raise UserError(f"--{name} {whole!r}: STEP must be positive, got {step}")
         if stop < start:
             raise UserError(f"--{name} {whole!r}: STOP {stop} is less than START {start} (an empty range)")
+        count = (stop - start) // step + 1
+        if count > MAX_CANDIDATES:  # refused before the list is built: 0:1000000000:1 would fill the memory
+            raise UserError(f"--{name} {whole!r} names {count:,} values; a sweep scores at most "
+                            f"{MAX_CANDIDATES:,} shapes (use a coarser STEP)")
         values = list(range(start, stop + 1, step))
     else:
         values = [_integer(part, name, whole) for part in text.split(",")]
@@ -71,6 +76,8 @@ def parse_params(text: str | None) -> tuple[float, float] | None:
     """
     if text is None or not text.strip():
         return None
+    # under LC_ALL=C Python hands "±" over as two surrogate-escaped bytes: read them back as the UTF-8 they are
+    text = os.fsencode(text).decode("utf-8", "replace")
     number = r"(\d+(?:\.\d*)?|\.\d+)"
     match = re.fullmatch(rf"\s*{number}\s*([MmBb])\s*(?:(?:±|\+-|\+/-)\s*{number}\s*%)?\s*", text)
     if not match:
@@ -110,6 +117,9 @@ def parse_dtype_name(dtype: str) -> str:
     return ALIASES[dtype]
 
 
+MAX_CANDIDATES = 100_000  # shapes one sweep may score (each costs a prediction per basket GPU; ~1 ms)
+
+
 def validate_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: int, tokens: int) -> None:
     """Refuse sweep inputs that cannot describe a model or a workload (UserError naming the option).
 
@@ -127,6 +137,9 @@ def validate_sweep(hidden: list[int], glu: list[int], layers: list[int], head_di
         raise UserError(f"--head-dim must be a positive even integer (RoPE rotates pairs), got {head_dim!r}")
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise UserError(f"--tokens must be a positive integer, got {tokens!r}")
+    if len(hidden) * len(glu) * len(layers) > MAX_CANDIDATES:
+        raise UserError(f"--hidden x --glu x --layers name {len(hidden) * len(glu) * len(layers):,} shapes; a sweep "
+                        f"scores at most {MAX_CANDIDATES:,} (use coarser steps)")
     if all(h % head_dim for h in hidden):
         raise UserError(f"no --hidden value ({_shown(hidden)}) is divisible by --head-dim {head_dim}")
     if all(g % 2 for g in glu):

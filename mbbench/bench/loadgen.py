@@ -18,6 +18,12 @@ import numpy as np
 ARRIVALS = ("poisson", "constant")
 _ARRIVAL_STREAM, _DOCUMENT_STREAM = 0, 1  # numpy seed sequences [seed, stream]: independent draws
 
+# The largest traffic one command generates: every request is held in memory with its times, so the counts are
+# bounded before anything is built (a day at a million requests/s would need terabytes).
+MAX_REQUESTS = 10_000_000
+MAX_SECONDS = 86_400.0  # one day
+MAX_RATE = 1_000_000.0  # requests/s
+
 
 @dataclass(frozen=True)
 class Request:

@@ -1,0 +1,39 @@
+"""Inputs a new user tried (the fresh-clone review): absurd sizes are refused before anything is built or written,
+and non-UTF-8 text does not lose a measured record."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mbbench.cli import cli
+from mbbench.files import write_text
+from mbbench.sweep import parse_params
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--hidden", "0:1000000000:1", "--glu", "2048", "--layers", "22"], "names 1,000,000,001 values"),
+    (["sweep", "--hidden", "64:6400:64", "--glu", "64:6400:64", "--layers", "1:12"], "120,000 shapes"),
+    (["run", "--tiny", "--device", "cpu", "--batch-size", "99999999999999999999"], "at most 2,147,483,647"),
+    (["serve", "--tiny", "--device", "cpu", "--rate", "1e308"], "beyond any load"),
+    (["serve", "--tiny", "--device", "cpu", "--rate", "2", "--duration", "1e12"], "up to 86,400"),
+    (["serve", "--tiny", "--device", "cpu", "--rate", "2", "--requests", "99999999999"], "between 1 and 10,000,000"),
+    (["serve", "--tiny", "--device", "cpu", "--rate", "5000", "--duration", "3600"], "a run holds at most"),
+    (["serve", "--tiny", "--device", "cpu", "--rate", "2", "--rate", "3", "--max-wait", "-1"], "milliseconds >= 0, got -1"),
+    (["latency", "--tiny", "--device", "cpu", "--batch-size", "99999999999"], "between 1 and 10,000,000"),
+    (["latency", "--tiny", "--device", "cpu", "--min-seconds", "1e12"], "from 0 to 86,400"),
+])
+def test_absurd_sizes_are_refused_up_front(tmp_path, args, message):
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json"))
+
+
+def test_params_typed_under_a_c_locale_parse():
+    """LC_ALL=C hands "±" to Python as two surrogate-escaped bytes; the documented example still parses."""
+    assert parse_params("149M\udcc2\udcb15%") == parse_params("149M±5%") == (149e6, 0.05)
+
+
+def test_a_non_utf8_path_in_a_record_is_written_as_an_escape(tmp_path):
+    path = write_text(tmp_path / "r.json", json.dumps({"suite": "/tmp/\udcff.toml"}, ensure_ascii=False))
+    assert json.loads(path.read_text(encoding="utf-8")) == {"suite": "/tmp/\udcff.toml"}
