@@ -37,3 +37,13 @@ def test_params_typed_under_a_c_locale_parse():
 def test_a_non_utf8_path_in_a_record_is_written_as_an_escape(tmp_path):
     path = write_text(tmp_path / "r.json", json.dumps({"suite": "/tmp/\udcff.toml"}, ensure_ascii=False))
     assert json.loads(path.read_text(encoding="utf-8")) == {"suite": "/tmp/\udcff.toml"}
+
+
+def test_a_local_dry_run_plans_what_the_run_resumes(tmp_path):
+    """Without GPU types a dry run plans this machine's run (a CPU: float32), so a recorded configuration reads
+    as done; the review saw bfloat16 planned and '1 to run' after the run had been recorded."""
+    args = ["matrix", "--tiny", "--model", "modernbert-base", "--suite", "short-variable", "--backend", "sdpa",
+            "--docs", "2", "--runs", "1", "--out", str(tmp_path), "--quiet"]
+    assert "float32" in CliRunner().invoke(cli, [*args, "--dry-run"]).output
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert "0 to run, 1 already recorded" in CliRunner().invoke(cli, [*args, "--dry-run"]).output

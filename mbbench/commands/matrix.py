@@ -24,14 +24,16 @@ from mbbench.units import number
 def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address: str | None, cpus_per_task: float,
             out_dir: str, say: Callable[[str], None] | None,
             dry_run: bool = False) -> tuple[list[mx.Task], Path, mx.Executor]:
-    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first. A dry run plans
-    every GPU type the matrix names, as a cluster would run it, whatever this machine has."""
+    """What `mbbench matrix` runs: (tasks, results root, executor), every input validated first. A dry run of a
+    matrix that names GPU types plans every one, as a cluster would run it, whatever this machine has; one that
+    names none plans what this machine would run (its device and dtype), so it sees the records a run resumes."""
     use_ray = ray_address is not None
     if use_ray:
         import_ray()  # fail now, with the install hint, not after planning
     file_data = mx.read_matrix_file(matrix_file) if matrix_file else {}
     spec = mx.build_spec(file_data, axes, run_options)
-    tasks = mx.plan_matrix(spec, use_ray or dry_run, " ".join(["mbbench", *sys.argv[1:]]), say)
+    as_cluster = use_ray or (dry_run and bool(spec.gpus))
+    tasks = mx.plan_matrix(spec, as_cluster, " ".join(["mbbench", *sys.argv[1:]]), say)
     root = check_writable(out_dir)
     executor = RayExecutor(ray_address or None, cpus_per_task, say) if use_ray else mx.LocalExecutor(say)
     return tasks, root, executor
