@@ -24,6 +24,9 @@ OPTIONS = {
                                  help="Unpadded models: tokens per batch instead of --batch-size."),
     "docs": click.option("--docs", type=int, default=None,
                          help=f"Use the first N documents (recorded). Default on CPU: {DEFAULT_CPU_DOCS}."),
+    # latency and serve draw their requests from the suite: every document by default, on any device
+    "request_docs": click.option("--docs", type=int, default=None,
+                                 help="Draw requests from the first N documents (recorded). Default: all."),
     "runs": click.option("--runs", "passes", type=int, default=10, show_default=True,
                          help="Timed passes over the suite."),
     "warmup": click.option("--warmup", "warmup_batches", type=int, default=None,

@@ -23,7 +23,7 @@ from mbbench.driver import job
 from mbbench.plan import resolve
 from mbbench.records import Latency, Record, Serving
 
-SHARED = ("models", "suites", "protocol", "backend", "dtype", "docs", "device", "gpu", "out", "force", "compile",
+SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "out", "force", "compile",
           "weights", "tiny", "quiet")
 
 
