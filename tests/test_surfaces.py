@@ -145,10 +145,19 @@ def test_speedup_and_paired_tables_agree_and_no_cell_is_superseded(committed_rep
     md = (committed_report / "report.md").read_text()
     speedup = md.split("## Speedup against")[1].split("\n## ")[0]
     paired = md.split("## Paired comparisons")[1].split("\n## ")[0]
-    [row] = [line for line in paired.splitlines() if line.startswith("| cpu")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    ratio, (interval, label) = cells[4], cells[5].replace("–", ", ").split(" (", 1)
-    assert f"{ratio} [{interval}] ({label}" in speedup  # the same interval, with the same confidence
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in paired.splitlines() if line.startswith("| cpu")]
+    direct = [cells for cells in rows if cells[2:4] == ["modernbert-base", "hf-modernbert-base"]]
+    assert direct
+    for cells in direct:
+        ratio, (interval, label) = cells[4], cells[5].replace("–", ", ").split(" (", 1)
+        assert f"{ratio} [{interval}] ({label}" in speedup  # the same interval, with the same confidence
+    # a comparison against our model as baseline fills our row with its inverse (interval inverted)
+    inverse = [cells for cells in rows if cells[2:4] == ["hf-modernbert-base", "modernbert-base"]
+               and cells[1] in ("short-fixed", "short-variable", "long-fixed", "long-variable")]  # its columns
+    shown = [float(cell.split("x")[0]) for line in speedup.splitlines() if line.startswith("| cpu")
+             for cell in line.split("|")[3:] if "CI)" in cell]
+    for cells in inverse:  # the table's values are rounded: the inverse of the rounded median, within 1%
+        assert any(abs(value * float(cells[4].rstrip("x")) - 1) < 0.01 for value in shown), (cells, shown)
 
 
 def test_a_superseded_measurement_leaves_the_tables_and_stays_in_provenance(tmp_path):

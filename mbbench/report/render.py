@@ -500,16 +500,30 @@ def workload(record: dict) -> tuple:
             record.get("threads"), record.get("interop_threads"))
 
 
-def paired_ratio(paired: list[dict], gpu: str, suite: str, model: str, baseline: str) -> str:
-    """'1.69x [1.65, 1.73]': the newest comparison's ratio of `model` over `baseline` on `gpu` and `suite`, or ''."""
-    found = [(r.get("created_at") or "", ratio) for r in paired if r["gpu_dir"] == gpu and r["suite"] == suite
-             for ratio in r["paired"]["ratios"] if ratio["model"] == model and ratio["baseline"] == baseline]
+def paired_ratio(paired: list[dict], mine: dict, baseline: str) -> str:
+    """'1.69x [1.65, 1.73] (95% CI)': the newest comparison's ratio of `mine`'s model (on its engine) over
+    `baseline` (on torch) on the same device, suite and threads, or ''. A comparison whose baseline was `mine`'s
+    model gives the inverse ratio, its interval inverted (x -> 1/x keeps the order statistics' coverage)."""
+    engine = mine.get("engine") or ENGINE_BEFORE_THE_AXIS
+    side = mine.get("registry_model") + ("" if engine == ENGINE_BEFORE_THE_AXIS else f"@{engine}")
+    found = []
+    for r in paired:
+        if (r["gpu_dir"], r["suite"], r.get("device_name"), r.get("threads")) != \
+                (mine["gpu_dir"], mine["suite"], mine.get("device_name"), mine.get("threads")):
+            continue
+        for ratio in r["paired"]["ratios"]:
+            if (ratio["model"], ratio["baseline"]) == (side, baseline):
+                found.append((r.get("created_at") or "", ratio, False))
+            elif (ratio["model"], ratio["baseline"]) == (baseline, side):
+                found.append((r.get("created_at") or "", ratio, True))
     if not found:
         return ""
-    ratio = max(found, key=lambda pair: pair[0])[1]
-    interval = ratio.get("interval")
-    return f"{ratio['median']:.2f}x" + (f" [{interval['low']:.2f}, {interval['high']:.2f}] ({interval_label(interval)})"
-                                        if interval else "")
+    _, ratio, inverse = max(found, key=lambda item: item[0])
+    median, interval = ratio["median"], ratio.get("interval")
+    if not interval:
+        return f"{1 / median if inverse else median:.2f}x"
+    low, high = (1 / interval["high"], 1 / interval["low"]) if inverse else (interval["low"], interval["high"])
+    return f"{1 / median if inverse else median:.2f}x [{low:.2f}, {high:.2f}] ({interval_label(interval)})"
 
 
 def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) -> list[list[str]]:
@@ -539,8 +553,7 @@ def speedup_rows(records: list[dict], baseline: str, paired: list[dict] = ()) ->
         for suite in (*SHORT, *LONG):
             mine = next((r for r in throughput if r["gpu_dir"] == gpu and r["model"] == model and r["suite"] == suite),
                         None)
-            measured_pair = paired_ratio(list(paired), gpu, suite, mine.get("registry_model"), baseline) \
-                if mine and mine["kind"] == "measured" else ""
+            measured_pair = paired_ratio(list(paired), mine, baseline) if mine and mine["kind"] == "measured" else ""
             ratio = mine and base.get(workload(mine))
             cells.append(measured_pair or (f"{headline(mine) / ratio:.2f}x" if ratio else ""))
         if any(cells):
