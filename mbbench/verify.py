@@ -162,7 +162,7 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
                                 *own_error, tol, is_bar=True))
         for name in names:
             run = build(cfg, backend=name, seed=seed, device=device_obj, dtype=dtype)
-            for kernel in gemm_kernels(device_obj):
+            for kernel in gemm_kernels(device_obj, dtype):
                 pack(run, kernel)  # the linears on each kernel a CPU run may choose (models.gemm)
                 with torch.inference_mode():
                     outputs = {
@@ -181,6 +181,7 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
     return checks
 
 
-def gemm_kernels(device: torch.device) -> list[str]:
-    """The GEMM kernels a run may build our models with on `device`: oneDNN-packed too on CPUs that have it."""
-    return [DEFAULT_GEMM, ONEDNN_PACKED] if device.type == "cpu" and onednn_available() else [DEFAULT_GEMM]
+def gemm_kernels(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The GEMM kernels a run may build our models with on `device` in `dtype`: oneDNN-packed too on CPUs that
+    run it."""
+    return [DEFAULT_GEMM, ONEDNN_PACKED] if device.type == "cpu" and onednn_available(dtype) else [DEFAULT_GEMM]

@@ -4,6 +4,7 @@ and non-UTF-8 text does not lose a measured record."""
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mbbench.cli import cli
@@ -47,3 +48,16 @@ def test_a_local_dry_run_plans_what_the_run_resumes(tmp_path):
     assert "float32" in CliRunner().invoke(cli, [*args, "--dry-run"]).output
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert "0 to run, 1 already recorded" in CliRunner().invoke(cli, [*args, "--dry-run"]).output
+
+
+def test_a_cpu_run_in_float16_takes_a_kernel_that_runs_it(tmp_path):
+    """oneDNN's fp16 reorder needs AVX-NE-CONVERT or AVX512-FP16: where the CPU lacks them the GEMM measurement
+    and the build keep the default kernel instead of failing the run."""
+    from mbbench.models.gemm import ONEDNN_PACKED, onednn_available
+
+    result = CliRunner().invoke(cli, ["run", "--tiny", "--device", "cpu", "--dtype", "float16", "--docs", "2",
+                                      "--runs", "1", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [path] = tmp_path.rglob("*.json")
+    gemm = json.loads(path.read_text())["payload"]["gemm"]
+    assert gemm == ONEDNN_PACKED or not onednn_available(torch.float16)

@@ -78,7 +78,7 @@ def cpu_gemm_rates(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, thre
     "best"). `threads` is torch's intra-op thread count, part of the cache key because the answer depends on it.
     About 1 s on two cores at ModernBERT-base's shapes.
     """
-    kernels = [k for k in KERNELS if k != ONEDNN_PACKED or onednn_available()]
+    kernels = [k for k in KERNELS if k != ONEDNN_PACKED or onednn_available(dtype)]
     generator = torch.Generator().manual_seed(0)
     inputs = {k: torch.randn(tokens, k, generator=generator, dtype=dtype) for k in {k for k, _ in shapes}}
     weights = [torch.randn(n, k, generator=generator, dtype=dtype) * 0.02 for k, n in shapes]

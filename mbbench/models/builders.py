@@ -162,7 +162,7 @@ class PackedBuilder(Builder):
             module = self.load_weights(spec, module, options.weights, cfg)
         module = module.to(device=torch.device(options.device), dtype=options.dtype).eval()
         if options.gemm != DEFAULT_GEMM:
-            if torch.device(options.device).type != "cpu" or not onednn_available():
+            if torch.device(options.device).type != "cpu" or not onednn_available(options.dtype):
                 raise UserError(f"GEMM kernel {options.gemm} runs on CPUs with oneDNN; device is {options.device}")
             pack(module, options.gemm)  # after the weights are final: loaded, cast and moved
         return PackedEncoder(module, options.gemm)

@@ -13,6 +13,8 @@ made by `pack` after the weights are final (loaded, cast, moved), and `linear`/`
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,9 +38,17 @@ def linear_with(kernel: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     return F.linear(x, weight)
 
 
-def onednn_available() -> bool:
-    """Whether this torch has oneDNN's linear with prepacked weights (CPU builds with MKL-DNN)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+@lru_cache(maxsize=None)
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch and CPU run oneDNN's linear with prepacked weights in `dtype` (fp16 needs AVX-NE-CONVERT
+    or AVX512-FP16, which many CPUs lack: then the default kernel runs)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
