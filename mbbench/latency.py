@@ -89,6 +89,7 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
                       min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
                       timer=model.timer, clock=RealClock.kind, load_seconds=model.load_seconds, first_call_s=first,
                       gemm=model.gemm, gemm_reason=model.gemm_reason,
+                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
                       warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
                       load_warning=load.warning)
     return record(plan, payload)

@@ -288,6 +288,8 @@ class Throughput:
     backend_reason: str | None = None
     gemm: str | None = None  # the GEMM kernel our models' linears ran on (models.gemm.KERNELS); None: not recorded
     gemm_reason: str | None = None
+    elementwise: str | None = None  # our models' RoPE + gated activation kernel (models.fused.KERNELS)
+    elementwise_reason: str | None = None
     compile_seconds: float | None = None
     telemetry: dict | None = None
     flops_per_pass: float | None = None
@@ -397,7 +399,8 @@ class Comparison:
     engines: dict | None = None  # side -> `EngineInfo.to_dict()` of the engine that ran it
     parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
     excluded: dict | None = None  # side -> why it was left out of the rounds (it failed parity)
-    gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
+    gemms: dict | None = None  # side -> {"kernel", "reason", "elementwise", "elementwise_reason"}: the GEMM and
+    # element-wise kernels it ran on, and why
 
     def ratio(self, model: str) -> dict:
         """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""
@@ -428,6 +431,8 @@ class Latency:
     first_call_s: float | None = None  # the model's first forward (one document): with load_seconds, the cold start
     gemm: str | None = None  # the GEMM kernel the linears ran on (as `run` chooses it); None: not recorded
     gemm_reason: str | None = None
+    elementwise: str | None = None  # the RoPE + gated activation kernel (as `run` chooses it)
+    elementwise_reason: str | None = None
     warmup_requests: int = 0  # per batch size: untimed requests after the cold call, before the timed ones
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the measurement
@@ -480,6 +485,8 @@ class Serving:
     first_call_s: float | None = None  # the model's first forward (one document), apart from every run
     gemm: str | None = None  # the GEMM kernel the linears ran on (as `run` chooses it); None: not recorded
     gemm_reason: str | None = None
+    elementwise: str | None = None  # the RoPE + gated activation kernel (as `run` chooses it)
+    elementwise_reason: str | None = None
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the load tests
     load_warning: str | None = None

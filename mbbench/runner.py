@@ -15,6 +15,7 @@ import torch
 from mbbench import engines, environment
 from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
+from mbbench.bench.elementwise import ElementwiseTimes, elementwise_times
 from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
@@ -25,6 +26,7 @@ from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
 from mbbench.models.encoders import Encoder
+from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import Plan, record, search_mode, unsupported_record
 from mbbench.records import MaxBatchSearch, Record, Throughput
@@ -50,18 +52,44 @@ def gemm_choice(plan: Plan, rates: GemmRates | None) -> tuple[str, str]:
     return rates.best, f"fastest on this CPU: {rates.describe()}"
 
 
+def cpu_elementwise_times(plan: Plan) -> ElementwiseTimes | None:
+    """Eager vs Inductor RoPE + gated activation at the plan's model shapes on this CPU (measured once per process,
+    compiling Inductor's kernels); None where `elementwise_choice` needs no measurement."""
+    activation = registry.gated_activation(plan.spec)
+    if plan.device.kind != "cpu" or not activation or plan.engine != DEFAULT_ENGINE:
+        return None
+    shape = plan.shape
+    return elementwise_times(shape.heads, shape.head_dim, shape.ffn, activation, plan.torch_dtype, plan.threads.intra)
+
+
+def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> tuple[str, str]:
+    """(kernel, why) for our own models' RoPE and gated activation: on a CPU the faster measured kernel; eager
+    for transformers models (their own code), under an engine other than torch (it runs its own graph), and on
+    GPUs (Inductor's fused kernels are not measured there yet)."""
+    if not registry.gated_activation(plan.spec):
+        return DEFAULT_ELEMENTWISE, "transformers' own code, as shipped"
+    if plan.engine != DEFAULT_ENGINE:
+        return DEFAULT_ELEMENTWISE, f"eager in the module; the {plan.engine} engine runs its own graph"
+    if times is None:
+        return DEFAULT_ELEMENTWISE, "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)"
+    return times.best, (f"faster on this CPU: {times.describe()}" if times.error is None else times.describe())
+
+
 def build(plan: Plan, progress: Progress | None = None) -> Encoder:
-    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend and
-    its linears on the kernel `gemm_choice` picks (`encoder.gemm`, and why in `encoder.gemm_reason`): every
-    command that measures a plan builds it here, so `run`, `compare`, `latency` and `serve` run the same model."""
+    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend, its
+    linears on the kernel `gemm_choice` picks and its RoPE and gated activation on the kernel `elementwise_choice`
+    picks (`encoder.gemm`, `encoder.elementwise`, and why in `*_reason`): every command that measures a plan
+    builds it here, so `run`, `compare`, `latency` and `serve` run the same model."""
     gemm, reason = gemm_choice(plan, cpu_gemm_peak(plan))  # measured once per process, before anything is timed
+    elementwise, elementwise_reason = elementwise_choice(plan, cpu_elementwise_times(plan))  # likewise
     if progress:
         progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
-                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm}) on {plan.device.name} ({plan.torch_device})")
+                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm}, element-wise {elementwise}) on "
+                 f"{plan.device.name} ({plan.torch_device})")
     options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
-                                    plan.config.weights, gemm)
+                                    plan.config.weights, gemm, elementwise)
     encoder = registry.encoder(plan.spec, options, tiny=plan.config.tiny)
-    encoder.gemm_reason = reason
+    encoder.gemm_reason, encoder.elementwise_reason = reason, elementwise_reason
     return encoder
 
 
@@ -147,6 +175,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     info = prepared.info
     payload = Throughput(
         backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=encoder.gemm_reason,
+        elementwise=encoder.elementwise, elementwise_reason=encoder.elementwise_reason,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,

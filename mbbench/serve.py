@@ -167,6 +167,7 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
                       slo=search_summary(search) if search else None, drain_limit_s=settings.drain_s,
                       timer=model.timer, load_seconds=model.load_seconds, first_call_s=first,
                       gemm=model.gemm, gemm_reason=model.gemm_reason,
+                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
                       warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning)
     return record(plan, payload)
 

@@ -34,6 +34,8 @@ class LoadedModel:
     load_seconds: float  # build (weights initialised or read) and move to the device, synchronised
     gemm: str = "torch"  # the GEMM kernel the linears run on (`runner.gemm_choice`, as `run` chooses it)
     gemm_reason: str = ""
+    elementwise: str = "eager"  # RoPE's and the gated activation's kernel (`runner.elementwise_choice`)
+    elementwise_reason: str = ""
 
     @property
     def layout(self) -> str:
@@ -52,6 +54,7 @@ def load_model(plan: Plan, progress: Progress | None = None) -> LoadedModel:
     device = torch.device(plan.torch_device)
     engines.apply_threads(plan.threads)  # the plan's threads (a CPU identity's), before anything is built or timed
     runner.cpu_gemm_peak(plan)  # the GEMM kernel's measurement, outside the load time (cached for `build`)
+    runner.cpu_elementwise_times(plan)  # likewise the element-wise kernels' (and Inductor's compile)
     synchronize(device)
     began = time.perf_counter()
     encoder = runner.build(plan, progress)  # its linears on the kernel `run` picks
@@ -59,7 +62,8 @@ def load_model(plan: Plan, progress: Progress | None = None) -> LoadedModel:
     load_seconds = time.perf_counter() - began
     forward = torch.compile(encoder.__call__, dynamic=True) if plan.config.compile else encoder.__call__
     return LoadedModel(forward, encoder.layout == "padded", encoder.pad_token_id, encoder.backend, device,
-                       load_seconds, encoder.gemm, encoder.gemm_reason)
+                       load_seconds, encoder.gemm, encoder.gemm_reason, encoder.elementwise,
+                       encoder.elementwise_reason)
 
 
 def first_call(model: LoadedModel, document: torch.Tensor) -> float:

@@ -20,6 +20,9 @@ from mbbench.models.config import ModernBertConfig
 from mbbench.models.gemm import ONEDNN_PACKED
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
+from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.fused import use as use_elementwise
 from mbbench.models.modernbert import build
 
 # Documents longer than 129 tokens (so the window matters), of unequal lengths, one short one.
@@ -43,6 +46,7 @@ class Check:
     reason: str = ""  # set when the check could not run (e.g. a requested backend unavailable here): a failure
     is_bar: bool = False  # transformers' own half-precision error: it sets the tolerance, it is not a check
     gemm: str = DEFAULT_GEMM  # the GEMM kernel the linears ran on (models.gemm.KERNELS)
+    elementwise: str = DEFAULT_ELEMENTWISE  # RoPE's and the gated activation's kernel (models.fused.KERNELS)
 
     @property
     def judged_on(self) -> str:
@@ -162,8 +166,10 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
                                 *own_error, tol, is_bar=True))
         for name in names:
             run = build(cfg, backend=name, seed=seed, device=device_obj, dtype=dtype)
-            for kernel in gemm_kernels(device_obj, dtype):
+            for kernel, elementwise in [(k, e) for k in gemm_kernels(device_obj, dtype)
+                                        for e in elementwise_kernels(device_obj)]:
                 pack(run, kernel)  # the linears on each kernel a CPU run may choose (models.gemm)
+                use_elementwise(run, elementwise)  # and RoPE and GeGLU on each (models.fused)
                 with torch.inference_mode():
                     outputs = {
                         "packed": run(packed.input_ids.to(device_obj), cu_seqlens=packed.cu_seqlens.to(device_obj),
@@ -175,10 +181,15 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
                     out = out.cpu()
                     dname = str(dtype).removeprefix("torch.")
                     checks.append(Check(name, dname, layout, "eager-fp32", *_errors(out, reference), tol,
-                                        gemm=kernel))
+                                        gemm=kernel, elementwise=elementwise))
                     checks.append(Check(name, dname, layout, "transformers-fp32", *_errors(out, hf_out), tol,
-                                        gemm=kernel))
+                                        gemm=kernel, elementwise=elementwise))
     return checks
+
+
+def elementwise_kernels(device: torch.device) -> list[str]:
+    """The element-wise kernels a run may build our models with on `device`: Inductor's too on CPUs."""
+    return list(ELEMENTWISE_KERNELS) if device.type == "cpu" else [DEFAULT_ELEMENTWISE]
 
 
 def gemm_kernels(device: torch.device, dtype: torch.dtype) -> list[str]:

@@ -6,7 +6,8 @@ from mbbench.errors import BackendUnavailable, UserError
 from mbbench.models import weights
 from mbbench.models.attention import get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig, from_glu, preset
-from mbbench.models.modernbert import ModernBert, RotaryTables, apply_rotary, build
+from mbbench.models.fused import apply_rotary
+from mbbench.models.modernbert import ModernBert, RotaryTables, build
 from mbbench.models.registry import MODELS, count_parameters
 from mbbench.verify import make_documents, transformers_twin, verify
 
@@ -151,7 +152,10 @@ def test_verify_passes_on_tiny_config(tiny_cfg):
 
     checks = verify(tiny_cfg, backends=["eager", "sdpa"], lengths=(200, 131, 40))
     kernels = 2 if onednn_available() else 1  # the default GEMM kernel, and oneDNN-packed where a CPU run may pick it
-    assert len(checks) == 1 + 2 * 2 * 2 * kernels
+    # x 2 element-wise kernels (eager, Inductor): every combination a CPU run may build
+    assert len(checks) == 1 + 2 * 2 * 2 * kernels * 2
+    assert {(c.gemm, c.elementwise) for c in checks[1:]} == {(g, e) for g in ["torch", "onednn-packed"][:kernels]
+                                                             for e in ["eager", "inductor"]}
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
     assert max(c.max_abs_error for c in checks) < 1e-5
 

@@ -44,7 +44,7 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
     chosen = [parse_dtype(d) for d in dtypes] or ([parse_dtype("float32")] +
                                                  ([parse_dtype("bfloat16")] if device.startswith("cuda") else []))
     checks = run_verify(cfg, device=device, dtypes=tuple(chosen), backends=list(backends) or None)
-    print_table([{"backend": c.backend, "gemm": c.gemm, "dtype": c.dtype, "layout": c.layout, "against": c.against,
+    print_table([{"backend": c.backend, "gemm": c.gemm, "elementwise": c.elementwise, "dtype": c.dtype, "layout": c.layout, "against": c.against,
                   "max_abs_error": f"{c.max_abs_error:.2e}", "max_rel_error": f"{c.max_rel_error:.2e}",
                   "tolerance": f"{c.tolerance:.3g} ({c.judged_on})",
                   "result": "bar" if c.is_bar else ("pass" if c.passed else "FAIL"),

@@ -28,6 +28,8 @@ from mbbench.models.encoders import (PACKED_ATTENTION, Encoder, HFPackedEncoder,
                                      packed_attention)
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
+from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.fused import use as use_elementwise
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 from mbbench.models.spec import ModelSpec
@@ -70,6 +72,7 @@ class BuildOptions:
     seed: int = 0
     weights: str | None = None  # a local checkpoint directory
     gemm: str = DEFAULT_GEMM  # our own models' linears (`models.gemm.KERNELS`); transformers models run their own
+    elementwise: str = DEFAULT_ELEMENTWISE  # our own models' RoPE and gated activation (`models.fused.KERNELS`)
 
 
 class Builder:
@@ -77,6 +80,7 @@ class Builder:
 
     rotary_code = "transformers"  # whose RoPE code runs (hardware.software.ROTARY_CODES), for the perf model
     owns_gemms = False  # whether the linears are our code (`BuildOptions.gemm` applies), not transformers'
+    gated_activation = ""  # our own models' gated MLP activation ("gelu", "silu"; `BuildOptions.elementwise`)
 
     def available(self, spec: ModelSpec) -> str | None:
         """None when the model can be built with the software here, else why not."""
@@ -135,7 +139,7 @@ class Builder:
 class PackedBuilder(Builder):
     """Shared by our own packed encoders (reference ModernBERT and NeoBERT)."""
 
-    rotary_code = "mbbench"  # modernbert.apply_rotary
+    rotary_code = "mbbench"  # fused.apply_rotary
     owns_gemms = True
 
     module_class: type = nn.Module
@@ -165,12 +169,14 @@ class PackedBuilder(Builder):
             if torch.device(options.device).type != "cpu" or not onednn_available(options.dtype):
                 raise UserError(f"GEMM kernel {options.gemm} runs on CPUs with oneDNN; device is {options.device}")
             pack(module, options.gemm)  # after the weights are final: loaded, cast and moved
-        return PackedEncoder(module, options.gemm)
+        use_elementwise(module, options.elementwise)
+        return PackedEncoder(module, options.gemm, options.elementwise)
 
 
 class ReferenceBuilder(PackedBuilder):
     module_class = ModernBert
     tiny_key = "reference"
+    gated_activation = "gelu"
 
     def checkpoint_changes(self, spec, path, tiny=False):
         # our modules take no config from a checkpoint: every field must equal the row's (field by field)
@@ -193,6 +199,7 @@ class ReferenceBuilder(PackedBuilder):
 class NeoBertBuilder(PackedBuilder):
     module_class = NeoBert
     tiny_key = "neobert"
+    gated_activation = "silu"
 
     def checkpoint_changes(self, spec, path, tiny=False):
         raise UserError(NO_NEOBERT_CHECKPOINTS.format(name=spec.name))

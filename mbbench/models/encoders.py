@@ -30,6 +30,8 @@ class Encoder:
     backend: str  # the attention implementation that actually runs
     gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`)
     gemm_reason: str = ""  # why that kernel (set by whoever chose it: `runner.build`)
+    elementwise: str = "eager"  # the kernel of its RoPE and gated activation (`models.fused.KERNELS`)
+    elementwise_reason: str = ""  # why (set by `runner.build`)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -54,8 +56,8 @@ class Encoder:
 
 
 class PackedEncoder(Encoder):
-    def __init__(self, module: nn.Module, gemm: str = "torch"):
-        super().__init__(module, "packed", module.backend.name, gemm)
+    def __init__(self, module: nn.Module, gemm: str = "torch", elementwise: str = "eager"):
+        super().__init__(module, "packed", module.backend.name, gemm, elementwise=elementwise)
 
     def __call__(self, batch: PackedBatch) -> torch.Tensor:
         return self.module.forward_packed(batch.input_ids, batch.cu_seqlens, batch.max_seqlen)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mbbench.errors import UserError
 from mbbench.models.attention import AttentionBackend, BackendChoice, PackedLayout, get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig
+from mbbench.models.fused import EAGER_OPS
 from mbbench.models.gemm import add_linear, linear
 
 
@@ -27,7 +28,7 @@ class RotaryTables(nn.Module):
     rounded fp32 values (transformers' fp32 `cos()` agrees to an ulp, see below); a table lookup avoids
     recomputing them in every forward. transformers' tables repeat
     the `head_dim / 2` frequencies twice (`cat(freqs, freqs)`); only one copy is kept here, since
-    `apply_rotary` works on the two halves of each head separately.
+    `fused.apply_rotary` works on the two halves of each head separately.
     """
 
     def __init__(self, head_dim: int, theta: float, max_positions: int):
@@ -49,24 +50,6 @@ class RotaryTables(nn.Module):
         return cos, sin
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE on (..., head_dim) x, computed in fp32 and returned in x's dtype; fp32 cos, sin broadcast over
-    (..., head_dim / 2).
-
-    Bit-equal to transformers' `(x.float() * cat(cos, cos) + rotate_half(x.float()) * cat(sin, sin)).to(x.dtype)`:
-    per half that is `x1·cos - x2·sin` and `x2·cos + x1·sin` (adding a negated product is subtracting it,
-    exactly). The fp32 upcast happens inside each product (x is read in its own dtype) and each half's sum is
-    written straight into the output in x's dtype, so no fp32 copy of x, doubled table, rotated copy or final
-    concatenation is materialised: 6 element-wise passes over half-width tensors.
-    """
-    first, second = x.chunk(2, dim=-1)  # (..., head_dim / 2) views
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    out_first, out_second = out.chunk(2, dim=-1)
-    torch.sub(first * cos, second * sin, out=out_first)  # the fp32 result is rounded once, into x's dtype
-    torch.add(second * cos, first * sin, out=out_second)
-    return out
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModernBertConfig, layer: int):
         super().__init__()
@@ -75,12 +58,13 @@ class Attention(nn.Module):
         self.window = None if cfg.is_global(layer) else cfg.half_window
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        self.elementwise = EAGER_OPS  # RoPE's kernel (`fused.use` sets it)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], backend: AttentionBackend,
                 layout: PackedLayout, context, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + attention output, (tokens, hidden)."""
         qkv = linear(x, self.Wqkv).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, head_dim)
-        q, k = apply_rotary(qkv[:, :2], *rope).unbind(dim=1)  # q and k rotated in one pass
+        q, k = self.elementwise.rotary(qkv[:, :2], *rope).unbind(dim=1)  # q and k rotated in one pass
         out = backend.attend(q, k, qkv[:, 2], layout, context, self.window, self.head_dim ** -0.5)
         return add_linear(residual, out.reshape(x.shape[0], -1), self.Wo)  # (tokens, hidden)
 
@@ -90,11 +74,12 @@ class GeGLU(nn.Module):
         super().__init__()
         self.Wi = nn.Linear(cfg.hidden_size, cfg.glu_size, bias=False)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.elementwise = EAGER_OPS  # the gated activation's kernel (`fused.use` sets it)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + MLP output, (tokens, hidden)."""
-        inputs, gate = linear(x, self.Wi).chunk(2, dim=-1)  # (tokens, intermediate) each
-        return add_linear(residual, F.gelu(inputs) * gate, self.Wo)  # exact (erf) GELU, as ModernBERT's "gelu"
+        # (tokens, 2 * intermediate) -> gelu(inputs) * gate, (tokens, intermediate); exact (erf) GELU
+        return add_linear(residual, self.elementwise.gelu_gated(linear(x, self.Wi)), self.Wo)
 
 
 def layer_norm(cfg: ModernBertConfig) -> nn.LayerNorm:

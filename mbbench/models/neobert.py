@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
 from mbbench.models.gemm import add_linear, linear
-from mbbench.models.modernbert import RotaryTables, apply_rotary, check_packing
+from mbbench.models.fused import EAGER_OPS
+from mbbench.models.modernbert import RotaryTables, check_packing
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.w12 = nn.Linear(cfg.hidden_size, 2 * cfg.swiglu_hidden, bias=False)
         self.w3 = nn.Linear(cfg.swiglu_hidden, cfg.hidden_size, bias=False)
+        self.elementwise = EAGER_OPS  # the gated activation's kernel (`fused.use` sets it)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + SwiGLU output, (tokens, hidden)."""
-        gate, value = linear(x, self.w12).chunk(2, dim=-1)  # (tokens, swiglu_hidden) each
-        return add_linear(residual, F.silu(gate) * value, self.w3)
+        # (tokens, 2 * swiglu_hidden) -> silu(gate) * value, (tokens, swiglu_hidden)
+        return add_linear(residual, self.elementwise.silu_gated(linear(x, self.w12)), self.w3)
 
 
 class NeoBertLayer(nn.Module):
@@ -62,10 +63,11 @@ class NeoBertLayer(nn.Module):
         self.wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
         self.ffn_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.ffn = SwiGLU(cfg)
+        self.elementwise = EAGER_OPS  # RoPE's kernel (`fused.use` sets it)
 
     def forward(self, x, rope, backend: AttentionBackend, layout, context):
         qkv = linear(self.attention_norm(x), self.qkv).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)
-        q, k = apply_rotary(qkv[:, :2], *rope).unbind(1)  # q and k rotated in one pass
+        q, k = self.elementwise.rotary(qkv[:, :2], *rope).unbind(1)  # q and k rotated in one pass
         attn = backend.attend(q, k, qkv[:, 2], layout, context, None, self.head_dim ** -0.5)
         x = add_linear(x, attn.reshape(x.shape[0], -1), self.wo)  # residual + output projection, one GEMM
         return self.ffn(self.ffn_norm(x), residual=x)

@@ -23,8 +23,8 @@ from mbbench.models.spec import ModelSpec
 from mbbench.records import ConfigChange
 
 __all__ = ["MODELS", "BuildOptions", "ModelSpec", "get_spec", "builder", "available", "require_available",
-           "check_backend", "check_runs", "choose_backend", "owns_gemms", "rotary_code", "model_config", "count_parameters",
-           "backend_choices", "shape_of", "checkpoint_changes", "encoder", "build_encoder"]
+           "check_backend", "check_runs", "choose_backend", "owns_gemms", "gated_activation", "rotary_code",
+           "model_config", "count_parameters", "backend_choices", "shape_of", "checkpoint_changes", "encoder", "build_encoder"]
 
 
 # --- configs (exact published numbers; sources in backends-and-competitors.md part B) ---
@@ -172,6 +172,11 @@ def owns_gemms(spec: ModelSpec) -> bool:
     """Whether the model's linears are mbbench's own code (they may run on a faster GEMM kernel); transformers
     models keep transformers' code, since that is what they measure."""
     return builder(spec).owns_gemms
+
+
+def gated_activation(spec: ModelSpec) -> str:
+    """The gated MLP activation of a model whose element-wise code is mbbench's own ("gelu", "silu"), else ""."""
+    return builder(spec).gated_activation
 
 
 def rotary_code(spec: ModelSpec) -> str:

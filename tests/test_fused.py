@@ -1,0 +1,125 @@
+"""The element-wise kernels (`models.fused`): Inductor's fused RoPE equals eager bit for bit and its gated
+activations equal eager within fp32 rounding, the model runs on either, and a run records which ran and why."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from mbbench import runner
+from mbbench.bench import elementwise as bench_elementwise
+from mbbench.cli import cli
+from mbbench.models import fused
+from mbbench.models.config import preset
+from mbbench.models.modernbert import RotaryTables, build
+from mbbench.plan import RunConfig, resolve
+
+
+def rotary_inputs(tokens: int, dtype: torch.dtype, heads: int = 4, head_dim: int = 16):
+    generator = torch.Generator().manual_seed(tokens)
+    qkv = torch.randn(tokens, 3, heads, head_dim, generator=generator).to(dtype)  # as the QKV GEMM's view
+    positions = torch.randint(0, 8192, (tokens,), generator=generator)
+    cos, sin = RotaryTables(head_dim, 160_000.0, 8192)(positions, dtype)
+    return qkv[:, :2], cos, sin
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rotary_equals_eager_bit_for_bit_at_every_token_count(dtype):
+    ops = fused.operations(fused.INDUCTOR)
+    for tokens in (300, 37, 1, 0):  # one compiled kernel (dynamic tokens); 0 and 1 run eagerly
+        x, cos, sin = rotary_inputs(tokens, dtype)
+        with torch.inference_mode():
+            eager, compiled = fused.apply_rotary(x, cos, sin), ops.rotary(x, cos, sin)
+        assert compiled.dtype == dtype and compiled.shape == x.shape
+        assert torch.equal(compiled, eager), (tokens, (compiled.float() - eager.float()).abs().max())
+
+
+def test_rotary_formula_is_transformers_rotation():
+    x, cos, sin = rotary_inputs(50, torch.float32)
+    rotated = torch.cat([-x[..., 8:], x[..., :8]], dim=-1)
+    expected = x * torch.cat([cos, cos], dim=-1) + rotated * torch.cat([sin, sin], dim=-1)
+    assert torch.equal(fused.rotary_formula(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("activation, reference", [("gelu", lambda a, b: F.gelu(a) * b),
+                                                   ("silu", lambda a, b: F.silu(a) * b)])
+def test_fused_gated_activations_equal_eager(activation, reference):
+    """Bit-equal at ModernBERT-base's width (1152, whole AVX-512 vectors); at other widths Inductor's vectorised
+    erf/exp may differ from ATen's in the last bits (measured: at most 4.8e-7 on values of order 1)."""
+    ops = fused.operations(fused.INDUCTOR)
+    run = ops.gelu_gated if activation == "gelu" else ops.silu_gated
+    for width in (1152, 48):
+        h = torch.randn(257, 2 * width, generator=torch.Generator().manual_seed(2))
+        with torch.inference_mode():
+            out = run(h)
+        expected = reference(h[:, :width], h[:, width:])
+        assert out.shape == (257, width)
+        if width == 1152:
+            assert torch.equal(out, expected)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_model_on_inductor_equals_eager_and_use_counts_its_sites():
+    model = build(preset("tiny"), backend="sdpa", seed=4)
+    ids, cu = torch.randint(0, 512, (260,), generator=torch.Generator().manual_seed(5)), torch.tensor([0, 200, 260])
+    with torch.inference_mode():
+        eager = model(ids, cu_seqlens=cu.int(), max_seqlen=200)
+        assert fused.use(model, fused.INDUCTOR) == 2 * 4  # attention and MLP of each of 4 layers
+        compiled = model(ids, cu_seqlens=cu.int(), max_seqlen=200)
+        fused.use(model, fused.EAGER)
+        again = model(ids, cu_seqlens=cu.int(), max_seqlen=200)
+    assert torch.equal(compiled, eager) and torch.equal(again, eager)
+    with pytest.raises(ValueError, match="unknown element-wise kernel"):
+        fused.use(model, "triton")
+
+
+def test_elementwise_times_rank_both_kernels_and_say_how():
+    times = bench_elementwise.elementwise_times(4, 16, 48, "gelu", torch.float32, torch.get_num_threads(),
+                                                tokens=64, rounds=3)
+    assert {k for k, _ in times.seconds} == {fused.EAGER, fused.INDUCTOR} and times.error is None
+    assert times.best == times.seconds[0][0] and times.seconds[0][1] <= times.seconds[1][1]
+    assert times.compile_seconds > 0 and "64 tokens" in times.describe() and "best of 3" in times.describe()
+
+
+def test_elementwise_times_fall_back_to_eager_when_inductor_fails(monkeypatch):
+    def broken(kernel):
+        if kernel == fused.INDUCTOR:
+            raise RuntimeError("InductorError: CppCompileError: no C++ compiler")
+        return fused.EAGER_OPS
+
+    monkeypatch.setattr(bench_elementwise, "operations", broken)
+    times = bench_elementwise.elementwise_times.__wrapped__(4, 16, 48, "gelu", torch.float32, 1, tokens=8, rounds=1)
+    assert times.best == fused.EAGER and times.compile_seconds is None
+    assert "no C++ compiler" in times.describe() and times.describe().endswith("eager ATen")
+
+
+def plan_for(model: str, **options):
+    return resolve(RunConfig(model=model, suite="short-fixed", device="cpu", tiny=True, **options))
+
+
+def test_elementwise_choice_is_measured_only_for_our_models_on_the_torch_engine():
+    ours = plan_for("modernbert-base")
+    times = runner.cpu_elementwise_times(ours)
+    assert times is not None
+    assert runner.elementwise_choice(ours, times) == (times.best, f"faster on this CPU: {times.describe()}")
+    hf = plan_for("hf-modernbert-base")
+    assert runner.cpu_elementwise_times(hf) is None
+    assert runner.elementwise_choice(hf, None)[0] == fused.EAGER
+    compiled = plan_for("modernbert-base", engine="torch-compile")
+    assert runner.cpu_elementwise_times(compiled) is None
+    kernel, why = runner.elementwise_choice(compiled, None)
+    assert kernel == fused.EAGER and "torch-compile engine runs its own graph" in why
+
+
+def test_run_records_the_elementwise_kernel_and_why(tmp_path):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(cli, ["run", "--suite", "short-variable", "--model", "modernbert-base", "--tiny",
+                                      "--device", "cpu", "--docs", "4", "--runs", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [path] = out.rglob("*.json")
+    payload = json.loads(path.read_text())["payload"]
+    assert payload["elementwise"] in fused.KERNELS
+    assert payload["elementwise_reason"].startswith("faster on this CPU: ")
+    assert f"{payload['elementwise']} " in payload["elementwise_reason"]
