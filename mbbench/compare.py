@@ -21,13 +21,13 @@ import torch
 
 from mbbench import engines, environment
 from mbbench.bench.paired import run_paired
-from mbbench.engines import DEFAULT_ENGINE, ParityFailure, ParityResult
+from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure, ParityResult
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
-from mbbench.runner import build, prepare
+from mbbench.runner import build, check_engine_memory, prepare
 from mbbench.suites import make_batches, select_documents
 
 class TooFewSides(ParityFailure):
@@ -115,13 +115,19 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     forwards, infos, parity, excluded = {}, {}, {}, {}
     for side in identity.models:
         try:
+            check_engine_memory(sides[side], encoders[side], batches[side])
             prepared, checked = prepare(sides[side], encoders[side], batches[side][0], progress)
-        except ParityFailure as failure:
-            parity[side], excluded[side] = failure.result.to_dict(), f"failed parity: {failure.result.message}"
+        except (ParityFailure, EngineUnavailable) as failure:
+            result = failure.result if isinstance(failure, ParityFailure) else None
+            excluded[side] = f"failed parity: {result.message}" if result else f"cannot run here: {failure}"
+            if result:
+                parity[side] = result.to_dict()
             if progress:
                 progress(f"{side} left out of the rounds: {excluded[side]}")
             if side == baseline or len(identity.models) - len(excluded) < 2:
-                raise TooFewSides(failure.result, f"{side} left out, fewer than two sides (with the baseline "
+                if result is None:
+                    raise
+                raise TooFewSides(result, f"{side} left out, fewer than two sides (with the baseline "
                                   f"{baseline}) remain to compare") from None
             continue
         forwards[side], infos[side] = prepared, prepared.info.to_dict()
@@ -140,10 +146,11 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
                          backends={side: encoders[side].backend for side in identity.models}, paired=paired,
                          engines=infos, parity=parity or None, excluded=excluded or None,
-                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason,
-                                       "elementwise": encoders[side].elementwise,
-                                       "elementwise_reason": encoders[side].elementwise_reason}
-                                for side in identity.models})
+                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason}
+                                for side in identity.models},
+                         elementwise={side: {"kernel": encoders[side].elementwise,
+                                             "reason": encoders[side].elementwise_reason}
+                                      for side in identity.models})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())

@@ -39,7 +39,7 @@ def git_commit() -> str | None:
     return None
 
 
-def capture() -> dict:
+def capture(program: str = "mbbench") -> dict:
     import torch
 
     try:
@@ -59,7 +59,7 @@ def capture() -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
-        "command_line": " ".join(["mbbench", *sys.argv[1:]]) if sys.argv else None,
+        "command_line": " ".join([program, *sys.argv[1:]]) if sys.argv else None,  # `program`: what ran
         "env": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
     }
 

@@ -399,8 +399,8 @@ class Comparison:
     engines: dict | None = None  # side -> `EngineInfo.to_dict()` of the engine that ran it
     parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
     excluded: dict | None = None  # side -> why it was left out of the rounds (it failed parity)
-    gemms: dict | None = None  # side -> {"kernel", "reason", "elementwise", "elementwise_reason"}: the GEMM and
-    # element-wise kernels it ran on, and why
+    gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
+    elementwise: dict | None = None  # side -> {"kernel", "reason"}: its RoPE + gated activation kernel, and why
 
     def ratio(self, model: str) -> dict:
         """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""

@@ -20,7 +20,7 @@ from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine
+from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine, host_memory
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
@@ -117,6 +117,18 @@ def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress
     return prepared, parity.require()
 
 
+def check_engine_memory(plan: Plan, encoder: Encoder, batches: list[Batch]) -> None:
+    """Raise EngineUnavailable when the plan's engine would run out of host memory on `batches` (an exporting
+    engine on a CPU: transformers' exported attention grows with seq², `engines.host_memory`); before anything
+    is exported, so a comparison leaves the side out with the reason instead of being killed."""
+    if plan.device.kind != "cpu" or not engines.get_engine(plan.engine).exports:
+        return
+    heads = encoder.module.config.num_attention_heads
+    weight_bytes = sum(p.numel() * p.element_size() for p in encoder.module.parameters())
+    host_memory.check_fits(plan.engine, batches, heads, plan.torch_dtype.itemsize, weight_bytes,
+                           host_memory.available_bytes())
+
+
 def model_identity(plan: Plan, encoder: Encoder) -> ModelIdentity:
     """The export cache's identity of `encoder`. Its weights are hashed only for an engine that exports (a pass
     over the weights): the torch engines never read it."""
@@ -152,6 +164,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
     device = torch.device(plan.torch_device)
+    check_engine_memory(plan, encoder, batches)
     prepared, parity = prepare(plan, encoder, batches[0], progress)
     if progress:
         progress(f"{plural(len(indices), 'document')}, {real:,} real tokens in {plural(len(batches), 'batch')}; "

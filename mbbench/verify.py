@@ -22,6 +22,7 @@ from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
 from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.fused import inductor_refusal
 from mbbench.models.fused import use as use_elementwise
 from mbbench.models.modernbert import build
 
@@ -188,8 +189,11 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
 
 
 def elementwise_kernels(device: torch.device) -> list[str]:
-    """The element-wise kernels a run may build our models with on `device`: Inductor's too on CPUs."""
-    return list(ELEMENTWISE_KERNELS) if device.type == "cpu" else [DEFAULT_ELEMENTWISE]
+    """The element-wise kernels a run may build our models with on `device`: Inductor's too on CPUs where it
+    can compile (a run falls back to eager, and says why, where it cannot)."""
+    if device.type == "cpu" and inductor_refusal() is None:
+        return list(ELEMENTWISE_KERNELS)
+    return [DEFAULT_ELEMENTWISE]
 
 
 def gemm_kernels(device: torch.device, dtype: torch.dtype) -> list[str]:

@@ -7,13 +7,12 @@ tokens/s and the paired median ratio inductor / eager with its order-statistic i
 as JSON (with the CPU's name and the commit) when `--out` is given.
 
     PYTHONPATH=$PWD python scripts/compare_elementwise.py --suite short-fixed --docs 16 --batch-size 16 \
-        --rounds 6 --threads 2 --out results/cpu/elementwise-short-fixed.json
+        --rounds 6 --threads 2 --out benchmarks/cpu/elementwise-inductor-vs-eager__short-fixed__bs16__docs16.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
@@ -66,7 +65,7 @@ def main() -> None:
                               "model": args.model, "suite": args.suite, "documents": len(indices),
                               "batch_size": args.batch_size, "threads": args.threads, "gemm": rates.best,
                               "max_abs_difference": max_difference, "paired": result.to_dict(), "cpu": cpu_name(),
-                              "environment": environment.capture()})
+                              "environment": environment.capture("python scripts/compare_elementwise.py")})
         print(f"wrote {args.out}")
 
 

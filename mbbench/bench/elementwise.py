@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 
 from mbbench.formatting import plural
-from mbbench.models.fused import EAGER, INDUCTOR, operations
+from mbbench.models.fused import EAGER, INDUCTOR, inductor_refusal, operations
 
 WARMUP = 3  # untimed calls per kernel (the first Inductor call compiles)
 
@@ -58,23 +58,32 @@ def _one_layer(kernel: str, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
 def elementwise_times(heads: int, head_dim: int, gated_width: int, activation: str, dtype: torch.dtype,
                       threads: int, tokens: int = 2048, rounds: int = 5) -> ElementwiseTimes:
     """Each kernel's seconds for one layer's RoPE on (tokens, 3, heads, head_dim) qkv and `activation`-gated
-    product on (tokens, 2 · gated_width), once per process (`threads`, torch's intra-op count, is in the key).
+    product on (tokens, 2 · gated_width), once per process. `threads` must be torch's intra-op count now (it is
+    part of the cache key, and Inductor's kernels are compiled for it).
 
     Kernels run interleaved after `WARMUP` calls each; each kernel's time is its fastest round (other processes
-    only add time). Inductor's first call compiles (seconds, cached on disk for later processes); if compiling or
-    running fails (no C++ compiler, an unsupported dtype) eager is the answer and the error is kept.
+    only add time). Inductor's first call compiles (seconds, cached on disk for later processes). The inputs are
+    made inside inference mode, as the model's activations are, so the kernels compiled here are the ones the
+    model's forward then calls (no recompile on its first batch). If Inductor cannot run (no C++ compiler, a
+    failed compile) eager is the answer and the reason is kept. Raises ValueError for another thread count.
     """
-    generator = torch.Generator().manual_seed(0)
-    qkv = torch.randn(tokens, 3, heads, head_dim, generator=generator).to(dtype)
-    angles = torch.rand(tokens, 1, 1, head_dim // 2, generator=generator) * 100
-    cos, sin = angles.cos(), angles.sin()  # fp32, as the model's tables
-    h = torch.randn(tokens, 2 * gated_width, generator=generator).to(dtype)
+    if threads != torch.get_num_threads():
+        raise ValueError(f"measuring for {threads} threads while torch runs {torch.get_num_threads()}")
+    refusal = inductor_refusal()
+    if refusal:
+        return ElementwiseTimes(((EAGER, float("nan")),), tokens, threads, 0, None, refusal)
     kernels = [EAGER, INDUCTOR]
     compile_seconds = None
-    with torch.inference_mode():  # as the model runs: the compiled graph guards on it
+    with torch.inference_mode():  # as the model runs: Dynamo guards on inference tensors
+        generator = torch.Generator().manual_seed(0)
+        qkv = torch.randn(tokens, 3, heads, head_dim, generator=generator).to(dtype)  # the QKV GEMM's output
+        angles = torch.rand(tokens, head_dim // 2, generator=generator) * 100
+        # fp32 (tokens, 1, 1, head_dim / 2) views, laid out as `RotaryTables` returns them (Dynamo guards on strides)
+        cos, sin = angles.cos()[:, None, None, :], angles.sin()[:, None, None, :]
+        h = torch.randn(tokens, 2 * gated_width, generator=generator).to(dtype)
         try:
             compile_seconds = _one_layer(INDUCTOR, qkv, cos, sin, h, activation)
-        except Exception as error:  # Inductor raises many kinds (compiler missing, lowering, C++ build errors)
+        except Exception as error:  # Inductor raises many kinds (lowering, C++ build errors)
             detail = " ".join(str(error).split())[:200]
             return ElementwiseTimes(((EAGER, float("nan")),), tokens, threads, 0, None,
                                     f"{type(error).__name__}: {detail}")

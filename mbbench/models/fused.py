@@ -3,25 +3,30 @@
 Two operations between the GEMMs read and write activation-sized tensors several times in eager mode:
 
 - RoPE on q and k (`rotary`): eager ATen runs six broadcasting passes over half-width temporaries (see
-  `modernbert.apply_rotary`); Inductor fuses them into one pass that reads qkv and writes the rotated q, k.
+  `apply_rotary`); Inductor fuses them into one pass that reads qkv and writes the rotated q, k.
 - The gated MLP activation (`gated`, GeGLU's `gelu(inputs) * gate`, SwiGLU's `silu(gate) * value`): eager
   writes the activation, then reads it back for the product; fused, one pass.
 
 The fused kernels are `torch.compile`d from the same formulas the eager path computes, in the same order of
-fp32 operations. RoPE is bit-equal to eager (products and sums are correctly rounded either way); GELU and SiLU
-go through Inductor's own vectorised erf/exp, bit-equal to ATen's at ModernBERT-base's widths on AVX-512 and
-otherwise within a few fp32 ulps (tests hold both; `verify` checks both kernels against transformers). The token dimension is marked dynamic, so one compiled kernel serves every batch; a batch of
-fewer than two tokens runs eagerly (torch.compile specialises sizes 0 and 1).
+operations, with Inductor rounding every intermediate to its dtype as eager does (`emulate_precision_casts`:
+in bf16/fp16 eager rounds `gelu(x)` before the product). RoPE is bit-equal to eager; GELU and SiLU go through
+Inductor's own vectorised erf/exp, bit-equal to ATen's at ModernBERT-base's widths on AVX-512 and otherwise
+within a few ulps (tests hold both; `verify` checks both kernels against transformers). Each dtype and shape
+gets its own kernel (no automatic dynamic shapes, so a second model's width does not generalise the first's
+kernel); the token dimension is marked dynamic, so one compiled kernel serves every batch, and a batch of fewer
+than two tokens runs eagerly (torch.compile specialises sizes 0 and 1). Past `RECOMPILE_LIMIT` kernels of one
+operation in a process (dtypes x shapes x thread counts), Dynamo runs the eager formula instead of failing.
 
 Which is faster depends on the machine, so on CPUs the runner measures both once per process at the model's
 shapes (`bench.elementwise.elementwise_times`) and records which ran and why; the whole graph is compiled
 anyway under the torch-compile engine, and on GPUs the eager path runs (the fused kernels are not measured
-there yet). LayerNorm stays eager: ATen's is one pass already, and Inductor's was slower on CPU (measured,
-docs/benchmarking.md).
+there yet). LayerNorm stays eager: ATen's is one pass already, and the residual add before it is folded into the
+output GEMM (`gemm.add_linear`), so nothing is left to fuse there.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 EAGER = "eager"  # ATen operations, one per formula step
 INDUCTOR = "inductor"  # one torch.compile'd (Inductor) kernel per operation, dynamic in the token count
 KERNELS = (EAGER, INDUCTOR)
+RECOMPILE_LIMIT = 64  # compiled kernels per operation and process (Dynamo's default, 8, is a matrix's few models)
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # exact (erf) GELU, as ModernBERT's "gelu"
@@ -81,8 +87,9 @@ def _silu_gated(h: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _compiled(fn: Callable) -> Callable:
-    """`fn` compiled once per process (Inductor, whole graph; compiling happens on the first call)."""
-    return torch.compile(fn, fullgraph=True)
+    """`fn` compiled once per process (Inductor; compiling happens on the first call of each specialisation).
+    Not `fullgraph`: past the recompile limit Dynamo then runs `fn` eagerly rather than raising."""
+    return torch.compile(fn, dynamic=False, options={"emulate_precision_casts": True})
 
 
 def _dynamic_tokens(fn: Callable, eager: Callable) -> Callable:
@@ -96,9 +103,17 @@ def _dynamic_tokens(fn: Callable, eager: Callable) -> Callable:
         for arg in args:
             if arg.shape[0] == args[0].shape[0]:
                 torch._dynamo.mark_dynamic(arg, 0)
-        return compiled(*args)
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return compiled(*args)
 
     return run
+
+
+def inductor_refusal() -> str | None:
+    """Why Inductor's CPU kernels cannot be built here (it compiles C++), or None."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        return "Inductor compiles C++ kernels on CPUs and no C++ compiler (g++/c++) is on PATH"
+    return None
 
 
 @dataclass(frozen=True)
