@@ -91,9 +91,10 @@ def plan_comparison(configs: list[RunConfig], baseline: str, device=None) -> tup
 
 
 def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, float], None] | None = None,
-            progress: Callable[[str], None] | None = None) -> Record:
+            progress: Callable[[str], None] | None = None, on_sides: Callable[[int], None] | None = None) -> Record:
     """Check each side's parity, run the interleaved passes and return the comparison record (unsupported if
-    any model cannot run the suite).
+    any model cannot run the suite). `on_sides(n)` is told how many sides enter the rounds (some may be left out),
+    before the first timed pass.
 
     Raises TooFewSides (a ParityFailure: the store records the failure) when parity leaves out the baseline
     or every other side.
@@ -133,6 +134,8 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
         forwards[side], infos[side] = prepared, prepared.info.to_dict()
         if checked:
             parity[side] = checked.to_dict()
+    if on_sides:
+        on_sides(len(forwards))
     if progress:
         progress(f"{plural(len(indices), 'document')}; {len(forwards)} sides interleaved over "
                  f"{plural(base_plan.config.passes, 'round')}")

@@ -55,6 +55,13 @@ class ProgressBar:
                 total = f"/{self.total}" if self.total is not None else ""
                 self._line(f"{self.description}: {self.count}{total} [{now - self._started:.1f} s{extra}]")
 
+    def set_total(self, total: int | None) -> None:
+        """Change the number of units once it is known better (e.g. a comparison side left out before its rounds)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def write(self, message: str) -> None:
         """A line printed above the bar without breaking it (a plain line off a terminal); nothing when disabled."""
         if self._bar is not None:

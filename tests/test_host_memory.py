@@ -70,6 +70,7 @@ def test_a_comparison_leaves_out_a_side_that_would_not_fit_and_measures_the_rest
         "cannot run here: engine onnxruntime would need about 0 GiB")
     assert [r["model"] for r in payload["paired"]["ratios"]] == ["hf-modernbert-base@torch-compile"]
     assert "hf-modernbert-base@onnxruntime-tiny: left out, cannot run here" in result.output
+    assert "short-variable: paired passes: 2/2 [" in result.output  # the total counts the sides that ran
 
 
 def test_a_run_that_would_not_fit_writes_a_failure_record_saying_why(tmp_path, monkeypatch):

@@ -132,7 +132,8 @@ def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **
         with progress_bar(plans[0].config.passes * len(plans), f"{identity.suite}: paired passes",
                           enabled=not quiet) as bar:
             say = None if quiet else (lambda message: bar.write(f"[compare / {identity.suite}] {message}"))
-            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model), say)
+            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model), say,
+                               on_sides=lambda sides: bar.set_total(plans[0].config.passes * sides))
 
     jobs = [job(plans[0], lambda _, plans=plans, identity=identity: measure(plans, identity), identity)
             for plans, identity in pairs]

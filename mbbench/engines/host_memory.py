@@ -64,7 +64,8 @@ def check_fits(engine: str, batches: list[Batch], heads: int, itemsize: int, wei
     worst = max(batches, key=lambda b: b.input_ids.shape[0] * b.input_ids.shape[1] ** 2)
     rows, seq = worst.input_ids.shape
     raise EngineUnavailable(
-        f"engine {engine} would need about {need / 2**30:.0f} GiB of host memory (x {MARGIN:g} margin) on a batch of "
+        f"engine {engine} would need about {need / 2**30:.0f} GiB of host memory ({need * MARGIN / 2**30:.0f} GiB with "
+        f"the {MARGIN:g}x margin for the estimate's error) on a batch of "
         f"{plural(rows, 'row')} x {seq} tokens (transformers' exported attention keeps "
         f"{ATTENTION_COPIES[engine]:g} fp32 score matrices of batch x {heads} heads x seq² alive; measured, "
         f"engines/host_memory.py), and {available / 2**30:.0f} GiB is available: not run, rather than killed by "
