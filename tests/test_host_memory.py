@@ -52,6 +52,8 @@ def test_available_bytes_reads_memavailable(tmp_path):
     assert host_memory.available_bytes(meminfo) == 22_000_000 * 1024
     meminfo.write_text("MemTotal:       24683828 kB\n")
     assert host_memory.available_bytes(meminfo) is None
+    meminfo.write_text("MemAvailable: lots\n")
+    assert host_memory.available_bytes(meminfo) is None
     assert host_memory.available_bytes(tmp_path / "absent") is None
 
 

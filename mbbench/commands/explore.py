@@ -33,7 +33,8 @@ from mbbench.verify import verify as run_verify
 @click.option("--dtype", "dtypes", multiple=True, help="Repeatable; default float32 (and bfloat16 on CUDA).")
 @click.option("--backend", "backends", multiple=True, help="Repeatable; default every backend available here.")
 def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, ...], backends: tuple[str, ...]) -> None:
-    """Check every attention backend and layout against eager fp32 and transformers' ModernBertModel."""
+    """Check every attention backend and layout, on every GEMM and element-wise kernel a run may choose here,
+    against eager fp32 and transformers' ModernBertModel."""
     if config_name:
         cfg = preset(config_name)
     else:

@@ -39,7 +39,7 @@ def available_bytes(meminfo: Path = MEMINFO) -> int | None:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024  # reported in KiB
-    except OSError:
+    except (OSError, ValueError, IndexError):  # unreadable, or a line of another format: unknown
         return None
     return None
 
