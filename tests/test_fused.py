@@ -91,7 +91,7 @@ def test_elementwise_times_rank_both_kernels_and_say_how():
                                                 tokens=64, rounds=3)
     assert times.error is None and (times.tokens, times.rounds) == (64, 3)
     assert sorted(k for k, _ in times.seconds) == [fused.EAGER, fused.INDUCTOR]
-    assert all(0 < s < 1 for _, s in times.seconds)
+    assert all(0 < s < float("inf") for _, s in times.seconds)  # measured, finite (no speed is asserted)
     first, second = times.seconds
     assert times.describe().startswith(f"{first[0]} {first[1] * 1e3:.2f} ms vs {second[0]} ")
     assert "64 tokens" in times.describe() and "best of 3 interleaved rounds" in times.describe()

@@ -10,7 +10,6 @@ the inter-op pool (it serves torch.jit.fork), so a mismatch there does not chang
 from __future__ import annotations
 
 import copy
-import shutil
 
 import torch
 
@@ -18,6 +17,7 @@ from mbbench.batching import Batch
 from mbbench.bench.timing import timed
 from mbbench.engines.base import Engine, EngineInfo, EngineSettings, ModelIdentity, PreparedEngine, Threads
 from mbbench.models.encoders import Encoder
+from mbbench.models.fused import inductor_refusal
 
 
 def apply_threads(threads: Threads) -> Threads:
@@ -74,9 +74,7 @@ class TorchCompileEngine(TorchEngine):
     graph_optimization = "inductor mode=default"
 
     def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
-        if device.type == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
-            return "inductor on CPU compiles C++ kernels and no C++ compiler (g++/c++) is on PATH"
-        return None
+        return inductor_refusal() if device.type == "cpu" else None
 
     def provider(self, encoder: Encoder) -> str:
         return f"inductor, attention {encoder.backend}"
