@@ -52,12 +52,15 @@ def test_a_local_dry_run_plans_what_the_run_resumes(tmp_path):
 
 def test_a_cpu_run_in_float16_takes_a_kernel_that_runs_it(tmp_path):
     """oneDNN's fp16 reorder needs AVX-NE-CONVERT or AVX512-FP16: where the CPU lacks them the GEMM measurement
-    and the build keep the default kernel instead of failing the run."""
-    from mbbench.models.gemm import ONEDNN_PACKED, onednn_available
+    and the build keep the default kernel instead of failing the run. Which available kernel wins is a timing, so
+    the test asserts only that the recorded one runs fp16 here (an Intel Xeon's MKL won a live measurement and
+    failed the older `== ONEDNN_PACKED`)."""
+    from mbbench.models.gemm import ONEDNN_PACKED, TORCH, onednn_available
 
     result = CliRunner().invoke(cli, ["run", "--tiny", "--device", "cpu", "--dtype", "float16", "--docs", "2",
                                       "--runs", "1", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     [path] = tmp_path.rglob("*.json")
     gemm = json.loads(path.read_text())["payload"]["gemm"]
-    assert gemm == ONEDNN_PACKED or not onednn_available(torch.float16)
+    runnable = {TORCH, ONEDNN_PACKED} if onednn_available(torch.float16) else {TORCH}
+    assert gemm in runnable
