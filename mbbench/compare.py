@@ -14,13 +14,14 @@ out of the rounds with its reason in the record, as long as the baseline and one
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
 from mbbench import engines, environment
-from mbbench.bench.paired import run_paired
+from mbbench.bench.paired import PairedResult, run_paired
 from mbbench.batching import Batch
 from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure, PreparedEngine
 from mbbench.errors import UserError
@@ -28,7 +29,8 @@ from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
-from mbbench.runner import build, check_engine_memory, prepare
+from mbbench.runner import (build, check_engine_memory, cpu_gemm_peak, model_flops_utilisation, pass_flops,
+                            prepare)
 from mbbench.suites import make_batches, select_documents
 
 class TooFewSides(Exception):
@@ -168,10 +170,12 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
     end = environment.load_snapshot()
     paired = result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
                                  "load_warning": environment.busy_warning(start, end, base_plan.threads.intra)}
+    mfu, mfu_note = side_mfu({side: sides[side] for side in forwards}, batches, result)
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
                          backends={side: encoders[side].backend for side in sides}, paired=paired,
                          engines={side: f.info.to_dict() for side, f in forwards.items()},
                          parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
+                         mfu=mfu, mfu_note=mfu_note,
                          gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason}
                                 for side in sides},
                          elementwise={side: {"kernel": encoders[side].elementwise,
@@ -207,6 +211,20 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
         if progress:
             progress(f"{side} left out of the rounds: {result.excluded[side]}")
     return result
+
+
+def side_mfu(sides: dict[str, Plan], batches: dict[str, list[Batch]], result: PairedResult
+             ) -> tuple[dict[str, float] | None, str]:
+    """Each measured side's MFU over the comparison (its model FLOPs per pass / its median pass time / the peak), and
+    how it was computed: on a CPU the best GEMM measured here in the run's dtype at the side's own GEMM shapes
+    (`runner.cpu_gemm_peak`, measured once per process and shape); on a GPU the basket's datasheet peak."""
+    mfu, notes = {}, set()
+    for side, plan in sides.items():
+        passes = result.models[side]
+        seconds = statistics.median(passes.pass_seconds)
+        mfu[side], note = model_flops_utilisation(plan, pass_flops(plan, batches[side]) / seconds, cpu_gemm_peak(plan))
+        notes.add(note.split(" (")[0])
+    return ({k: v for k, v in mfu.items() if v is not None} or None), "; ".join(sorted(notes))
 
 
 def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:
@@ -261,6 +279,9 @@ def ratio_lines(record: Record) -> list[str]:
     tiny = "-tiny" if record.identity.tiny else ""
     payload = record.payload
     lines = [tier_line(record)] + ([payload.baseline_note] if payload.baseline_note else [])
+    if payload.mfu:
+        lines.append("MFU: " + ", ".join(f"{side}{tiny} {value:.2f}" for side, value in payload.mfu.items())
+                     + f" ({payload.mfu_note})")
     lines += [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
               f"round{'s' if rounds != 1 else ''}" + note for r in payload.paired["ratios"]]
     return lines + [f"{side}{tiny}: left out, {reason}" for side, reason in (payload.excluded or {}).items()]

@@ -439,6 +439,8 @@ class Comparison:
     parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
     excluded: dict | None = None  # side -> why it was left out of the rounds (failed the accuracy gate, could not run)
     baseline_note: str | None = None  # why the baseline is not the one asked for (it was left out), else None
+    mfu: dict | None = None  # side -> model FLOPs utilisation over its median pass (CPU: of the GEMM peak measured
+    mfu_note: str = ""  # here in the run's dtype at the side's shapes; GPU: of the datasheet peak), and how
     gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
     elementwise: dict | None = None  # side -> {"kernel", "reason"}: its RoPE + gated activation kernel, and why
 
