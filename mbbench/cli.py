@@ -13,6 +13,7 @@ import click
 
 from mbbench.commands import explore, listing, measure, serving
 from mbbench.commands import matrix as matrix_command
+from mbbench import allocator
 from mbbench.errors import UserError
 
 
@@ -31,7 +32,15 @@ class Group(click.Group):
 @click.group(cls=Group)
 @click.version_option(package_name="mbbench")
 def cli() -> None:
-    """Benchmark encoder transformers (ModernBERT and competitors) and explore hardware-aware shapes."""
+    """Benchmark encoder transformers (ModernBERT and competitors) and explore hardware-aware shapes.
+
+    Every command runs with mbbench's host allocator setting (glibc's mmap and trim thresholds raised, so large
+    activations are reused instead of page-faulted in on every call; MBBENCH_ALLOCATOR=system turns it off).
+    """
+    try:
+        allocator.configure()
+    except ValueError as error:  # an unknown MBBENCH_ALLOCATOR
+        raise UserError(str(error)) from None
 
 
 for command in (measure.run, measure.max_batch_command, measure.predict_command, measure.compare,

@@ -14,28 +14,42 @@ out of the rounds with its reason in the record, as long as the baseline and one
 
 from __future__ import annotations
 
-from dataclasses import replace
+import statistics
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
 from mbbench import engines, environment
-from mbbench.bench.paired import run_paired
-from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure, ParityResult
+from mbbench.bench.paired import PairedResult, run_paired
+from mbbench.batching import Batch
+from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure, PreparedEngine
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
-from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
+from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
-from mbbench.runner import build, check_engine_memory, prepare
+from mbbench.runner import (build, check_engine_memory, cpu_gemm_peak, model_flops_utilisation, pass_flops,
+                            prepare)
 from mbbench.suites import make_batches, select_documents
 
-class TooFewSides(ParityFailure):
-    """Parity left out the baseline or every side but one: no ratio can be measured."""
+class TooFewSides(Exception):
+    """Fewer than two sides could be prepared and pass the accuracy gate: no ratio can be measured. Carries
+    each left-out side's reason."""
 
-    def __init__(self, result: ParityResult, note: str):
-        Exception.__init__(self, f"{result.message}; {note}")
-        self.result = result
+    def __init__(self, excluded: dict[str, str]):
+        reasons = "; ".join(f"{side}: {why}" for side, why in excluded.items())
+        super().__init__(f"fewer than two sides remain to compare ({reasons})")
+        self.excluded = excluded
+
+
+@dataclass
+class PreparedSides:
+    """The sides that enter the rounds (their engines, in the given order) and those left out, with why."""
+
+    forwards: dict[str, PreparedEngine] = field(default_factory=dict)
+    parity: dict[str, dict] = field(default_factory=dict)  # side -> ParityResult.to_dict()
+    excluded: dict[str, str] = field(default_factory=dict)  # side -> why it was left out
 
 
 def parse_side(text: str, engine: str = DEFAULT_ENGINE) -> tuple[str, str]:
@@ -59,11 +73,24 @@ def side_name(config: RunConfig) -> str:
     return side_label(config.model, config.engine)
 
 
-def plan_comparison(configs: list[RunConfig], baseline: str, device=None) -> tuple[list[Plan], Identity]:
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """A comparison resolved once on one device: the sides' plans (in the given order), its identity, and the sides
+    whose engine cannot run here at all, left out before anything is built (ONNX Runtime in bf16, OpenVINO in bf16
+    on a CPU without bf16 units)."""
+
+    plans: list[Plan]
+    identity: Identity
+    refused: dict[str, str] = field(default_factory=dict)  # side -> why its engine cannot run it here
+
+
+def plan_comparison(configs: list[RunConfig], baseline: str, device=None) -> ComparisonPlan:
     """Resolve each side's plan on one device and the comparison's identity.
 
     Every config must name the same suite; `baseline` must be one of the sides (`side_name`). The plans must
-    agree on documents, batching, dtype and threads, so the sides see the same work. Raises UserError.
+    agree on documents, batching, dtype and threads, so the sides see the same work. A side whose engine refuses
+    the configuration is kept in the identity and left out with the reason. Raises UserError (fewer than two
+    sides that can run, a side given twice, sides that would not run the same work).
     """
     if len(configs) < 2:
         raise UserError("compare needs at least two --model")
@@ -73,35 +100,41 @@ def plan_comparison(configs: list[RunConfig], baseline: str, device=None) -> tup
                         f"MODEL{ENGINE_SEPARATOR}ENGINE)")
     if baseline not in sides:
         raise UserError(f"--baseline {baseline} is not one of the compared sides ({', '.join(sides)})")
-    plans = [resolve(c, device=device) for c in configs]
+    plans, refused = [], {}
+    for side, config in zip(sides, configs):
+        try:
+            plans.append(resolve(config, device=device))
+        except EngineUnavailable as refusal:  # this side's engine cannot run here; the others still can
+            refused[side] = f"cannot run here: {refusal}"
+    if len(plans) < 2:
+        raise UserError("compare: fewer than two sides can run here (" + "; ".join(
+            f"{side}: {why}" for side, why in refused.items()) + ")")
     first = plans[0]
     for plan in plans[1:]:
         if (plan.documents, plan.batch_size, plan.token_budget, plan.dtype, plan.threads) != \
                 (first.documents, first.batch_size, first.token_budget, first.dtype, first.threads):
             raise UserError(f"{side_name(plan.config)} and {side_name(first.config)} would not run the same work "
                             "(documents, batch, dtype, threads); compare runs one workload for every side")
-    ordered = [baseline, *(m for m in sides if m != baseline)]
-    by_side = sorted(plans, key=lambda p: ordered.index(side_name(p.config)))
-    backends = ",".join(p.config.backend for p in by_side)
-    engine_names = [p.engine for p in by_side]
+    engine_names = [c.engine for c in configs]
     identity = replace(first.identity, measurement="comparison", model=baseline.partition(ENGINE_SEPARATOR)[0],
-                       models=tuple(ordered), backend=backends,
+                       models=tuple(sides), baseline=baseline, backend=",".join(c.backend for c in configs),
                        engine=engine_names[0] if len(set(engine_names)) == 1 else ",".join(engine_names))
-    return plans, identity
+    return ComparisonPlan(plans, identity, refused)
 
 
-def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, float], None] | None = None,
+def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], None] | None = None,
             progress: Callable[[str], None] | None = None, on_sides: Callable[[int], None] | None = None) -> Record:
-    """Check each side's parity, run the interleaved passes and return the comparison record (unsupported if
-    any model cannot run the suite). `on_sides(n)` is told how many sides enter the rounds (some may be left out),
-    before the first timed pass.
+    """Judge each side by the accuracy gate, run the interleaved passes and return the comparison record
+    (unsupported if any model cannot run the suite). `on_sides(n)` is told how many sides enter the rounds (some
+    may be left out), before the first timed pass.
 
-    Raises TooFewSides (a ParityFailure: the store records the failure) when parity leaves out the baseline
-    or every other side.
+    A side that cannot be prepared or fails the gate is left out with the reason; when that is the baseline, the
+    first measured side in the given order becomes the baseline (`baseline_note` says so). Raises TooFewSides (the
+    store records the failure) when fewer than two sides remain.
     """
+    plans, identity = comparison.plans, comparison.identity
     sides = {side_name(p.config): p for p in plans}
-    baseline = identity.models[0]
-    base_plan = sides[baseline]
+    base_plan = sides.get(identity.baseline_side, plans[0])
     for plan in plans:
         reason = plan.unsupported_reason()
         if reason:
@@ -113,27 +146,18 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
         p.suite, indices, encoders[side].layout, p.batch_size, p.token_budget, encoders[side].pad_token_id,
         pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for side, p in sides.items()}
     device = torch.device(base_plan.torch_device)
-    forwards, infos, parity, excluded = {}, {}, {}, {}
-    for side in identity.models:
-        try:
-            check_engine_memory(sides[side], encoders[side], batches[side])
-            prepared, checked = prepare(sides[side], encoders[side], batches[side][0], progress)
-        except (ParityFailure, EngineUnavailable) as failure:
-            result = failure.result if isinstance(failure, ParityFailure) else None
-            excluded[side] = f"failed parity: {result.message}" if result else f"cannot run here: {failure}"
-            if result:
-                parity[side] = result.to_dict()
-            if progress:
-                progress(f"{side} left out of the rounds: {excluded[side]}")
-            if side == baseline or len(identity.models) - len(excluded) < 2:
-                if result is None:
-                    raise
-                raise TooFewSides(result, f"{side} left out, fewer than two sides (with the baseline "
-                                  f"{baseline}) remain to compare") from None
-            continue
-        forwards[side], infos[side] = prepared, prepared.info.to_dict()
-        if checked:
-            parity[side] = checked.to_dict()
+    if progress:
+        for side, why in comparison.refused.items():
+            progress(f"{side} left out of the rounds: {why}")
+    prepared = prepare_sides(sides, encoders, batches, progress)
+    forwards, parity = prepared.forwards, prepared.parity
+    excluded = {side: (comparison.refused | prepared.excluded)[side] for side in identity.models
+                if side in comparison.refused or side in prepared.excluded}
+    if len(forwards) < 2:
+        raise TooFewSides(excluded)
+    baseline, baseline_note = measured_baseline(identity.baseline_side, list(forwards), excluded)
+    if baseline_note and progress:
+        progress(baseline_note)
     if on_sides:
         on_sides(len(forwards))
     if progress:
@@ -146,17 +170,71 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     end = environment.load_snapshot()
     paired = result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
                                  "load_warning": environment.busy_warning(start, end, base_plan.threads.intra)}
+    mfu, mfu_note = side_mfu({side: sides[side] for side in forwards}, batches, result)
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
-                         backends={side: encoders[side].backend for side in identity.models}, paired=paired,
-                         engines=infos, parity=parity or None, excluded=excluded or None,
+                         backends={side: encoders[side].backend for side in sides}, paired=paired,
+                         engines={side: f.info.to_dict() for side, f in forwards.items()},
+                         parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
+                         mfu=mfu, mfu_note=mfu_note,
                          gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason}
-                                for side in identity.models},
+                                for side in sides},
                          elementwise={side: {"kernel": encoders[side].elementwise,
                                              "reason": encoders[side].elementwise_reason}
-                                      for side in identity.models})
+                                      for side in sides})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())
+
+
+def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches: dict[str, list[Batch]],
+                  progress: Callable[[str], None] | None = None) -> PreparedSides:
+    """Each side's engine prepared on its first batch and judged by the accuracy gate, in the given order.
+
+    A side is left out, with the reason, when its preparation raises anything (the engine cannot run here, its
+    export or compile fails, its host memory would not suffice) or it fails the gate: one side never takes
+    a comparison down. Sides of one model share the reference outputs (fp32 and torch in the run's dtype).
+    """
+    result, shared = PreparedSides(), {}
+    for side, plan in sides.items():
+        try:
+            check_engine_memory(plan, encoders[side], batches[side])
+            result.forwards[side], checked = prepare(plan, encoders[side], batches[side][0], progress, shared)
+        except ParityFailure as failure:
+            result.parity[side] = failure.result.to_dict()
+            result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
+        except Exception as error:  # noqa: BLE001 - any engine error leaves this side out, not the comparison
+            result.excluded[side] = f"cannot run here: {describe(error)}"
+        else:
+            if checked:
+                result.parity[side] = checked.to_dict()
+            continue
+        if progress:
+            progress(f"{side} left out of the rounds: {result.excluded[side]}")
+    return result
+
+
+def side_mfu(sides: dict[str, Plan], batches: dict[str, list[Batch]], result: PairedResult
+             ) -> tuple[dict[str, float] | None, str]:
+    """Each measured side's MFU over the comparison (its model FLOPs per pass / its median pass time / the peak), and
+    how it was computed: on a CPU the best GEMM measured here in the run's dtype at the side's own GEMM shapes
+    (`runner.cpu_gemm_peak`, measured once per process and shape); on a GPU the basket's datasheet peak."""
+    mfu, notes = {}, set()
+    for side, plan in sides.items():
+        passes = result.models[side]
+        seconds = statistics.median(passes.pass_seconds)
+        mfu[side], note = model_flops_utilisation(plan, pass_flops(plan, batches[side]) / seconds, cpu_gemm_peak(plan))
+        notes.add(note.split(" (")[0])
+    return ({k: v for k, v in mfu.items() if v is not None} or None), "; ".join(sorted(notes))
+
+
+def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:
+    """(the baseline side, a note when it is not the requested one): the requested baseline when it was measured,
+    else the first measured side in the given order."""
+    if requested in measured:
+        return requested, None
+    chosen = measured[0]
+    return chosen, (f"baseline {requested} was left out ({excluded.get(requested, 'not measured')}); "
+                    f"{chosen} is the baseline instead")
 
 
 def interval_label(interval: dict) -> str:
@@ -199,6 +277,18 @@ def ratio_lines(record: Record) -> list[str]:
     note = f" (only {rounds} round{'s' if rounds != 1 else ''}: no 95% interval below 6; use --runs 10 or more)" \
         if rounds < FEW_ROUNDS else ""
     tiny = "-tiny" if record.identity.tiny else ""
-    lines = [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
-             f"round{'s' if rounds != 1 else ''}" + note for r in record.payload.paired["ratios"]]
-    return lines + [f"{side}{tiny}: left out, {reason}" for side, reason in (record.payload.excluded or {}).items()]
+    payload = record.payload
+    lines = [tier_line(record)] + ([payload.baseline_note] if payload.baseline_note else [])
+    if payload.mfu:
+        lines.append("MFU: " + ", ".join(f"{side}{tiny} {value:.2f}" for side, value in payload.mfu.items())
+                     + f" ({payload.mfu_note})")
+    lines += [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
+              f"round{'s' if rounds != 1 else ''}" + note for r in payload.paired["ratios"]]
+    return lines + [f"{side}{tiny}: left out, {reason}" for side, reason in (payload.excluded or {}).items()]
+
+
+def tier_line(record: Record) -> str:
+    """The precision tier of a comparison: every measured side computes in the record's dtype (read back from each
+    engine, `engines.check_precision`), so no ratio mixes tiers."""
+    dtype = record.identity.dtype
+    return f"tier {dtype}: every measured side computes in {dtype} (read back from its engine)"

@@ -59,6 +59,37 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# /proc/cpuinfo flag -> the unit it names, widest first: what an encoder's GEMMs can compute with. bf16 and fp16
+# run natively only with AMX or the AVX-512 BF16/FP16 extensions; oneDNN, OpenVINO and Inductor pick kernels by
+# them (source: Linux arch/x86/include/asm/cpufeatures.h for the flag names)
+MATRIX_UNITS = (("amx_bf16", "amx-bf16"), ("amx_fp16", "amx-fp16"), ("avx512_bf16", "avx512-bf16"),
+                ("avx512_fp16", "avx512-fp16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The `flags` of the first processor in /proc/cpuinfo (or in `cpuinfo`, its text); empty when unreadable."""
+    try:
+        text = cpuinfo if cpuinfo is not None else open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_isa(flags: frozenset[str]) -> str:
+    """The matrix and vector units among `flags`, widest first ("amx-bf16 avx512-bf16 avx512 avx2"), or "none"."""
+    return " ".join(unit for flag, unit in MATRIX_UNITS if flag in flags) or "none"
+
+
+def cpu_device(cpuinfo: str | None = None) -> DeviceInfo:
+    """This CPU as a record names it: model name, units from its flags, and the kernels ATen dispatches to."""
+    flags = cpu_flags(cpuinfo)
+    return DeviceInfo("cpu", cpu_name(), None, isa=cpu_isa(flags) if flags else None,
+                      cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
 
@@ -93,7 +124,7 @@ def detect(device: str = "auto") -> DeviceInfo:
     """
     chosen = parse_device(device)
     if chosen.type == "cpu":
-        return DeviceInfo("cpu", cpu_name(), None)
+        return cpu_device()
     index = chosen.index or 0
     props = torch.cuda.get_device_properties(index)
     nvml = _nvml_info(index)

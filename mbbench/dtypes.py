@@ -14,6 +14,8 @@ from mbbench.errors import UserError
 # accepted spelling -> canonical name
 ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
+# how engines name the precision they compute in (OpenVINO's ov.Type: "f32", "bf16", "f16") -> canonical name
+ENGINE_SPELLINGS = {**ALIASES, "f32": "float32", "f16": "float16"}
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HALF = ("float16", "bfloat16")
 # bytes per element of every dtype a tensor or GEMM computes in (tfloat32 stores fp32)
@@ -35,6 +37,12 @@ def parse_dtype(name: str) -> torch.dtype:
 def dtype_name(dtype: torch.dtype | str) -> str:
     """The canonical name of a torch dtype or of any accepted spelling."""
     return canonical_dtype(dtype) if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+
+
+def computed_precision(name: str) -> str:
+    """The canonical name of the precision an engine reports computing in ("f32" -> "float32"); a name no dtype
+    has (ONNX Runtime's "mixed") is returned as it is."""
+    return ENGINE_SPELLINGS.get(name.lower(), name)
 
 
 def bytes_per_element(dtype: torch.dtype | str) -> int:

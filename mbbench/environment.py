@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 import mbbench
-from mbbench.device import nvml_handle
+from mbbench import allocator
+from mbbench.device import cpu_flags, cpu_isa, nvml_handle
 
 # Bump when what is timed, or how, changes: records with different method versions do not compare.
 METHOD_VERSION = 1
 RELEVANT_ENV = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS",
-                "PYTORCH_TUNABLEOP_ENABLED")
+                "PYTORCH_TUNABLEOP_ENABLED", "LD_PRELOAD", "MBBENCH_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_",
+                "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                "TORCHINDUCTOR_FREEZING")
 
 
 def git_commit() -> str | None:
@@ -59,9 +62,18 @@ def capture(program: str = "mbbench") -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels ATen dispatches to
+        "cpu_isa": cpu_isa(cpu_flags()),  # the CPU's matrix and vector units (device.MATRIX_UNITS)
+        "allocator": allocator_setting(),  # the host malloc setting the process ran with
         "command_line": " ".join([program, *sys.argv[1:]]) if sys.argv else None,  # `program`: what ran
         "env": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
     }
+
+
+def allocator_setting() -> str:
+    """The host allocator setting of this process (`allocator.configure`, applied before any model is built)."""
+    applied = allocator.current()
+    return applied.describe() if applied else "not set by mbbench: the C library's malloc as the process found it"
 
 
 # --- machine load ------------------------------------------------------------------------------

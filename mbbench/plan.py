@@ -24,7 +24,8 @@ from mbbench.bench.maxbatch import is_oom
 from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
-from mbbench.engines import DEFAULT_CACHE_DIR, DEFAULT_ENGINE, ParityFailure, Threads, get_engine, threads_from
+from mbbench.engines import (DEFAULT_CACHE_DIR, DEFAULT_ENGINE, ParityFailure, Threads, TorchCompileEngine, get_engine,
+                             threads_from)
 from mbbench.errors import UserError
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
@@ -284,8 +285,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         choice = registry.choose_backend(spec, config.backend, device_string, torch_dtype,
                                          suite.lengths[:documents] if documents else suite.lengths)
         backend, backend_reason = choice.name, choice.reason
-        if config.engine == COMPILE_ENGINE and backend == "flex" and device.kind == "cpu":
-            raise UserError("--engine torch-compile with the flex backend cannot run on CPU: torch.compile marks "
+        if isinstance(get_engine(config.engine), TorchCompileEngine) and backend == "flex" and device.kind == "cpu":
+            raise UserError(f"--engine {config.engine} with the flex backend cannot run on CPU: torch.compile marks "
                             "shapes dynamic once a second one arrives and reaches Inductor's dynamic CPU flex "
                             "template, whose C++ does not compile (torch 2.13); run on the torch engine (flex is "
                             "compiled on its own, per length) or pick another backend")
@@ -308,7 +309,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         compile=config.compile, time_transfer=config.time_transfer,
         placement=config.placement if cpu else None, limits=tuple(sorted(limits)),
         matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)), engine=config.engine,
-        threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None)
+        threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None,
+        cpu_isa=device.isa if cpu else None)
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,

@@ -50,6 +50,11 @@ LATER_FIELDS: dict[str, Any] = {
     "engine": "torch",  # the engine axis (issue 24): records before it ran torch (or `compile`: torch-compile)
     "threads": None,  # a CPU run's intra- and inter-op threads (issue 26): records before them did not say
     "interop_threads": None,
+    # a comparison's baseline, now that `models` keeps the order the sides were given (issue 34): before it, the
+    # baseline was models[0] and the key hashes that order (`Identity._hashed`)
+    "baseline": None,
+    # what a CPU computes with (issue 36): two CPUs of one model name, with and without AMX, are two devices
+    "cpu_isa": None,
 }
 ENGINE_SEPARATOR = "@"  # a comparison side on an engine: MODEL@ENGINE (hf-modernbert-base@onnxruntime)
 COMPILE_ENGINE = "torch-compile"  # what `compile=True` (the older spelling, before the engine axis) means
@@ -130,6 +135,8 @@ class Identity:
     engine: str = "torch"
     threads: int | None = None  # intra-op threads of a CPU run
     interop_threads: int | None = None  # inter-op threads of a CPU run
+    baseline: str | None = None  # a comparison's baseline side (None: models[0], as records before issue 34)
+    cpu_isa: str | None = None  # a CPU's matrix and vector units ("amx-bf16 avx512-bf16 avx512 avx2"; DeviceInfo.isa)
 
     def __post_init__(self) -> None:
         # `compile` and `engine` name one thing: torch-compile. Either spelling sets the other.
@@ -143,7 +150,7 @@ class Identity:
 
     def configuration_key(self) -> str:
         """The key without the device: what a matrix driver can know before a task is placed."""
-        return _digest({k: v for k, v in self._hashed().items() if k not in ("device", "device_index")})
+        return _digest({k: v for k, v in self._hashed().items() if k not in ("device", "device_index", "cpu_isa")})
 
     def _hashed(self) -> dict:
         """The fields a key hashes. A field added after schema 2 was first written is left out while it holds
@@ -152,7 +159,14 @@ class Identity:
         values = asdict(self)
         if values["engine"] == COMPILE_ENGINE:
             values["engine"] = LATER_FIELDS["engine"]  # `compile` (True) carries it
+        if values["baseline"] is not None:
+            values = _baseline_first(values)
         return {k: v for k, v in values.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+
+    @property
+    def baseline_side(self) -> str | None:
+        """A comparison's baseline side (records before issue 34 put it first); None for other measurements."""
+        return self.baseline or (self.models[0] if self.models else None)
 
     @property
     def display_model(self) -> str:
@@ -186,6 +200,20 @@ class Identity:
         return cls(**values)
 
 
+def _baseline_first(values: dict) -> dict:
+    """A comparison identity's fields in the form records before issue 34 hashed: the baseline first, the other
+    sides in their given order, and the comma-joined per-side backends and engines in that order (`baseline`
+    dropped: it is models[0] there). So a comparison keeps its key whatever order its sides are given in."""
+    models = list(values["models"])
+    order = [models.index(values["baseline"]), *(i for i, m in enumerate(models) if m != values["baseline"])]
+    reordered = {**values, "models": tuple(models[i] for i in order), "baseline": None}
+    for name in ("backend", "engine"):
+        parts = values[name].split(",")
+        if len(parts) == len(models):
+            reordered[name] = ",".join(parts[i] for i in order)
+    return reordered
+
+
 # ----------------------------------------------------------------------------------------------- header parts
 
 @dataclass(frozen=True)
@@ -202,6 +230,10 @@ class DeviceInfo:
     driver: str | None = None  # NVIDIA driver version
     cuda: str | None = None  # torch's CUDA version
     uuid: str | None = None  # NVML UUID: how telemetry finds this GPU under CUDA_VISIBLE_DEVICES
+    # a CPU's matrix and vector units from its flags, widest first ("amx-bf16 avx512-bf16 avx512 avx2"): what
+    # decides its speed, since one model name ("Intel(R) Xeon(R) Processor") covers CPUs with and without AMX
+    isa: str | None = None
+    cpu_capability: str | None = None  # torch.backends.cpu.get_cpu_capability(): the kernels ATen dispatches to
 
     @property
     def directory(self) -> str:
@@ -213,6 +245,13 @@ class DeviceInfo:
     @property
     def identity_name(self) -> str:
         return self.name if self.kind == "cpu" else (self.basket_id or self.name)
+
+    @property
+    def label(self) -> str:
+        """The device for people: a CPU's name with its units ("AMD EPYC [avx2]"), a GPU's identity name."""
+        if self.kind == "cpu" and self.isa:
+            return f"{self.name} [{self.isa}]"
+        return self.identity_name
 
 
 @dataclass(frozen=True)
@@ -398,7 +437,10 @@ class Comparison:
     paired: dict
     engines: dict | None = None  # side -> `EngineInfo.to_dict()` of the engine that ran it
     parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
-    excluded: dict | None = None  # side -> why it was left out of the rounds (it failed parity)
+    excluded: dict | None = None  # side -> why it was left out of the rounds (failed the accuracy gate, could not run)
+    baseline_note: str | None = None  # why the baseline is not the one asked for (it was left out), else None
+    mfu: dict | None = None  # side -> model FLOPs utilisation over its median pass (CPU: of the GEMM peak measured
+    mfu_note: str = ""  # here in the run's dtype at the side's shapes; GPU: of the datasheet peak), and how
     gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
     elementwise: dict | None = None  # side -> {"kernel", "reason"}: its RoPE + gated activation kernel, and why
 
@@ -597,7 +639,7 @@ class Record:
         row = {"key": self.key, "configuration_key": ident.configuration_key(), "kind": self.kind,
                "status": self.status, "reason": self.reason, "measurement": ident.measurement,
                "model": ident.display_model, "registry_model": ident.model, "tiny": ident.tiny,
-               "models": list(ident.models) or None,
+               "models": list(ident.models) or None, "requested_baseline": ident.baseline_side, "cpu_isa": ident.cpu_isa,
                "suite": ident.suite, "suite_fingerprint": ident.suite_fingerprint, "protocol": ident.protocol,
                "requested_backend": ident.backend, "dtype": ident.dtype, "batch_size": ident.batch_size,
                "token_budget": ident.token_budget, "documents": ident.documents, "runs": ident.runs,

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from mbbench import engines, environment
+from mbbench import allocator, engines, environment
 from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
 from mbbench.bench.elementwise import ElementwiseTimes, elementwise_times
@@ -20,12 +20,12 @@ from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine, host_memory
+from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine, References, host_memory
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
-from mbbench.models.encoders import Encoder
+from mbbench.models.encoders import Encoder, float32_twin
 from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import Plan, record, search_mode, unsupported_record
@@ -80,6 +80,7 @@ def build(plan: Plan, progress: Progress | None = None) -> Encoder:
     linears on the kernel `gemm_choice` picks and its RoPE and gated activation on the kernel `elementwise_choice`
     picks (`encoder.gemm`, `encoder.elementwise`, and why in `*_reason`): every command that measures a plan
     builds it here, so `run`, `compare`, `latency` and `serve` run the same model."""
+    allocator.configure()  # once per process, before the first large allocation (every command builds here)
     gemm, reason = gemm_choice(plan, cpu_gemm_peak(plan))  # measured once per process, before anything is timed
     elementwise, elementwise_reason = elementwise_choice(plan, cpu_elementwise_times(plan))  # likewise
     if progress:
@@ -93,14 +94,16 @@ def build(plan: Plan, progress: Progress | None = None) -> Encoder:
     return encoder
 
 
-def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress | None = None
-            ) -> tuple[PreparedEngine, ParityResult | None]:
-    """The plan's engine prepared from `encoder` (the module and weights torch runs), and its parity.
+def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress | None = None,
+            shared: dict[int, References] | None = None) -> tuple[PreparedEngine, ParityResult | None]:
+    """The plan's engine prepared from `encoder` (the module and weights torch runs), and its accuracy gate.
 
-    `first_batch` is moved to the plan's device; the engine's first call on it is timed as its cold start. An engine
-    other than torch is then checked against the torch engine on the same batch, real tokens only (fp32 1e-4,
-    half precision verify's bars), before anything is timed. Raises ParityFailure (carrying the result) on a
-    miss or a NaN, EngineUnavailable (a UserError) when the engine cannot run the model here.
+    `first_batch` is moved to the plan's device; the engine's first call on it is timed as its cold start. Then
+    the engine's output on it is judged against the same weights in fp32 run by torch eager (`engines.parity`:
+    fp32 1e-4; reduced precision against torch eager's own error in that dtype) before anything is timed. The
+    parity is None only for the torch engine in fp32 on torch's kernels: it is that function. `shared` keeps the
+    reference outputs per encoder, so sides of one model compute them once. Raises ParityFailure (carrying the
+    result) on a miss or a NaN, EngineUnavailable (a UserError) when the engine cannot run the model here.
     """
     identity = model_identity(plan, encoder)
     first_batch = first_batch.to(torch.device(plan.torch_device))
@@ -108,13 +111,30 @@ def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress
         progress(f"preparing engine {plan.engine} ({plan.threads.intra} threads; export, compile and the first "
                  f"call timed apart)")
     prepared = engines.prepare_engine(plan.engine, encoder, identity, first_batch, plan.threads, plan.engine_cache)
-    if plan.engine == DEFAULT_ENGINE:
+    engines.check_precision(prepared.info, encoder.dtype)  # read back: a bf16 record never times f32
+    twin = float32_twin(encoder)
+    if plan.engine == DEFAULT_ENGINE and twin is encoder:
         return prepared, None
-    reference = engines.prepare_engine(DEFAULT_ENGINE, encoder, identity, first_batch, plan.threads)
-    parity = engines.check_parity(prepared, reference, first_batch, plan.torch_dtype)
+    refs = (shared or {}).get(id(encoder))
+    if refs is None:
+        torch_engine = prepared if plan.engine == DEFAULT_ENGINE else engines.prepare_engine(
+            DEFAULT_ENGINE, encoder, identity, first_batch, plan.threads)
+        refs = engines.references(torch_engine, first_batch, encoder.dtype,
+                                  None if twin is encoder else _inference(twin))
+        if shared is not None:
+            shared[id(encoder)] = refs
+    parity = engines.check_parity(prepared, refs, first_batch, is_torch_engine=plan.engine == DEFAULT_ENGINE)
     if progress:
         progress(parity.message)
     return prepared, parity.require()
+
+
+def _inference(encoder: Encoder) -> Callable[[Batch], torch.Tensor]:
+    def run(batch: Batch) -> torch.Tensor:
+        with torch.inference_mode():
+            return encoder(batch)
+
+    return run
 
 
 def check_engine_memory(plan: Plan, encoder: Encoder, batches: list[Batch]) -> None:

@@ -72,7 +72,7 @@ STEPS: list[Step] = [
     Step("verify_bf16", "modernbert-base, varlen and sdpa in bf16, against eager fp32 and transformers",
          Command("{py} -m mbbench.cli verify --model modernbert-base --device cuda --dtype bfloat16 "
                  "--backend varlen --backend sdpa --backend windowed", 40, 90),
-         Command("{py} -m mbbench.cli verify --config tiny --device cpu --dtype float32 --backend sdpa", 8, 60)),
+         Command("{py} -m mbbench.cli verify --config tiny --device cpu --dtype bfloat16 --backend sdpa", 8, 60)),
     Step("throughput_short", "tokens/s, short-fixed and short-variable, 1024 documents, 5 passes",
          Command(RUN + " --suite short-fixed --suite short-variable --docs 1024 --runs 5 --device cuda "
                  "--out {w}/results --quiet", 70, 110),
@@ -106,8 +106,8 @@ STEPS: list[Step] = [
                  "--docs 256 --runs 3 --gpu h200 --gpu h100 --out {w}/matrix --quiet", 30, 60),
          Command("{py} -m mbbench.cli matrix --model modernbert-base --suite short-variable --docs 2 --runs 1 "
                  "--tiny --device cpu --out {w}/matrix --quiet", 8, 60)),
-    Step("engines", "compare torch vs torch-compile (and onnxruntime when its CUDA provider is installed), fp16, "
-         "short-variable, 128 documents, 3 rounds, parity first",
+    Step("engines", "compare torch vs torch-compile vs onnxruntime (left out without its CUDA provider), fp16 (bf16 "
+         "on the CPU rehearsal), short-variable, 128 documents, 3 rounds, the accuracy gate first",
          Command("{py} scripts/gpu_steps.py engines --device cuda --out {w}/engines.json --results {w}/results",
                  40, 75),
          Command("{py} scripts/gpu_steps.py engines --device cpu --tiny --out {w}/engines.json --results {w}/results",

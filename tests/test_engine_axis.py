@@ -183,11 +183,11 @@ def test_an_engine_that_fails_parity_gives_a_failure_record_and_the_next_configu
     assert ok.status == "ok" and ok.payload.parity["passed"]
     assert failed.status == "failed" and failed.payload.error_type == "ParityFailure"
     assert failed.identity.engine == failed.payload.engine == "onnxruntime"
-    assert "engine onnxruntime differs from torch" in failed.reason and "tolerance 0.0001" in failed.reason
+    assert "onnxruntime (float32) against the fp32 function" in failed.reason and "bar 0.0001" in failed.reason
     parity = failed.payload.parity
     assert not parity["passed"] and parity["tolerance"] == 1e-4 and parity["error"] == error
     if error is None:  # NaN: strict JSON keeps None and says how many values were not finite
-        assert parity["non_finite"] > 0 and "NaN/inf" in failed.reason
+        assert parity["vs_float32"]["non_finite"] > 0 and "NaN/inf" in failed.reason
     assert not hasattr(failed.payload, "tokens_per_second")
 
 
@@ -220,12 +220,12 @@ def test_compare_sides_name_their_engines_and_a_side_failing_parity_is_left_out(
     assert record.identity.engine == "torch,onnxruntime,openvino"
     assert [r["model"] for r in payload.paired["ratios"]] == ["hf-modernbert-base@onnxruntime"]
     assert set(payload.excluded) == {"hf-modernbert-base@openvino"}
-    assert "failed parity" in payload.excluded["hf-modernbert-base@openvino"]
+    assert "failed the accuracy gate" in payload.excluded["hf-modernbert-base@openvino"]
     assert payload.parity["hf-modernbert-base@onnxruntime"]["passed"]
-    assert payload.parity["hf-modernbert-base@openvino"]["non_finite"] > 0
+    assert payload.parity["hf-modernbert-base@openvino"]["vs_float32"]["non_finite"] > 0
     assert {side: info["name"] for side, info in payload.engines.items()} == {
         "hf-modernbert-base": "torch", "hf-modernbert-base@onnxruntime": "onnxruntime"}
-    assert "hf-modernbert-base@openvino-tiny: left out, failed parity" in result.output
+    assert "hf-modernbert-base@openvino-tiny: left out, failed the accuracy gate" in result.output
     assert Path(payload.engines["hf-modernbert-base@onnxruntime"]["cache_path"]).parent == \
         Path(os.environ["MBBENCH_ENGINE_CACHE"])  # never under --out, where records are committed
 
@@ -236,8 +236,8 @@ def test_compare_fails_when_parity_leaves_fewer_than_two_sides(tmp_path, monkeyp
                     "--model", "hf-modernbert-base@onnxruntime", "--out", tmp_path)
     assert result.exit_code == 1
     (record,) = read_all(tmp_path)
-    assert record.status == "failed" and record.payload.parity["error"] == pytest.approx(1e-2, rel=1e-3)
-    assert "fewer than two sides" in record.reason
+    assert record.status == "failed" and record.payload.error_type == "TooFewSides"
+    assert "fewer than two sides" in record.reason and "failed the accuracy gate" in record.reason
 
 
 # ------------------------------------------------------------------------------------------------- threads

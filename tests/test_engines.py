@@ -26,6 +26,12 @@ THREADS = 1  # below this machine's default, so a value read back proves it was 
 LENGTHS = (200, 20, 150)
 
 
+def parity_of(engine, torch_engine, batch, dtype=torch.float32, float32=None):
+    """The accuracy gate of `engine` against `torch_engine` in `dtype` (its fp32 twin `float32`; None in fp32)."""
+    refs = engines.references(torch_engine, batch, dtype, float32)
+    return engines.check_parity(engine, refs, batch, is_torch_engine=engine is torch_engine)
+
+
 def documents(lengths=LENGTHS, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randint(5, 1000, (n,), generator=generator) for n in lengths]
@@ -64,11 +70,12 @@ def onnxruntime_prepared(modernbert, batch, cache_dir):
 # ------------------------------------------------------------------------------------------------- parity
 
 def test_onnxruntime_matches_torch_on_a_padded_batch(onnxruntime_prepared, reference, batch):
-    parity = engines.check_parity(onnxruntime_prepared, reference, batch, torch.float32)
+    parity = parity_of(onnxruntime_prepared, reference, batch)
     assert parity.passed, parity.message
     assert parity.judged_on == "abs" and parity.tolerance == 1e-4
-    assert parity.real_tokens == sum(LENGTHS) and parity.non_finite == 0
-    assert parity.max_abs_error < 1e-5  # 5e-7 measured: far inside the bar
+    assert parity.real_tokens == sum(LENGTHS) and parity.vs_float32.non_finite == 0
+    assert parity.vs_float32.max_abs_error < 1e-5  # 5e-7 measured: far inside the bar
+    assert parity.noise_floor is None and parity.cosine_bar is None  # fp32: the absolute bar only
     info = onnxruntime_prepared.info
     assert (info.provider, info.graph_optimization, info.precision) == ("CPUExecutionProvider", "ORT_ENABLE_ALL",
                                                                         "float32")
@@ -83,16 +90,16 @@ def test_onnxruntime_exports_bert_too(cache_dir):
     prepared = engines.prepare_engine("onnxruntime", encoder, identity, padded, threads=THREADS, cache_dir=cache_dir)
     torch_engine = engines.prepare_engine("torch", encoder, identity, padded, threads=THREADS)
     other = pad_documents(documents((7, 31, 12), seed=1), encoder.pad_token_id)  # another batch and sequence size
-    assert engines.check_parity(prepared, torch_engine, other, torch.float32).passed
+    assert parity_of(prepared, torch_engine, other).passed
 
 
 def test_openvino_through_onnx_matches_torch(modernbert, batch, reference, cache_dir):
     encoder, identity = modernbert
     prepared = engines.prepare_engine("openvino", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
-    parity = engines.check_parity(prepared, reference, batch, torch.float32)
+    parity = parity_of(prepared, reference, batch)
     assert parity.passed, parity.message
     # fp32 asked for and read back: on bf16-capable CPUs OpenVINO would otherwise compute in bf16
-    assert prepared.info.precision == "f32" and prepared.info.settings["source"] == "onnx"
+    assert prepared.info.precision == "float32" and prepared.info.settings["source"] == "onnx"
     assert prepared.info.fused_ops.get("MVN", 0) > 0  # LayerNorm fused by the CPU plugin
 
 
@@ -116,15 +123,15 @@ def test_openvino_from_the_torch_module_is_nan_on_padded_batches_and_parity_says
     torch_engine = engines.prepare_engine("torch", encoder, identity, batch, threads=THREADS)
     direct = engines.prepare_engine(OpenVinoEngine(source="torch"), encoder, identity, batch, threads=THREADS,
                                     cache_dir=cache_dir)
-    parity = engines.check_parity(direct, torch_engine, batch, torch.float32)
-    assert not parity.passed and parity.non_finite > 0
-    assert "NaN/inf" in parity.message and "tolerance 0.0001" in parity.message
+    parity = parity_of(direct, torch_engine, batch)
+    assert not parity.passed and parity.vs_float32.non_finite > 0
+    assert "NaN/inf" in parity.message and parity.message.endswith("fails")
     with pytest.raises(engines.ParityFailure, match="NaN"):
         parity.require()
     unpadded = pad_documents(documents((200,)), encoder.pad_token_id)  # no padding: the direct path is right
-    assert engines.check_parity(direct, torch_engine, unpadded, torch.float32).passed
+    assert parity_of(direct, torch_engine, unpadded).passed
     through_onnx = engines.prepare_engine("openvino", encoder, identity, batch, threads=THREADS, cache_dir=cache_dir)
-    assert engines.check_parity(through_onnx, torch_engine, batch, torch.float32).passed  # the fix
+    assert parity_of(through_onnx, torch_engine, batch).passed  # the fix
 
 
 def _perturbed(reference: PreparedEngine, change) -> PreparedEngine:
@@ -143,32 +150,20 @@ def _nan_on_padding_only(out, batch):
 
 
 def test_broken_engine_outputs_fail_parity_with_error_and_tolerance(reference, batch):
-    nan = engines.check_parity(_perturbed(reference, _nan_on_first_token), reference, batch, torch.float32)
-    assert not nan.passed and nan.non_finite == 1 and nan.tolerance == 1e-4
-    assert "differs from torch" in nan.message and "1 NaN/inf" in nan.message
+    nan = parity_of(_perturbed(reference, _nan_on_first_token), reference, batch)
+    assert not nan.passed and nan.vs_float32.non_finite == 1 and nan.tolerance == 1e-4
+    assert "1 NaN/inf" in nan.message and nan.message.endswith("fails")
 
-    off = engines.check_parity(_perturbed(reference, lambda out, b: out + 1e-2), reference, batch, torch.float32)
-    assert not off.passed and off.non_finite == 0
-    assert off.max_abs_error == pytest.approx(1e-2, rel=1e-3)
-    assert "error 0.01" in off.message and "tolerance 0.0001" in off.message
+    off = parity_of(_perturbed(reference, lambda out, b: out + 1e-2), reference, batch)
+    assert not off.passed and off.vs_float32.non_finite == 0
+    assert off.vs_float32.max_abs_error == pytest.approx(1e-2, rel=1e-3)
+    assert "error 0.01" in off.message and "bar 0.0001" in off.message
     with pytest.raises(engines.ParityFailure) as failure:
         off.require()
     assert failure.value.result is off
 
     # what engines leave on padding is not compared
-    assert engines.check_parity(_perturbed(reference, _nan_on_padding_only), reference, batch, torch.float32).passed
-
-
-def test_half_precision_is_judged_relative_by_verify_bars():
-    from mbbench.verify import TOLERANCE
-
-    assert engines.parity.TOLERANCE == TOLERANCE
-    reference = torch.ones(1, 3, 4) * 10
-    mask = torch.tensor([[1, 1, 0]])
-    close = engines.compare_outputs("e", reference + 0.1, reference, mask, torch.bfloat16)  # 1% of the max
-    assert (close.judged_on, close.tolerance, close.passed) == ("rel", 2e-2, True)
-    assert close.max_rel_error == pytest.approx(0.01, rel=1e-3)
-    assert not engines.compare_outputs("e", reference + 0.3, reference, mask, torch.bfloat16).passed
+    assert parity_of(_perturbed(reference, _nan_on_padding_only), reference, batch).passed
 
 
 def test_packed_batches_compare_every_token():
@@ -176,8 +171,8 @@ def test_packed_batches_compare_every_token():
     packed = pack_documents(documents((30, 12)))
     torch_engine = engines.prepare_engine("torch", encoder, engines.model_identity("modernbert-base", encoder, True),
                                           packed, threads=THREADS)
-    parity = engines.check_parity(torch_engine, torch_engine, packed, torch.float32)
-    assert parity.passed and parity.real_tokens == 42 and parity.max_abs_error == 0.0
+    parity = parity_of(torch_engine, torch_engine, packed)
+    assert parity.passed and parity.real_tokens == 42 and parity.vs_float32.max_abs_error == 0.0
 
 
 @pytest.mark.slow
@@ -187,8 +182,8 @@ def test_torch_compile_matches_eager():
     identity = engines.model_identity("bert-base", encoder, tiny=True)
     compiled = engines.prepare_engine("torch-compile", encoder, identity, padded, threads=THREADS)
     eager = engines.prepare_engine("torch", encoder, identity, padded, threads=THREADS)
-    assert engines.check_parity(compiled, eager, padded, torch.float32).passed
-    assert compiled.info.graph_optimization == "inductor mode=default" and compiled.info.compile_seconds is None
+    assert parity_of(compiled, eager, padded).passed
+    assert compiled.info.graph_optimization == "inductor (freezing=True)" and compiled.info.compile_seconds is None
 
 
 # -------------------------------------------------------------------------------------------------- cache
@@ -305,8 +300,37 @@ def test_onnxruntime_on_cuda_without_the_cuda_provider_is_refused(monkeypatch):
 
 
 def test_engine_names_and_versions():
-    assert list(engines.ENGINES) == ["torch", "torch-compile", "onnxruntime", "openvino"]
+    assert list(engines.ENGINES) == ["torch", "torch-compile", "torch-compile-max-autotune", "onnxruntime", "openvino"]
     rows = {row.name: row for row in engines.available_engines()}
     assert rows["torch"].installed and rows["torch"].version == torch.__version__
     with pytest.raises(UserError, match="unknown engine 'tensorrt'; choose from torch, torch-compile"):
         engines.get_engine("tensorrt")
+
+
+# ------------------------------------------------------------------------------ what the export cache keys on
+
+def export_key(encoder, name="hf-modernbert-base"):
+    identity = engines.model_identity(name, encoder, tiny=True)
+    return engine_cache.export_identity(identity, encoder.dtype, "onnxruntime", "1", {"opset": 17})
+
+
+def test_the_export_cache_key_holds_the_backend_and_the_whole_config():
+    """Issue 34 item 10: `--backend sdpa` after `--backend eager` reused the eager export (3,053 vs 3,575 nodes), and
+    a checkpoint with another RoPE theta reused a stale graph. Same weights, another backend or config field: another
+    entry."""
+    sdpa = build_encoder("hf-modernbert-base", BuildOptions(backend="sdpa"), tiny=True)
+    eager = build_encoder("hf-modernbert-base", BuildOptions(backend="eager"), tiny=True)
+    assert engines.model_identity("m", sdpa).weights == engines.model_identity("m", eager).weights
+    assert export_key(sdpa) != export_key(eager) and export_key(sdpa)["backend"] == "sdpa"
+    theta = build_encoder("hf-modernbert-base", BuildOptions(backend="sdpa"), tiny=True)
+    theta.module.config.global_rope_theta = 10_000.0  # no tensor changes; the traced constants do
+    assert export_key(theta) != export_key(sdpa) and export_key(theta)["weights"] == export_key(sdpa)["weights"]
+    assert export_key(build_encoder("hf-modernbert-base", BuildOptions(backend="sdpa"), tiny=True)) == export_key(sdpa)
+
+
+def test_the_export_cache_key_holds_the_traced_code_and_library_versions(monkeypatch):
+    """Issue 34 item 11: a transformers upgrade reused the old export and passed parity against itself."""
+    encoder = build_encoder("hf-modernbert-base", BuildOptions(), tiny=True)
+    before = export_key(encoder)
+    monkeypatch.setattr(engine_cache.metadata, "version", lambda package: "99.0")
+    assert export_key(encoder)["code"] != before["code"]

@@ -147,11 +147,10 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     """What a record measured, in one row: device, protocol, docs, batches, passes, statistic, value, where."""
     ident, payload = record.identity, record.payload
     tiny = "-tiny" if ident.tiny else ""
-    model = " vs ".join(m + tiny for m in [*ident.models[1:], ident.models[0]]) if ident.models else \
-        ident.display_model
-    backend = (",".join(payload.backends.get(m, "?") for m in [*ident.models[1:], ident.models[0]])
-               if isinstance(payload, Comparison) else record.flatten()["backend"])  # what ran, in model order
-    row = {"model": model, "suite": ident.suite, "device": record.device.name,
+    model = " vs ".join(m + tiny for m in ident.models) if ident.models else ident.display_model
+    backend = (",".join(payload.backends.get(m, "-") for m in ident.models)  # what ran, in the given order
+               if isinstance(payload, Comparison) else record.flatten()["backend"])  # "-": left out, nothing ran
+    row = {"model": model, "suite": ident.suite, "device": record.device.label,
            "kind": record.kind, "protocol": ident.protocol, "engine": ident.engine, "backend": backend,
            "dtype": ident.dtype, "threads": ident.threads}
     if isinstance(payload, Throughput):

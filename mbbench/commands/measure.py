@@ -126,16 +126,15 @@ def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **
                           engine_cache=engine_cache(), **fields) for model, side_engine in sides]
 
     baseline = cmp.side_label(*(sides[-1] if baseline is None else cmp.parse_side(baseline, engine)))
-    pairs = [cmp.plan_comparison(side_configs(suite), baseline, local) for suite in suites]
+    comparisons = [cmp.plan_comparison(side_configs(suite), baseline, local) for suite in suites]
 
-    def measure(plans, identity):
-        with progress_bar(plans[0].config.passes * len(plans), f"{identity.suite}: paired passes",
-                          enabled=not quiet) as bar:
-            say = None if quiet else (lambda message: bar.write(f"[compare / {identity.suite}] {message}"))
-            return cmp.compare(plans, identity, lambda model, r, s: bar.advance(model=model), say,
-                               on_sides=lambda sides: bar.set_total(plans[0].config.passes * sides))
+    def measure(comparison: cmp.ComparisonPlan):
+        passes, suite = comparison.plans[0].config.passes, comparison.identity.suite
+        with progress_bar(passes * len(comparison.plans), f"{suite}: paired passes", enabled=not quiet) as bar:
+            say = None if quiet else (lambda message: bar.write(f"[compare / {suite}] {message}"))
+            return cmp.compare(comparison, lambda model, r, s: bar.advance(model=model), say,
+                               on_sides=lambda sides: bar.set_total(passes * sides))
 
-    jobs = [job(plans[0], lambda _, plans=plans, identity=identity: measure(plans, identity), identity)
-            for plans, identity in pairs]
+    jobs = [job(c.plans[0], lambda _, c=c: measure(c), c.identity) for c in comparisons]
     code = produce_and_print(jobs, out_dir, force, quiet, cmp.ratio_lines)
     finish(code)

@@ -2,7 +2,8 @@
 
     engine = get_engine("onnxruntime")
     prepared = prepare_engine(engine, encoder, model_identity("hf-modernbert-base", encoder, tiny=False), batch)
-    parity = check_parity(prepared, prepare_engine(get_engine("torch"), ...), batch, encoder.dtype).require()
+    refs = references(prepare_engine(get_engine("torch"), ...), batch, encoder.dtype, float32=twin_forward)
+    parity = check_parity(prepared, refs, batch).require()  # against the fp32 function (engines.parity)
     prepared(batch)  # (batch, seq, hidden), timed by the caller; prepared.info goes into the record
 
 onnxruntime and openvino are extras (`pip install 'mbbench[onnx]'`, `'mbbench[openvino]'`), imported only
@@ -16,23 +17,25 @@ from pathlib import Path
 
 from mbbench.batching import Batch
 from mbbench.engines.base import (DEFAULT_CACHE_DIR, Engine, EngineInfo, EngineSettings, EngineUnavailable,
-                                  ModelIdentity, PreparedEngine, Threads, threads_from)
-from mbbench.engines.cache import weights_fingerprint
+                                  ModelIdentity, PreparedEngine, Threads, check_precision, threads_from)
+from mbbench.engines.cache import code_fingerprint, config_fingerprint, weights_fingerprint
 from mbbench.engines.onnxruntime_engine import OnnxRuntimeEngine
 from mbbench.engines.openvino_engine import OpenVinoEngine
-from mbbench.engines.parity import ParityFailure, ParityResult, check_parity, compare_outputs
-from mbbench.engines.torch_engines import TorchCompileEngine, TorchEngine, apply_threads
+from mbbench.engines.parity import (Agreement, ParityFailure, ParityResult, References, agreement, check_parity,
+                                   references)
+from mbbench.engines.torch_engines import TorchCompileEngine, TorchCompileMaxAutotuneEngine, TorchEngine, apply_threads
 from mbbench.errors import UserError
 from mbbench.models.encoders import Encoder
 
-__all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "EngineSettings", "EngineStatus",
-           "EngineUnavailable", "ModelIdentity", "ParityFailure", "ParityResult", "PreparedEngine", "Threads",
-           "apply_threads", "available_engines", "check_parity", "compare_outputs", "get_engine", "model_identity",
-           "prepare_engine", "threads_from"]
+__all__ = ["Agreement", "DEFAULT_CACHE_DIR", "DEFAULT_ENGINE", "ENGINES", "Engine", "EngineInfo", "EngineSettings",
+           "EngineStatus", "EngineUnavailable", "ModelIdentity", "ParityFailure", "ParityResult", "PreparedEngine",
+           "References", "Threads", "TorchCompileEngine", "agreement", "apply_threads", "available_engines", "check_parity",
+           "check_precision", "get_engine", "model_identity", "prepare_engine", "references", "threads_from"]
 
 DEFAULT_ENGINE = "torch"
 ENGINES: dict[str, Engine] = {engine.name: engine for engine in
-                              (TorchEngine(), TorchCompileEngine(), OnnxRuntimeEngine(), OpenVinoEngine())}
+                              (TorchEngine(), TorchCompileEngine(), TorchCompileMaxAutotuneEngine(), OnnxRuntimeEngine(),
+                               OpenVinoEngine())}
 
 
 def get_engine(name: str) -> Engine:
@@ -65,8 +68,11 @@ def available_engines() -> list[EngineStatus]:
 
 
 def model_identity(name: str, encoder: Encoder, tiny: bool = False) -> ModelIdentity:
-    """The cache identity of a built encoder: catalogue name, tiny flag, hash of its weights."""
-    return ModelIdentity(name, tiny, weights_fingerprint(encoder.module))
+    """The export cache's identity of a built encoder: catalogue name, tiny flag, and hashes of its weights, config
+    and traced code, with the attention backend that runs (`ModelIdentity`)."""
+    module = encoder.module
+    return ModelIdentity(name, tiny, weights_fingerprint(module), encoder.backend, config_fingerprint(module),
+                         code_fingerprint(module))
 
 
 def prepare_engine(engine: Engine | str, encoder: Encoder, identity: ModelIdentity, first_batch: Batch,

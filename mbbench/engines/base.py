@@ -51,11 +51,21 @@ def threads_from(setting: int | None = None) -> Threads:
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Which function an export holds: the catalogue name, tiny or not, and a hash of the weights."""
+    """Which function an export holds: everything that changes the traced graph or its constants.
+
+    The catalogue name and tiny flag (for people), a hash of the weights, the attention backend that ran (sdpa and
+    eager export different graphs: 3,575 vs 3,053 nodes for ModernBERT), a hash of the whole model config (RoPE
+    theta, eps, window, activation hold no tensor but are traced into the graph), and a hash of the modelling code
+    that was traced with the library versions (a transformers upgrade can change the graph and still pass parity
+    against itself). Issue 34 items 10 and 11.
+    """
 
     name: str
     tiny: bool
     weights: str  # weights_fingerprint(module): loaded checkpoints and seeds alike
+    backend: str = ""  # the attention implementation that was traced
+    config: str = ""  # config_fingerprint(module)
+    code: str = ""  # code_fingerprint(module): the traced classes' source files and library versions
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,10 @@ class EngineInfo:
     first_call_seconds: float | None = None
     cache_hit: bool | None = None  # None: the engine uses no export cache
     cache_path: str | None = None
-    precision: str = ""  # the dtype the engine computes in (OpenVINO's INFERENCE_PRECISION_HINT read back)
+    # the precision the engine computes in, read back where the engine reports it (OpenVINO's
+    # INFERENCE_PRECISION_HINT after compile): a canonical dtype name, or "mixed" (ONNX Runtime inserted casts)
+    precision: str = ""
+    precision_note: str = ""  # why the precision differs from the run's dtype, when it does
     settings: dict[str, str] = field(default_factory=dict)  # engine properties read back after applying them
 
     def to_dict(self) -> dict:
@@ -145,6 +158,17 @@ class Engine:
         reason = self.refusal(layout, device, dtype)
         if reason:
             raise EngineUnavailable(f"engine {self.name}: {reason}")
+
+
+def check_precision(info: EngineInfo, dtype: torch.dtype) -> None:
+    """Raise EngineUnavailable when a prepared engine computes in another precision than the run's `dtype` (read
+    back, not asked for): a record or a ratio never mixes precision tiers. OpenVINO on a CPU without bf16 units
+    computes a bf16 request in f32; ONNX Runtime's CPU provider runs fp16 graphs through inserted fp32 casts."""
+    asked = str(dtype).removeprefix("torch.")
+    if info.precision != asked:
+        detail = f" ({info.precision_note})" if info.precision_note else ""
+        raise EngineUnavailable(f"engine {info.name} computes in {info.precision}, not {asked}{detail}: "
+                                f"not a {asked} tier")
 
 
 def missing_extra(engine: str, package: str, extra: str) -> EngineUnavailable:

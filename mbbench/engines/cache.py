@@ -8,12 +8,15 @@ mid-export never leaves a half-written entry that a later run would take for a h
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +28,43 @@ from mbbench.files import bounded_name, ordinary_mode, write_text
 from mbbench.engines.base import ModelIdentity
 
 IDENTITY_FILE = "identity.json"
+
+
+def config_fingerprint(module: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of the module's whole config: a transformers config's JSON (every field, not only
+    the differences from its defaults) or a dataclass config's fields; "" when the module has no config."""
+    config = getattr(module, "config", None)
+    if config is None:
+        return ""
+    if hasattr(config, "to_dict"):
+        values = config.to_dict()
+    elif dataclasses.is_dataclass(config):
+        values = dataclasses.asdict(config)
+    else:
+        values = vars(config)
+    values = {k: v for k, v in values.items() if k not in ("transformers_version", "_name_or_path")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_fingerprint(module: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of the source files that define the module's classes (every submodule's), with
+    the versions of torch and transformers: what a trace runs through. Files that cannot be read are named only."""
+    digest = hashlib.sha256(f"torch {torch.__version__}; transformers {_transformers_version()};".encode())
+    files = sorted({inspect.getsourcefile(type(m)) or type(m).__module__ for m in module.modules()})
+    for path in files:
+        digest.update(path.encode())
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()[:16]
+
+
+def _transformers_version() -> str:
+    try:
+        return metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -87,5 +127,6 @@ def _identity_of(folder: Path) -> dict | None:
 def export_identity(model: ModelIdentity, dtype: torch.dtype, engine: str, engine_version: str,
                     exporter: dict) -> dict:
     """The full identity of one export: what must match for a cached one to be reused."""
-    return {"model": model.name, "tiny": model.tiny, "weights": model.weights, "dtype": dtype_name(dtype),
-            "engine": engine, "engine_version": engine_version, "exporter": exporter}
+    return {"model": model.name, "tiny": model.tiny, "weights": model.weights, "backend": model.backend,
+            "config": model.config, "code": model.code, "dtype": dtype_name(dtype), "engine": engine,
+            "engine_version": engine_version, "exporter": exporter}

@@ -22,6 +22,7 @@ import torch
 
 from mbbench.batching import PaddedBatch
 from mbbench.bench.timing import timed
+from mbbench.dtypes import dtype_name
 from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, EngineUnavailable, ModelIdentity,
                                   PreparedEngine, missing_extra)
 from mbbench.engines.cache import cached_export, export_identity
@@ -73,7 +74,8 @@ class OnnxRuntimeEngine(Engine):
         if reason:
             return reason
         if dtype == torch.bfloat16:
-            return "bfloat16 is not run: numpy has no bfloat16 for inputs/outputs and ORT lacks most bf16 kernels"
+            return ("bfloat16 is not run: ONNX Runtime's CPU provider has no bfloat16 arithmetic (onnxruntime#19937, "
+                    "#28768), and numpy, its inputs' and outputs' type, has no bfloat16")
         provider = provider_for(device)
         available = _onnxruntime().get_available_providers()
         if provider not in available:
@@ -112,8 +114,8 @@ class OnnxRuntimeEngine(Engine):
         provider = provider_for(encoder.device)
         optimized = entry.path / OPTIMIZED_FILE
         started = time.perf_counter()
-        session = ort.InferenceSession(str(entry.path / ONNX_FILE), self.session_options(settings, optimized, provider),
-                                       providers=[provider])
+        session = self.session(entry.path / ONNX_FILE, self.session_options(settings, optimized, provider), provider,
+                               encoder.dtype)
         compile_seconds = time.perf_counter() - started
         if provider not in session.get_providers():
             raise EngineUnavailable(f"engine {self.name}: the session did not take {provider} "
@@ -128,9 +130,39 @@ class OnnxRuntimeEngine(Engine):
             threads_intra=applied.intra_op_num_threads, threads_inter=applied.inter_op_num_threads,
             graph_optimization=OPTIMIZATION_LEVEL, fused_ops=fused_operator_counts(optimized),
             export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
-            cache_hit=entry.hit, cache_path=str(entry.path), precision=str(encoder.dtype).removeprefix("torch."),
+            cache_hit=entry.hit, cache_path=str(entry.path), **precision_of(entry.path / ONNX_FILE, optimized,
+                                                                             encoder.dtype),
             settings={"execution_mode": str(applied.execution_mode), "opset": str(settings.opset)})
         return PreparedEngine(run, info)
+
+    def session(self, model: Path, options, provider: str, dtype: torch.dtype):
+        """The InferenceSession of `model` on `provider`. Raises EngineUnavailable with ORT's first line when it
+        cannot load the graph: the CPU provider refuses fp16 exports whose LayerNormalization binds fp32 and fp16
+        (ModernBERT, BERT: "Type parameter (T) of Optype (LayerNormalization) bound to different types")."""
+        try:
+            return _onnxruntime().InferenceSession(str(model), options, providers=[provider])
+        except Exception as error:  # noqa: BLE001 - ORT's pybind errors (Fail, InvalidGraph, ...) share no base
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise EngineUnavailable(f"engine {self.name}: {provider} cannot load the {dtype_name(dtype)} export: "
+                                    f"{first}") from None
+
+
+def cast_count(model_path: Path) -> int:
+    """Cast nodes in a saved ONNX graph."""
+    graph = _onnx().load(str(model_path), load_external_data=False).graph
+    return sum(node.op_type == "Cast" for node in graph.node)
+
+
+def precision_of(exported: Path, optimized: Path, dtype: torch.dtype) -> dict:
+    """EngineInfo's `precision`: the run's dtype, or "mixed" when ONNX Runtime inserted casts to run a half
+    precision graph on fp32 kernels (its CPU provider lacks fp16 kernels for many operators: DeBERTa-v3's export
+    gains 38 casts, 26 -> 64); the count goes into `precision_note`."""
+    name = dtype_name(dtype)
+    inserted = cast_count(optimized) - cast_count(exported) if dtype != torch.float32 else 0
+    if inserted <= 0:
+        return {"precision": name}
+    return {"precision": "mixed", "precision_note": f"ONNX Runtime inserted {inserted} casts to run {name} "
+                                                    "operators on float32 kernels"}
 
 
 def _runner(session, device: torch.device):

@@ -12,7 +12,9 @@ ONNX graph computes what torch computes. `convert_model` on the module stays ava
 Settings applied and read back: INFERENCE_NUM_THREADS (intra), NUM_STREAMS (inter: one stream = one
 inference at a time), PERFORMANCE_HINT LATENCY, and INFERENCE_PRECISION_HINT set to the model's dtype: on
 CPUs with bf16 units (AVX512-BF16, AMX) OpenVINO otherwise computes an fp32 model in bf16 (5e-5 off on a
-tiny model, more on a deep one). The IR is saved with `compress_to_fp16=False` (save_model's default
+tiny model, more on a deep one). A bf16 or f16 hint is honoured only where the CPU has the units (the plugin's
+OPTIMIZATION_CAPABILITIES lists BF16 / FP16); elsewhere it computes f32 and reads back f32, so the engine
+refuses such a run before exporting (`precision_refusal`) and the runner checks the precision read back. The IR is saved with `compress_to_fp16=False` (save_model's default
 compresses weights to fp16). Sources: docs.openvino.ai "Precision Control", "CPU Device" properties.
 """
 
@@ -29,6 +31,7 @@ import torch
 
 from mbbench.batching import PaddedBatch
 from mbbench.bench.timing import timed
+from mbbench.dtypes import computed_precision
 from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, ModelIdentity, PreparedEngine,
                                   missing_extra)
 from mbbench.engines.cache import cached_export, export_identity
@@ -39,6 +42,8 @@ from mbbench.models.encoders import Encoder
 IR_FILE = "model.xml"
 BOOKKEEPING_LAYERS = {"Const", "Input", "Output"}
 PRECISION_HINT = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+# the CPU plugin's OPTIMIZATION_CAPABILITIES entry that computing in a half dtype needs
+HALF_CAPABILITY = {torch.bfloat16: "BF16", torch.float16: "FP16"}
 
 
 def _openvino():
@@ -79,6 +84,19 @@ class OpenVinoEngine(Engine):
             return reason
         if device.type != "cpu":
             return f"mbbench runs OpenVINO on the CPU only; the model is on {device}"
+        return self.precision_refusal(dtype)
+
+    def precision_refusal(self, dtype: torch.dtype) -> str | None:
+        """Why OpenVINO's CPU plugin cannot compute in `dtype` here, or None. bf16 needs AVX512-BF16 or AMX and f16
+        AVX512-FP16; without them the plugin computes in f32 whatever the hint asks (read back after compile, so
+        a bf16 record would time f32). The plugin says which it has in OPTIMIZATION_CAPABILITIES."""
+        needed = HALF_CAPABILITY.get(dtype)
+        if needed is None:
+            return None
+        capabilities = list(_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if needed not in capabilities:
+            return (f"OpenVINO's CPU plugin has no {needed} on this CPU (OPTIMIZATION_CAPABILITIES: "
+                    f"{', '.join(capabilities)}); it would compute {str(dtype).removeprefix('torch.')} in f32")
         return None
 
     def exporter(self, opset: int) -> dict:
@@ -134,7 +152,8 @@ class OpenVinoEngine(Engine):
             graph_optimization="OpenVINO CPU plugin transformations (no levels), PERFORMANCE_HINT=LATENCY",
             fused_ops=fused_layer_counts(compiled),
             export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
-            cache_hit=entry.hit, cache_path=str(entry.path), precision=applied["INFERENCE_PRECISION_HINT"],
+            cache_hit=entry.hit, cache_path=str(entry.path),
+            precision=computed_precision(applied["INFERENCE_PRECISION_HINT"]),
             settings={**applied, "source": self.source})
         return PreparedEngine(run, info)
 

@@ -60,18 +60,27 @@ class TorchEngine(Engine):
         first_call = timed(lambda: run(first_batch), encoder.device)
         info = EngineInfo(name=self.name, version=torch.__version__, device=str(encoder.device),
                           provider=self.provider(encoder), threads_intra=applied.intra, threads_inter=applied.inter,
-                          graph_optimization=self.graph_optimization, first_call_seconds=first_call,
+                          graph_optimization=self.inductor_settings(encoder), first_call_seconds=first_call,
                           precision=str(encoder.dtype).removeprefix("torch."))
         return PreparedEngine(run, info)
 
-    graph_optimization = "none (eager)"
+    def inductor_settings(self, encoder: Encoder) -> str:
+        """The graph optimisation a record names: none for eager."""
+        return "none (eager)"
 
 
 class TorchCompileEngine(TorchEngine):
-    """torch.compile(module, backend="inductor", mode="default"); compilation happens inside the first call."""
+    """torch.compile(module, backend="inductor"); compilation happens inside the first call.
+
+    On a CPU with weight freezing (`freezing=True`): Inductor then folds the weights into the graph as constants
+    and prepacks them for oneDNN, what PyTorch's and Intel's CPU inference guides recommend (pytorch#111456; the
+    inductor CPU tutorial). Freezing needs grad disabled, which the engine's inference mode gives. On CUDA the
+    defaults. `max_autotune`: Inductor's GEMM templates benchmarked per shape (an AMX micro-kernel for bf16 on
+    Xeons), offered as its own engine, `torch-compile-max-autotune`, never a silent default.
+    """
 
     name = "torch-compile"
-    graph_optimization = "inductor mode=default"
+    max_autotune = False
 
     def refusal(self, layout: str, device: torch.device, dtype: torch.dtype) -> str | None:
         return inductor_refusal() if device.type == "cpu" else None
@@ -79,7 +88,25 @@ class TorchCompileEngine(TorchEngine):
     def provider(self, encoder: Encoder) -> str:
         return f"inductor, attention {encoder.backend}"
 
+    def options(self, device: torch.device) -> dict[str, bool]:
+        """Inductor settings for a model on `device` (recorded in the EngineInfo)."""
+        options = {"freezing": device.type == "cpu"}
+        if self.max_autotune:
+            options["max_autotune"] = True
+        return options
+
+    def inductor_settings(self, encoder: Encoder) -> str:
+        chosen = ", ".join(f"{k}={v}" for k, v in self.options(encoder.device).items())
+        return f"inductor ({chosen})"
+
     def runnable(self, encoder: Encoder) -> Encoder:
         compiled = copy.copy(encoder)  # same module and weights; only the call goes through inductor
-        compiled.module = torch.compile(encoder.module, backend="inductor", mode="default")
+        compiled.module = torch.compile(encoder.module, backend="inductor", options=self.options(encoder.device))
         return compiled
+
+
+class TorchCompileMaxAutotuneEngine(TorchCompileEngine):
+    """torch-compile with Inductor's max-autotune GEMM templates (compiles much longer: benchmarked per shape)."""
+
+    name = "torch-compile-max-autotune"
+    max_autotune = True

@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from mbbench.batching import Batch, PackedBatch, PaddedBatch
-from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
+from mbbench.models import fused, gemm
+from mbbench.models.attention import BACKEND_CLASSES, AttentionBackend, get_backend, packed_layout
 
 PACKED_ATTENTION = "mbbench_packed"
 
@@ -110,3 +112,36 @@ def packed_attention(backend: str, device: torch.device, dtype: torch.dtype,
     implementation registered with transformers). Raises BackendUnavailable when `backend` cannot run here."""
     register_packed_attention()
     return get_backend(backend, device, dtype, needs_window=any(w is not None for w in windows))
+
+
+FLOAT32_BACKEND = "sdpa"  # runs fp32 on every device; the twin's attention when the run's backend cannot
+
+
+def _runs_float32(backend: str, device: torch.device) -> bool:
+    return BACKEND_CLASSES[backend]().availability(device, torch.float32).ok
+
+
+def float32_twin(encoder: Encoder) -> Encoder:
+    """The same function in fp32, the way torch eager runs it: `encoder`'s weights upcast (exactly: every bf16
+    and fp16 value is an fp32 value), torch's GEMM kernel, eager element-wise ops, and its attention backend
+    when that runs fp32 here (else `FLOAT32_BACKEND`: varlen and flash kernels take half precision only).
+
+    What every engine's output is judged against (`engines.parity`). Returns `encoder` itself when it is already
+    that: fp32 on torch's GEMM and eager element-wise kernels. The original is never modified.
+    """
+    plain = encoder.gemm == gemm.TORCH and encoder.elementwise == fused.EAGER
+    if encoder.dtype == torch.float32 and plain:
+        return encoder
+    twin = copy.copy(encoder)
+    twin.module = gemm.unpacked_copy(encoder.module).float()
+    twin.gemm, twin.elementwise = gemm.TORCH, fused.EAGER
+    if isinstance(encoder, PackedEncoder):
+        fused.use(twin.module, fused.EAGER)
+        name = encoder.backend if _runs_float32(encoder.backend, encoder.device) else FLOAT32_BACKEND
+        twin.module.set_backend(name)  # re-resolved for fp32 on the next forward
+        twin.backend = name
+    elif isinstance(encoder, HFPackedEncoder):
+        name = encoder.backend if _runs_float32(encoder.backend, encoder.device) else FLOAT32_BACKEND
+        twin.attention = packed_attention(name, encoder.device, torch.float32, encoder.windows)
+        twin.backend = name
+    return twin

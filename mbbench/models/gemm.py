@@ -13,6 +13,7 @@ made by `pack` after the weights are final (loaded, cast, moved), and `linear`/`
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import torch
@@ -87,3 +88,13 @@ def pack(module: nn.Module, kernel: str) -> int:
                 layer.__dict__[PACKED] = packed_weight(layer.weight, kernel)
                 count += 1
     return count
+
+
+def unpacked_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` whose linears run torch's kernel: oneDNN-packed copies are opaque tensors that
+    `copy.deepcopy` cannot read, so they are left out of the copy (mapped to None, then dropped)."""
+    skip = {id(layer.__dict__[PACKED]): None for layer in module.modules() if PACKED in layer.__dict__}
+    duplicate = copy.deepcopy(module, memo=skip)
+    for layer in duplicate.modules():
+        layer.__dict__.pop(PACKED, None)
+    return duplicate

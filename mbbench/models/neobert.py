@@ -91,6 +91,10 @@ class NeoBert(nn.Module):
             self._backend = get_backend(self.backend_name, weight.device, weight.dtype, needs_window=False)
         return self._backend
 
+    def set_backend(self, name: str) -> None:
+        """Use another backend (a name or `auto`) from the next forward on."""
+        self.backend_name, self._backend = name, None
+
     def forward_packed(self, input_ids, cu_seqlens, max_seqlen: int) -> torch.Tensor:
         """(total,) ids -> (total, hidden); UserError for inconsistent packing (modernbert.check_packing)."""
         check_packing(cu_seqlens, max_seqlen, input_ids.shape[0], self.config.max_position_embeddings)

@@ -48,11 +48,11 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
 # Fields that change a number without being the model, suite or device: records that differ in one of
 # them are shown apart, labelled with the field. `batch` and `docs` are relative to the suite's default.
 VARIANT_FIELDS = ("protocol", "engine", "requested_backend", "dtype", "threads", "batch", "docs", "runs", "warmup",
-                  "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
+                  "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "cpu_isa", "host", "torch",
                   "transformers", "model_version", "matmul_precision")
 TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
-          "device_name": "device", "model_version": "model"}
+          "device_name": "device", "cpu_isa": "units", "model_version": "model"}
 
 
 ENGINE_BEFORE_THE_AXIS = LATER_FIELDS["engine"]  # what a record without an engine ran: torch
@@ -87,7 +87,8 @@ def variant(record: dict) -> dict:
               "warmup": record.get("warmup_batches"),
               "suite_fingerprint": (record.get("suite_fingerprint") or "")[:8] or None,
               "matmul_precision": record.get("matmul_precision") or "highest",
-              "device_name": record.get("device_name"), "model_version": record.get("model_version"),
+              "device_name": record.get("device_name"), "cpu_isa": record.get("cpu_isa"),
+              "model_version": record.get("model_version"),
               "host": record.get("host") if record.get("kind") == "measured" else None,
               "torch": record.get("torch") if record.get("kind") == "measured" else None,
               "transformers": record.get("transformers") if record.get("kind") == "measured" else None}
