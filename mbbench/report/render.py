@@ -278,7 +278,9 @@ def predicted_band(record: dict, what: str) -> str:
     band = record.get("max_batch_band" if what == "max" else "error_band")
     value = record.get("max_batch_size") if what == "max" else record.get("tokens_per_second")
     text = "p"
-    if band and value:
+    if band and value and band.get("low") is None:
+        text += ": band too thin"
+    elif band and value:
         low, high = band["low"] * value, band["high"] * value
         text += f": {low:,.0f}–{high:,.0f}" if what == "max" else \
             f": {significant(low / 1000)}–{significant(high / 1000)}"
@@ -452,7 +454,7 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
         ax.bar(xs, ys, width, label=f"{gpu} {variant_text} ({kind})".replace("  ", " "),
                hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
         spans = [(x, lo, hi) for x, lo, hi in zip(xs, lows, highs) if hi > lo]  # whiskers only where there is a range
-        if spans:  # drawn as a span, not around the bar: a band may lie wholly below or above its prediction
+        if spans:  # drawn as a span, not symmetric around the bar: a band need not be centred on its prediction
             ax.errorbar([x for x, _, _ in spans], [(lo + hi) / 2 for _, lo, hi in spans],
                         yerr=[(hi - lo) / 2 for _, lo, hi in spans], fmt="none", ecolor="black", capsize=2,
                         linewidth=0.8)
@@ -470,8 +472,8 @@ def whisker(record: dict, value: float) -> tuple[float, float]:
     """(low, high) tokens/s of a bar's whisker: a prediction's error band, the min and max of a measurement's
     passes, or the value itself (no whisker) for one pass or a record without either."""
     band = record.get("error_band")
-    if record["kind"] == "predicted":
-        return (band["low"] * value, band["high"] * value) if band else (value, value)
+    if record["kind"] == "predicted":  # a band contains its prediction; one too thin to draw has no whisker
+        return (band["low"] * value, band["high"] * value) if band and band.get("low") is not None else (value, value)
     stats = record.get("tokens_per_second_stats") or {}
     if len(record.get("run_seconds") or []) < 2:
         return value, value
