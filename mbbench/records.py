@@ -634,6 +634,8 @@ class Record:
             row["serving_runs"] = payload.runs
         if isinstance(payload, Comparison):  # the load around the interleaved rounds, where throughput keeps it
             row.update(load=payload.paired.get("load"), load_warning=payload.paired.get("load_warning"))
+        if isinstance(payload, Prediction):  # a prediction over the first N documents is a subsample, like a run's
+            row["subsampled"] = bool(ident.documents and self.suite and ident.documents < self.suite.documents)
         row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend
         return row
 

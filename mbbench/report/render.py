@@ -139,7 +139,7 @@ def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
         if record.get("kind") == "predicted":  # a newer prediction of the same workload supersedes an older model's
             key = ("predicted", record["gpu_dir"], record["model"], record["suite"], record.get("protocol"),
                    record.get("requested_backend"), record.get("dtype"), record.get("batch_size"),
-                   record.get("measurement"))
+                   record.get("documents"), record.get("measurement"))
         if key in newest:
             old = newest[key]
             versions = (f" ({record.get('model_version')} over {old.get('model_version')})"
