@@ -752,8 +752,9 @@ i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}document.bod
 LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three significant figures; max batch in "
           "documents (or tokens, for a packed budget). Measured cells give (±half the IQR over the median of "
           "per-pass tokens/s, passes, and 'busy' or 'unstable' where the record says so); predicted cells "
-          "(p: low–high) the range the validation of that GPU and stack gives (predictions have been off by that "
-          "much), and 'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
+          "(p: low–high) the band of past errors for that GPU's architecture and stack, which contains the "
+          "prediction (past predictions were off by that much; 'band too thin' where too few rows exist), and "
+          "'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
           "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
           "and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
           "ranked best); 'n/a (... was nan)': a value that was not finite.")
