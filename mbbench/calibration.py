@@ -26,7 +26,7 @@ from mbbench import published
 from mbbench.hardware import memory, perfmodel, workload
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
-from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, resolve_attention
+from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, Stack, resolve_attention
 from mbbench.models import registry
 from mbbench.published import (CALIBRATION_SHAPES, MLPERF_LENGTHS, TENSORRT_ATTENTION, MlperfRow,
                                Observation, PublishedRow, calibration_rows)
@@ -58,11 +58,12 @@ def fit_efficiencies(observations: list[Observation]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------- MLPerf ratios and η from them
 
-def mlperf_rate(gpu: GPU, calibration: perfmodel.Calibration) -> float:
-    """Predicted tokens/s of BERT-large on TensorRT at fp16 over MLPERF_LENGTHS: the rate an MLPerf ratio compares
-    (int8 and fp8 run at twice the fp16 dense peak on every GPU compared, so fp16 rates give the same ratio)."""
+def mlperf_rate(gpu: GPU, calibration: perfmodel.Calibration, stack: Stack = TENSORRT) -> float:
+    """Predicted tokens/s of BERT-large on `stack` (NVIDIA's TensorRT harness) at fp16 over MLPERF_LENGTHS: the rate
+    an MLPerf ratio compares (int8 and fp8 run at twice the fp16 dense peak on every GPU compared, so fp16 rates
+    give the same ratio)."""
     return perfmodel.predict(CALIBRATION_SHAPES["bert-large"], list(MLPERF_LENGTHS), gpu, "float16", None,
-                             calibration, TENSORRT_ATTENTION, TENSORRT).tokens_per_second
+                             calibration, TENSORRT_ATTENTION, stack).tokens_per_second
 
 
 def measured_mlperf_ratio(row: MlperfRow) -> float:
@@ -73,16 +74,17 @@ def measured_mlperf_ratio(row: MlperfRow) -> float:
 def predicted_mlperf_ratio(row: MlperfRow, calibration: perfmodel.Calibration) -> float:
     """The model's ratio of `row`'s GPU to its reference A100."""
     reference = published.mlperf_reference(row, published.mlperf_rows())
-    return mlperf_rate(basket()[row.gpu], calibration) / mlperf_rate(basket()[reference.gpu], calibration)
+    return mlperf_rate(basket()[row.gpu], calibration, row.stack) / mlperf_rate(basket()[reference.gpu], calibration,
+                                                                               reference.stack)
 
 
 def implied_mlperf_efficiency(row: MlperfRow, calibration: perfmodel.Calibration) -> float:
     """The η_hw of `row`'s GPU at which the predicted ratio equals the measured one, the reference's η from
     `calibration`: its TensorRT time T = (F + K)/η_hw + M gives η_hw = (F + K) / (T − M) (η_sw(tensorrt) ≡ 1)."""
     reference = published.mlperf_reference(row, published.mlperf_rows())
-    target_rate = measured_mlperf_ratio(row) * mlperf_rate(basket()[reference.gpu], calibration)
+    target_rate = measured_mlperf_ratio(row) * mlperf_rate(basket()[reference.gpu], calibration, reference.stack)
     cost = perfmodel.raw_batch_time(CALIBRATION_SHAPES["bert-large"], list(MLPERF_LENGTHS), basket()[row.gpu],
-                                    "float16", None, TENSORRT_ATTENTION, TENSORRT)
+                                    "float16", None, TENSORRT_ATTENTION, row.stack)
     measured = sum(MLPERF_LENGTHS) / target_rate
     return (cost.gemm_seconds + cost.kernel_seconds) / max(measured - cost.memory_seconds, 1e-12)
 

@@ -96,6 +96,7 @@ class MlperfRow:
 
     round: str  # "v3.0"
     system: str
+    stack: Stack  # TensorRT: NVIDIA's MLPerf harness
     gpu: str  # basket id
     gpus: int
     benchmark: str  # "bert-99" or "bert-99.9"
@@ -117,12 +118,16 @@ class MlperfRow:
 
 @lru_cache(maxsize=1)
 def mlperf_rows() -> tuple[MlperfRow, ...]:
-    """Every row of mlperf_bert.csv; UserError for a use outside USES."""
+    """Every row of mlperf_bert.csv; UserError for a use outside USES, or a model or length other than the one
+    ratios are predicted on (BERT-large, sequences up to MLPERF_LENGTHS' 384 tokens)."""
     rows = []
     for r in _text("mlperf_bert.csv"):
         if r["use"] not in USES:
             raise UserError(f"mlperf_bert.csv: unknown use {r['use']!r}")
-        rows.append(MlperfRow(r["round"], r["system"], _gpu(r["gpu_id"]), int(r["gpus"]), r["benchmark"],
+        if (r["model"], int(r["max_seq_len"])) != ("bert-large", MLPERF_LENGTHS[0]):
+            raise UserError(f"mlperf_bert.csv: {r['model']} at {r['max_seq_len']} tokens is not costed")
+        rows.append(MlperfRow(r["round"], r["system"], stack_of_framework(r["framework"]), _gpu(r["gpu_id"]),
+                              int(r["gpus"]), r["benchmark"],
                               r["precision"], float(r["samples_per_s"]), r["use"], r["reference_round"], r["source"],
                               r["note"]))
     return tuple(rows)
