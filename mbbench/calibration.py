@@ -109,10 +109,11 @@ def _intercepts(samples: dict[str, list[float]], slope: float) -> perfmodel.Spec
 
 
 def fit_spec_model(efficiencies: dict[str, float], mlperf_fit: list[MlperfRow]) -> perfmodel.SpecModel:
-    """The spec model: the slope within architectures and each architecture's intercept from its GPUs' fitted
-    η_hw (`efficiencies`), then the MLPerf fit rows' implied η for their GPUs (a GPU with its own η_hw adds no
-    MLPerf sample): Hopper's intercept comes from MLPerf alone; Turing's from the T4's demo rows and its MLPerf
-    row, so that a leave-one-GPU-out of the T4 still has one."""
+    """The spec model: the slope within architectures (`within_architecture_slope` over the GPUs' fitted η_hw,
+    `efficiencies`), and each architecture's intercept as the mean over its samples: one per GPU with fitted η_hw,
+    one per MLPerf fit row (the η_hw that reproduces the row's ratio). Hopper's intercept comes from MLPerf alone;
+    Turing's from the T4's demo rows and its MLPerf row, so that a leave-one-GPU-out of the T4 still has one. A GPU
+    with fitted η_hw keeps it (`Calibration.hardware`); the model serves the others."""
     points: dict[str, list[tuple[float, float]]] = {}
     for gpu_id, eta in efficiencies.items():
         gpu = basket()[gpu_id]
