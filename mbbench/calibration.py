@@ -1,10 +1,14 @@
-"""The fits: η_hw per GPU on published TensorRT BERT rows, η_sw(pytorch, simt) on the ModernBERT paper's RTX 4090
-table, and the memory model's allocator overhead on that table's max-batch cells.
+"""The fits: η_hw per GPU on TensorRT demo rows, the spec model (power per SM, an intercept per architecture) for
+GPUs without them, η_sw(pytorch, simt) on the ModernBERT paper's RTX 4090 table, η_sw(pytorch, tensor) per
+architecture on published PyTorch rows, and the memory model's allocator overhead on the paper's max-batch cells.
 
 The cost model (`hardware/`) takes a `perfmodel.Calibration` as an input; this module makes one. It sits above the
-model catalogue and the suites because the paper's cells name catalogue models and suites.
+model catalogue and the suites because the paper's cells name catalogue models and suites. Every fit reads only rows
+whose use is `fit` (`mbbench.published`); `holdout` rows are validation's alone.
 Sources:
-- data/calibration.csv: NVIDIA's TensorRT BERT demo and MLPerf rows (fp16 rows, batch >= 32, are fitted);
+- data/calibration.csv: NVIDIA's TensorRT demo/BERT tables (fp16 rows, batch >= 32);
+- data/mlperf_bert.csv: MLPerf BERT offline ratios to the A100 (fit rows: Hopper's and Turing's intercepts);
+- data/published_bert.csv: NVIDIA's PyTorch BERT-large tables (fit rows: η_sw of the tensor-core path);
 - data/paper_4090.csv: Table 2 of arXiv 2412.13663 (throughput and max batch), transcribed in modernbert.md; one
   cell (RoBERTa-base, short-fixed) carries the paper's spot-check notebook runtime, which contradicts the printed one.
 """
@@ -12,77 +16,33 @@ Sources:
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from mbbench import published
 from mbbench.hardware import memory, perfmodel, workload
-from mbbench.hardware.gpus import basket
+from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
-from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, Stack, resolve_attention, stack_of_framework
+from mbbench.hardware.software import PYTORCH, TENSORRT, AttentionImpl, Stack, resolve_attention
 from mbbench.models import registry
+from mbbench.published import (CALIBRATION_SHAPES, MLPERF_LENGTHS, TENSORRT_ATTENTION, MlperfRow,
+                               Observation, PublishedRow, calibration_rows)
 from mbbench.suites import load_suite
 
 PAPER_GPU = "RTX4090"
 PAPER_DTYPE = "float32"
 
 
-# ------------------------------------------------------------------------------------ TensorRT BERT rows: η_hw
-
-CALIBRATION_SHAPES = {
-    "bert-base": Shape(768, 3072, False, 12, 12, 30522, unpadded=False),
-    "bert-large": Shape(1024, 4096, False, 16, 24, 30522, unpadded=False),
-}
-CALIBRATION_GPU = {"A100-40GB": "A100-SXM4-40GB"}
-
-
-@dataclass(frozen=True)
-class Observation:
-    gpu: str
-    shape: Shape
-    lengths: tuple[int, ...]
-    padded_to: int | None
-    dtype: str
-    tokens_per_second: float
-    source: str
-    stack: Stack = TENSORRT
-    attention: AttentionImpl | None = None
-    model: str = ""
-
-
-@lru_cache(maxsize=1)
-def calibration_rows() -> tuple[Observation, ...]:
-    """fp16 rows of the published BERT measurements (calibration.csv), batch ≥ 32, with their stack.
-
-    TensorRT's BERT plugins run fused fp16 attention at a fixed sequence length: costed as the memory-efficient
-    class of kernel over the (unpadded, fixed) rows. MLPerf rows (int8/fp8 samples/s, variable lengths) are
-    not used for fitting (`validation.mlperf_validation` compares their cross-GPU ratios instead).
-    """
-    text = resources.files("mbbench").joinpath("data/calibration.csv").read_text(encoding="utf-8")
-    rows = []
-    for row in csv.DictReader(text.splitlines()):
-        if row["precision"] not in ("fp16", "bf16") or row["model"] not in CALIBRATION_SHAPES:
-            continue
-        if not row["batch"].isdigit() or int(row["batch"]) < 32 or not row["tokens_per_s"]:
-            continue
-        gpu = CALIBRATION_GPU.get(row["gpu_id"], row["gpu_id"])
-        if gpu not in basket():
-            continue
-        seq, batch = int(row["seq_len"]), int(row["batch"])
-        dtype = "float16" if row["precision"] == "fp16" else "bfloat16"
-        impl = AttentionImpl("tensorrt", "mem_efficient", True, dtype, reason="TensorRT fused MHA plugin")
-        rows.append(Observation(gpu, CALIBRATION_SHAPES[row["model"]], (seq,) * batch, None, dtype,
-                                float(row["tokens_per_s"]), row["source"], stack_of_framework(row["stack"]), impl,
-                                row["model"]))
-    return tuple(rows)
-
+# ------------------------------------------------------------------------------------ TensorRT demo rows: η_hw
 
 def observed_efficiency(obs: Observation, software: float = 1.0) -> float:
     """η_hw implied by one observation given η_sw = `software`: solves measured time T =
     gemm/(η_hw·η_sw) + kernel/η_hw + memory, i.e. η_hw = (gemm/η_sw + kernel) / (T − memory)."""
-    cost = perfmodel.raw_batch_time(obs.shape, list(obs.lengths), basket()[obs.gpu], obs.dtype, obs.padded_to, obs.attention,
-                          obs.stack)
+    cost = perfmodel.raw_batch_time(obs.shape, list(obs.lengths), basket()[obs.gpu], obs.dtype, obs.padded_to,
+                                    obs.attention, obs.stack)
     measured = sum(obs.lengths) / obs.tokens_per_second
     return (cost.gemm_seconds / software + cost.kernel_seconds) / max(measured - cost.memory_seconds, 1e-12)
 
@@ -94,6 +54,108 @@ def fit_efficiencies(observations: list[Observation]) -> dict[str, float]:
         per_gpu.setdefault(obs.gpu, []).append(observed_efficiency(obs, perfmodel.DEFAULT_SOFTWARE.get(
             (obs.stack.name, perfmodel.gemm_path(perfmodel.gemm_dtype(obs.dtype, obs.stack))), 1.0)))
     return {gpu: statistics.median(values) for gpu, values in per_gpu.items()}
+
+
+# ------------------------------------------------------------------------------- MLPerf ratios and η from them
+
+def mlperf_rate(gpu: GPU, calibration: perfmodel.Calibration, stack: Stack = TENSORRT) -> float:
+    """Predicted tokens/s of BERT-large on `stack` (NVIDIA's TensorRT harness) at fp16 over MLPERF_LENGTHS: the rate
+    an MLPerf ratio compares (int8 and fp8 run at twice the fp16 dense peak on every GPU compared, so fp16 rates
+    give the same ratio)."""
+    return perfmodel.predict(CALIBRATION_SHAPES["bert-large"], list(MLPERF_LENGTHS), gpu, "float16", None,
+                             calibration, TENSORRT_ATTENTION, stack).tokens_per_second
+
+
+def measured_mlperf_ratio(row: MlperfRow) -> float:
+    """Samples/s per GPU of `row` over its reference A100's."""
+    return row.per_gpu / published.mlperf_reference(row, published.mlperf_rows()).per_gpu
+
+
+def predicted_mlperf_ratio(row: MlperfRow, calibration: perfmodel.Calibration) -> float:
+    """The model's ratio of `row`'s GPU to its reference A100."""
+    reference = published.mlperf_reference(row, published.mlperf_rows())
+    return mlperf_rate(basket()[row.gpu], calibration, row.stack) / mlperf_rate(basket()[reference.gpu], calibration,
+                                                                               reference.stack)
+
+
+def implied_mlperf_efficiency(row: MlperfRow, calibration: perfmodel.Calibration) -> float:
+    """The η_hw of `row`'s GPU at which the predicted ratio equals the measured one, the reference's η from
+    `calibration`: its TensorRT time T = (F + K)/η_hw + M gives η_hw = (F + K) / (T − M) (η_sw(tensorrt) ≡ 1)."""
+    reference = published.mlperf_reference(row, published.mlperf_rows())
+    target_rate = measured_mlperf_ratio(row) * mlperf_rate(basket()[reference.gpu], calibration, reference.stack)
+    cost = perfmodel.raw_batch_time(CALIBRATION_SHAPES["bert-large"], list(MLPERF_LENGTHS), basket()[row.gpu],
+                                    "float16", None, TENSORRT_ATTENTION, row.stack)
+    measured = sum(MLPERF_LENGTHS) / target_rate
+    return (cost.gemm_seconds + cost.kernel_seconds) / max(measured - cost.memory_seconds, 1e-12)
+
+
+# ------------------------------------------------------------------------------------------- the spec model
+
+def within_architecture_slope(points: dict[str, list[tuple[float, float]]]) -> float:
+    """Least-squares slope of ln η on ln(W per SM) with one intercept per architecture (fixed effects): only
+    architectures with two GPUs or more inform it; 0 when none has."""
+    numerator = denominator = 0.0
+    for values in points.values():
+        if len(values) < 2:
+            continue
+        mx, my = statistics.mean(x for x, _ in values), statistics.mean(y for _, y in values)
+        numerator += sum((x - mx) * (y - my) for x, y in values)
+        denominator += sum((x - mx) ** 2 for x, _ in values)
+    return numerator / denominator if denominator else 0.0
+
+
+def _intercepts(samples: dict[str, list[float]], slope: float) -> perfmodel.SpecModel:
+    return perfmodel.SpecModel(slope, {arch: statistics.mean(values) for arch, values in samples.items()})
+
+
+def fit_spec_model(efficiencies: dict[str, float], mlperf_fit: list[MlperfRow]) -> perfmodel.SpecModel:
+    """The spec model: the slope within architectures (`within_architecture_slope` over the GPUs' fitted η_hw,
+    `efficiencies`), and each architecture's intercept as the mean over its samples: one per GPU with fitted η_hw,
+    one per MLPerf fit row (the η_hw that reproduces the row's ratio). Hopper's intercept comes from MLPerf alone;
+    Turing's from the T4's demo rows and its MLPerf row, so that a leave-one-GPU-out of the T4 still has one. A GPU
+    with fitted η_hw keeps it (`Calibration.hardware`); the model serves the others."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for gpu_id, eta in efficiencies.items():
+        gpu = basket()[gpu_id]
+        points.setdefault(gpu.architecture, []).append((math.log(perfmodel.watts_per_sm(gpu)), math.log(eta)))
+    slope = within_architecture_slope(points)
+    samples = {arch: [y - slope * x for x, y in values] for arch, values in points.items()}
+    origins = {arch: [f"{len(values)} GPU(s) of TensorRT demo rows"] for arch, values in points.items()}
+    provisional = perfmodel.Calibration(dict(efficiencies), spec=_intercepts(samples, slope))
+    for row in mlperf_fit:
+        gpu = basket()[row.gpu]
+        eta = implied_mlperf_efficiency(row, provisional)
+        samples.setdefault(gpu.architecture, []).append(math.log(eta) - slope * math.log(perfmodel.watts_per_sm(gpu)))
+        origins.setdefault(gpu.architecture, []).append(f"{row.label} on the {row.gpu}")
+    model = _intercepts(samples, slope)
+    return perfmodel.SpecModel(model.slope, model.intercepts, {arch: "; ".join(o) for arch, o in origins.items()})
+
+
+# ---------------------------------------------------------------------- published PyTorch rows: η_sw(tensor)
+
+def implied_software(row: PublishedRow, calibration: perfmodel.Calibration) -> float:
+    """η_sw at which the model reproduces `row` given η_hw from `calibration`: η_sw = F / (η_hw·(T − M) − K)."""
+    gpu = basket()[row.gpu]
+    cost = perfmodel.raw_batch_time(row.shape, row.lengths, gpu, row.dtype, row.seq_len, row.attention, row.stack)
+    eta_hw, _ = calibration.hardware(gpu)
+    measured = row.batch / row.sequences_per_s
+    return cost.gemm_seconds / max(eta_hw * (measured - cost.memory_seconds) - cost.kernel_seconds, 1e-12)
+
+
+def fit_pytorch_tensor(calibration: perfmodel.Calibration, rows: list[PublishedRow]) -> float:
+    """Fit η_sw(pytorch, tensor) in place: the median implied η_sw per architecture that has rows
+    (`architecture_software`), and over every row for the others (`software`). Returns the pooled value."""
+    by_architecture: dict[str, list[float]] = {}
+    for row in rows:
+        by_architecture.setdefault(basket()[row.gpu].architecture, []).append(implied_software(row, calibration))
+    pooled = statistics.median(v for values in by_architecture.values() for v in values)
+    calibration.software[("pytorch", "tensor")] = pooled
+    calibration.software_sources[("pytorch", "tensor")] = (
+        f"fitted on {sum(map(len, by_architecture.values()))} published PyTorch fp16 rows (NVIDIA DeepLearningExamples,"
+        f" Triton); per architecture for {', '.join(sorted(by_architecture))}, their median elsewhere")
+    for arch, values in by_architecture.items():
+        calibration.architecture_software[("pytorch", "tensor", arch)] = statistics.median(values)
+    return pooled
 
 
 # ------------------------------------------------------------------------- the paper's RTX 4090 table: η_sw
@@ -214,13 +276,23 @@ def implied_allocator_overhead(exclude_models: tuple[str, ...] = ()) -> list[flo
 
 # ----------------------------------------------------------------------------------------------- calibrate
 
-def calibrate(extra: list[Observation] | None = None, software: bool = True,
-              exclude_models: tuple[str, ...] = ()) -> perfmodel.Calibration:
-    """η_hw on calibration.csv (+ `extra`, stack-aware); with `software`, η_sw(pytorch, simt) on the paper's 4090
-    table (`fit_software`) leaving out `exclude_models`."""
-    calibration = perfmodel.Calibration(fit_efficiencies([*calibration_rows(), *(extra or [])]))
+def fit_rows(rows: tuple) -> list:
+    """The rows of a published table a fit may read: those whose use is `fit`."""
+    return [row for row in rows if row.use == "fit"]
+
+
+def calibrate(software: bool = True, exclude_models: tuple[str, ...] = (), without_gpus: tuple[str, ...] = (),
+              pytorch_without_gpus: tuple[str, ...] = ()) -> perfmodel.Calibration:
+    """Every fit, in order: η_hw on the TensorRT demo rows (less `without_gpus`'s), the spec model (with the MLPerf
+    fit rows), and with `software`: η_sw(pytorch, simt) on the paper's 4090 table less `exclude_models`, and
+    η_sw(pytorch, tensor) on the published PyTorch fit rows less `pytorch_without_gpus`'s."""
+    efficiencies = fit_efficiencies([o for o in calibration_rows() if o.gpu not in without_gpus])
+    calibration = perfmodel.Calibration(efficiencies, spec=fit_spec_model(efficiencies,
+                                                                           fit_rows(published.mlperf_rows())))
     if software:
         fit_software(calibration, exclude_models)
+        fit_pytorch_tensor(calibration, [r for r in fit_rows(published.published_rows())
+                                         if r.gpu not in pytorch_without_gpus])
     return calibration
 
 

@@ -2,7 +2,7 @@
 
 A predicted record has `kind: "predicted"`, a `Prediction` payload with the model version and its inputs
 (shape, efficiency and where it came from) and the error bands validation gives its GPU and stack
-(`validation.error_band`), and lives next to measured records under results/<gpu-id>/. A configuration whose
+(`bands.error_band`), and lives next to measured records under results/<gpu-id>/. A configuration whose
 batch exceeds the predicted maximum batch has status "would-not-fit": its numbers are kept, as predicted.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
+from mbbench.bands import error_band, max_batch_band
 from mbbench.dtypes import canonical_dtype
 from mbbench.engines import DEFAULT_ENGINE
 from mbbench.errors import UserError
@@ -21,7 +22,6 @@ from mbbench.hardware.software import PYTORCH, AttentionImpl, auto_backend, reso
 from mbbench.models import registry
 from mbbench.plan import Plan, RunConfig, record, resolve, unsupported_record
 from mbbench.records import DeviceInfo, Prediction, Record
-from mbbench.validation import error_band, max_batch_band
 
 # `predict` options that a performance model cannot honour: refused, never silently ignored.
 UNMODELLED_OPTIONS = {"time_transfer": "--time-transfer", "weights": "--weights", "token_budget": "--token-budget",

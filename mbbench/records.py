@@ -379,18 +379,26 @@ class MaxBatchSearch:
 class ErrorBand:
     """Where the true value of a predicted number is likely to lie, as factors of the prediction.
 
-    `low` and `high` bound measured / predicted over the validation rows of `basis` (e.g. 0.66 and 0.84: the
-    validation rows measured 66-84% of what the model predicted); `rows` is how many rows that took.
+    `low` and `high` bound measured / predicted over the validation rows of `basis` (e.g. 0.85 and 1.10: those rows
+    measured 85-110% of what the model predicted), widened to contain 1 so the prediction lies inside its band;
+    `rows` is how many rows that took and `coverage` which share of them the interval spans. `low` and `high` are
+    None when the rows are too few for a band (`thin`; `basis` says how many there were).
     """
 
-    low: float
-    high: float
-    basis: str  # which validation rows, in words (`validation.error_band`)
+    low: float | None
+    high: float | None
+    basis: str  # which validation rows, in words (`bands.error_band`)
     rows: int = 0
+    coverage: str = ""
 
-    def around(self, value: float) -> tuple[float, float]:
-        """(low, high) of `value` (a prediction, in its own unit)."""
-        return value * self.low, value * self.high
+    @property
+    def thin(self) -> bool:
+        """Too few rows for a band: none is drawn."""
+        return self.low is None or self.high is None
+
+    def around(self, value: float) -> tuple[float, float] | None:
+        """(low, high) of `value` (a prediction, in its own unit), or None when the band is too thin."""
+        return None if self.thin else (value * self.low, value * self.high)
 
 
 @dataclass(frozen=True)
@@ -415,7 +423,7 @@ class Prediction:
 
     @property
     def tokens_per_second_range(self) -> tuple[float, float] | None:
-        """(low, high) tokens/s the error band gives, or None without one."""
+        """(low, high) tokens/s the error band gives, or None without one (or with one too thin to draw)."""
         return self.error_band.around(self.tokens_per_second) if self.error_band else None
 
 
@@ -668,6 +676,8 @@ class Record:
             row["serving_runs"] = payload.runs
         if isinstance(payload, Comparison):  # the load around the interleaved rounds, where throughput keeps it
             row.update(load=payload.paired.get("load"), load_warning=payload.paired.get("load_warning"))
+        if isinstance(payload, Prediction):  # a prediction over the first N documents is a subsample, like a run's
+            row["subsampled"] = bool(ident.documents and self.suite and ident.documents < self.suite.documents)
         row["backend"] = getattr(payload, "backend", None) or getattr(payload, "attention", None) or ident.backend
         return row
 

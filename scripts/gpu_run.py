@@ -9,7 +9,8 @@ folder, which is packed into OUT/gpu-run.tar.gz after every step, so an interrup
 home everything done so far. OUT holds exactly four files: gpu-run.tar.gz, log.txt (driver log and the
 tail of each step's output), steps.tsv (the step table), summary.txt (statuses and headline numbers).
 The archive holds `gpu-run/` with results/<gpu-dir>/*.json records, environment.json, matmul_peak.json,
-smoke.json, engines.json, matrix/, report/, logs/<step>.log (full output), steps.tsv and summary.txt.
+smoke.json, predictions.json, engines.json, matrix/, report/, logs/<step>.log (full output), steps.tsv and
+summary.txt.
 Standard library only: it runs before anything else is known to work.
 """
 
@@ -83,6 +84,12 @@ STEPS: list[Step] = [
                  "--out {w}/results --quiet", 60, 100),
          Command("{py} -m mbbench.cli run --model modernbert-base --model bert-base --suite long-variable "
                  "--docs 1 --runs 1 " + CPU_TINY + " --out {w}/results --quiet", 10, 60)),
+    # Issue 35: the throughput records against the predictions committed under results/ before the session ran
+    Step("predictions", "measured tokens/s vs the committed predictions of the same configurations (results/)",
+         Command("{py} scripts/gpu_steps.py predictions --results {w}/results --predictions results "
+                 "--out {w}/predictions.json", 10, 40),
+         Command("{py} scripts/gpu_steps.py predictions --results {w}/results --predictions results "
+                 "--out {w}/predictions.json", 8, 40)),
     # 24GiB: the paper's RTX 4090 column (1604 for ModernBERT-base) and cheap trials (~1.5M tokens each);
     # granularity 32 at ~2900 (the memory model's seed) keeps a seed within 2x to <= 8 trials.
     Step("max_batch", "modernbert-base short-fixed under a 24GiB cap (RTX 4090 size), seeded, <= 8 trials",
@@ -263,6 +270,13 @@ def headline(work: Path) -> list[str]:
         lines.append(f"max batch {r['model']} / {r['suite']}{limit}: {size} in {len(r.get('trials', []))} trials, "
                      f"{r.get('search_seconds', 0):.0f} s (seed {r.get('search_seed')}, capped {r.get('capped')}, "
                      f"bracket {r.get('bracket')})")
+    checks = (_load(work / "predictions.json") or {}).get("checks") or []
+    for c in (c for c in checks if c.get("predicted")):
+        band = c.get("band")
+        lines.append(f"predicted vs measured {c['model']} / {c['suite']}: {c['measured']:,.0f} measured, "
+                     f"{c['predicted']:,.0f} predicted ({c['error']:+.1%}"
+                     + (f"; band {band[0]:,.0f}-{band[1]:,.0f}, {'inside' if c['inside'] else 'OUTSIDE'})"
+                        if band else ")"))
     for r in (r for r in records if r.get("measurement") == "latency"):
         points = "; ".join(f"batch {p['batch_size']}: p50 {p['latency_s']['p50'] * 1e3:.2f} ms, p99 "
                            f"{p['latency_s']['p99'] * 1e3:.2f} ms, {p['tokens_per_second']:,.0f} tokens/s"

@@ -6,7 +6,8 @@ Run by `scripts/gpu_run.py` (one fresh process per step), each with a CPU twin f
     python3 scripts/gpu_steps.py matmul --device cpu --dtype float32 --n 512 --out DIR/matmul_peak.json
     python3 scripts/gpu_steps.py smoke --device cuda --out DIR/smoke.json
     python3 scripts/gpu_steps.py engines --device cuda --out DIR/engines.json --results DIR/results
-Each writes one JSON file and prints one line. Exit status 1
+    python3 scripts/gpu_steps.py predictions --results DIR/results --predictions results --out DIR/predictions.json
+Each writes one JSON file and prints one line (predictions: one per measured configuration). Exit status 1
 when a smoke check fails; a step's exceptions propagate (exit status 1, traceback in the step's log).
 """
 
@@ -178,6 +179,29 @@ def engines(device: str, out: str, results: str, tiny: bool) -> int:
     return done.returncode
 
 
+# ---------------------------------------------------------------------------------------------- predictions
+
+def predictions(results: str, committed: str, out: str) -> int:
+    """The session's measured throughput against the predictions committed under `committed` before it ran
+    (`mbbench.prediction_check`): one line each, and the table as JSON. Information, never a failure."""
+    from dataclasses import asdict
+
+    from mbbench import prediction_check
+    from mbbench.results import read_records
+
+    measured = read_records([Path(results)]) if Path(results).is_dir() else []
+    predicted = read_records([Path(committed)]) if Path(committed).is_dir() else []
+    checks = prediction_check.check(measured, predicted)
+    write_json(out, {"committed": committed, "checks": [asdict(c) | {"error": c.error, "inside": c.inside}
+                                                        for c in checks]})
+    for c in checks:
+        print(c.line())
+    matched = [c for c in checks if c.predicted is not None]
+    print(f"predictions: {len(matched)} of {len(checks)} measured configurations had a committed prediction"
+          + (f", {sum(bool(c.inside) for c in matched)} inside their band" if matched else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "engines":
             p.add_argument("--results", required=True, help="where the comparison record goes (OUT/<device>/)")
             p.add_argument("--tiny", action="store_true", help="tiny models (the CPU rehearsal)")
+    check = sub.add_parser("predictions")
+    check.add_argument("--results", required=True, help="the session's records (OUT/<device>/*.json)")
+    check.add_argument("--predictions", default="results", help="the committed predicted records")
+    check.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "predictions":
+        return predictions(args.results, args.predictions, args.out)
     if args.command == "environment":
         environment(args.device, args.out)
     elif args.command == "matmul":

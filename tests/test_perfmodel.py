@@ -10,6 +10,7 @@ from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel, software, workload
 from mbbench.hardware.gpus import basket, lookup, match_device_name
 from mbbench.models.registry import MODELS
+from mbbench import calibration as fits
 from mbbench.calibration import calibrate, calibration_rows, default_calibration
 from mbbench.hardware.shape import Shape
 from mbbench.models.registry import shape_of
@@ -79,7 +80,7 @@ def test_sdpa_kernel_choice_follows_dtype_mask_and_arch():
     assert software.sdpa_kernel("bfloat16", a100, False, 64)[0] == "flash"
     assert software.sdpa_kernel("bfloat16", a100, True, 64)[0] == "mem_efficient"  # a mask rules out flash
     assert software.sdpa_kernel("float32", a100, False, 64)[0] == "mem_efficient"  # fp32 rules out flash
-    assert software.sdpa_kernel("bfloat16", h100, True, 64)[0] == "flash"  # cuDNN on sm90 takes masks
+    assert software.sdpa_kernel("bfloat16", h100, True, 64)[::2] == ("flash", True)  # cuDNN on sm90: masks
     assert software.sdpa_kernel("float16", t4, True, 64)[0] == "mem_efficient"
     assert software.sdpa_kernel("float32", a100, True, 64, mem_efficient_enabled=False)[0] == "math"
     assert software.sdpa_kernel("float16", a100, True, 62)[0] == "math"  # misaligned head dim
@@ -220,22 +221,49 @@ def test_capacity_is_in_the_bytes_nvml_reports():
 
 
 def test_leave_one_gpu_out_error_on_calibration():
-    rows = leave_one_gpu_out(list(calibration_rows()))
-    assert len({r["gpu"] for r in rows}) >= 4
-    assert statistics.median(abs(r["error"]) for r in rows) < 0.25
+    rows = leave_one_gpu_out()
+    assert len({r.gpu for r in rows}) == 5 and {r.source for r in rows} == {"calibration-logo"}
+    assert statistics.median(abs(r.error) for r in rows) < 0.25
 
 
 def test_efficiency_splits_hardware_and_software():
     calibration = calibrate()
     rtx, a100 = lookup("4090"), lookup("A100-SXM4-40GB")
     eta_hw, source = calibration.hardware(rtx)
-    assert source == "from-specs" and 0.1 <= eta_hw <= 0.95
+    assert source == "from-specs (Ada Lovelace)" and 0.1 <= eta_hw <= 0.95
     assert calibration.hardware(a100)[1] == "fitted"
     simt = calibration.software[("pytorch", "simt")]
     assert 0.3 < simt < 1.0 and "paper" in calibration.software_sources[("pytorch", "simt")]
     assert calibration.efficiency(rtx, software.PYTORCH, "float32")[0] == pytest.approx(eta_hw * simt)
     assert calibration.efficiency(rtx, software.TENSORRT, "float16")[0] == pytest.approx(eta_hw)
+    tensor = calibration.software_factor(software.PYTORCH, "tensor", "Turing")
+    assert tensor == calibration.architecture_software[("pytorch", "tensor", "Turing")]
+    assert calibration.software_factor(software.PYTORCH, "tensor", "Hopper") == calibration.software[("pytorch", "tensor")]
 
+
+def test_spec_model_by_hand():
+    """η_hw from specs: exp(intercept[architecture] + slope · ln(W per SM)), clamped; an architecture without fit
+    rows takes the mean intercept and says so."""
+    model = perfmodel.SpecModel(0.5, {"Hopper": math.log(0.3), "Ampere": math.log(0.2)})
+    h100, b200 = lookup("H100-SXM"), lookup("B200")
+    eta, source = model.efficiency(h100)
+    assert eta == pytest.approx(0.3 * (700 / 132) ** 0.5) and source == "from-specs (Hopper)"
+    eta, source = model.efficiency(b200)
+    assert eta == pytest.approx(min(math.sqrt(0.3 * 0.2) * (1000 / 148) ** 0.5, 0.95))
+    assert "no Blackwell data" in source
+    assert perfmodel.SpecModel(3.0, {"Hopper": 0.0}).efficiency(h100)[0] == perfmodel.ETA_RANGE[1]
+    slope = fits.within_architecture_slope({"A": [(0.0, 0.0), (1.0, 0.5)], "B": [(2.0, 1.0), (3.0, 1.5)],
+                                            "C": [(9.0, 9.0)]})
+    assert slope == pytest.approx(0.5)  # a one-GPU architecture does not inform the slope
+
+
+def test_sm80_attention_kernels_are_slower_on_hopper():
+    h100, a100 = lookup("H100-SXM"), lookup("A100-SXM4-80GB")
+    varlen = software.resolve_attention("varlen", "bfloat16", h100)
+    assert perfmodel.kernel_efficiency(varlen, a100) == perfmodel.KERNEL_EFFICIENCY["flash"]
+    assert perfmodel.kernel_efficiency(varlen, h100) == pytest.approx(0.35)  # FlashAttention-3 paper: FA2 at 35 %
+    cudnn = software.resolve_attention("sdpa", "bfloat16", h100, packed_model=False)
+    assert cudnn.sm90_native and perfmodel.kernel_efficiency(cudnn, h100) == perfmodel.KERNEL_EFFICIENCY["flash"]
 
 def test_paper_heuristic_matches_hand_count():
     base = shape_of(MODELS["modernbert-base"])

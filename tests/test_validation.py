@@ -1,11 +1,13 @@
 """The performance and memory models against the ModernBERT paper's RTX 4090 table and other published numbers."""
 
+import dataclasses
 import itertools
 import statistics
 
 import pytest
 
 from mbbench import calibration as fits
+from mbbench import published as published_data
 from mbbench import validation
 from mbbench.hardware import memory, perfmodel
 
@@ -84,29 +86,116 @@ def test_every_max_batch_within_25_percent(paper):
     assert cell(paper, "roberta-base", "short-fixed", "max_batch_size").predicted < 800  # eager scores
 
 
-def test_data_never_fitted_on_is_predicted_within_25_percent_at_the_median(paper):
-    held_out = [*[r for r in paper if r.source == "paper-4090-lomo"], *validation.calibration_validation(),
-                *validation.mlperf_validation()]
-    assert not any(r.in_fit for r in held_out)
-    medians = validation.median_errors(held_out)
+@pytest.fixture(scope="module")
+def published():
+    return list(validation.published_validation())
+
+
+def test_data_never_fitted_on_is_predicted_within_25_percent_at_the_median(published):
+    cross = [r for r in published if not r.in_fit and r.source != "paper-4090-as-printed"]
+    assert not any(r.in_fit for r in cross)
+    medians = validation.median_errors(cross)
     assert set(medians) == {("paper-4090-lomo", "tokens_per_second"), ("calibration-logo", "tokens_per_second"),
-                            ("calibration-lomo", "tokens_per_second"), ("mlperf-ratio", "throughput_ratio")}
+                            ("calibration-lomo", "tokens_per_second"), ("mlperf-holdout", "throughput_ratio"),
+                            ("pytorch-logo", "tokens_per_second"), ("pytorch-holdout", "tokens_per_second")}
     assert all(value < 0.25 for value in medians.values()), medians
-    assert statistics.median(abs(r.error) for r in held_out) < 0.25
+    assert statistics.median(abs(r.error) for r in cross) < 0.25
 
 
 def test_few_fitted_parameters(calibration):
-    # η_hw: one per calibration GPU (TensorRT rows); η_sw: only (pytorch, simt) moves from its prior
+    # η_hw: one per GPU with TensorRT demo rows; the spec model: one slope and one intercept per architecture with
+    # fit rows; η_sw: (pytorch, simt) and (pytorch, tensor) move from their priors, the latter per architecture
     assert set(calibration.efficiencies) == {o.gpu for o in fits.calibration_rows()}
+    assert set(calibration.spec.intercepts) == {"Ampere", "Ada Lovelace", "Turing", "Hopper"}
+    assert "MLPerf v3.0" in calibration.spec.sources["Hopper"] and "MLPerf v0.7" in calibration.spec.sources["Turing"]
     moved = {key for key, value in calibration.software.items() if value != perfmodel.DEFAULT_SOFTWARE[key]}
-    assert moved == {("pytorch", "simt")}
-    held_out = perfmodel.Calibration(dict(calibration.efficiencies))
+    assert moved == {("pytorch", "simt"), ("pytorch", "tensor")}
+    assert set(calibration.architecture_software) == {("pytorch", "tensor", "Ampere"), ("pytorch", "tensor", "Turing")}
+    held_out = perfmodel.Calibration(dict(calibration.efficiencies), spec=calibration.spec)
     value = fits.fit_software(held_out, ("deberta-v3-base",))
     assert value != calibration.software[("pytorch", "simt")]
     assert "without deberta-v3-base" in held_out.software_sources[("pytorch", "simt")]
     overheads = fits.implied_allocator_overhead()
 
     assert memory.ALLOCATOR_OVERHEAD == pytest.approx(statistics.median(overheads), abs=0.005)
+
+
+def _constants(calibration):
+    return (calibration.efficiencies, calibration.spec.slope, calibration.spec.intercepts, calibration.software,
+            calibration.architecture_software)
+
+
+def _scaled(rows, use, factor):
+    """`rows` with the value of every row of `use` multiplied by `factor`."""
+    field = "samples_per_s" if hasattr(rows[0], "samples_per_s") else "sequences_per_s"
+    return tuple(dataclasses.replace(r, **{field: getattr(r, field) * factor}) if r.use == use else r for r in rows)
+
+
+def test_no_fitted_constant_reads_a_held_out_row(monkeypatch, calibration):
+    """Every held-out MLPerf and PyTorch row moved by 1.7x: every constant stays; the same move of the fit rows
+    changes them (so this test can fail)."""
+    mlperf, pytorch = published_data.mlperf_rows(), published_data.published_rows()
+    before = [r.measured for r in validation.mlperf_validation(calibration) if r.source == "mlperf-holdout"]
+    monkeypatch.setattr(published_data, "mlperf_rows", lambda: _scaled(mlperf, "holdout", 1.7))
+    monkeypatch.setattr(published_data, "published_rows", lambda: _scaled(pytorch, "holdout", 1.7))
+    assert _constants(fits.calibrate()) == _constants(calibration)
+    after = [r.measured for r in validation.mlperf_validation(calibration) if r.source == "mlperf-holdout"]
+    assert after == pytest.approx([1.7 * value for value in before])  # the perturbation reached the rows
+    monkeypatch.setattr(published_data, "mlperf_rows", lambda: _scaled(mlperf, "fit", 1.7))
+    monkeypatch.setattr(published_data, "published_rows", lambda: _scaled(pytorch, "fit", 1.7))
+    changed = fits.calibrate()
+    assert changed.spec.intercepts["Hopper"] != calibration.spec.intercepts["Hopper"]
+    assert changed.software[("pytorch", "tensor")] != calibration.software[("pytorch", "tensor")]
+
+
+def test_hopper_mlperf_ratios_within_15_percent(published):
+    hopper = [r for r in published if r.source.startswith("mlperf") and r.architecture == "Hopper"]
+    assert {r.source for r in hopper} == {"mlperf-fit", "mlperf-holdout"} and len(hopper) == 6
+    assert all(abs(r.error) <= 0.15 for r in hopper), [(r.gpu, r.note[:20], r.error) for r in hopper]
+
+
+def test_t4_leave_one_gpu_out(published):
+    """The T4's demo rows with every constant refitted without them (its Turing intercept from MLPerf v0.7's fp16
+    row): 14 to 20.5 % over (the issue's goal is 20 %; the one row past it is BERT-base at 128 tokens)."""
+    t4 = [r for r in published if r.source == "calibration-logo" and r.gpu == "T4"]
+    assert len(t4) == 4 and all(0 < r.error <= 0.21 for r in t4), [r.error for r in t4]
+    assert statistics.median(r.error for r in t4) <= 0.20
+
+
+def test_the_held_out_section_median_and_worst(published):
+    rows = validation.held_out(published)
+    assert {r.source for r in rows} == {"mlperf-holdout", "pytorch-holdout"} and not any(r.in_fit for r in rows)
+    summary = validation.summarise(rows)
+    assert summary.rows == len(rows) == 12 and summary.median <= 0.15
+    # the goal of none past 30 % is missed by one row: MLPerf's L4 in fp16, 1.5x faster against the A100 than the
+    # TensorRT demo table that fits the L4's efficiency says (docs/benchmarking.md)
+    assert [(r.gpu, r.source) for r in rows if abs(r.error) > 0.30] == [("L4", "mlperf-holdout")]
+
+
+def test_error_per_architecture_and_stack(published):
+    table = validation.architecture_errors(published)
+    assert {("Hopper", "tensorrt"), ("Turing", "tensorrt"), ("Ampere", "pytorch"), ("Ada Lovelace", "pytorch")} \
+        <= set(table)
+    hopper = table[("Hopper", "tensorrt")]
+    assert hopper.rows == 4 and hopper.worst <= 0.15 and hopper.median <= hopper.worst
+
+
+def test_every_band_contains_its_prediction_or_says_it_is_too_thin():
+    from mbbench.bands import MIN_ROWS, error_band
+    from mbbench.hardware.gpus import basket
+
+    for gpu in basket().values():
+        for dtype in ("float32", "float16", "bfloat16"):
+            band = error_band(gpu.id, dtype)
+            if band.thin:
+                assert "too thin" in band.basis and band.around(1000.0) is None
+                continue
+            assert band.low <= 1.0 <= band.high and band.rows >= MIN_ROWS, (gpu.id, dtype, band)
+            low, high = band.around(1000.0)
+            assert low <= 1000.0 <= high
+    assert error_band("B200", "bfloat16").thin  # no Blackwell rows at all
+    assert "RTX4090's own" in error_band("RTX4090", "float32").basis
+    assert "Hopper TensorRT rows (mlperf-holdout 4)" in error_band("H100-SXM", "bfloat16").basis
 
 
 def test_measured_records_are_validated(calibration):

@@ -88,7 +88,10 @@ def spread(record: Record) -> str:
 
 
 def likely_range(payload: Prediction) -> str:
-    """'854k–1.09M': the tokens/s the prediction's error band gives, or '' for records made without one."""
+    """'854k–1.09M': the tokens/s the prediction's error band gives (it contains the prediction), 'too thin (n rows)'
+    where validation has too few rows for one, or '' for records made without a band."""
+    if payload.error_band is not None and payload.error_band.thin:
+        return f"too thin ({payload.error_band.rows} rows)"
     band = payload.tokens_per_second_range
     return "–".join(_short(value) for value in band) if band else ""
 

@@ -94,7 +94,7 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
 
 
 @click.command(name="predict")
-@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "engine", "threads", "out", "force",
+@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "docs", "engine", "threads", "out", "force",
          "quiet")
 @click.option("--gpu", "gpus", multiple=True, required=True, help="Repeatable: basket GPUs (`mbbench list gpus`).")
 def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> None:

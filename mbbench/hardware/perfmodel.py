@@ -5,18 +5,19 @@ executed, padded or packed) is costed over a menu of CTA tiles: tiles = ceil(M/T
 waves = ceil(tiles / (SMs·CTAs/SM)), t = max(compute, memory) + launch, minimised over the menu, at the peak
 of the GEMM's compute dtype (fp32 SIMT, TF32, or fp16/bf16 tensor cores). Attention is costed by the kernel
 that runs (software.AttentionImpl): fused kernels (flash, memory-efficient, flex) as FLOPs at a documented
-fraction of their dtype's peak; eager/math as two batched GEMMs plus element-wise passes over materialised
-scores (memory-bound). DeBERTa's disentangled attention adds the c2p/p2c GEMMs and their gathers.
-Element-wise work (norms, residuals, activations, RoPE) is bytes / bandwidth.
+fraction of their dtype's peak, lower for sm80 kernels on Hopper (`kernel_efficiency`); eager/math as two batched
+GEMMs plus element-wise passes over materialised scores (memory-bound). DeBERTa's disentangled attention adds the
+c2p/p2c GEMMs and their gathers. Element-wise work (norms, residuals, activations, RoPE) is bytes / bandwidth.
 
-Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path): η_hw is fitted per GPU on TensorRT fp16 measurements
-(calibration.csv, η_sw(tensorrt) ≡ 1) and predicted from specs (board power per SM) for GPUs without data;
-η_sw(pytorch, simt) is fitted on the ModernBERT paper's RTX 4090 table (fp32 PyTorch, validation.paper_rows).
-Three buckets of time: compute-bound GEMMs (and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core
-attention kernels (the same binary in any framework) ÷ η_hw; memory-bound work (element-wise passes, eager
-score passes, memory-bound GEMMs) at MEMORY_EFFICIENCY of the datasheet bandwidth, no η.
-Fitted parameters: η_hw per calibration GPU (5, on 18 TensorRT rows), the spec regression (2 coefficients on
-those 5 values), η_sw(pytorch, simt) (1, on 28 paper cells), memory.ALLOCATOR_OVERHEAD (1, on 20 paper cells).
+Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path, architecture). η_hw is fitted per GPU on TensorRT fp16 rows
+(calibration.csv, η_sw(tensorrt) ≡ 1); a GPU without them gets the spec model (`SpecModel`): within an
+architecture η_hw grows with board power per SM (a card with less power per SM holds its tensor clock further
+below the clock its peak assumes), and an intercept per architecture carries what differs between SM designs
+(Turing's 12 nm SM, Hopper's warpgroup MMA and 1830 MHz peak clock). Three buckets of time: compute-bound GEMMs
+(and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core attention kernels (the same binary in any
+framework) ÷ η_hw; memory-bound work (element-wise passes, eager score passes, memory-bound GEMMs) at
+MEMORY_EFFICIENCY of the datasheet bandwidth, no η. The fits live in `mbbench.calibration` (which rows, how many);
+this module only applies a `Calibration`.
 Source of the rules: gpu-basket.md sections 2 and 6 (NVIDIA's GEMM guides, Anthony et al. 2024),
 backends-and-competitors.md A (attention kernels), modernbert.md §2 (the paper's environment).
 """
@@ -33,9 +34,11 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backend, resolve_attention
 
-# perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
+# perfmodel-4: η_hw of GPUs without TensorRT rows from power per SM with an intercept per architecture (Hopper and
+# Turing corrected), η_sw(pytorch, tensor) fitted per architecture on published PyTorch rows, sm80 attention kernels
+# slower on Hopper. perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
 # transformers' and mbbench's torch ops, in fp32, with their casts under half precision); perfmodel-2: attention implementation, stack and per-operation dtypes as inputs.
-MODEL_VERSION = "perfmodel-3"
+MODEL_VERSION = "perfmodel-4"
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))
 LAUNCH_SECONDS = 4e-6
 MEMORY_EFFICIENCY = 0.85
@@ -45,6 +48,10 @@ MEMORY_EFFICIENCY = 0.85
 # assumed the same fraction of the fp32 SIMT peak when it runs in fp32;
 # flex: FlexAttention forward about 85–90 % of FA2 (PyTorch FlexAttention blog, Aug 2024) -> 0.5.
 KERNEL_EFFICIENCY = {"flash": 0.6, "mem_efficient": 0.4, "flex": 0.5}
+# FlashAttention 2 and cutlass fMHA are sm80 code (mma.sync); Hopper's dense peak needs warpgroup MMA (wgmma) and
+# TMA. FA2 reaches 35 % of the H100's peak (Shah et al. 2024, FlashAttention-3, arXiv 2407.08608, abstract) against
+# the 0.6 above on the A100: such kernels run at 0.35 / 0.6 of their Ampere fraction on sm90.
+SM80_KERNEL_ON_HOPPER = 0.35 / 0.6
 # Element-wise passes (one read or one write of B·H·S² elements) of eager/math attention beyond the QKᵀ write
 # and PV read counted in their GEMMs. transformers eager (BERT/RoBERTa): scale 2, mask add 2, softmax 2 -> 6;
 # SDPA math: mask add 2, softmax 2 -> 4 (q is scaled before QKᵀ). DeBERTa (DebertaV2 disentangled_attention_bias):
@@ -251,7 +258,7 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
         else:
             executed = _keys(shape, lengths, None if impl.packed else padded_to, layer, impl.block_sparse)
             flops = 4.0 * shape.hidden * executed
-            seconds = flops / (peak_flops(gpu, impl.compute_dtype) * KERNEL_EFFICIENCY[impl.kernel]) + LAUNCH_SECONDS
+            seconds = flops / (peak_flops(gpu, impl.compute_dtype) * kernel_efficiency(impl, gpu)) + LAUNCH_SECONDS
             if impl.tensor_cores:
                 kernel += seconds
             else:  # an fp32 kernel runs on the SIMT pipes: limited like SIMT GEMMs (÷ η_hw·η_sw(simt))
@@ -259,6 +266,15 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
             if shape.relative_span:  # no fused disentangled kernel exists; counted at the GEMM rate
                 compute += relative_flops(shape, tokens) / peak_flops(gpu, dtype)
     return compute, memory_bound, kernel
+
+
+def kernel_efficiency(impl: AttentionImpl, gpu: GPU) -> float:
+    """The fraction of its compute dtype's dense peak a fused attention kernel reaches on `gpu` (before η_hw):
+    KERNEL_EFFICIENCY, times SM80_KERNEL_ON_HOPPER for sm80 flash/memory-efficient code on an sm90 GPU."""
+    value = KERNEL_EFFICIENCY[impl.kernel]
+    if gpu.compute_capability[0] == 9 and impl.kernel in ("flash", "mem_efficient") and not impl.sm90_native:
+        return value * SM80_KERNEL_ON_HOPPER
+    return value
 
 
 def _length_counts(rows: list[int]) -> dict[int, int]:
@@ -362,54 +378,78 @@ class Prediction:
 
 # --------------------------------------------------------------------------------------------- calibration
 
-def spec_features(gpu: GPU) -> tuple[float, ...]:
-    """log board power per SM: cards with less power per SM hold their tensor clocks further below boost
-    (T4, L4 at 70–72 W; A100 SXM at 400 W over 108 SMs). Chosen over bytes-per-FLOP and watts-per-TFLOP
-    by leave-one-GPU-out error on calibration.csv (median 15 % vs 25–33 %)."""
-    return (math.log(max(gpu.tdp_w, 1.0) / gpu.sm_count),)
+ETA_RANGE = (0.1, 0.95)  # η_hw from specs is clamped here: no GPU runs at 0 or at its full datasheet peak
 
 
-def efficiency_from_specs(gpu: GPU, known: dict[str, float]) -> float:
-    """η_hw for a GPU without observations: least squares of log η on spec features over known GPUs
-    (2 coefficients), clamped to [0.1, 0.95]; the median of known GPUs when fewer than 3 are known."""
-    import numpy as np
-
-    names = [g for g in known if g in basket()]
-    if len(names) < 3:
-        return statistics.median(known.values()) if known else 0.5
-    x = np.array([[1.0, *spec_features(basket()[g])] for g in names])
-    y = np.log([known[g] for g in names])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    value = float(np.exp(np.array([1.0, *spec_features(gpu)]) @ coef))
-    return min(max(value, 0.1), 0.95)
+def watts_per_sm(gpu: GPU) -> float:
+    """Board power per SM (W): the spec model's feature. The T4 and L4 (70–72 W) have the least, the H100 SXM
+    (700 W over 132 SMs) the most. Chosen over bytes per FLOP and watts per TFLOP by leave-one-GPU-out error on
+    calibration.csv (median 15 % vs 25–33 %), and kept with architecture intercepts: watts per dense TFLOP puts the
+    H100 MLPerf ratios as close but misses the A10's by 26 % and saturates GeForce cards (whose fp32-accumulate
+    peak is half their fp16 one)."""
+    return max(gpu.tdp_w, 1.0) / gpu.sm_count
 
 
-# η_sw per (stack, GEMM path) before any fit: TensorRT is the reference (≡ 1); PyTorch's cuBLAS GEMMs on tensor
-# cores are the same kernels TensorRT picks, its unfused element-wise work is charged separately -> 1.0 until
-# measured records refit it. ("pytorch", "simt") is fitted (fit_software) on the paper's fp32 4090 table.
+@dataclass(frozen=True)
+class SpecModel:
+    """η_hw of a GPU without TensorRT rows of its own: exp(intercept[architecture] + slope · ln(W per SM)),
+    clamped to ETA_RANGE.
+
+    slope: shared by every architecture, fitted within architectures (fixed effects); intercepts: ln η at 1 W per
+    SM, per architecture, each from its own fit rows (`sources` says which); an architecture with none takes the
+    mean of the known intercepts, and says so.
+    """
+
+    slope: float
+    intercepts: dict[str, float]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def efficiency(self, gpu: GPU) -> tuple[float, str]:
+        """η_hw and where it came from ('from-specs (Hopper)', or 'from-specs (no Blackwell data: ...)')."""
+        known = gpu.architecture in self.intercepts
+        intercept = self.intercepts[gpu.architecture] if known else statistics.mean(self.intercepts.values())
+        value = min(max(math.exp(intercept + self.slope * math.log(watts_per_sm(gpu))), ETA_RANGE[0]), ETA_RANGE[1])
+        where = gpu.architecture if known else f"no {gpu.architecture} data: the mean of {len(self.intercepts)} " \
+                                               f"architectures' intercepts"
+        return value, f"from-specs ({where})"
+
+
+# η_sw per (stack, GEMM path) before any fit: TensorRT is the reference (≡ 1). ("pytorch", "simt") is fitted on the
+# paper's fp32 4090 table and ("pytorch", "tensor") on published PyTorch fp16 rows (per architecture where they
+# exist, their median elsewhere); ("pytorch", "tf32") stays 1.0 (validation's held-out TF32 rows check it).
 DEFAULT_SOFTWARE: dict[tuple[str, str], float] = {("tensorrt", "tensor"): 1.0, ("pytorch", "tensor"): 1.0,
                                                   ("pytorch", "tf32"): 1.0, ("pytorch", "simt"): 1.0}
 
 
 @dataclass
 class Calibration:
-    efficiencies: dict[str, float]  # η_hw fitted per GPU id
+    """The efficiencies a prediction divides by. `efficiencies`: η_hw fitted per GPU id; `spec`: η_hw of the
+    others (None: the median of the fitted ones); `software`: η_sw per (stack, path); `architecture_software`:
+    η_sw per (stack, path, architecture) where an architecture has rows of its own."""
+
+    efficiencies: dict[str, float]
     software: dict[tuple[str, str], float] = field(default_factory=lambda: dict(DEFAULT_SOFTWARE))
     software_sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    spec: SpecModel | None = None
+    architecture_software: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     def hardware(self, gpu: GPU) -> tuple[float, str]:
-        """η_hw and where it came from ('fitted' on this GPU's rows, or 'from-specs')."""
+        """η_hw and where it came from ('fitted' on this GPU's rows, or 'from-specs (...)')."""
         if gpu.id in self.efficiencies:
             return self.efficiencies[gpu.id], "fitted"
-        return efficiency_from_specs(gpu, self.efficiencies), "from-specs"
+        if self.spec is not None:
+            return self.spec.efficiency(gpu)
+        return (statistics.median(self.efficiencies.values()) if self.efficiencies else 0.5), "median of fitted GPUs"
 
-    def software_factor(self, stack: Stack, path: str) -> float:
-        return self.software.get((stack.name, path), 1.0)
+    def software_factor(self, stack: Stack, path: str, architecture: str = "") -> float:
+        """η_sw of `stack` on GEMM path `path` ('simt', 'tf32', 'tensor') on a GPU of `architecture`."""
+        own = self.architecture_software.get((stack.name, path, architecture))
+        return own if own is not None else self.software.get((stack.name, path), 1.0)
 
     def efficiency(self, gpu: GPU, stack: Stack = PYTORCH, dtype: str = "bfloat16") -> tuple[float, str]:
-        """η = η_hw(gpu) × η_sw(stack, GEMM path of dtype), and the source of η_hw."""
+        """η = η_hw(gpu) × η_sw(stack, GEMM path of dtype, architecture), and the source of η_hw."""
         eta_hw, source = self.hardware(gpu)
-        return eta_hw * self.software_factor(stack, gemm_path(gemm_dtype(dtype, stack))), source
+        return eta_hw * self.software_factor(stack, gemm_path(gemm_dtype(dtype, stack)), gpu.architecture), source
 
 
 def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: int | None,
@@ -418,7 +458,7 @@ def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: i
     (canonical, one the GPU has: `software.check_dtype`), after the efficiencies of `calibration`."""
     cost = raw_batch_time(shape, lengths, gpu, dtype, padded_to, attention, stack)
     eta_hw, _ = calibration.hardware(gpu)
-    eta_sw = calibration.software_factor(stack, gemm_path(cost.gemm_dtype))
+    eta_sw = calibration.software_factor(stack, gemm_path(cost.gemm_dtype), gpu.architecture)
     seconds = cost.gemm_seconds / (eta_hw * eta_sw) + cost.kernel_seconds / eta_hw + cost.memory_seconds
     raw = cost.gemm_seconds + cost.kernel_seconds + cost.memory_seconds
     return Prediction(gpu.id, dtype, sum(lengths), seconds, raw, eta_hw * eta_sw, cost.flops,

@@ -83,6 +83,8 @@ class AttentionImpl:
     rotary: str = "fused"  # how RoPE runs (ROTARY_CODES): one Triton kernel (FlexBERT, the paper's environment), or
     #                        separate torch ops as transformers writes them or as mbbench's reference does
     reason: str = ""
+    sm90_native: bool = False  # a kernel written for Hopper's warpgroup MMA (cuDNN attention, TensorRT's sm90 fMHA);
+    #                            False: sm80 code (FlashAttention 2, cutlass fMHA), slower there (perfmodel)
 
     @property
     def materialises_scores(self) -> bool:
@@ -93,23 +95,25 @@ class AttentionImpl:
         return self.compute_dtype in HALF
 
 
-def sdpa_kernel(dtype: str, gpu: GPU, mask: bool, head_dim: int, mem_efficient_enabled: bool = True) -> tuple[str, str]:
-    """The kernel PyTorch's CUDA SDPA dispatcher picks, and why (sdp_utils.cpp; backends-and-competitors.md A.5).
+def sdpa_kernel(dtype: str, gpu: GPU, mask: bool, head_dim: int,
+                mem_efficient_enabled: bool = True) -> tuple[str, str, bool]:
+    """The kernel PyTorch's CUDA SDPA dispatcher picks, why, and whether it is Hopper-native (sdp_utils.cpp;
+    backends-and-competitors.md A.5).
 
     flash: fp16/bf16, sm80+, head_dim % 8 == 0 and ≤ 256, and no attn_mask. mem-efficient: fp32/fp16 anywhere
     from sm50, bf16 from sm80, masks allowed, head_dim % 4 (fp32) or % 8. cuDNN (fp16/bf16, sm90 first) is costed
-    as flash. Otherwise the math fallback.
+    as flash, Hopper-native. Otherwise the math fallback.
     """
     sm = gpu.compute_capability
     if dtype in HALF and not mask and sm >= (8, 0) and head_dim % 8 == 0 and head_dim <= 256:
-        return "flash", "SDPA flash: half precision, no mask, sm80+"
+        return "flash", "SDPA flash: half precision, no mask, sm80+", False
     if dtype in HALF and mask and sm >= (9, 0) and head_dim % 8 == 0 and head_dim <= 128:
-        return "flash", "SDPA cuDNN attention (preferred on sm90, takes masks), costed as flash"
+        return "flash", "SDPA cuDNN attention (preferred on sm90, takes masks), costed as flash", True
     aligned = head_dim % (4 if dtype == "float32" else 8) == 0
     if mem_efficient_enabled and aligned and (dtype != "bfloat16" or sm >= (8, 0)):
         why = "an attention mask rules out flash" if mask else "fp32 rules out flash"
-        return "mem_efficient", f"SDPA memory-efficient (cutlass): {why}"
-    return "math", "SDPA math fallback: no fused kernel accepts this dtype/mask/alignment"
+        return "mem_efficient", f"SDPA memory-efficient (cutlass): {why}", False
+    return "math", "SDPA math fallback: no fused kernel accepts this dtype/mask/alignment", False
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,8 @@ def resolve_attention(backend: str, dtype: str, gpu: GPU, *, family: str = "Mode
         return AttentionImpl("eager", "eager", False, dtype, mask=True, rotary=rotary,
                              reason="eager: QKᵀ, mask, softmax, PV as separate ops on materialised scores")
     if backend == "sdpa":
-        kernel, why = sdpa_kernel(dtype, gpu, True, head_dim)
-        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, rotary=rotary, reason=why)
+        kernel, why, native = sdpa_kernel(dtype, gpu, True, head_dim)
+        return AttentionImpl("sdpa", kernel, False, dtype, mask=True, rotary=rotary, reason=why, sm90_native=native)
     if backend in ("flash", "varlen"):
         if sm < (8, 0):
             raise UserError(f"{backend} attention (FlashAttention 2) needs sm80+; {gpu.name} is sm{sm[0]}{sm[1]}")

@@ -140,7 +140,7 @@ def merge(records: list[dict]) -> tuple[list[dict], list[str]]:
         if record.get("kind") == "predicted":  # a newer prediction of the same workload supersedes an older model's
             key = ("predicted", record["gpu_dir"], record["model"], record["suite"], record.get("protocol"),
                    record.get("requested_backend"), record.get("dtype"), record.get("batch_size"),
-                   record.get("measurement"))
+                   record.get("documents"), record.get("measurement"))
         if key in newest:
             old = newest[key]
             versions = (f" ({record.get('model_version')} over {old.get('model_version')})"
@@ -279,7 +279,9 @@ def predicted_band(record: dict, what: str) -> str:
     band = record.get("max_batch_band" if what == "max" else "error_band")
     value = record.get("max_batch_size") if what == "max" else record.get("tokens_per_second")
     text = "p"
-    if band and value:
+    if band and value and band.get("low") is None:
+        text += ": band too thin"
+    elif band and value:
         low, high = band["low"] * value, band["high"] * value
         text += f": {low:,.0f}–{high:,.0f}" if what == "max" else \
             f": {significant(low / 1000)}–{significant(high / 1000)}"
@@ -453,7 +455,7 @@ def basket_figure(records: list[dict], model: str, path: Path) -> Path | None:
         ax.bar(xs, ys, width, label=f"{gpu} {variant_text} ({kind})".replace("  ", " "),
                hatch="//" if kind == "predicted" else None, edgecolor="black", linewidth=0.5)
         spans = [(x, lo, hi) for x, lo, hi in zip(xs, lows, highs) if hi > lo]  # whiskers only where there is a range
-        if spans:  # drawn as a span, not around the bar: a band may lie wholly below or above its prediction
+        if spans:  # drawn as a span, not symmetric around the bar: a band need not be centred on its prediction
             ax.errorbar([x for x, _, _ in spans], [(lo + hi) / 2 for _, lo, hi in spans],
                         yerr=[(hi - lo) / 2 for _, lo, hi in spans], fmt="none", ecolor="black", capsize=2,
                         linewidth=0.8)
@@ -471,8 +473,8 @@ def whisker(record: dict, value: float) -> tuple[float, float]:
     """(low, high) tokens/s of a bar's whisker: a prediction's error band, the min and max of a measurement's
     passes, or the value itself (no whisker) for one pass or a record without either."""
     band = record.get("error_band")
-    if record["kind"] == "predicted":
-        return (band["low"] * value, band["high"] * value) if band else (value, value)
+    if record["kind"] == "predicted":  # a band contains its prediction; one too thin to draw has no whisker
+        return (band["low"] * value, band["high"] * value) if band and band.get("low") is not None else (value, value)
     stats = record.get("tokens_per_second_stats") or {}
     if len(record.get("run_seconds") or []) < 2:
         return value, value
@@ -751,8 +753,9 @@ i.setAttribute('data-loaded',String(i.complete&&i.naturalWidth>0));}document.bod
 LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three significant figures; max batch in "
           "documents (or tokens, for a packed budget). Measured cells give (±half the IQR over the median of "
           "per-pass tokens/s, passes, and 'busy' or 'unstable' where the record says so); predicted cells "
-          "(p: low–high) the range the validation of that GPU and stack gives (predictions have been off by that "
-          "much), and 'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
+          "(p: low–high) the band of past errors for that GPU's architecture and stack, which contains the "
+          "prediction (past predictions were off by that much; 'band too thin' where too few rows exist), and "
+          "'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
           "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
           "and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
           "ranked best); 'n/a (... was nan)': a value that was not finite.")
