@@ -205,3 +205,34 @@ def test_paired_table_states_the_intervals_own_confidence_and_warns_below_95(tmp
              if "hf-modernbert-base" in line]
     assert "1.60–1.80 (75% CI, short of 95%: too few rounds)" in row and "too few rounds for 95%" in row
     assert "95% interval" not in md
+
+
+COMMITTED_CPU = Path(__file__).parent.parent / "results" / "cpu"
+
+
+def speedup_rows_of(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## Speedup against")[1].split("\n## ")[0]
+    return {cells[1]: cells[2:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                              for line in section.splitlines() if line.startswith("| cpu"))}
+
+
+def test_a_comparisons_ratio_is_the_speedup_only_of_rows_of_its_own_workload(tmp_path):
+    """Issue 34 item 3: a bf16 comparison's "0.99x [0.88, 1.28]" filled two float32 rows it never compared (the
+    pairing matched device, suite and threads only)."""
+    [comparison] = COMMITTED_CPU.glob("hf-modernbert-base-vs-modernbert-base__*comparison*.json")
+    runs = [json.loads(path.read_text()) for path in sorted(COMMITTED_CPU.glob("*modernbert-base__short-variable__"
+                                                                                "rigorous__auto__float32__bs32*"))]
+    assert [r["identity"]["model"] for r in runs] == ["hf-modernbert-base", "modernbert-base"]
+    data = json.loads(comparison.read_text())
+    data["identity"]["dtype"] = "bfloat16"
+    data["identity"]["device"] = data["device"]["name"] = runs[0]["device"]["name"]  # the same machine
+    data["payload"]["paired"]["ratios"][0].update(median=0.99, interval={"low": 0.88, "high": 1.28,
+                                                                         "confidence": 0.95, "requested": 0.95})
+    for i, record in enumerate([data, *runs]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(record))
+    rows = speedup_rows_of((build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text())
+    [fp32] = [cells for label, cells in rows.items() if label.startswith("modernbert-base [dtype=float32")]
+    [bf16] = [cells for label, cells in rows.items() if label.startswith("modernbert-base [dtype=bfloat16")]
+    tps = [r["payload"]["tokens_per_second_stats"]["median"] for r in runs]
+    assert fp32 == ["", f"{tps[1] / tps[0]:.2f}x", "", ""]  # its own runs' ratio, and nothing of the bf16 pair
+    assert bf16[1].startswith("0.99x [0.88, 1.28]")

@@ -155,7 +155,6 @@ def comparison_throughput(record: dict) -> list[dict]:
     the tables, the speedup and the paired ratio tell one story."""
     rows = []
     tiny = "-tiny" if record.get("tiny") else ""
-    asked = dict(zip(record.get("models") or [], (record.get("requested_backend") or "").split(",")))
     for name, side in (record.get("paired") or {}).get("models", {}).items():
         stats = side.get("tokens_per_second_stats") or {}
         if stats.get("median") is None:
@@ -168,7 +167,7 @@ def comparison_throughput(record: dict) -> list[dict]:
             "key": f"{record['key']}:{name}",
             "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
             "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
-            "requested_backend": asked.get(name, "auto"), "models": None,
+            "requested_backend": side_backend(record, name), "models": None,
             "subsampled": (record.get("documents") or 0) < (record.get("suite_documents") or 0),
             "from_comparison": True, "paired": None})
     return rows
@@ -500,16 +499,31 @@ def workload(record: dict) -> tuple:
             record.get("threads"), record.get("interop_threads"))
 
 
+def pairing(record: dict) -> tuple:
+    """What a comparison and a table row must share for the comparison's ratio to be the row's speedup: the same
+    device and host, suite, protocol, dtype, documents, batch and threads (the engine is in the side's name)."""
+    return (record["gpu_dir"], record.get("device_name"), record.get("host"), record["suite"],
+            record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("documents"),
+            record.get("batch_size"), record.get("token_budget"), record.get("threads"), record.get("interop_threads"),
+            bool(record.get("tiny")), record.get("time_transfer"), record.get("matmul_precision"))
+
+
+def side_backend(comparison: dict, side: str) -> str:
+    """The attention backend a comparison asked for on one side ('auto' unless given)."""
+    asked = dict(zip(comparison.get("models") or [], (comparison.get("requested_backend") or "").split(",")))
+    return asked.get(side) or "auto"
+
+
 def paired_ratio(paired: list[dict], mine: dict, baseline: str) -> str:
     """'1.69x [1.65, 1.73] (95% CI)': the newest comparison's ratio of `mine`'s model (on its engine) over
-    `baseline` (on torch) on the same device, suite and threads, or ''. A comparison whose baseline was `mine`'s
-    model gives the inverse ratio, its interval inverted (x -> 1/x keeps the order statistics' coverage)."""
+    `baseline` (on torch) on `mine`'s workload (`pairing`: device, suite, protocol, dtype, documents, batch,
+    threads; the same requested backend), or ''. A comparison whose baseline was `mine`'s model gives the inverse
+    ratio, its interval inverted (x -> 1/x keeps the order statistics' coverage)."""
     engine = mine.get("engine") or ENGINE_BEFORE_THE_AXIS
     side = mine.get("registry_model") + ("" if engine == ENGINE_BEFORE_THE_AXIS else f"@{engine}")
     found = []
     for r in paired:
-        if (r["gpu_dir"], r["suite"], r.get("device_name"), r.get("threads")) != \
-                (mine["gpu_dir"], mine["suite"], mine.get("device_name"), mine.get("threads")):
+        if pairing(r) != pairing(mine) or side_backend(r, side) != (mine.get("requested_backend") or "auto"):
             continue
         for ratio in r["paired"]["ratios"]:
             if (ratio["model"], ratio["baseline"]) == (side, baseline):
@@ -855,8 +869,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     speedups = speedup_rows(records, baseline, paired)
     if speedups:
         sections.append(Section(f"Speedup against {baseline}", "Tokens/s over the baseline's: same suite, protocol, "
-                                "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
-                                "comparison measured the pair, its median ratio [interval] (the interval's confidence) is the cell.",
+                                "dtype, documents, batch, threads and machine; measured and predicted apart. Where a "
+                                "paired comparison measured the pair on that workload (and engine), its median ratio "
+                                "[interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if len({r.get("engine") or ENGINE_BEFORE_THE_AXIS for r in records}) > 1:
         sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity: max |difference| "
