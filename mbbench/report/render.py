@@ -50,7 +50,8 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
 VARIANT_FIELDS = ("protocol", "engine", "requested_backend", "dtype", "threads", "batch", "docs", "runs", "warmup",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "host", "torch",
                   "transformers", "model_version", "matmul_precision")
-TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
+# They change every number of a row: never left implicit in a table (and cells are ranked within one of each).
+TABLE_WIDE_FIELDS = ("protocol", "dtype", "device_name")
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "model_version": "model"}
 
@@ -97,8 +98,8 @@ def variant(record: dict) -> dict:
 def label_variants(records: list[dict]) -> list[dict]:
     """Each record's row label: the model, plus the variant fields that tell its records apart.
 
-    Protocol and dtype label every row of a device's table (of one kind) where they vary, so no row mixes
-    them across columns and none is ranked unlabelled against another protocol; the other fields label a
+    Protocol, dtype and device name label every row of a table (of one kind) where they vary, so no row mixes
+    them across columns and none is ranked unlabelled against another protocol or machine; the other fields label a
     model's rows where two records of one suite differ in them.
     """
     by_model: dict[tuple, list[dict]] = {}
@@ -175,9 +176,9 @@ def comparison_throughput(record: dict) -> list[dict]:
 
 def measured_workload(record: dict) -> tuple:
     """What a re-measurement shares with the measurement it supersedes: model, suite, protocol, dtype, batch,
-    documents and options on one device directory and host (passes, warmup and software may differ: they are
-    how it was measured again; another host is another machine, shown apart)."""
-    return (record["gpu_dir"], record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
+    documents and options on one device and host (passes, warmup and software may differ: they are how it was
+    measured again; another host or device, even under one host name, is another machine, shown apart)."""
+    return (record["gpu_dir"], record.get("device_name"), record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
             record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("batch_size"),
             record.get("token_budget"), record.get("documents"), record.get("requested_backend"), record.get("compile"),
             record.get("engine") or ENGINE_BEFORE_THE_AXIS, record.get("threads"), record.get("interop_threads"),
@@ -227,8 +228,9 @@ def headline(record: dict) -> float | None:
 
 
 def rank_group(record: dict) -> tuple:
-    """Cells ranked against each other (bold, italic) share kind, protocol and dtype: like with like."""
-    return record.get("kind"), record.get("protocol"), record.get("dtype")
+    """Cells ranked against each other (bold, italic) share kind, protocol, dtype and device (an Intel CPU's row
+    is never best against an AMD one's in the one `cpu` table): like with like."""
+    return record.get("kind"), record.get("protocol"), record.get("dtype"), record.get("device_name")
 
 
 def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, tuple | None]:
@@ -381,7 +383,34 @@ def flags(record: dict) -> str:
             not_finite(record, k.removeprefix("payload.")) for k in sorted(record["non_finite"]) if k.startswith("payload.")))
     if record.get("capped"):
         out.append("capped search: a lower bound")
+    if record.get("older_repeat"):
+        out.append("an older repeat of its identity: the newest is shown")
+    out += [f"{side_label(side)} superseded by the {by}" for side, by in (record.get("sides_superseded") or {}).items()]
+    out += [f"{side_label(side)} left out: {why}" for side, why in (record.get("excluded") or {}).items()]
+    if record.get("status") == "failed":
+        out.append(f"failed: {record.get('reason') or 'no reason recorded'}")
     return ", ".join(out)
+
+
+def side_label(side: str) -> str:
+    """A comparison's side with its engine always named: 'modernbert-base@torch', 'bert-base@onnxruntime'."""
+    return side if ENGINE_SEPARATOR in side else f"{side}{ENGINE_SEPARATOR}{ENGINE_BEFORE_THE_AXIS}"
+
+
+def comparison_value(record: dict) -> str:
+    """Each side of a comparison with its engine, its tokens/s and its ratio over the baseline (in the order the
+    record names them): 'modernbert-base@torch (baseline) 0.676k tok/s, bert-base@onnxruntime 0.434k tok/s
+    (0.65x)'."""
+    ratios = {r["model"]: r["median"] for r in record["paired"]["ratios"]}
+    parts = []
+    sides = record["paired"].get("models", {})
+    for side in [m for m in record.get("models") or [] if m in sides]:
+        median = (sides[side].get("tokens_per_second_stats") or {}).get("median")
+        value = f" {significant(median / 1000)}k tok/s" if median is not None else ""
+        role = " (baseline)" if side == record.get("baseline") else ""
+        ratio = f" ({ratios[side]:.2f}x)" if side in ratios else ""
+        parts.append(f"{side_label(side)}{role}{value}{ratio}")
+    return ", ".join(parts)
 
 
 def provenance_value(record: dict) -> str:
@@ -397,21 +426,54 @@ def provenance_value(record: dict) -> str:
         return f"{searched:,}{unit}"
     if not_finite(record):
         return f"n/a ({not_finite(record)})"
-    if record.get("measurement") == "comparison":
-        return ", ".join(f"{r['model']} {r['median']:.2f}x" for r in record["paired"]["ratios"])
+    if record.get("measurement") == "comparison" and record.get("status") == "ok":
+        return comparison_value(record)
     return "–"
 
 
+def engines_of(record: dict) -> str:
+    """The engine a record ran on; a comparison's, one per side in the record's order."""
+    if record.get("measurement") == "comparison":
+        return ", ".join(side_label(side).partition(ENGINE_SEPARATOR)[2] for side in record.get("models") or [])
+    return record.get("engine") or ENGINE_BEFORE_THE_AXIS
+
+
 def provenance_rows(records: list[dict]) -> list[list[str]]:
-    """One row per record read (superseded ones included, marked): where each number came from. Software
-    versions are in the Environment table."""
-    return [[r["gpu_dir"], r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
-             provenance_value(r), str(r.get("backend", "")), r["dtype"], r["protocol"],
-             (r.get("created_at") or "")[:10], flags(r)] for r in records]
+    """One row per record read (older repeats, superseded and failed ones included, marked): where each number
+    came from. A comparison's row names each side with its engine. Software versions are in the Environment
+    table."""
+    def model(r: dict) -> str:
+        return " vs ".join(map(side_label, r["models"])) if r.get("measurement") == "comparison" else r["model"]
+
+    return [[r["gpu_dir"], model(r), r["suite"], r.get("measurement", "throughput"), r["kind"],
+             provenance_value(r), engines_of(r), str(r.get("backend") or ""), r.get("dtype") or "",
+             r.get("protocol") or "", (r.get("created_at") or "")[:10], flags(r)]
+            for r in sorted(records, key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"]))]
 
 
-PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "backend", "dtype", "protocol", "date",
-                     "flags"]
+PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "engine", "backend", "dtype",
+                     "protocol", "date", "flags"]
+
+
+def what_became_of(read: list[dict], kept: list[dict], superseded: list[dict]) -> list[dict]:
+    """Every record read, once each, marked with what became of it: an older repeat of an identity (`merge` kept
+    the newest), superseded by a re-measurement (`supersede`; a comparison's sides each on their own)."""
+    kept_ids = {id(r) for r in kept}
+    later = {(r["key"], r.get("host")): r["superseded_by"] for r in superseded}
+    marked = []
+    for r in read:
+        sides = {side: later[(f"{r['key']}:{side}", r.get("host"))] for side in r.get("models") or []
+                 if (f"{r['key']}:{side}", r.get("host")) in later} if r.get("measurement") == "comparison" else {}
+        marked.append(r | {"older_repeat": id(r) not in kept_ids, "sides_superseded": sides,
+                           "superseded_by": later.get((r["key"], r.get("host")))})
+    return marked
+
+
+def counted(records: list[dict]) -> str:
+    """'85 records: 75 predicted, 9 measured, 1 failed' (a failure counted once, as failed)."""
+    kinds = [("failed" if r.get("status") == "failed" else r.get("kind") or "unknown") for r in records]
+    parts = [f"{kinds.count(kind)} {kind}" for kind in sorted(set(kinds))]
+    return f"{plural(len(records), 'record')}: {', '.join(parts)}"
 
 
 def basket_rows(records: list[dict], model: str) -> list[dict]:
@@ -766,8 +828,8 @@ LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three s
           "per-pass tokens/s, passes, and 'busy' or 'unstable' where the record says so); predicted cells "
           "(p: low–high) the range the validation of that GPU and stack gives (predictions have been off by that "
           "much), and 'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
-          "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
-          "and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
+          "missing; **bold** best measured and _italic_ best predicted per column among rows of one device, "
+          "protocol and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
           "ranked best); 'n/a (... was nan)': a value that was not finite.")
 
 
@@ -814,6 +876,14 @@ ENVIRONMENT_HEADER = ["device", "driver", "cuda", "torch", "transformers", "host
                       "warning"]
 
 
+def environment_section(read: list[dict]) -> Section:
+    """The Environment table over every measured record read (repeats, superseded and failed ones included, as in
+    the provenance), with the counts that tie it to the records read."""
+    measured = [r for r in read if r.get("kind") == "measured"]
+    return Section("Environment", f"The {plural(len(measured), 'measured record')} of the {len(read)} read, by "
+                   f"machine and software ({counted(read)}).", (ENVIRONMENT_HEADER, environment_rows(measured)))
+
+
 def build_report(result_dirs: list[str], out: str | Path, model: str | None = None,
                  baseline: str = "hf-modernbert-base", include_smoke: bool = False) -> Path:
     """Render report.md, index.html and PNGs from the records under `result_dirs` into `out`.
@@ -832,9 +902,11 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report"
                         + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
+    kept = list(records)  # the newest of each identity: an older repeat is marked so in the provenance
     records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
                 for row in comparison_throughput(r)]
     records, superseded = supersede(records)
+    provenance = what_became_of(raw, kept, superseded)
     paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
     records = label_variants([r for r in records if r.get("measurement") != "comparison"])
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
@@ -854,8 +926,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                      for d in result_dirs)
     intro = f"{generated_line()} Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out."
                                                   if smoke and not include_smoke else "") + " " + LEGEND
-    measured = [r for r in [*records, *paired, *served["latency"], *served["serving"]] if not r.get("from_comparison")]
-    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(measured)))]
+    sections = [environment_section(raw)]
     sections += [Section(gpu, section_text(mine), paper_table(mine))
                  for gpu in sorted({r["gpu_dir"] for r in records})
                  for mine in [[r for r in records if r["gpu_dir"] == gpu]]]
@@ -890,11 +961,10 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                                                                                 value)))
     if failed:
         sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
-    sections.append(Section("Provenance", "Every record read, superseded ones included; software versions are in "
-                            "the Environment table.", (PROVENANCE_HEADER, provenance_rows(
-                                sorted([*records, *paired, *superseded], key=lambda r: (r["gpu_dir"], r["model"],
-                                                                                        r["suite"], r["key"])))),
-                            folded=True))
+    sections.append(Section("Provenance", f"Every record read, one row each ({counted(raw)}): older repeats, "
+                            "superseded and failed ones included, marked; a comparison's row names each side with its "
+                            "engine. Software versions are in the Environment table.",
+                            (PROVENANCE_HEADER, provenance_rows(provenance)), folded=True))
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
     # both pages are rendered before either is written, and each replaces the old one whole (UTF-8, any locale)
