@@ -33,12 +33,14 @@ import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
 from mbbench.calibration import paper_timing_batch  # noqa: E402
 from mbbench.environment import git_commit  # noqa: E402
+from mbbench.bench.latency import shown_percentile  # noqa: E402
 from mbbench.compare import interval_label  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
 from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
+from mbbench.serve import slo_basis  # noqa: E402
 from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
@@ -694,20 +696,22 @@ def _label(record: dict) -> str:
 
 
 LATENCY_HEADER = ["device", "model", "suite", "layout", "batch", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/s",
-                  "requests/s", "cold start", "date", "warning"]
+                  "requests/s", "untimed new shapes", "cold start", "date", "warning"]
 
 
 def latency_rows(records: list[dict]) -> list[list[str]]:
-    """One row per batch size of each latency record: percentiles, throughput, and the model's cold start."""
+    """One row per batch size of each latency record: percentiles ('≈max' where no request lies beyond one),
+    throughput, the requests that met a new shape (run once untimed first), and the model's cold start."""
     rows = []
     for r in records:
-        cold = f"load {r.get('load_seconds') or 0:.2f} s + first call {_ms(r.get('first_call_s'))} ms"
+        cold = f"load {r.get('load_seconds') or 0:.2f} s + first call {_ms(r.get('first_call_s'))} ms (document 0)"
         for point in r["points"]:
             stats = point["latency_s"]
             rows.append([r["gpu_dir"], r["model"], r["suite"], r.get("layout") or "", str(point["batch_size"]),
-                         str(point["requests"]), _ms(stats["p50"]), _ms(stats["p90"]), _ms(stats["p99"]),
-                         f"{point['tokens_per_second']:,.0f}", f"{point['requests_per_second']:,.2f}", cold,
-                         (r.get("created_at") or "")[:10], "busy" if r.get("load_warning") else ""])
+                         str(point["requests"]), *(shown_percentile(stats, k) for k in ("p50", "p90", "p99")),
+                         f"{point['tokens_per_second']:,.0f}", f"{point['requests_per_second']:,.2f}",
+                         str(point.get("shape_warmup_requests", "")), cold, (r.get("created_at") or "")[:10],
+                         "busy" if r.get("load_warning") else ""])
     return rows
 
 
@@ -721,27 +725,35 @@ def latency_sections(records: list[dict], out: Path) -> list[Section]:
     figure = latency_curves(curves, out / "latency.png", "documents per request (batch size)",
                             "Per-request latency against batch size (closed loop)", log_x=True)
     return [Section("Latency per request", "Closed loop, one request at a time, each drawing its documents from "
-                    "the suite; milliseconds per request, real tokens/s.", (LATENCY_HEADER, latency_rows(records)),
-                    figure)]
+                    "the suite; milliseconds per request, real tokens/s. '≈max': a percentile with no request beyond "
+                    "it (p99 needs 100 requests for one), so the largest latency, not a tail estimate. A request "
+                    "that met a shape not run before ran once untimed first (counted): these are latencies of shapes "
+                    "already run.", (LATENCY_HEADER, latency_rows(records)), figure)]
 
 
-SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "achieved/s", "p50 ms", "p90 ms",
-                  "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved"]
+SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "arrived/s", "achieved/s", "p50 ms",
+                  "p90 ms", "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved", "new-shape batches (busy)"]
 
 
 def serving_rows(records: list[dict]) -> list[list[str]]:
-    """One row per offered rate of each serving record (ascending): total latency, queue, batches, throughput."""
+    """One row per offered rate of each serving record (ascending): the rates offered, drawn and achieved, total
+    latency ('≈max' where no request lies beyond a percentile), queue, batches, throughput, and the batches of
+    new shapes with their share of the busy time (older records: blank)."""
     rows = []
     for r in records:
         batches = f"{r.get('layout')}, {r.get('max_batch_tokens')} tokens" + (", sorted" if r.get("sort_by_length")
                                                                               else "")
         for run in sorted(r["serving_runs"], key=lambda run: run["offered_rate"]):
             total = run.get("total_s") or {}
+            new_shapes = (f"{run['new_shape_batches']} of {run['batches']} ({run['new_shape_share']:.0%})"
+                          if "new_shape_batches" in run else "")
             rows.append([r["gpu_dir"], r["model"], r["suite"], batches, r.get("clock") or "",
-                         f"{run['offered_rate']:g}", f"{run['achieved_rate']:.2f}", _ms(total.get("p50")),
-                         _ms(total.get("p90")), _ms(total.get("p99")), _ms((run.get("queue_s") or {}).get("p99")),
+                         f"{run['offered_rate']:g}", f"{run['arrived_rate']:.3g}" if "arrived_rate" in run else "",
+                         f"{run['achieved_rate']:.3g}", *(shown_percentile(total, k) if total else ""
+                                                          for k in ("p50", "p90", "p99")),
+                         _ms((run.get("queue_s") or {}).get("p99")),
                          f"{(run.get('batch_size') or {}).get('mean', 0):.2f}", f"{run['tokens_per_second']:,.0f}",
-                         str(run["unserved"])])
+                         str(run["unserved"]), new_shapes])
     return rows
 
 
@@ -756,7 +768,7 @@ def slo_items(records: list[dict]) -> list[str]:
         answer = (f"{slo['best_rate']:.3g} requests/s (achieved {slo['best_achieved_rate']:.3g} requests/s, "
                   f"{slo['best_tokens_per_second']:,.0f} tokens/s)" if slo.get("best_rate") is not None
                   else "no rate tried")
-        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo['note']}")
+        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo['note']}{slo_basis(slo)}")
     return items
 
 
@@ -776,7 +788,10 @@ def serving_sections(records: list[dict], out: Path) -> list[Section]:
                             "Total request latency against offered load (open loop, dynamic batching)")
     return [Section("Serving: latency against offered load", "Open-loop Poisson arrivals through a dynamic batcher "
                     "into one worker; total = queue + inference, milliseconds per request; an overloaded run "
-                    "leaves requests unserved (crossed in the figure).", (SERVING_HEADER, serving_rows(records)),
+                    "leaves requests unserved (crossed in the figure). Arrived/s is what the seeded draw brought "
+                    "(a short window draws off the offered rate); achieved/s below it is not overload unless "
+                    "requests went unserved. A batch of a new shape is served as it comes, its first call in the "
+                    "latencies (its share of the busy time given); '≈max': no request beyond that percentile.", (SERVING_HEADER, serving_rows(records)),
                     figure, slo_items(records))]
 
 
@@ -906,7 +921,6 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
                 for row in comparison_throughput(r)]
     records, superseded = supersede(records)
-    provenance = what_became_of(raw, kept, superseded)
     paired = [r for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"]
     records = label_variants([r for r in records if r.get("measurement") != "comparison"])
     # A failure superseded by a later measurement is history; one that is newest stays visible, apart.
@@ -964,7 +978,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     sections.append(Section("Provenance", f"Every record read, one row each ({counted(raw)}): older repeats, "
                             "superseded and failed ones included, marked; a comparison's row names each side with its "
                             "engine. Software versions are in the Environment table.",
-                            (PROVENANCE_HEADER, provenance_rows(provenance)), folded=True))
+                            (PROVENANCE_HEADER, provenance_rows(what_became_of(raw, kept, superseded))), folded=True))
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
     # both pages are rendered before either is written, and each replaces the old one whole (UTF-8, any locale)
