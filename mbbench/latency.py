@@ -6,7 +6,8 @@ model, padded to the longest in the request otherwise. Real tokens only are coun
 cold call (apart), a warmup, then at least N requests and S seconds on the wall clock. Defaults follow
 optimum-benchmark's inference scenario (optimum_benchmark/scenarios/inference/config.py: duration=10 s,
 warmup_runs=10) but for the count: 100 requests, not its 10, so that p99 (the highest percentile printed) has
-one request beyond it (`bench.latency.samples_needed`); p99 of 10 is their maximum. The cold start of the model (load, first forward) is recorded apart.
+one request beyond it (`bench.latency.samples_needed`); p99 of 10 is their maximum. The cold start of the
+model (load, first forward) is recorded apart.
 """
 
 from __future__ import annotations
