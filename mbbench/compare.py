@@ -27,7 +27,7 @@ from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
-from mbbench.runner import build, check_engine_memory, prepare
+from mbbench.runner import build, check_engine_memory, prepare, rounds_estimate_line
 from mbbench.suites import make_batches, select_documents
 
 class TooFewSides(ParityFailure):
@@ -113,6 +113,8 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
         p.suite, indices, encoders[side].layout, p.batch_size, p.token_budget, encoders[side].pad_token_id,
         pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for side, p in sides.items()}
     device = torch.device(base_plan.torch_device)
+    if progress:  # before the sides' engines are prepared: exports and compiles can take minutes
+        progress(rounds_estimate_line(sides, batches))
     forwards, infos, parity, excluded = {}, {}, {}, {}
     for side in identity.models:
         try:
