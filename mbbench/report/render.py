@@ -445,7 +445,8 @@ def provenance_rows(records: list[dict]) -> list[list[str]]:
     came from. A comparison's row names each side with its engine. Software versions are in the Environment
     table."""
     def model(r: dict) -> str:
-        return " vs ".join(map(side_label, r["models"])) if r.get("measurement") == "comparison" else r["model"]
+        sides = r.get("models") if r.get("measurement") == "comparison" else None
+        return " vs ".join(map(side_label, sides)) if sides else r["model"]
 
     return [[r["gpu_dir"], model(r), r["suite"], r.get("measurement", "throughput"), r["kind"],
              provenance_value(r), engines_of(r), str(r.get("backend") or ""), r.get("dtype") or "",
