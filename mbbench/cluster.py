@@ -1,8 +1,10 @@
 """The Ray executor of `mbbench matrix --ray`: one Ray task per configuration, placed by GPU type.
 
-Ray schedules; mbbench only says what each task needs. A GPU task asks for one whole GPU (so two
+Ray schedules GPU tasks; mbbench only says what each needs. A GPU task asks for one whole GPU (so two
 measurements never share a GPU) and, when the matrix names GPU types, for Ray's
-`accelerator_type:<type>` resource, which Ray puts on every node with that GPU. The task runs
+`accelerator_type:<type>` resource, which Ray puts on every node with that GPU. A CPU task reserves the
+threads it runs and a node to itself (the node's own `node:<address>` resource, whole): the driver hands
+each free node the next CPU task, so CPU measurements never overlap on a node. The task runs
 `matrix.execute`, the code path of `mbbench run`, on the node, and returns its record to the driver,
 which writes it. Ray is an optional extra (`pip install 'mbbench[ray]'`), imported only here.
 """
@@ -58,14 +60,29 @@ class RayExecutor:
                 raise UserError(f"cannot connect to Ray at {self.address or '(default address)'}: {error}") from None
         return ray
 
-    def task_options(self, task: Task) -> dict:
-        options = {"num_cpus": self.cpus_per_task, "num_gpus": 1 if task.device_kind == "cuda" else 0,
+    def task_options(self, task: Task, node: str | None = None) -> dict:
+        """Ray options of one task: one whole GPU for a GPU task; for a CPU task the threads it runs (at least
+        --cpus-per-task) and, on `node` (that node's own `node:<address>` resource, 1.0 of it), the node
+        alone: no two CPU measurements share a node (four at once measured a tenth of one alone)."""
+        options = {"num_cpus": self.cpus_of(task), "num_gpus": 1 if task.device_kind == "cuda" else 0,
                    "name": f"mbbench {task.planned.identity.file_stem()}"}
-        if task.accelerator:
-            # A CPU task takes the node's whole type label, so CPU measurements never share a node.
-            amount = GPU_TYPE_AMOUNT if task.device_kind == "cuda" else 1
-            options["resources"] = {f"accelerator_type:{task.accelerator}": amount}
+        resources = {f"accelerator_type:{task.accelerator}": GPU_TYPE_AMOUNT} if task.accelerator else {}
+        if node is not None:
+            resources[node] = 1.0
+        if resources:
+            options["resources"] = resources
         return options
+
+    def cpus_of(self, task: Task) -> float:
+        """CPUs a task reserves: --cpus-per-task, and for a CPU task at least the intra-op threads it runs."""
+        threads = task.planned.threads.intra if task.device_kind == "cpu" and task.planned.threads else 0
+        return max(self.cpus_per_task, threads)
+
+    def nodes_for(self, task: Task, nodes: dict[str, dict]) -> list[str]:
+        """The nodes (by their `node:<address>` resource) that can run a CPU task: enough CPUs, its type label."""
+        label = f"accelerator_type:{task.accelerator}" if task.accelerator else None
+        return [node for node, have in nodes.items()
+                if have.get("CPU", 0) >= self.cpus_of(task) and (label is None or label in have)]
 
     def infeasible(self, task: Task, cluster: dict) -> str | None:
         """Why no node of the cluster can ever run this task (Ray would leave it pending forever)."""
@@ -75,33 +92,59 @@ class RayExecutor:
             have = sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))
             return (f"no node in the Ray cluster has GPU type {task.accelerator} "
                     f"(its types: {', '.join(have) or 'none'})")
-        if cluster.get("CPU", 0) < self.cpus_per_task:
-            return f"the Ray cluster has {cluster.get('CPU', 0):g} CPUs; each task asks for {self.cpus_per_task:g}"
+        if cluster.get("CPU", 0) < self.cpus_of(task):
+            return f"the Ray cluster has {cluster.get('CPU', 0):g} CPUs; the task asks for {self.cpus_of(task):g}"
         return None
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Record]]:
+        """Submit every GPU task at once (Ray places them); CPU tasks one per node at a time, the next one as a
+        node comes free. Yields (task, record) as each finishes; cancels what is left when abandoned."""
         if not tasks:  # everything is recorded already: no need to reach (or start) a cluster
             return
         ray = self.connect()
-        cluster = ray.cluster_resources()
+        cluster, nodes = ray.cluster_resources(), node_resources(ray.nodes())
         remote = ray.remote(_ray_task)
-        pending, impossible = {}, []
+        pending: dict = {}  # object ref -> (task, the node it holds alone, or None)
+        queued, impossible, free = [], [], list(nodes)
         for task in tasks:
-            reason = self.infeasible(task, cluster)
+            reason = self.infeasible(task, cluster) or (
+                None if task.device_kind != "cpu" or self.nodes_for(task, nodes) else
+                f"no node has {self.cpus_of(task):g} CPUs" + (f" and GPU type {task.accelerator}"
+                                                               if task.accelerator else ""))
             if reason:
                 impossible.append((task, failed_record(task, MissingResource(reason))))
+            elif task.device_kind == "cpu":
+                queued.append(task)
             else:
-                pending[remote.options(**self.task_options(task)).remote(task)] = task
+                pending[remote.options(**self.task_options(task)).remote(task)] = (task, None)
+
+        def dispatch() -> None:  # each free node takes the first queued CPU task it can run
+            for node in list(free):
+                task = next((t for t in queued if node in self.nodes_for(t, nodes)), None)
+                if task is not None:
+                    queued.remove(task)
+                    free.remove(node)
+                    pending[remote.options(**self.task_options(task, node)).remote(task)] = (task, node)
+
+        dispatch()
         if self.say:
-            self.say(f"submitted {len(pending)} tasks to Ray ({describe_cluster(cluster)}); "
-                     f"{len(impossible)} cannot be placed")
+            self.say(f"submitted {len(pending) + len(queued)} tasks to Ray ({describe_cluster(cluster)}; CPU tasks "
+                     f"one per node at a time); {len(impossible)} cannot be placed")
         yield from impossible
+        yield from self._finish(ray, pending, free, dispatch)
+
+    def _finish(self, ray, pending: dict, free: list, dispatch: Callable[[], None]) -> Iterator[tuple[Task, Record]]:
+        """Collect tasks as they finish, handing each freed node (not a lost one) the next CPU task."""
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    task = pending.pop(ref)
-                    yield task, self._collect(ray, ref, task)
+                    task, node = pending.pop(ref)
+                    record = self._collect(ray, ref, task)
+                    if node is not None and getattr(record.payload, "error_type", None) != "NodeDiedError":
+                        free.append(node)
+                    yield task, record
+                dispatch()
         finally:  # interrupted (Ctrl-C) or abandoned: do not leave tasks running on the cluster
             for ref in pending:
                 with contextlib.suppress(Exception):
@@ -126,6 +169,18 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     except OSError as error:
         raise UserError(f"cannot reach a Ray cluster at {address}: {error.strerror or error}; "
                         "is `ray start --head` running there, and is the port open?") from None
+
+
+def node_resources(nodes: list[dict]) -> dict[str, dict]:
+    """Each alive node's resources (`ray.nodes()`), keyed by the node's own resource `node:<address>`, of which
+    every node has exactly 1.0: a task asking for all of it has the node to itself among such tasks."""
+    found = {}
+    for node in nodes:
+        resources = node.get("Resources") or {}
+        own = [k for k in resources if k.startswith("node:") and not k.startswith("node:__")]
+        if node.get("Alive") and own:
+            found[own[0]] = resources
+    return found
 
 
 def describe_cluster(cluster: dict) -> str:

@@ -30,7 +30,7 @@ from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
 from mbbench.runner import (build, check_engine_memory, cpu_gemm_peak, model_flops_utilisation, pass_flops,
-                            prepare)
+                            prepare, rounds_estimate_line)
 from mbbench.suites import make_batches, select_documents
 
 class TooFewSides(Exception):
@@ -146,7 +146,8 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
         p.suite, indices, encoders[side].layout, p.batch_size, p.token_budget, encoders[side].pad_token_id,
         pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for side, p in sides.items()}
     device = torch.device(base_plan.torch_device)
-    if progress:
+    if progress:  # before the sides' engines are prepared: exports and compiles can take minutes
+        progress(rounds_estimate_line(sides, batches))
         for side, why in comparison.refused.items():
             progress(f"{side} left out of the rounds: {why}")
     prepared = prepare_sides(sides, encoders, batches, progress)

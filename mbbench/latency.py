@@ -4,8 +4,10 @@ Closed loop, one request at a time (`bench.latency.measure_latency`), each reque
 drawn from the suite (seeded per request), in the model's own layout: packed for the unpadded reference
 model, padded to the longest in the request otherwise. Real tokens only are counted. Per batch size: one
 cold call (apart), a warmup, then at least N requests and S seconds on the wall clock. Defaults follow
-optimum-benchmark's inference scenario (optimum_benchmark/scenarios/inference/config.py: iterations=10,
-duration=10 s, warmup_runs=10). The cold start of the model (load, first forward) is recorded apart.
+optimum-benchmark's inference scenario (optimum_benchmark/scenarios/inference/config.py: duration=10 s,
+warmup_runs=10) but for the count: 100 requests, not its 10, so that p99 (the highest percentile printed) has
+one request beyond it (`bench.latency.samples_needed`); p99 of 10 is their maximum. The cold start of the
+model (load, first forward) is recorded apart.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Callable
 from mbbench.batching import Batch as ModelBatch
 from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
-from mbbench.bench.latency import LatencyRun, measure_latency
+from mbbench.bench.latency import LatencyRun, few_samples_note, measure_latency
 from mbbench.bench.loadgen import MAX_REQUESTS, MAX_SECONDS
 from mbbench.errors import UserError
 from mbbench.plan import Plan, record, unsupported_record
@@ -25,7 +27,7 @@ from mbbench.records import Latency, Record
 from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
-DEFAULT_MIN_REQUESTS = 10  # optimum-benchmark: iterations = 10
+DEFAULT_MIN_REQUESTS = 100  # one request beyond p99, the highest percentile printed (optimum-benchmark's is 10)
 DEFAULT_MIN_SECONDS = 10.0  # optimum-benchmark: duration = 10 s
 DEFAULT_WARMUP = 10  # optimum-benchmark: warmup_runs = 10
 
@@ -74,8 +76,8 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     model = load_model(plan, progress)
     first = first_call(model, plan.suite.document(0))
     if progress:
-        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms; "
-                 f"{plan.documents} documents to draw from ({model.layout})")
+        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms (document 0, "
+                 f"{len(plan.suite.document(0))} tokens); {plan.documents} documents to draw from ({model.layout})")
     points, machine = [], watch_load(plan)
     for batch_size in settings.batch_sizes:
         run = measure_batch_size(plan, model, settings, batch_size)
@@ -83,7 +85,8 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
         if progress:
             stats = run.stats
             progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
-                     f"p99 {stats.p99 * 1e3:.1f} ms, {run.tokens_per_second:,.0f} tokens/s")
+                     f"p99 {stats.p99 * 1e3:.1f} ms{few_samples_note(stats, (99,), 'requests')}, "
+                     f"{run.tokens_per_second:,.0f} tokens/s")
     load = machine()
     payload = Latency(backend=model.backend, layout=model.layout, seed=settings.seed,
                       min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,

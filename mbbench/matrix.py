@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import os
 import socket
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -206,9 +208,11 @@ def open_store(root: str | Path) -> results.Store:
 
 def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
             on_pass: Callable[[int, float], None] | None = None) -> Record:
-    """Measure one task on this machine; never raises for a failed configuration (returns its record)."""
+    """Measure one task on this machine; never raises for a failed configuration (returns its record). The
+    record's `execution.overlapping` names every other matrix task measured on this host meanwhile."""
     started = time.time()
     plan = task.planned
+    log_measurement("start", task.label)
     try:
         device = detect(task.config.device)
         check_placement(task, device)
@@ -217,11 +221,51 @@ def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
     except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
         record = failure_record(plan, error)
     finally:
+        log_measurement("end", task.label)
         release_memory()
-    record.execution = execution_info(via, task, started)
+    record.execution = execution_info(via, task, started) | {"overlapping": overlapping(started, time.time())}
     if task.command_line:
         record.environment["command_line"] = task.command_line  # a Ray worker's argv says nothing
     return record
+
+
+MEASUREMENT_LOG = Path(tempfile.gettempdir()) / "mbbench-measurements.log"  # one per host, every task's span
+
+
+def log_measurement(event: str, label: str, log: Path = MEASUREMENT_LOG) -> None:
+    """Append 'start' or 'end' of this process's task to the host's log (one short line: an atomic append)."""
+    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as file:
+        file.write(f"{event}\t{os.getpid()}\t{time.time():.3f}\t{label}\n")
+
+
+def overlapping(started: float, ended: float, log: Path = MEASUREMENT_LOG) -> list[str]:
+    """The other tasks measured on this host while this one ran (`started` to `ended`, epoch seconds): what any
+    overlap of CPU measurements leaves in a record. A task still running counts up to now while its process
+    lives; one whose process died without an end is left out."""
+    spans: dict[tuple[str, str], list[float]] = {}
+    with contextlib.suppress(OSError):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            event, pid, at, label = (line.split("\t", 3) + ["", "", "", ""])[:4]
+            if pid != str(os.getpid()) and event in ("start", "end"):
+                spans.setdefault((pid, label), []).append(float(at) if event == "start" else -float(at))
+    others = []
+    for (pid, label), marks in spans.items():
+        starts, ends = [m for m in marks if m > 0], [-m for m in marks if m < 0]
+        for begin in starts:
+            end = min((e for e in ends if e >= begin), default=time.time() if alive(int(pid)) else None)
+            if end is not None and begin < ended and end > started:
+                others.append(f"{label} (process {pid})")
+    return sorted(set(others))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def check_placement(task: Task, device: DeviceInfo) -> None:
@@ -243,7 +287,7 @@ def release_memory() -> None:
 
 def execution_info(via: str, task: Task, started: float) -> dict:
     info = {"via": via, "accelerator_type": task.accelerator, "host": socket.gethostname(),
-            "seconds": round(time.time() - started, 3)}
+            "started_at": round(started, 3), "seconds": round(time.time() - started, 3)}
     if via == "ray":
         with contextlib.suppress(Exception):
             import ray

@@ -13,16 +13,19 @@ never collide with it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Callable, Iterator, TextIO
 
 from tqdm import tqdm
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]"
 UNKNOWN_TOTAL_FORMAT = "{desc}: {n_fmt} [{elapsed}{postfix}]"
 LINE_INTERVAL_S = 10.0  # off a terminal: at most one progress line this often (and always the last)
+HEARTBEAT_S = 30.0  # a silent step (an export, a compile) says it is still at work this often
 
 
 class ProgressBar:
@@ -99,3 +102,26 @@ def _is_terminal(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+@contextlib.contextmanager
+def heartbeat(say: Callable[[str], None] | None, doing: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """While the body runs, `say(f"{doing}: 30 s so far")` every `every_s` seconds (from a daemon thread), so a
+    step with nothing to count (an engine's export and compile: 80-136 s) is never silent; nothing when `say` is
+    None. Exceptions of the body pass through; the thread stops with it."""
+    if say is None:
+        yield
+        return
+    stop, started = threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            say(f"{doing}: {time.monotonic() - started:.0f} s so far")
+
+    thread = threading.Thread(target=beat, name="mbbench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

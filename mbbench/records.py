@@ -463,9 +463,10 @@ class Latency:
     from the suite (seeded); at least `min_requests` timed requests and `min_seconds` per batch size.
 
     `points` holds one entry per batch size, `bench.latency.LatencyRun.to_dict()`: batch_size,
-    requests, cold_s (the first call at that batch size, apart), elapsed_s, real_tokens, requests_per_second,
-    documents_per_second, tokens_per_second, and latency_s {count, mean, stdev, min, p50, p90, p95,
-    p99, max} in seconds.
+    requests, cold_s (the first call at that batch size, apart) and cold_real_tokens (its request 0's tokens),
+    elapsed_s, real_tokens, requests_per_second, documents_per_second, tokens_per_second,
+    shape_warmup_requests, and latency_s {count, mean, stdev, min, p50, p90, p95, p99, max} in seconds with
+    `beyond` (per percentile, the requests beyond it: 0 = it is their largest).
     """
 
     kind: ClassVar[str] = "latency"
@@ -506,9 +507,11 @@ class Serving:
     worker, and optionally the highest rate meeting a latency target.
 
     `runs` holds one entry per offered rate in run order, `bench.serving.ServingRun.to_dict()`:
-    offered_rate and achieved_rate (requests/s), tokens_per_second (real tokens), duration_s,
-    requests, served, unserved, batches, utilization, padding_efficiency, and statistics
-    {count, mean, stdev, min, p50, p90, p95, p99, max} of queue_s, inference_s and total_s
+    offered_rate, arrived_rate (what the seeded draw brought) and achieved_rate (requests/s),
+    tokens_per_second (real tokens), duration_s, requests, served, unserved, batches, utilization,
+    padding_efficiency, new_shape_batches and new_shape_share (batches of a shape not run before, served with
+    their first call, and their share of the busy time), and statistics
+    {count, mean, stdev, min, p50, p90, p95, p99, max, beyond} of queue_s, inference_s and total_s
     (seconds per request), batch_size (requests per batch) and batch_tokens (tokens per batch,
     padded when padded). `slo` is `bench.serving.SloSearch.to_dict()`: percentile, target_s, low,
     high, best_rate (None: even the lowest rate missed), bracket, note, and every step's rate,

@@ -7,12 +7,13 @@ send records home.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Callable
 
 import torch
 
-from mbbench import allocator, engines, environment
+from mbbench import allocator, engines, environment, estimate
 from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
 from mbbench.bench.elementwise import ElementwiseTimes, elementwise_times
@@ -29,6 +30,7 @@ from mbbench.models.encoders import Encoder, float32_twin
 from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import Plan, record, search_mode, unsupported_record
+from mbbench.progress import heartbeat
 from mbbench.records import MaxBatchSearch, Record, Throughput
 from mbbench.suites import make_batches, select_documents
 
@@ -109,8 +111,14 @@ def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress
     first_batch = first_batch.to(torch.device(plan.torch_device))
     if progress and plan.engine != DEFAULT_ENGINE:
         progress(f"preparing engine {plan.engine} ({plan.threads.intra} threads; export, compile and the first "
-                 f"call timed apart)")
-    prepared = engines.prepare_engine(plan.engine, encoder, identity, first_batch, plan.threads, plan.engine_cache)
+                 f"call timed apart; a large model's can take minutes)")
+    started = time.perf_counter()
+    with heartbeat(progress if plan.engine != DEFAULT_ENGINE else None, f"still preparing engine {plan.engine}"):
+        prepared = engines.prepare_engine(plan.engine, encoder, identity, first_batch, plan.threads,
+                                          plan.engine_cache)
+    if progress and plan.engine != DEFAULT_ENGINE:
+        progress(f"engine {plan.engine} ready in {time.perf_counter() - started:.1f} s "
+                 f"({engine_steps(prepared.info)})")
     engines.check_precision(prepared.info, encoder.dtype)  # read back: a bf16 record never times f32
     twin = float32_twin(encoder)
     if plan.engine == DEFAULT_ENGINE and twin is encoder:
@@ -135,6 +143,13 @@ def _inference(encoder: Encoder) -> Callable[[Batch], torch.Tensor]:
             return encoder(batch)
 
     return run
+
+
+def engine_steps(info: engines.EngineInfo) -> str:
+    """'export 40.1 s (cached: no), compile 30.2 s, first call 23.0 s': where an engine's preparation went."""
+    steps = [(name, getattr(info, f"{name.replace(' ', '_')}_seconds", None))
+             for name in ("export", "compile", "first call")]
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps if seconds is not None)
 
 
 def check_engine_memory(plan: Plan, encoder: Encoder, batches: list[Batch]) -> None:
@@ -173,6 +188,7 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
+    started = time.perf_counter()
     engines.apply_threads(plan.threads)  # before the GEMM rates are measured and the model is built
     rates = cpu_gemm_peak(plan)
     encoder = build(plan, progress)
@@ -183,7 +199,9 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
                            pad_to=plan.suite.definition.max_length if protocol.pad_to_suite_max else None)
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.padded_tokens for b in batches)
+    flops = pass_flops(plan, batches)
     device = torch.device(plan.torch_device)
+    say_estimate(progress, estimate_before(plan, flops, len(batches), rates), started)  # before engine and batches
     check_engine_memory(plan, encoder, batches)
     prepared, parity = prepare(plan, encoder, batches[0], progress)
     if progress:
@@ -194,16 +212,16 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     load_start = environment.load_snapshot(gpu_load)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
-    estimate = (lambda seconds: progress(estimate_line(seconds, len(batches), plan))) if progress else None
+    after_first = (lambda seconds: say_estimate(progress, estimate.from_first_batch(
+        seconds, len(batches), plan.config.passes, plan.warmup_batches), started)) if progress else None
     times = measure_passes(prepared, batches, device, plan.config.passes, plan.warmup_batches,
-                           plan.config.time_transfer, on_pass, around_timed=sampler, on_first_batch=estimate)
+                           plan.config.time_transfer, on_pass, around_timed=sampler, on_first_batch=after_first)
     load_end = environment.load_snapshot(gpu_load)
     stats = summarize([real / s for s in times.pass_seconds])
     # "The median" is the median of per-pass tokens/s, the statistic whose IQR is the spread (with an even
     # number of passes, real tokens over the median pass time would differ from it). The paper's mean is
     # real tokens over the mean pass time, as the paper computes it.
     tokens_per_second = stats.median if protocol.headline == "median" else real / summarize(times.pass_seconds).mean
-    flops = pass_flops(plan, batches)
     mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
     info = prepared.info
     payload = Throughput(
@@ -228,24 +246,50 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     return record(plan, payload)
 
 
-LONG_RUN_S = 600.0  # an estimate above this is a warning: the user may have asked for more than they meant
+def say_estimate(progress: Progress | None, found: estimate.Estimate | None, started: float) -> None:
+    """Tell `progress` an estimate with the time spent since `started` (`time.perf_counter()`), or why there is
+    none; nothing without `progress`."""
+    if progress:
+        progress(found.line(time.perf_counter() - started) if found else "no estimate: no peak rate known here")
 
 
-def estimate_line(first_batch_seconds: float, batches: int, plan: Plan) -> str:
-    """The run's estimated duration from its first (cold, so slower) batch: warmup plus every timed pass, as a
-    line; a warning, with what shortens it, when it exceeds LONG_RUN_S."""
-    warmup = batches if plan.warmup_batches is None else min(max(plan.warmup_batches, 1), batches)
-    seconds = first_batch_seconds * (warmup + batches * plan.config.passes)
-    text = f"estimated {_duration(seconds)} ({first_batch_seconds:.2f} s for the first batch x " \
-           f"{plural(warmup + batches * plan.config.passes, 'batch')}, warmup included)"
-    if seconds > LONG_RUN_S:
-        return f"warning: {text}: a long run; --docs or --runs shorten it (Ctrl-C stops it, nothing is written)"
-    return text
+def estimate_before(plan: Plan, flops_per_pass: float, batches: int, rates: GemmRates | None
+                    ) -> estimate.Estimate | None:
+    """How long warmup and the timed passes take at least, before any of it runs (`estimate.at_peak`); None
+    where no peak rate is known (a GPU off the basket)."""
+    peak = peak_rate(plan, rates)
+    if peak is None:
+        return None
+    passes = estimate.timed_passes(batches, plan.config.passes, plan.warmup_batches)
+    return estimate.at_peak(flops_per_pass, passes, *peak)
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200
-                                                      else f"{seconds / 3600:.1f} h")
+def rounds_estimate_line(plans: dict[str, Plan], batches: dict[str, list[Batch]]) -> str:
+    """A comparison's estimate before its sides are prepared, as a line for people: every side's warmup and
+    rounds (they run one after another) at the peak rate of the device they share (`estimate.at_peak`)."""
+    base = next(iter(plans.values()))
+    peak = peak_rate(base, cpu_gemm_peak(base))
+    if peak is None:
+        return "no estimate: no peak rate known here"
+    flops = sum(pass_flops(plan, batches[side]) * estimate.timed_passes(len(batches[side]), plan.config.passes,
+                                                                         plan.warmup_batches)
+                for side, plan in plans.items())
+    return estimate.at_peak(flops, 1.0, *peak).line()
+
+
+def peak_rate(plan: Plan, rates: GemmRates | None) -> tuple[float, str] | None:
+    """(FLOP/s, what it is) of the fastest rate the plan's model could run at here: on a CPU the best GEMM
+    measured at its shapes (`bench.matmul.cpu_gemm_rates`), on a basket GPU its dense datasheet peak; else None."""
+    if plan.device.kind == "cpu":
+        return None if rates is None else (rates.peak_flops, f"the {rates.peak_flops / 1e9:,.0f} GFLOP/s GEMM rate "
+                                                              f"measured here ({rates.best})")
+    if plan.gpu is None:
+        return None
+    dtype = "tfloat32" if plan.dtype == "float32" and torch.backends.cuda.matmul.allow_tf32 else plan.dtype
+    try:
+        return perfmodel.peak_flops(plan.gpu, dtype), f"{plan.gpu.name}'s dense {dtype} datasheet peak"
+    except UserError:  # a dtype the basket GPU has no peak for: no estimate, never a failed run
+        return None
 
 
 def pass_flops(plan: Plan, batches) -> float:

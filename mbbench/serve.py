@@ -15,26 +15,23 @@ batch assembly and copies are not in it); the record says which.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
-from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher
+from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batch, Batcher
 from mbbench.bench.clock import RealClock, VirtualClock
-from mbbench.bench.forward_service import model_batch, model_service
+from mbbench.bench.forward_service import ModelService, model_service
+from mbbench.bench.latency import few_samples_note, samples_beyond, samples_needed
 from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
 from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
-from mbbench.bench.timing import timed
 from mbbench.errors import UserError
 from mbbench.plan import Plan, record, unsupported_record
 from mbbench.records import Record, Serving
-from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
+from mbbench.service_model import first_call, load_model, watch_load
 
 DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
-DEFAULT_MIN_REQUESTS = 10  # optimum-benchmark's iterations = 10: and serves at least this many requests
+DEFAULT_MIN_REQUESTS = 100  # and serves at least this many: one request beyond p99 (optimum-benchmark's is 10)
 DEFAULT_WARMUP = 10  # optimum-benchmark's warmup_runs = 10
 DEFAULT_SEARCH_STEPS = 3  # bisections after the bracket's ends: the answer within (high/low)^(1/8)
 CLOCKS = {"real": RealClock, "virtual": VirtualClock}
@@ -134,7 +131,7 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
     batcher = settings.batcher(model.padded)
     lengths = plan.suite.lengths[:plan.documents]
     service = model_service(model.forward, plan.suite.document, model.padded, model.device, model.pad_token_id)
-    warm(model, plan, batcher, settings)
+    warm(service, plan, batcher, settings)
     if progress:
         progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms; {model.layout} "
                  f"batches, budget {batcher.max_batch_tokens} tokens, {settings.clock} clock")
@@ -145,7 +142,7 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
         if rate not in runs:  # the search's ends are usually rates of the curve: the same seeded run
             runs[rate] = run_load(rate, lengths, batcher, service, CLOCKS[settings.clock](), settings.seed,
                                   settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s,
-                                  warm=service.warm)  # a new batch shape runs untimed first, the clock paused
+                                  new_shape=service.is_new)  # served as it comes: counted, never paused
             if progress:
                 progress(describe_run(runs[rate]))
         return runs[rate]
@@ -172,23 +169,20 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
     return record(plan, payload)
 
 
-def warm(model: LoadedModel, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
-    """Untimed: each of the first `warmup` requests of the lowest rate alone, then the batch the batcher forms
-    from all of them queued together (the shapes a light load sends first, and a fuller batch)."""
+def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
+    """Untimed, before any run: each of the first `warmup` requests of the lowest rate alone, then the batch the
+    batcher forms from all of them queued together (a bounded set of shapes: those a light load sends first, and
+    a fuller batch). Through `service`, so a run does not count these shapes as new."""
     if settings.warmup == 0:
         return
     requests = make_requests(min(settings.rates), plan.suite.lengths[:plan.documents], settings.seed,
                              settings.warmup, 0.0)[:settings.warmup]
-    batches = [[r.document] for r in requests] + [[r.document for r in batcher.select(requests)]]
-    with torch.inference_mode():
-        for documents in batches:
-            inputs = model_batch([plan.suite.document(d) for d in documents], model.padded,
-                                 model.pad_token_id).to(model.device)
-            timed(functools.partial(model.forward, inputs), model.device)
+    for chosen in [[r] for r in requests] + [batcher.select(requests)]:
+        service(Batch(tuple(chosen), 0.0, batcher.padded))
 
 
-NEW_SHAPES = ("; and during a run, each batch of a shape not yet run once untimed before it, the run's clock "
-              "paused (each run's shape_warmup_batches)")
+NEW_SHAPES = ("; during a run a batch of a shape not yet run is served as it comes, its first call in its requests' "
+              "latencies, the clock never paused (each run's new_shape_batches and new_shape_share)")
 
 
 def warmed_description(count: int) -> str:
@@ -200,19 +194,38 @@ def warmed_description(count: int) -> str:
 
 
 def search_summary(search: SloSearch) -> dict:
-    """`SloSearch.to_dict()` plus the achieved throughput of the answer's run (requests/s and tokens/s)."""
+    """`SloSearch.to_dict()` plus the achieved throughput of the answer's run (requests/s and tokens/s), and what
+    its percentile rests on: the fewest requests a step served, how many of them lie beyond the percentile (0: the
+    percentile was their largest) and how many would put one beyond it."""
     summary = search.to_dict()
     best = next((run for run in search.runs if run.offered_rate == search.best_rate), None)
     summary["best_achieved_rate"] = best.achieved_rate if best else None
     summary["best_tokens_per_second"] = best.tokens_per_second if best else None
+    fewest = min((len(run.served) for run in search.runs), default=0)  # the step whose percentile rests on least
+    summary["fewest_requests"] = fewest
+    summary["beyond_percentile"] = samples_beyond(fewest, search.slo.percentile)
+    summary["requests_needed"] = samples_needed(search.slo.percentile)
     return summary
 
 
+def slo_basis(slo: dict) -> str:
+    """'' when each step's SLO percentile (a `search_summary`) had a request beyond it; else what the answer rests
+    on: '; judged on the largest latency: p99 of 10 requests has none beyond it (100 would put one)'."""
+    if slo.get("beyond_percentile") is None or slo["beyond_percentile"] >= 1:
+        return ""
+    return (f"; judged on the largest latency: p{slo['percentile']:g} of {slo['fewest_requests']} requests has none "
+            f"beyond it ({slo['requests_needed']} would put one)")
+
+
 def describe_run(run: ServingRun) -> str:
-    """One progress line: offered and achieved rate, total latency percentiles, batches, what went unserved."""
+    """One progress line: offered, arrived (the seeded draw) and achieved rates, whether every request was served,
+    total latency percentiles (with how many requests they rest on), batches and their new shapes."""
+    arrived = f"rate {run.offered_rate:g}/s offered, {run.arrived_rate:.3g}/s arrived"
     if not run.served:
-        return f"rate {run.offered_rate:g}/s: nothing served"
+        return f"{arrived}: nothing served"
     total = run.total_s
-    return (f"rate {run.offered_rate:g}/s: {len(run.served)} served at {run.achieved_rate:.2f}/s, total p50 "
-            f"{total.p50 * 1e3:.0f} ms p99 {total.p99 * 1e3:.0f} ms, {len(run.batches)} batches"
-            + (f", {run.unserved} unserved (overloaded)" if run.unserved else ""))
+    served = (f"{run.unserved} unserved (overloaded)" if run.unserved else "all served")
+    return (f"{arrived}: {len(run.served)} served at {run.achieved_rate:.3g}/s ({served}), total p50 "
+            f"{total.p50 * 1e3:.0f} ms p99 {total.p99 * 1e3:.0f} ms{few_samples_note(total, (99,), 'requests')}, "
+            f"{len(run.batches)} batches, {run.new_shape_batches} of a new shape "
+            f"({run.new_shape_share:.0%} of busy time)")

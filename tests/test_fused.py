@@ -157,3 +157,37 @@ def test_run_records_the_elementwise_kernel_and_why(tmp_path):
         assert reason.startswith(f"faster on this CPU: {payload['elementwise']} ") and " ms vs " in reason
     else:
         assert payload["elementwise"] == fused.EAGER and fused.inductor_refusal() in reason
+
+
+def refusal_under(env: dict, *args: str) -> "subprocess.CompletedProcess":
+    """`inductor_refusal()` (or an `mbbench` command) in a fresh process with `env` (Inductor reads $CXX when
+    torch imports its config: a process of its own sees the variable as a user's shell would pass it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    code = ["-c", "from mbbench.models.fused import inductor_refusal; print(inductor_refusal())"] if not args else \
+        ["-m", "mbbench.cli", *args]
+    return subprocess.run([sys.executable, *code], env={**os.environ, "PYTHONPATH": root, **env}, cwd=root,
+                          capture_output=True, text=True, timeout=300)
+
+
+@needs_inductor
+def test_the_compiler_check_is_inductors_own_lookup(tmp_path):
+    """Issue 34 item 15: the check looked for g++/c++ on PATH while Inductor takes $CXX (then g++): a bad $CXX
+    passed the check and failed after the model was built; a working $CXX without g++ was refused."""
+    import shutil
+
+    bad = refusal_under({"CXX": "/nonexistent/c++"})
+    assert bad.returncode == 0 and "tried /nonexistent/c++" in bad.stdout, bad.stderr
+    refused = refusal_under({"CXX": "/nonexistent/c++"}, "run", "--tiny", "--device", "cpu", "--docs", "2", "--runs",
+                            "1", "--engine", "torch-compile", "--out", str(tmp_path / "out"))
+    assert refused.returncode == 2 and "tried /nonexistent/c++" in refused.stderr + refused.stdout
+    assert not list(tmp_path.rglob("*.json"))  # refused when planned: no model built, no record
+    only = tmp_path / "bin"  # a PATH with no g++ or c++, and $CXX naming a compiler that runs
+    only.mkdir()
+    (only / "my-cxx").symlink_to(shutil.which("g++") or shutil.which("c++"))
+    good = refusal_under({"CXX": str(only / "my-cxx"), "PATH": str(only)})
+    assert good.returncode == 0 and good.stdout.strip() == "None", good.stdout + good.stderr

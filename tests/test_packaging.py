@@ -67,3 +67,19 @@ def test_wheel_ships_the_suites(tmp_path):
     for name in PAPER_SUITES:
         assert name in listing, listing
     assert "8192       4194304" in listing  # short-fixed's documents and tokens, read from the shipped file
+
+
+def test_the_readme_says_what_dev_installs_and_where_torchs_cpu_build_comes_from():
+    """Issue 34 item 8: the README said `.[dev]` is pytest, hypothesis and Ray (it is the engines too) and that
+    `torch==2.13.0` takes the CPU build (only where a local wheel exists; PyPI's Linux torch is CUDA's)."""
+    import re
+    import tomllib
+
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    names = [re.split(r"[<>=!~\[ ]", requirement)[0].lower() for requirement in dev]
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("`.[dev]` is the tests'")
+    said = readme[start:readme.index(".\n", start)]  # the sentence that says what it installs
+    assert [name for name in names if name not in said.lower()] == [], (names, said)
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "pip install torch==2.13.0 -e ." not in readme  # PyPI's torch on Linux: the CUDA build

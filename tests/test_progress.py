@@ -46,3 +46,22 @@ def test_unknown_total():
     with progress_bar(None, "probing", stream=stream) as bar:
         bar.advance(5)
     assert "probing: 5" in stream.getvalue() and "ETA" not in stream.getvalue()
+
+
+def test_a_silent_step_says_it_is_still_at_work():
+    """Issue 34 item 9: an engine's export and compile ran 80-136 s without a line."""
+    import threading
+
+    from mbbench.progress import heartbeat
+
+    said, beat = [], threading.Event()
+
+    def say(message):
+        said.append(message)
+        beat.set()
+
+    with heartbeat(say, "still preparing engine onnxruntime", every_s=0.01):
+        assert beat.wait(10)  # the body waits for a beat: no timing asserted
+    assert said[0].startswith("still preparing engine onnxruntime: ") and said[0].endswith(" s so far")
+    with heartbeat(None, "nothing"):  # no one to tell: no thread, nothing said
+        pass

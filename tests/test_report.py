@@ -205,3 +205,77 @@ def test_paired_table_states_the_intervals_own_confidence_and_warns_below_95(tmp
              if "hf-modernbert-base" in line]
     assert "1.60–1.80 (75% CI, short of 95%: too few rounds)" in row and "too few rounds for 95%" in row
     assert "95% interval" not in md
+
+
+COMMITTED_CPU = Path(__file__).parent.parent / "results" / "cpu"
+
+
+def speedup_rows_of(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## Speedup against")[1].split("\n## ")[0]
+    return {cells[1]: cells[2:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                              for line in section.splitlines() if line.startswith("| cpu"))}
+
+
+def test_a_comparisons_ratio_is_the_speedup_only_of_rows_of_its_own_workload(tmp_path):
+    """Issue 34 item 3: a bf16 comparison's "0.99x [0.88, 1.28]" filled two float32 rows it never compared (the
+    pairing matched device, suite and threads only)."""
+    [comparison] = COMMITTED_CPU.glob("hf-modernbert-base-vs-modernbert-base__*comparison*.json")
+    runs = [json.loads(path.read_text()) for path in sorted(COMMITTED_CPU.glob("*modernbert-base__short-variable__"
+                                                                                "rigorous__auto__float32__bs32*"))]
+    assert [r["identity"]["model"] for r in runs] == ["hf-modernbert-base", "modernbert-base"]
+    data = json.loads(comparison.read_text())
+    data["identity"]["dtype"] = "bfloat16"
+    data["identity"]["device"] = data["device"]["name"] = runs[0]["device"]["name"]  # the same machine
+    data["payload"]["paired"]["ratios"][0].update(median=0.99, interval={"low": 0.88, "high": 1.28,
+                                                                         "confidence": 0.95, "requested": 0.95})
+    for i, record in enumerate([data, *runs]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(record))
+    rows = speedup_rows_of((build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text())
+    [fp32] = [cells for label, cells in rows.items() if label.startswith("modernbert-base [dtype=float32")]
+    [bf16] = [cells for label, cells in rows.items() if label.startswith("modernbert-base [dtype=bfloat16")]
+    tps = [r["payload"]["tokens_per_second_stats"]["median"] for r in runs]
+    assert fp32 == ["", f"{tps[1] / tps[0]:.2f}x", "", ""]  # its own runs' ratio, and nothing of the bf16 pair
+    assert bf16[1].startswith("0.99x [0.88, 1.28]")
+
+
+def table_rows(markdown: str, title: str) -> list[list[str]]:
+    section = markdown.split(f"## {title}\n")[1].split("\n## ")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| device |", "| gpu |", "| model |"))]
+
+
+def test_the_reports_counts_agree_and_every_record_read_is_in_the_provenance_once(tmp_path):
+    """Issue 34 item 4: "Read runs (7 records)", Environment 5, Provenance 8; a failure's reason missing; a
+    comparison's provenance without its engines; an Intel row bolded against AMD rows in the one `cpu` table."""
+    [comparison] = COMMITTED_CPU.glob("hf-modernbert-base-vs-modernbert-base__*comparison*.json")  # Intel Xeon
+    [run] = COMMITTED_CPU.glob("modernbert-base__short-variable__rigorous__auto__float32__t2__*.json")  # AMD EPYC
+    [other] = COMMITTED_CPU.glob("hf-modernbert-base__short-variable__*throughput*.json")  # AMD EPYC, host "vm" too
+    recent = json.loads(run.read_text())
+    older = recent | {"created_at": "2026-01-01T00:00:00+00:00"}  # a repeat of one identity: merged
+    failed = json.loads(run.read_text())
+    failed["identity"]["dtype"] = "bfloat16"
+    failed.update(status="failed", reason="out of memory: 2 GiB", payload={"error_type": "OutOfMemoryError"},
+                  payload_type="failure")
+    predicted = record("T4", "modernbert-base", "short-fixed", 20_000.0, kind="predicted")
+    for i, data in enumerate([json.loads(comparison.read_text()), recent, older, failed, predicted,
+                              json.loads(other.read_text())]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(data))
+    md = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
+    assert f"Read {tmp_path} (6 records)." in md
+    provenance = table_rows(md, "Provenance")
+    assert len(provenance) == 6 and "(6 records: 1 failed, 4 measured, 1 predicted)" in md
+    environment = table_rows(md, "Environment")
+    assert sum(int(row[6]) for row in environment) == 5 and "The 5 measured records of the 6 read" in md
+    [compared] = [row for row in provenance if row[3] == "comparison"]
+    assert compared[1] == "hf-modernbert-base@torch vs modernbert-base@torch" and compared[6] == "torch, torch"
+    assert compared[5].startswith("hf-modernbert-base@torch (baseline) 0.612k tok/s, modernbert-base@torch 1.04k")
+    assert any(row[-1] == "failed: out of memory: 2 GiB" for row in provenance)
+    assert sum("an older repeat" in row[-1] for row in provenance) == 1
+    # each device's best on its own (the Intel rows are not ranked against the AMD ones), and an Intel comparison
+    # does not supersede an AMD run that shares its host name
+    cpu = {label.split(" [")[0] + (" Intel" if "Intel" in label else " AMD"): cells[2]
+           for label, cells in rows_of(md, "cpu").items()}
+    assert cpu == {"hf-modernbert-base Intel": "0.612 (±3.2%, 10 passes)",
+                   "modernbert-base Intel": "**1.04 (±1.0%, 10 passes)**",
+                   "hf-modernbert-base AMD": "0.268 (±1.1%, 3 passes)",
+                   "modernbert-base AMD": "**0.640 (±1.5%, 5 passes)**"}

@@ -213,3 +213,24 @@ def test_a_paper_protocol_record_says_how_many_warmup_batches_ran(tmp_path):
     shapes = 4  # four batches of two packed documents of different total lengths
     assert data["identity"]["warmup_batches"] == 1  # what was asked (the configuration)
     assert data["payload"]["warmup_batches"] == shapes and data["payload"]["shape_warmup_batches"] == shapes - 1
+
+
+def test_a_run_says_its_estimate_before_its_first_batch_and_counts_the_time_spent():
+    """Issue 34 item 9: `run --suite long-variable` on a CPU said nothing for 11.5 minutes (the estimate waited for
+    the first batch), then "61 min", leaving out the time already spent."""
+    from mbbench import estimate
+    from mbbench.plan import RunConfig, resolve
+
+    plan = resolve(RunConfig("modernbert-base", "long-variable", device="cpu", docs=1, passes=1, tiny=True))
+    said = []
+    runner.run(plan, said.append)
+    first_batch = next(i for i, line in enumerate(said) if "for the first batch" in line)
+    [before] = [line for line in said[:first_batch] if line.startswith(("estimated at least", "warning: estimated"))]
+    assert said.index(before) < next(i for i, line in enumerate(said) if "warmup, then" in line)  # before the batches
+    assert "TFLOP of model FLOPs at the" in before and "GEMM rate measured here" in before
+    assert "spent so far" in said[first_batch]
+    # the numbers: passes' FLOPs over the peak; and the reported case after its first batch
+    assert estimate.at_peak(3e12, 2.0, 1e11, "a 100 GFLOP/s peak").seconds == pytest.approx(60.0)
+    assert estimate.timed_passes(batches=16, passes=10, warmup_batches=None) == 11.0
+    reported = estimate.Estimate(61 * 60.0, "the first batch's time", False).line(elapsed_s=11.5 * 60)
+    assert reported.startswith("warning: estimated 61 min more") and "12 min spent so far" in reported

@@ -184,3 +184,42 @@ def test_a_configuration_that_raises_is_a_failure_record_and_ctrl_c_exits_130(tm
     stopped = invoke(*LATENCY, "--out", tmp_path / "stopped", "--quiet")
     assert stopped.exit_code == 130 and "interrupted: 0 record(s) written" in stopped.output
     assert records_in(tmp_path / "stopped") == []
+
+
+def test_percentiles_say_how_many_requests_they_rest_on_and_the_default_gives_p99_one(tmp_path):
+    """Issue 34 item 16: p99 of 10 requests is their maximum: the console, the record and the report say so (the
+    count beyond each percentile), and by default enough requests run for the percentiles printed."""
+    from mbbench.bench.latency import samples_beyond
+    from mbbench.latency import LatencySettings
+
+    done = invoke(*LATENCY, "--batch-size", "2", "--out", tmp_path)  # 4 requests per batch size, min-seconds 0
+    assert done.exit_code == 0, done.output
+    [record] = records_in(tmp_path)
+    for point in record.payload.points:
+        assert point["requests"] == 4 and point["latency_s"]["beyond"] == {"p50": 2, "p90": 0, "p95": 0, "p99": 0}
+    assert done.output.count("p90, p95, p99 of 4 requests: none beyond them, the largest; 100 put one beyond "
+                             "p99") == 3 and "≈max" in done.output
+    report = (build_report([str(tmp_path)], tmp_path / "rep", include_smoke=True) / "report.md").read_text()
+    [row] = [line for line in report.split("## Latency per request")[1].splitlines() if "| 2 | 4 |" in line]
+    assert row.count("≈max") == 2  # p90 and p99 (the report's two tail columns)
+    defaults = (LatencySettings().min_requests, ServeSettings(rates=(1.0,)).min_requests)
+    assert defaults == (100, 100) and samples_beyond(100, 99) == 1 and samples_beyond(10, 99) == 0
+
+
+def test_the_cold_call_says_its_documents_and_served_runs_say_the_rate_their_arrivals_drew(tmp_path):
+    """Issue 34 item 17: `latency` printed a cold call below the median without saying it drew other documents;
+    `serve` printed "achieved 0.14/s" at 0.2/s offered with nothing unserved, which read as overload."""
+    done = invoke(*LATENCY, "--out", tmp_path)
+    [record] = records_in(tmp_path)
+    assert all(point["cold_real_tokens"] > 0 for point in record.payload.points)
+    assert "cold ms (tokens)" in done.output and "on request 0's documents" in done.output
+    served = invoke("serve", *TINY, "--docs", "4", "--rate", "0.2", "--duration", "20", "--requests", "3",
+                    "--seed", "5", "--warmup", "1", "--clock", "virtual", "--out", tmp_path / "serve")
+    assert served.exit_code == 0, served.output
+    [serving] = records_in(tmp_path / "serve")
+    [run] = serving.payload.runs
+    # this seed draws 3 arrivals, the last at 20.19 s: 0.149/s arrived, so about 0.14/s achieved, all served
+    assert run["unserved"] == 0 and run["requests"] == 3 and round(run["arrived_rate"], 3) == 0.149
+    assert run["achieved_rate"] <= run["arrived_rate"] and "0.149" in served.output
+    assert "all served" in served.output and "overloaded" not in served.output
+    assert "arrived/s" in served.output and "not overload unless requests went unserved" in served.output

@@ -21,7 +21,7 @@ from mbbench.commands.console import print_table, summary_row
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import Prediction, Record
 from mbbench.report import render
-from mbbench.runner import LONG_RUN_S, estimate_line
+from mbbench.estimate import LONG_RUN_S, from_first_batch
 
 ROOT = Path(__file__).parent.parent
 TINY = ["--tiny", "--device", "cpu", "--docs", "4", "--runs", "2"]
@@ -143,8 +143,9 @@ def test_one_median_headline_equals_the_median_of_per_pass_rates(tmp_path):
 def test_docs_beyond_the_suite_are_said_and_long_runs_are_estimated_first():
     plan = resolve(RunConfig("modernbert-base", "short-variable", device="cpu", docs=100000, tiny=True))
     assert any("has 8192 documents; using all of them" in n for n in plan.notes)
-    assert estimate_line(30.0, 16, plan).startswith("warning: estimated")  # 30 s a batch x 16 batches x 11 passes
-    assert not estimate_line(LONG_RUN_S / 1000, 1, plan).startswith("warning")
+    passes, warmup = plan.config.passes, plan.warmup_batches
+    assert from_first_batch(30.0, 16, passes, warmup).line().startswith("warning: estimated")  # 30 s x 16 x 11
+    assert not from_first_batch(LONG_RUN_S / 1000, 1, passes, warmup).line().startswith("warning")
 
 
 def test_plurals():

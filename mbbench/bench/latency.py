@@ -8,7 +8,8 @@ p95, p99, mean and stdev; requests/s and tokens/s follow from the loop's total t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
@@ -17,6 +18,36 @@ from mbbench.bench.clock import Clock
 from mbbench.bench.throughput import batch_shape
 
 PERCENTILES = (50, 90, 95, 99)
+
+
+def samples_beyond(count: int, percentile: float) -> int:
+    """How many of `count` samples lie beyond the `percentile`th by rank, `count - ceil(count * percentile / 100)`:
+    what a tail percentile rests on. 0 means there is none: p99 of 10 requests lies between the two largest
+    (numpy's interpolation), so it is their maximum, not an estimate of a 1-in-100 tail."""
+    return count - math.ceil(round(count * percentile / 100, 9))  # rounded: 100 x 0.99 is not 98.99999...
+
+
+def samples_needed(percentile: float) -> int:
+    """The fewest samples that put one beyond the `percentile`th (`samples_beyond` >= 1): p99 100, p95 20, p90 10."""
+    return math.ceil(round(100 / (100 - percentile), 9))
+
+
+def few_samples_note(stats: "Percentiles | dict", shown: Sequence[float], unit: str) -> str:
+    """'' when each percentile in `shown` has a sample beyond it; else ' (p95, p99 of 10 requests: none beyond
+    them, they are the largest; 100 put one beyond p99)'."""
+    count = stats["count"] if isinstance(stats, dict) else stats.count
+    bare = [p for p in shown if samples_beyond(count, p) < 1]
+    if not bare:
+        return ""
+    names = ", ".join(f"p{p:g}" for p in bare)
+    return (f" ({names} of {count} {unit}: none beyond {'them' if len(bare) > 1 else 'it'}, the largest; "
+            f"{samples_needed(max(bare))} put one beyond p{max(bare):g})")
+
+
+def shown_percentile(stats: dict, name: str, scale: float = 1e3) -> str:
+    """A stored percentile for people (milliseconds by default), '≈max' after one with no sample beyond it."""
+    value = f"{stats[name] * scale:,.1f}"
+    return value + " ≈max" if samples_beyond(stats["count"], float(name[1:])) < 1 else value
 
 
 @dataclass(frozen=True)
@@ -44,11 +75,12 @@ class Percentiles:
         return getattr(self, f"p{int(percentile)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The statistics, and how many samples lie beyond each percentile (`beyond`: 0 = it is the maximum)."""
+        return asdict(self) | {"beyond": {f"p{p}": samples_beyond(self.count, p) for p in PERCENTILES}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Percentiles":
-        return cls(**data)
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def percentiles(samples: Sequence[float]) -> Percentiles:
@@ -86,6 +118,7 @@ class LatencyRun:
     real_tokens: int  # real tokens over the timed requests
     clock: str  # "real" or "virtual"
     shape_warmups: int = 0  # untimed calls run because a timed request's shape had not run before
+    cold_real_tokens: int = 0  # real tokens of request 0, the cold call's (other documents than the timed ones)
 
     @property
     def stats(self) -> Percentiles:
@@ -106,6 +139,7 @@ class LatencyRun:
     def to_dict(self) -> dict:
         """JSON-ready summary (no raw samples): what the `Latency` payload stores per batch size."""
         return {"batch_size": self.batch_size, "requests": len(self.latencies_s), "cold_s": self.cold_s,
+                "cold_real_tokens": self.cold_real_tokens,
                 "elapsed_s": self.elapsed_s, "real_tokens": self.real_tokens,
                 "requests_per_second": self.requests_per_second, "documents_per_second": self.documents_per_second,
                 "tokens_per_second": self.tokens_per_second, "latency_s": self.stats.to_dict(),
@@ -160,4 +194,4 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
         tokens += request.real_tokens
         elapsed += seconds
         index += 1
-    return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind, shape_warmups)
+    return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind, shape_warmups, first.real_tokens)

@@ -30,7 +30,7 @@ from mbbench.bench.loadgen import Request, make_requests
 from mbbench.errors import UserError
 
 Service = Callable[[Batch], float]  # runs one batch to completion; returns its seconds
-Warm = Callable[[Batch], bool]  # runs a batch untimed when its shape is new to the model; True when it ran
+NewShape = Callable[[Batch], bool]  # whether a batch's shape has not run yet (its first call may compile)
 
 
 def fixed_cost_service(seconds_per_token: float, overhead_s: float = 0.0) -> Service:
@@ -69,6 +69,7 @@ class BatchRun:
     tokens: int
     real_tokens: int
     service_s: float
+    new_shape: bool = False  # its shape had not run before: its service time holds that shape's first call
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class ServingRun:
     batches: list[BatchRun]
     unserved: int = 0  # requests still queued when the drain limit stopped the run (overload)
     duration_s: float = 0.0  # start of the run to the last completion
-    shape_warmups: int = 0  # batches run untimed first because their shape was new (the run's clock paused)
+    arrival_span_s: float = 0.0  # start of the run to the last arrival (the arrivals' own window)
 
     @property
     def saturated(self) -> bool:
@@ -127,6 +128,25 @@ class ServingRun:
         return sum(b.real_tokens for b in self.batches) / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
+    def arrived_rate(self) -> float:
+        """Requests/s the seeded Poisson draw actually brought over its window: beside the offered rate, what a
+        short run's achieved rate is to be read against (3 arrivals in 20 s at 0.2/s offered is 0.15/s)."""
+        requests = len(self.served) + self.unserved
+        return requests / self.arrival_span_s if self.arrival_span_s > 0 else 0.0
+
+    @property
+    def new_shape_batches(self) -> int:
+        """Batches whose shape had not run before: each one's service time holds its shape's first call."""
+        return sum(b.new_shape for b in self.batches)
+
+    @property
+    def new_shape_share(self) -> float:
+        """The fraction of the worker's busy time spent on batches of new shapes (0 to 1): how much of the
+        latencies is first calls (a compile per length, kernel selection, the allocator growing)."""
+        busy = sum(b.service_s for b in self.batches)
+        return sum(b.service_s for b in self.batches if b.new_shape) / busy if busy > 0 else 0.0
+
+    @property
     def padding_efficiency(self) -> float:
         processed = sum(b.tokens for b in self.batches)
         return sum(b.real_tokens for b in self.batches) / processed if processed else 1.0
@@ -138,7 +158,8 @@ class ServingRun:
 
     def to_dict(self) -> dict:
         """JSON-ready summary of this rate (statistics, not samples): one entry of `Serving.runs`."""
-        return {"offered_rate": self.offered_rate, "achieved_rate": self.achieved_rate,
+        return {"offered_rate": self.offered_rate, "arrived_rate": self.arrived_rate,
+                "achieved_rate": self.achieved_rate,
                 "tokens_per_second": self.tokens_per_second, "duration_s": self.duration_s,
                 "requests": len(self.served) + self.unserved, "served": len(self.served), "unserved": self.unserved,
                 "batches": len(self.batches), "utilization": self.utilization,
@@ -148,17 +169,18 @@ class ServingRun:
                 "total_s": self.total_s.to_dict() if self.served else None,
                 "batch_size": self.batch_sizes.to_dict() if self.batches else None,
                 "batch_tokens": self.batch_tokens.to_dict() if self.batches else None,
-                "shape_warmup_batches": self.shape_warmups}
+                "new_shape_batches": self.new_shape_batches, "new_shape_share": self.new_shape_share}
 
 
 def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock: Clock, offered_rate: float,
           arrival: str = "poisson", seed: int = 0, drain_limit_s: float | None = None,
-          warm: Warm | None = None) -> ServingRun:
+          new_shape: NewShape | None = None) -> ServingRun:
     """Play `requests` (arrival order, times from the run's start) through `batcher` into `service`.
 
-    `warm(batch)` (e.g. `forward_service.ModelService.warm`) runs before each batch: a batch whose shape is
-    new runs once untimed first, and the run's clock pauses meanwhile (its origin moves by the time spent),
-    so no request's queue or inference time holds work that belongs to warmup (a compile per new length).
+    The clock never pauses: a batch whose shape is new (`new_shape(batch)`, e.g.
+    `forward_service.ModelService.is_new`) is served like any other, its first call (a compile per new length)
+    in its requests' latencies and in the worker's busy time, as a server spends it; the run counts those
+    batches and their share of the busy time (`new_shape_batches`, `new_shape_share`).
 
     One worker: a batch is formed only when the previous one has completed. `drain_limit_s` stops an
     overloaded run that long after the last arrival; requests still queued count as `unserved` (their
@@ -171,7 +193,7 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
     waiting: list[Request] = []
     served: list[ServedRequest] = []
     batches: list[BatchRun] = []
-    arrived = shape_warmups = 0
+    arrived = 0
 
     def admit(now: float) -> None:
         nonlocal arrived
@@ -201,25 +223,22 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
         taken = {r.id for r in chosen}
         waiting[:] = [r for r in waiting if r.id not in taken]
         batch = Batch(tuple(chosen), now, batcher.padded)
-        if warm is not None:
-            before = clock.now()
-            if warm(batch):
-                shape_warmups += 1
-                origin += clock.now() - before  # paused: the run resumes where it was
+        fresh = new_shape is not None and new_shape(batch)
         seconds = service(batch)
         clock.sleep_until(origin + now + seconds)
         done = elapsed(now + seconds)
         served.extend(ServedRequest(r, now, done, len(batches)) for r in chosen)
-        batches.append(BatchRun(now, batch.size, batch.tokens, batch.real_tokens, done - now))
+        batches.append(BatchRun(now, batch.size, batch.tokens, batch.real_tokens, done - now, fresh))
         now = done
     duration = max((s.completion_s for s in served), default=0.0)
     return ServingRun(offered_rate, arrival, seed, batcher, clock.kind, served, batches,
-                      unserved=len(requests) - len(served), duration_s=duration, shape_warmups=shape_warmups)
+                      unserved=len(requests) - len(served), duration_s=duration,
+                      arrival_span_s=requests[-1].arrival_s if requests else 0.0)
 
 
 def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Service, clock: Clock, seed: int,
              min_requests: int, min_seconds: float, arrival: str = "poisson",
-             drain_limit_s: float | None = None, warm: Warm | None = None) -> ServingRun:
+             drain_limit_s: float | None = None, new_shape: NewShape | None = None) -> ServingRun:
     """One load test at `rate` requests/s over a suite's document `lengths`: `loadgen.make_requests`
     (at least `min_requests` arriving over at least `min_seconds`) played through `serve`.
 
@@ -227,7 +246,7 @@ def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Ser
     Raises UserError when a document is longer than the budget, ValueError for a bad rate or counts.
     """
     requests = make_requests(rate, lengths, seed, min_requests, min_seconds, arrival)
-    return serve(requests, batcher, service, clock, rate, arrival, seed, drain_limit_s, warm)
+    return serve(requests, batcher, service, clock, rate, arrival, seed, drain_limit_s, new_shape)
 
 
 def _dispatch_time(batcher: Batcher, waiting: list[Request], requests: Sequence[Request], arrived: int,

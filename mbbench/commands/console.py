@@ -113,7 +113,7 @@ def load_warning(record: Record) -> str | None:
 
 def warnings_of(record: Record) -> list[str]:
     """Every warning a record carries: a busy machine (a comparison keeps it under `paired`), an unstable
-    spread, a prediction that would not fit, a search stopped by its caps."""
+    spread, a prediction that would not fit, a search stopped by its caps, a matrix task that overlapped others."""
     payload = record.payload
     busy = load_warning(record)
     out = [busy] if busy else []
@@ -124,6 +124,10 @@ def warnings_of(record: Record) -> list[str]:
         out.append(f"{record.reason}; the numbers are what it would do if it fitted")
     if isinstance(payload, MaxBatchSearch) and payload.capped:
         out.append(f"the search stopped at its caps: the answer is at least {payload.result} ({payload.note})")
+    overlapped = (record.execution or {}).get("overlapping")
+    if overlapped:
+        out.append(f"measured while other tasks ran on this host ({', '.join(overlapped)}): its numbers are not "
+                   "of the machine alone")
     return out
 
 

@@ -62,7 +62,7 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
 
 
 @click.command(name="max-batch")
-@options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "engine", "out", "force", "tiny",
+@options("models", "suites", "protocol", "backend", "dtype", "device", "gpu", "out", "force", "tiny",
          "quiet", "granularity", "safety_margin", "memory_limit")
 @click.option("--max-trials", type=int, default=None, help="Stop after N trials (the record gives the bracket).")
 @click.option("--max-seconds", type=SECONDS, default=None,
@@ -72,10 +72,8 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
               help="CPU twin (tests, rehearsal): trials above this many tokens raise a CUDA out-of-memory.")
 def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, safety_margin, memory_limit,
                       max_trials, max_seconds, seed, emulate_oom_above, **fields) -> None:
-    """Search the largest batch (or packed token budget) that fits, one fresh process per trial."""
-    if fields["engine"] != "torch":
-        raise UserError(f"max-batch cannot search with --engine {fields['engine']}: its trials run the torch "
-                        "engine's memory (CUDA allocator) in fresh processes; only --engine torch")
+    """Search the largest batch (or packed token budget) that fits, one fresh process per trial (on the torch
+    engine: its trials measure the CUDA allocator, so no --engine is offered)."""
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
     limits = max_batch_limits(granularity, safety_margin, memory_limit, max_trials, max_seconds)
@@ -94,11 +92,11 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
 
 
 @click.command(name="predict")
-@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "docs", "engine", "threads", "out", "force",
-         "quiet")
+@options("models", "suites", "protocol", "backend", "dtype", "batch_size", "docs", "out", "force", "quiet")
 @click.option("--gpu", "gpus", multiple=True, required=True, help="Repeatable: basket GPUs (`mbbench list gpus`).")
 def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> None:
-    """Predicted records for basket GPUs from the performance and memory models (nothing is measured)."""
+    """Predicted records for basket GPUs from the performance and memory models (nothing is measured): PyTorch's
+    eager forward on a GPU, so no --engine or --threads is offered."""
     plans = [predict.plan_prediction(c, gpu) for c in configs(models, suites, **fields) for gpu in gpus]
     echo_notes(plans, quiet)
     calibration = default_calibration()

@@ -14,6 +14,7 @@ import click
 from mbbench import latency as latency_producer
 from mbbench import serve as serve_producer
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S
+from mbbench.bench.latency import PERCENTILES, few_samples_note, shown_percentile
 from mbbench.bench.serving import Slo
 from mbbench.commands.common import configs, echo_notes, finish, progress_for
 from mbbench.commands.console import aligned, produce_and_print
@@ -38,7 +39,8 @@ def ms(seconds: float | None) -> str:
               default=latency_producer.DEFAULT_BATCH_SIZES, show_default=True,
               help="Repeatable: documents per request.")
 @click.option("--requests", "min_requests", type=int, default=latency_producer.DEFAULT_MIN_REQUESTS,
-              show_default=True, help="At least this many timed requests per batch size (optimum-benchmark's 10).")
+              show_default=True, help="At least this many timed requests per batch size (100: one beyond p99; fewer "
+              "make the tail percentiles the largest latencies, and the table says so).")
 @click.option("--min-seconds", type=float, default=latency_producer.DEFAULT_MIN_SECONDS, show_default=True,
               help="And at least this many seconds of them (optimum-benchmark's 10 s).")
 @click.option("--warmup", type=int, default=latency_producer.DEFAULT_WARMUP, show_default=True,
@@ -64,7 +66,8 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, batch_siz
 @click.option("--duration", type=float, default=serve_producer.DEFAULT_DURATION_S, show_default=True,
               help="Seconds of arrivals per rate (and per SLO search step).")
 @click.option("--requests", "min_requests", type=int, default=serve_producer.DEFAULT_MIN_REQUESTS,
-              show_default=True, help="At least this many requests per rate.")
+              show_default=True, help="At least this many requests per rate (100: one beyond p99; fewer make "
+              "the tail percentiles the largest latencies, and the table says so).")
 @click.option("--max-batch-tokens", type=int, default=TEI_MAX_BATCH_TOKENS, show_default=True,
               help="The batcher's token budget (text-embeddings-inference's default).")
 @click.option("--max-batch-requests", type=int, default=None, help="Cap requests per batch (default: none).")
@@ -104,49 +107,69 @@ def serve(models, suites, gpu, out_dir, force, quiet, compile_model, rates, dura
 
 # ------------------------------------------------------------------------------------------ the numbers, whole
 
-LATENCY_HEADER = ["batch", "requests", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "stdev ms", "cold ms",
-                  "tokens/s", "requests/s"]
+LATENCY_HEADER = ["batch", "requests", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "stdev ms",
+                  "tokens/request", "cold ms (tokens)", "untimed new shapes", "tokens/s", "requests/s"]
+COLD_NOTE = ("cold: each batch size's first call, on request 0's documents, apart from the timed requests (which "
+             "draw others: a cold call on shorter documents can be faster than their median)")
 
 
 def latency_lines(record: Record) -> list[str]:
-    """Per batch size: latency percentiles, mean, stdev, the batch size's cold call, tokens/s and requests/s."""
+    """Per batch size: latency percentiles ('≈max' where no request lies beyond one), mean, stdev, the tokens of a
+    timed request and of the cold call, the requests that met a new shape (run once untimed first), tokens/s and
+    requests/s; then what the cold call is and what too few requests leave of the tail."""
     payload = record.payload
     if not isinstance(payload, Latency):
         return []
-    rows = [[str(p["batch_size"]), str(p["requests"]), *(ms(p["latency_s"][k]) for k in
-                                                         ("p50", "p90", "p95", "p99", "mean", "stdev")),
-             ms(p["cold_s"]), f"{p['tokens_per_second']:,.0f}", f"{p['requests_per_second']:,.2f}"]
-            for p in payload.points]
+    rows = [[str(p["batch_size"]), str(p["requests"]), *(shown_percentile(p["latency_s"], k) for k in PERCENTILE_KEYS),
+             ms(p["latency_s"]["mean"]), ms(p["latency_s"]["stdev"]), f"{p['real_tokens'] / p['requests']:,.0f}",
+             f"{ms(p['cold_s'])} ({p.get('cold_real_tokens', '?')})", str(p.get("shape_warmup_requests", "")),
+             f"{p['tokens_per_second']:,.0f}", f"{p['requests_per_second']:,.2f}"] for p in payload.points]
     title = (f"latency {record.identity.display_model} / {record.identity.suite} ({payload.layout}, {payload.timer}, "
              f"{payload.clock} clock): cold start: load {payload.load_seconds or 0:.2f} s, first call "
-             f"{ms(payload.first_call_s)} ms")
-    return ["", title, *aligned(LATENCY_HEADER, rows)]
+             f"{ms(payload.first_call_s)} ms (document 0)")
+    notes = [COLD_NOTE] + [f"batch {p['batch_size']}: {note.strip(' ()')}" for p in payload.points
+                           for note in [few_samples_note(p["latency_s"], PERCENTILES, "requests")] if note]
+    return ["", title, *aligned(LATENCY_HEADER, rows), *notes]
 
 
-SERVING_HEADER = ["offered/s", "achieved/s", "served", "unserved", "p50 ms", "p90 ms", "p99 ms", "queue p99 ms",
-                  "inference p99 ms", "batch mean", "batch max", "tokens/batch mean", "tokens/s", "busy"]
+PERCENTILE_KEYS = tuple(f"p{p}" for p in PERCENTILES)
+SERVING_HEADER = ["offered/s", "arrived/s", "achieved/s", "served", "unserved", "p50 ms", "p90 ms", "p99 ms",
+                  "queue p99 ms", "inference p99 ms", "batch mean", "batch max", "tokens/batch mean", "tokens/s",
+                  "busy", "new-shape batches (busy time)"]
+
+
+def serving_row(run: dict) -> list[str]:
+    """One offered rate's numbers for people (a record before `arrived_rate` and the new-shape counts: blank)."""
+    total, batch = run["total_s"] or {}, run["batch_size"] or {}
+    new_shapes = (f"{run['new_shape_batches']} of {run['batches']} ({run['new_shape_share']:.0%})"
+                  if "new_shape_batches" in run else "")
+    arrived = f"{run['arrived_rate']:.3g}" if "arrived_rate" in run else ""
+    return [f"{run['offered_rate']:g}", arrived, f"{run['achieved_rate']:.3g}", str(run["served"]),
+            str(run["unserved"]), *(shown_percentile(total, k) if total else "" for k in ("p50", "p90", "p99")),
+            ms((run["queue_s"] or {}).get("p99")), ms((run["inference_s"] or {}).get("p99")),
+            f"{batch.get('mean', 0):.2f}", f"{batch.get('max', 0):.0f}",
+            f"{(run['batch_tokens'] or {}).get('mean', 0):,.0f}", f"{run['tokens_per_second']:,.0f}",
+            f"{run['utilization']:.0%}", new_shapes]
 
 
 def serving_lines(record: Record) -> list[str]:
-    """Per offered rate (ascending): total latency percentiles, queue and inference p99, batch distributions,
-    achieved throughput; then the SLO search's answer and its achieved throughput."""
+    """Per offered rate (ascending): the rate offered, the one the seeded arrivals brought and the one achieved,
+    total latency percentiles, queue and inference p99, batch distributions, throughput, busy time and the batches
+    of new shapes (served as they came, their first calls in the latencies); then the SLO search's answer."""
     payload = record.payload
     if not isinstance(payload, Serving):
         return []
-    rows = []
-    for run in sorted(payload.runs, key=lambda r: r["offered_rate"]):
-        total, batch = run["total_s"] or {}, run["batch_size"] or {}
-        rows.append([f"{run['offered_rate']:g}", f"{run['achieved_rate']:.2f}", str(run["served"]),
-                     str(run["unserved"]), ms(total.get("p50")), ms(total.get("p90")), ms(total.get("p99")),
-                     ms((run["queue_s"] or {}).get("p99")), ms((run["inference_s"] or {}).get("p99")),
-                     f"{batch.get('mean', 0):.2f}", f"{batch.get('max', 0):.0f}",
-                     f"{(run['batch_tokens'] or {}).get('mean', 0):,.0f}", f"{run['tokens_per_second']:,.0f}",
-                     f"{run['utilization']:.0%}"])
+    runs = sorted(payload.runs, key=lambda r: r["offered_rate"])
     sorting = ", sorted by length" if payload.sort_by_length else ""
     title = (f"serving {record.identity.display_model} / {record.identity.suite} ({payload.layout} batches of at most "
              f"{payload.max_batch_tokens} tokens{sorting}, max wait {ms(payload.max_wait_s)} ms, {payload.clock} "
              f"clock): cold start: load {payload.load_seconds or 0:.2f} s, first call {ms(payload.first_call_s)} ms")
-    lines = ["", title, *aligned(SERVING_HEADER, rows)]
+    notes = ["arrived/s: what the seeded Poisson draw brought over its window (a short window draws off the offered "
+             "rate); achieved/s: served over the run, below arrived/s by the last requests' latency, not overload "
+             "unless requests went unserved"]
+    notes += [f"rate {run['offered_rate']:g}: {note.strip(' ()')}" for run in runs if run["total_s"]
+              for note in [few_samples_note(run["total_s"], (50, 90, 99), "requests")] if note]
+    lines = ["", title, *aligned(SERVING_HEADER, [serving_row(run) for run in runs]), *notes]
     if payload.slo:
         lines.append(slo_line(payload.slo))
     return lines
@@ -156,7 +179,8 @@ def slo_line(slo: dict) -> str:
     """The SLO search's answer in one line: the highest rate meeting it and what that run achieved."""
     target = f"p{slo['percentile']:g} <= {ms(slo['target_s'])} ms"
     if slo["best_rate"] is None:
-        return f"SLO {target}: no rate tried meets it ({slo['note']})"
+        return f"SLO {target}: no rate tried meets it ({slo['note']}){serve_producer.slo_basis(slo)}"
     return (f"SLO {target}: highest rate meeting it {slo['best_rate']:.3g} requests/s, achieved "
             f"{slo['best_achieved_rate']:.3g} requests/s ({slo['best_tokens_per_second']:,.0f} tokens/s); "
-            f"{slo['note']}")
+            f"{slo['note']}{serve_producer.slo_basis(slo)}")
+

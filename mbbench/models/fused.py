@@ -26,7 +26,6 @@ output GEMM (`gemm.add_linear`), so nothing is left to fuse there.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -110,9 +109,24 @@ def _dynamic_tokens(fn: Callable, eager: Callable) -> Callable:
 
 
 def inductor_refusal() -> str | None:
-    """Why Inductor's CPU kernels cannot be built here (it compiles C++), or None."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        return "Inductor compiles C++ kernels on CPUs and no C++ compiler (g++/c++) is on PATH"
+    """Why Inductor's CPU kernels cannot be built here (it compiles C++), or None.
+
+    Inductor's own lookup answers (`torch._inductor.cpp_builder.get_cpp_compiler`: `$CXX` as it was when torch
+    imported Inductor's config, else `g++`, each run with --version), so this check and Inductor's build never
+    disagree: a `$CXX` that does not run is refused before a model is built, and one that runs is taken even
+    where no `g++` is on PATH.
+    """
+    # Inductor is torch's lazily loaded compiler (torch.compile imports it on first use); importing it with this
+    # module would add about a second to every command, most of which never compile.
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as error:  # InvalidCxxCompiler, or anything else its lookup raises
+        tried = ", ".join(str(c) for c in inductor_config.cpp.cxx if c) or "nothing"
+        return (f"Inductor compiles C++ kernels on CPUs and its compiler lookup found none that runs (tried "
+                f"{tried}: {type(error).__name__}); set $CXX to a C++ compiler that runs")
     return None
 
 

@@ -33,12 +33,14 @@ import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
 from mbbench.calibration import paper_timing_batch  # noqa: E402
 from mbbench.environment import git_commit  # noqa: E402
+from mbbench.bench.latency import shown_percentile  # noqa: E402
 from mbbench.compare import interval_label  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
 from mbbench.files import ENCODING, write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
 from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
+from mbbench.serve import slo_basis  # noqa: E402
 from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
@@ -50,7 +52,8 @@ COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "sh
 VARIANT_FIELDS = ("protocol", "engine", "requested_backend", "dtype", "threads", "batch", "docs", "runs", "warmup",
                   "time_transfer", "weights_sha256", "suite_fingerprint", "device_name", "cpu_isa", "host", "torch",
                   "transformers", "model_version", "matmul_precision")
-TABLE_WIDE_FIELDS = ("protocol", "dtype")  # they change every number of a row: never left implicit in a table
+# They change every number of a row: never left implicit in a table (and cells are ranked within one of each).
+TABLE_WIDE_FIELDS = ("protocol", "dtype", "device_name")
 LABELS = {"requested_backend": "backend", "weights_sha256": "weights", "suite_fingerprint": "suite",
           "device_name": "device", "cpu_isa": "units", "model_version": "model"}
 
@@ -98,8 +101,8 @@ def variant(record: dict) -> dict:
 def label_variants(records: list[dict]) -> list[dict]:
     """Each record's row label: the model, plus the variant fields that tell its records apart.
 
-    Protocol and dtype label every row of a device's table (of one kind) where they vary, so no row mixes
-    them across columns and none is ranked unlabelled against another protocol; the other fields label a
+    Protocol, dtype and device name label every row of a table (of one kind) where they vary, so no row mixes
+    them across columns and none is ranked unlabelled against another protocol or machine; the other fields label a
     model's rows where two records of one suite differ in them.
     """
     by_model: dict[tuple, list[dict]] = {}
@@ -156,7 +159,6 @@ def comparison_throughput(record: dict) -> list[dict]:
     the tables, the speedup and the paired ratio tell one story."""
     rows = []
     tiny = "-tiny" if record.get("tiny") else ""
-    asked = dict(zip(record.get("models") or [], (record.get("requested_backend") or "").split(",")))
     for name, side in (record.get("paired") or {}).get("models", {}).items():
         stats = side.get("tokens_per_second_stats") or {}
         if stats.get("median") is None:
@@ -169,7 +171,7 @@ def comparison_throughput(record: dict) -> list[dict]:
             "key": f"{record['key']}:{name}",
             "tokens_per_second": stats["median"], "tokens_per_second_stats": stats, "headline": "median",
             "run_seconds": side.get("pass_seconds"), "backend": (record.get("backends") or {}).get(name),
-            "requested_backend": asked.get(name, "auto"), "models": None,
+            "requested_backend": side_backend(record, name), "models": None,
             "subsampled": (record.get("documents") or 0) < (record.get("suite_documents") or 0),
             "from_comparison": True, "paired": None})
     return rows
@@ -177,9 +179,9 @@ def comparison_throughput(record: dict) -> list[dict]:
 
 def measured_workload(record: dict) -> tuple:
     """What a re-measurement shares with the measurement it supersedes: model, suite, protocol, dtype, batch,
-    documents and options on one device directory and host (passes, warmup and software may differ: they are
-    how it was measured again; another host is another machine, shown apart)."""
-    return (record["gpu_dir"], record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
+    documents and options on one device and host (passes, warmup and software may differ: they are how it was
+    measured again; another host or device, even under one host name, is another machine, shown apart)."""
+    return (record["gpu_dir"], record.get("device_name"), record.get("host"), record.get("registry_model"), record.get("tiny"), record["suite"],
             record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("batch_size"),
             record.get("token_budget"), record.get("documents"), record.get("requested_backend"), record.get("compile"),
             record.get("engine") or ENGINE_BEFORE_THE_AXIS, record.get("threads"), record.get("interop_threads"),
@@ -229,8 +231,9 @@ def headline(record: dict) -> float | None:
 
 
 def rank_group(record: dict) -> tuple:
-    """Cells ranked against each other (bold, italic) share kind, protocol and dtype: like with like."""
-    return record.get("kind"), record.get("protocol"), record.get("dtype")
+    """Cells ranked against each other (bold, italic) share kind, protocol, dtype and device (an Intel CPU's row
+    is never best against an AMD one's in the one `cpu` table): like with like."""
+    return record.get("kind"), record.get("protocol"), record.get("dtype"), record.get("device_name")
 
 
 def cell(records: list[dict], model: str, what: str, suite: str) -> tuple[str, float | None, tuple | None]:
@@ -385,7 +388,34 @@ def flags(record: dict) -> str:
             not_finite(record, k.removeprefix("payload.")) for k in sorted(record["non_finite"]) if k.startswith("payload.")))
     if record.get("capped"):
         out.append("capped search: a lower bound")
+    if record.get("older_repeat"):
+        out.append("an older repeat of its identity: the newest is shown")
+    out += [f"{side_label(side)} superseded by the {by}" for side, by in (record.get("sides_superseded") or {}).items()]
+    out += [f"{side_label(side)} left out: {why}" for side, why in (record.get("excluded") or {}).items()]
+    if record.get("status") == "failed":
+        out.append(f"failed: {record.get('reason') or 'no reason recorded'}")
     return ", ".join(out)
+
+
+def side_label(side: str) -> str:
+    """A comparison's side with its engine always named: 'modernbert-base@torch', 'bert-base@onnxruntime'."""
+    return side if ENGINE_SEPARATOR in side else f"{side}{ENGINE_SEPARATOR}{ENGINE_BEFORE_THE_AXIS}"
+
+
+def comparison_value(record: dict) -> str:
+    """Each side of a comparison with its engine, its tokens/s and its ratio over the baseline (in the order the
+    record names them): 'modernbert-base@torch (baseline) 0.676k tok/s, bert-base@onnxruntime 0.434k tok/s
+    (0.65x)'."""
+    ratios = {r["model"]: r["median"] for r in record["paired"]["ratios"]}
+    parts = []
+    sides = record["paired"].get("models", {})
+    for side in [m for m in record.get("models") or [] if m in sides]:
+        median = (sides[side].get("tokens_per_second_stats") or {}).get("median")
+        value = f" {significant(median / 1000)}k tok/s" if median is not None else ""
+        role = " (baseline)" if side == record.get("baseline") else ""
+        ratio = f" ({ratios[side]:.2f}x)" if side in ratios else ""
+        parts.append(f"{side_label(side)}{role}{value}{ratio}")
+    return ", ".join(parts)
 
 
 def provenance_value(record: dict) -> str:
@@ -401,21 +431,55 @@ def provenance_value(record: dict) -> str:
         return f"{searched:,}{unit}"
     if not_finite(record):
         return f"n/a ({not_finite(record)})"
-    if record.get("measurement") == "comparison":
-        return ", ".join(f"{r['model']} {r['median']:.2f}x" for r in record["paired"]["ratios"])
+    if record.get("measurement") == "comparison" and record.get("status") == "ok":
+        return comparison_value(record)
     return "–"
 
 
+def engines_of(record: dict) -> str:
+    """The engine a record ran on; a comparison's, one per side in the record's order."""
+    if record.get("measurement") == "comparison":
+        return ", ".join(side_label(side).partition(ENGINE_SEPARATOR)[2] for side in record.get("models") or [])
+    return record.get("engine") or ENGINE_BEFORE_THE_AXIS
+
+
 def provenance_rows(records: list[dict]) -> list[list[str]]:
-    """One row per record read (superseded ones included, marked): where each number came from. Software
-    versions are in the Environment table."""
-    return [[r["gpu_dir"], r["model"], r["suite"], r.get("measurement", "throughput"), r["kind"],
-             provenance_value(r), str(r.get("backend", "")), r["dtype"], r["protocol"],
-             (r.get("created_at") or "")[:10], flags(r)] for r in records]
+    """One row per record read (older repeats, superseded and failed ones included, marked): where each number
+    came from. A comparison's row names each side with its engine. Software versions are in the Environment
+    table."""
+    def model(r: dict) -> str:
+        sides = r.get("models") if r.get("measurement") == "comparison" else None
+        return " vs ".join(map(side_label, sides)) if sides else r["model"]
+
+    return [[r["gpu_dir"], model(r), r["suite"], r.get("measurement", "throughput"), r["kind"],
+             provenance_value(r), engines_of(r), str(r.get("backend") or ""), r.get("dtype") or "",
+             r.get("protocol") or "", (r.get("created_at") or "")[:10], flags(r)]
+            for r in sorted(records, key=lambda r: (r["gpu_dir"], r["model"], r["suite"], r["key"]))]
 
 
-PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "backend", "dtype", "protocol", "date",
-                     "flags"]
+PROVENANCE_HEADER = ["gpu", "model", "suite", "measurement", "kind", "value", "engine", "backend", "dtype",
+                     "protocol", "date", "flags"]
+
+
+def what_became_of(read: list[dict], kept: list[dict], superseded: list[dict]) -> list[dict]:
+    """Every record read, once each, marked with what became of it: an older repeat of an identity (`merge` kept
+    the newest), superseded by a re-measurement (`supersede`; a comparison's sides each on their own)."""
+    kept_ids = {id(r) for r in kept}
+    later = {(r["key"], r.get("host")): r["superseded_by"] for r in superseded}
+    marked = []
+    for r in read:
+        sides = {side: later[(f"{r['key']}:{side}", r.get("host"))] for side in r.get("models") or []
+                 if (f"{r['key']}:{side}", r.get("host")) in later} if r.get("measurement") == "comparison" else {}
+        marked.append(r | {"older_repeat": id(r) not in kept_ids, "sides_superseded": sides,
+                           "superseded_by": later.get((r["key"], r.get("host")))})
+    return marked
+
+
+def counted(records: list[dict]) -> str:
+    """'85 records: 75 predicted, 9 measured, 1 failed' (a failure counted once, as failed)."""
+    kinds = [("failed" if r.get("status") == "failed" else r.get("kind") or "unknown") for r in records]
+    parts = [f"{kinds.count(kind)} {kind}" for kind in sorted(set(kinds))]
+    return f"{plural(len(records), 'record')}: {', '.join(parts)}"
 
 
 def basket_rows(records: list[dict], model: str) -> list[dict]:
@@ -503,16 +567,31 @@ def workload(record: dict) -> tuple:
             record.get("threads"), record.get("interop_threads"))
 
 
+def pairing(record: dict) -> tuple:
+    """What a comparison and a table row must share for the comparison's ratio to be the row's speedup: the same
+    device and host, suite, protocol, dtype, documents, batch and threads (the engine is in the side's name)."""
+    return (record["gpu_dir"], record.get("device_name"), record.get("host"), record["suite"],
+            record.get("suite_fingerprint"), record.get("protocol"), record.get("dtype"), record.get("documents"),
+            record.get("batch_size"), record.get("token_budget"), record.get("threads"), record.get("interop_threads"),
+            bool(record.get("tiny")), record.get("time_transfer"), record.get("matmul_precision"))
+
+
+def side_backend(comparison: dict, side: str) -> str:
+    """The attention backend a comparison asked for on one side ('auto' unless given)."""
+    asked = dict(zip(comparison.get("models") or [], (comparison.get("requested_backend") or "").split(",")))
+    return asked.get(side) or "auto"
+
+
 def paired_ratio(paired: list[dict], mine: dict, baseline: str) -> str:
     """'1.69x [1.65, 1.73] (95% CI)': the newest comparison's ratio of `mine`'s model (on its engine) over
-    `baseline` (on torch) on the same device, suite and threads, or ''. A comparison whose baseline was `mine`'s
-    model gives the inverse ratio, its interval inverted (x -> 1/x keeps the order statistics' coverage)."""
+    `baseline` (on torch) on `mine`'s workload (`pairing`: device, suite, protocol, dtype, documents, batch,
+    threads; the same requested backend), or ''. A comparison whose baseline was `mine`'s model gives the inverse
+    ratio, its interval inverted (x -> 1/x keeps the order statistics' coverage)."""
     engine = mine.get("engine") or ENGINE_BEFORE_THE_AXIS
     side = mine.get("registry_model") + ("" if engine == ENGINE_BEFORE_THE_AXIS else f"@{engine}")
     found = []
     for r in paired:
-        if (r["gpu_dir"], r["suite"], r.get("device_name"), r.get("threads")) != \
-                (mine["gpu_dir"], mine["suite"], mine.get("device_name"), mine.get("threads")):
+        if pairing(r) != pairing(mine) or side_backend(r, side) != (mine.get("requested_backend") or "auto"):
             continue
         for ratio in r["paired"]["ratios"]:
             if (ratio["model"], ratio["baseline"]) == (side, baseline):
@@ -621,20 +700,22 @@ def _label(record: dict) -> str:
 
 
 LATENCY_HEADER = ["device", "model", "suite", "layout", "batch", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/s",
-                  "requests/s", "cold start", "date", "warning"]
+                  "requests/s", "untimed new shapes", "cold start", "date", "warning"]
 
 
 def latency_rows(records: list[dict]) -> list[list[str]]:
-    """One row per batch size of each latency record: percentiles, throughput, and the model's cold start."""
+    """One row per batch size of each latency record: percentiles ('≈max' where no request lies beyond one),
+    throughput, the requests that met a new shape (run once untimed first), and the model's cold start."""
     rows = []
     for r in records:
-        cold = f"load {r.get('load_seconds') or 0:.2f} s + first call {_ms(r.get('first_call_s'))} ms"
+        cold = f"load {r.get('load_seconds') or 0:.2f} s + first call {_ms(r.get('first_call_s'))} ms (document 0)"
         for point in r["points"]:
             stats = point["latency_s"]
             rows.append([r["gpu_dir"], r["model"], r["suite"], r.get("layout") or "", str(point["batch_size"]),
-                         str(point["requests"]), _ms(stats["p50"]), _ms(stats["p90"]), _ms(stats["p99"]),
-                         f"{point['tokens_per_second']:,.0f}", f"{point['requests_per_second']:,.2f}", cold,
-                         (r.get("created_at") or "")[:10], "busy" if r.get("load_warning") else ""])
+                         str(point["requests"]), *(shown_percentile(stats, k) for k in ("p50", "p90", "p99")),
+                         f"{point['tokens_per_second']:,.0f}", f"{point['requests_per_second']:,.2f}",
+                         str(point.get("shape_warmup_requests", "")), cold, (r.get("created_at") or "")[:10],
+                         "busy" if r.get("load_warning") else ""])
     return rows
 
 
@@ -648,27 +729,35 @@ def latency_sections(records: list[dict], out: Path) -> list[Section]:
     figure = latency_curves(curves, out / "latency.png", "documents per request (batch size)",
                             "Per-request latency against batch size (closed loop)", log_x=True)
     return [Section("Latency per request", "Closed loop, one request at a time, each drawing its documents from "
-                    "the suite; milliseconds per request, real tokens/s.", (LATENCY_HEADER, latency_rows(records)),
-                    figure)]
+                    "the suite; milliseconds per request, real tokens/s. '≈max': a percentile with no request beyond "
+                    "it (p99 needs 100 requests for one), so the largest latency, not a tail estimate. A request "
+                    "that met a shape not run before ran once untimed first (counted): these are latencies of shapes "
+                    "already run.", (LATENCY_HEADER, latency_rows(records)), figure)]
 
 
-SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "achieved/s", "p50 ms", "p90 ms",
-                  "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved"]
+SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "arrived/s", "achieved/s", "p50 ms",
+                  "p90 ms", "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved", "new-shape batches (busy)"]
 
 
 def serving_rows(records: list[dict]) -> list[list[str]]:
-    """One row per offered rate of each serving record (ascending): total latency, queue, batches, throughput."""
+    """One row per offered rate of each serving record (ascending): the rates offered, drawn and achieved, total
+    latency ('≈max' where no request lies beyond a percentile), queue, batches, throughput, and the batches of
+    new shapes with their share of the busy time (older records: blank)."""
     rows = []
     for r in records:
         batches = f"{r.get('layout')}, {r.get('max_batch_tokens')} tokens" + (", sorted" if r.get("sort_by_length")
                                                                               else "")
         for run in sorted(r["serving_runs"], key=lambda run: run["offered_rate"]):
             total = run.get("total_s") or {}
+            new_shapes = (f"{run['new_shape_batches']} of {run['batches']} ({run['new_shape_share']:.0%})"
+                          if "new_shape_batches" in run else "")
             rows.append([r["gpu_dir"], r["model"], r["suite"], batches, r.get("clock") or "",
-                         f"{run['offered_rate']:g}", f"{run['achieved_rate']:.2f}", _ms(total.get("p50")),
-                         _ms(total.get("p90")), _ms(total.get("p99")), _ms((run.get("queue_s") or {}).get("p99")),
+                         f"{run['offered_rate']:g}", f"{run['arrived_rate']:.3g}" if "arrived_rate" in run else "",
+                         f"{run['achieved_rate']:.3g}", *(shown_percentile(total, k) if total else ""
+                                                          for k in ("p50", "p90", "p99")),
+                         _ms((run.get("queue_s") or {}).get("p99")),
                          f"{(run.get('batch_size') or {}).get('mean', 0):.2f}", f"{run['tokens_per_second']:,.0f}",
-                         str(run["unserved"])])
+                         str(run["unserved"]), new_shapes])
     return rows
 
 
@@ -683,7 +772,7 @@ def slo_items(records: list[dict]) -> list[str]:
         answer = (f"{slo['best_rate']:.3g} requests/s (achieved {slo['best_achieved_rate']:.3g} requests/s, "
                   f"{slo['best_tokens_per_second']:,.0f} tokens/s)" if slo.get("best_rate") is not None
                   else "no rate tried")
-        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo['note']}")
+        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo['note']}{slo_basis(slo)}")
     return items
 
 
@@ -703,7 +792,10 @@ def serving_sections(records: list[dict], out: Path) -> list[Section]:
                             "Total request latency against offered load (open loop, dynamic batching)")
     return [Section("Serving: latency against offered load", "Open-loop Poisson arrivals through a dynamic batcher "
                     "into one worker; total = queue + inference, milliseconds per request; an overloaded run "
-                    "leaves requests unserved (crossed in the figure).", (SERVING_HEADER, serving_rows(records)),
+                    "leaves requests unserved (crossed in the figure). Arrived/s is what the seeded draw brought "
+                    "(a short window draws off the offered rate); achieved/s below it is not overload unless "
+                    "requests went unserved. A batch of a new shape is served as it comes, its first call in the "
+                    "latencies (its share of the busy time given); '≈max': no request beyond that percentile.", (SERVING_HEADER, serving_rows(records)),
                     figure, slo_items(records))]
 
 
@@ -756,8 +848,9 @@ LEGEND = ("Throughput in thousands of tokens/s (k tok/s) of real tokens, three s
           "(p: low–high) the band of past errors for that GPU's architecture and stack, which contains the "
           "prediction (past predictions were off by that much; 'band too thin' where too few rows exist), and "
           "'would not fit' where the batch exceeds the predicted maximum. '–' unsupported, blank "
-          "missing; **bold** best measured and _italic_ best predicted per column among rows of one protocol "
-          "and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower bound, never "
+          "missing; **bold** best measured and _italic_ best predicted per column among rows of one device, "
+          "protocol and dtype. '≥ N (capped ...)': a max-batch search stopped by its trial or time cap (a lower "
+          "bound, never "
           "ranked best); 'n/a (... was nan)': a value that was not finite.")
 
 
@@ -804,6 +897,14 @@ ENVIRONMENT_HEADER = ["device", "driver", "cuda", "torch", "transformers", "host
                       "warning"]
 
 
+def environment_section(read: list[dict]) -> Section:
+    """The Environment table over every measured record read (repeats, superseded and failed ones included, as in
+    the provenance), with the counts that tie it to the records read."""
+    measured = [r for r in read if r.get("kind") == "measured"]
+    return Section("Environment", f"The {plural(len(measured), 'measured record')} of the {len(read)} read, by "
+                   f"machine and software ({counted(read)}).", (ENVIRONMENT_HEADER, environment_rows(measured)))
+
+
 def build_report(result_dirs: list[str], out: str | Path, model: str | None = None,
                  baseline: str = "hf-modernbert-base", include_smoke: bool = False) -> Path:
     """Render report.md, index.html and PNGs from the records under `result_dirs` into `out`.
@@ -822,6 +923,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report"
                         + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
+    kept = list(records)  # the newest of each identity: an older repeat is marked so in the provenance
     records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
                 for row in comparison_throughput(r)]
     records, superseded = supersede(records)
@@ -844,8 +946,7 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                      for d in result_dirs)
     intro = f"{generated_line()} Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out."
                                                   if smoke and not include_smoke else "") + " " + LEGEND
-    measured = [r for r in [*records, *paired, *served["latency"], *served["serving"]] if not r.get("from_comparison")]
-    sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(measured)))]
+    sections = [environment_section(raw)]
     sections += [Section(gpu, section_text(mine), paper_table(mine))
                  for gpu in sorted({r["gpu_dir"] for r in records})
                  for mine in [[r for r in records if r["gpu_dir"] == gpu]]]
@@ -859,8 +960,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     speedups = speedup_rows(records, baseline, paired)
     if speedups:
         sections.append(Section(f"Speedup against {baseline}", "Tokens/s over the baseline's: same suite, protocol, "
-                                "dtype, documents, batch and machine; measured and predicted apart. Where a paired "
-                                "comparison measured the pair, its median ratio [interval] (the interval's confidence) is the cell.",
+                                "dtype, documents, batch, threads and machine; measured and predicted apart. Where a "
+                                "paired comparison measured the pair on that workload (and engine), its median ratio "
+                                "[interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if len({r.get("engine") or ENGINE_BEFORE_THE_AXIS for r in records}) > 1:
         sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity: max |difference| "
@@ -879,11 +981,10 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                                                                                 value)))
     if failed:
         sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
-    sections.append(Section("Provenance", "Every record read, superseded ones included; software versions are in "
-                            "the Environment table.", (PROVENANCE_HEADER, provenance_rows(
-                                sorted([*records, *paired, *superseded], key=lambda r: (r["gpu_dir"], r["model"],
-                                                                                        r["suite"], r["key"])))),
-                            folded=True))
+    sections.append(Section("Provenance", f"Every record read, one row each ({counted(raw)}): older repeats, "
+                            "superseded and failed ones included, marked; a comparison's row names each side with its "
+                            "engine. Software versions are in the Environment table.",
+                            (PROVENANCE_HEADER, provenance_rows(what_became_of(raw, kept, superseded))), folded=True))
     if notes:
         sections.append(Section("Merged duplicates", items=notes))
     # both pages are rendered before either is written, and each replaces the old one whole (UTF-8, any locale)
