@@ -203,6 +203,8 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
         except ParityFailure as failure:
             result.parity[side] = failure.result.to_dict()
             result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
+        except UserError as refusal:  # EngineUnavailable, host memory: a sentence of its own
+            result.excluded[side] = f"cannot run here: {refusal}"
         except Exception as error:  # noqa: BLE001 - any engine error leaves this side out, not the comparison
             result.excluded[side] = f"cannot run here: {describe(error)}"
         else:
