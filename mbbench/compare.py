@@ -149,10 +149,11 @@ def compare(plans: list[Plan], identity: Identity, on_pass: Callable[[str, int, 
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
                          backends={side: encoders[side].backend for side in identity.models}, paired=paired,
                          engines=infos, parity=parity or None, excluded=excluded or None,
-                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason}
-                                for side in identity.models},
+                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason,
+                                       "source": encoders[side].gemm_source} for side in identity.models},
                          elementwise={side: {"kernel": encoders[side].elementwise,
-                                             "reason": encoders[side].elementwise_reason}
+                                             "reason": encoders[side].elementwise_reason,
+                                             "source": encoders[side].elementwise_source}
                                       for side in identity.models})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,

@@ -50,6 +50,8 @@ LATER_FIELDS: dict[str, Any] = {
     "engine": "torch",  # the engine axis (issue 24): records before it ran torch (or `compile`: torch-compile)
     "threads": None,  # a CPU run's intra- and inter-op threads (issue 26): records before them did not say
     "interop_threads": None,
+    "gemm": None,  # a pinned GEMM kernel (issue 34): records before pins chose theirs
+    "elementwise": None,  # a pinned element-wise kernel (issue 34)
 }
 ENGINE_SEPARATOR = "@"  # a comparison side on an engine: MODEL@ENGINE (hf-modernbert-base@onnxruntime)
 COMPILE_ENGINE = "torch-compile"  # what `compile=True` (the older spelling, before the engine axis) means
@@ -97,7 +99,8 @@ class Identity:
     `engine` is what ran the model (torch, torch-compile, onnxruntime, openvino; a comparison joins its sides'
     engines); `compile` is its older spelling, kept equal to `engine == "torch-compile"` so records written
     before the engine axis keep their keys. `threads` and `interop_threads` are the intra- and inter-op thread
-    counts of a CPU run (None on GPUs and for predictions).
+    counts of a CPU run (None on GPUs and for predictions). `gemm` and `elementwise` are kernels the user pinned
+    (`--gemm`, `--elementwise`); a kernel chosen from the kernel cache's timings is in the payload, not here.
     """
 
     measurement: str  # one of MEASUREMENTS
@@ -130,6 +133,8 @@ class Identity:
     engine: str = "torch"
     threads: int | None = None  # intra-op threads of a CPU run
     interop_threads: int | None = None  # inter-op threads of a CPU run
+    gemm: str | None = None  # a GEMM kernel pinned with --gemm (None: chosen from the kernel cache's timings)
+    elementwise: str | None = None  # an element-wise kernel pinned with --elementwise (None: chosen)
 
     def __post_init__(self) -> None:
         # `compile` and `engine` name one thing: torch-compile. Either spelling sets the other.
@@ -304,6 +309,9 @@ class Throughput:
     engine_info: dict | None = None
     parity: dict | None = None  # `engines.ParityResult.to_dict()` against torch on the first batch; None for torch
     cold_start_seconds: float | None = None  # export + compile + the first call, apart from warmup and passes
+    # where each kernel choice came from: "measured now", "cache", "pinned" or "fixed" (`bench.kernel_choice`)
+    gemm_source: str | None = None
+    elementwise_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -399,8 +407,10 @@ class Comparison:
     engines: dict | None = None  # side -> `EngineInfo.to_dict()` of the engine that ran it
     parity: dict | None = None  # side -> `ParityResult.to_dict()` (sides on an engine other than torch)
     excluded: dict | None = None  # side -> why it was left out of the rounds (it failed parity)
-    gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
-    elementwise: dict | None = None  # side -> {"kernel", "reason"}: its RoPE + gated activation kernel, and why
+    # side -> {"kernel", "reason", "source"}: the GEMM kernel its linears ran on, why, and where the choice came
+    # from (measured now, cache, pinned, fixed; records before issue 34 have no source)
+    gemms: dict | None = None
+    elementwise: dict | None = None  # side -> {"kernel", "reason", "source"}: its RoPE + gated activation kernel
 
     def ratio(self, model: str) -> dict:
         """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""
