@@ -205,10 +205,16 @@ def default_batch_size(suite: Suite, model: str | None = None, protocol: str = "
 
 def resolve_dtype(config: RunConfig, device_kind: str) -> str:
     """The dtype a run uses: the one asked for (one spelling each), else the protocol's for the device."""
-    if config.dtype:
-        return dtype_name(config.dtype)
-    protocol = PROTOCOLS[config.protocol]
-    return protocol.gpu_dtype if device_kind in ("cuda", "predicted") else protocol.cpu_dtype
+    return resolve_dtype_name(config.dtype, device_kind, config.protocol)
+
+
+def resolve_dtype_name(dtype: str | None, device_kind: str, protocol: str = "rigorous") -> str:
+    """`dtype`'s canonical name, or for None the protocol's dtype on `device_kind` (rigorous: bf16 on a GPU, fp32
+    on a CPU). UserError for an unknown name."""
+    if dtype:
+        return dtype_name(dtype)
+    chosen = PROTOCOLS[protocol]
+    return chosen.gpu_dtype if device_kind in ("cuda", "predicted") else chosen.cpu_dtype
 
 
 @lru_cache(maxsize=16)

@@ -49,14 +49,12 @@ def gemm_choice(plan: Plan, rates: GemmRates | None) -> KernelChoice:
     """The kernel of the plan's linears and where the choice came from: on a GPU cuBLAS; transformers models keep
     transformers' code (they measure what transformers does); our own models on a CPU take `--gemm`, else the
     kernel `kernel_choice.decide` picks from the measured (or cached) rounds, ties going to torch's."""
-    if rates is None:
-        return KernelChoice(DEFAULT_GEMM, FIXED, "torch's default (cuBLAS on CUDA)")
     if not registry.owns_gemms(plan.spec):
-        return KernelChoice(DEFAULT_GEMM, FIXED, "transformers' own linears, as shipped (torch's MKL path on CPU)"
-                            + ("; --gemm applies to our own models" if plan.config.gemm else ""))
-    if plan.config.gemm:
-        return kernel_choice.pinned(plan.config.gemm, "--gemm")
-    return kernel_choice.gemm(rates, DEFAULT_GEMM)
+        shipped = "torch's default (cuBLAS on CUDA)" if rates is None else \
+            "transformers' own linears, as shipped (torch's MKL path on CPU)"
+        return KernelChoice(DEFAULT_GEMM, FIXED, shipped + ("; --gemm applies to our own models" if plan.config.gemm
+                                                            else ""))
+    return kernel_choice.gemm_for(rates, plan.config.gemm, DEFAULT_GEMM)
 
 
 def cpu_elementwise_times(plan: Plan) -> ElementwiseTimes | None:
@@ -79,12 +77,7 @@ def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> KernelChoi
         return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, "transformers' own code, as shipped")
     if plan.engine != DEFAULT_ENGINE:
         return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, f"eager in the module; the {plan.engine} engine runs its own graph")
-    if plan.config.elementwise:
-        return kernel_choice.pinned(plan.config.elementwise, "--elementwise")
-    if times is None:
-        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED,
-                            "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)")
-    return kernel_choice.elementwise(times, DEFAULT_ELEMENTWISE)
+    return kernel_choice.elementwise_for(times, plan.config.elementwise, DEFAULT_ELEMENTWISE)
 
 
 def build(plan: Plan, progress: Progress | None = None) -> Encoder:

@@ -161,7 +161,7 @@ class Candidate:
     @property
     def shape(self) -> Shape:
         return Shape(self.hidden, self.glu // 2, True, self.hidden // self.head_dim, self.layers,
-                               self.vocab, window=64, global_every=3)
+                     self.vocab, window=64, global_every=3, rotary=True)  # a ModernBERT: RoPE on q and k
 
 
 def candidates(hidden: list[int], glu: list[int], layers: list[int], head_dim: int,

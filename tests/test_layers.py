@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mbbench.models", "mbbench.device"),
     ("mbbench.bench", "mbbench.engines", "mbbench.environment", "mbbench.verify"),
     ("mbbench.plan", "mbbench.calibration"),
-    ("mbbench.runner", "mbbench.compare", "mbbench.predict", "mbbench.validation", "mbbench.sweep",
+    ("mbbench.runner", "mbbench.compare", "mbbench.predict", "mbbench.validation", "mbbench.sweep", "mbbench.measured_sweep",
      "mbbench.latency", "mbbench.serve", "mbbench.service_model"),
     ("mbbench.driver", "mbbench.matrix", "mbbench.cluster", "mbbench.report"),
     ("mbbench.commands", "mbbench.cli"),

@@ -101,6 +101,26 @@ def pinned(kernel: str, option: str) -> KernelChoice:
     return KernelChoice(kernel, PINNED, f"{option} {kernel}")
 
 
+def gemm_for(rates: GemmRates | None, pin: str | None, default: str) -> KernelChoice:
+    """Our own model's GEMM kernel: `pin` (--gemm) when given; the default where nothing was measured (a GPU:
+    cuBLAS); else what `decide` picks from `rates`' paired rounds."""
+    if pin:
+        return pinned(pin, "--gemm")
+    if rates is None:
+        return KernelChoice(default, FIXED, "torch's default (cuBLAS on CUDA)")
+    return gemm(rates, default)
+
+
+def elementwise_for(times: ElementwiseTimes | None, pin: str | None, default: str) -> KernelChoice:
+    """Our own model's RoPE + gated activation kernel: `pin` (--elementwise) when given; the default where
+    nothing was measured (GPUs); else what `decide` picks from `times`' paired rounds."""
+    if pin:
+        return pinned(pin, "--elementwise")
+    if times is None:
+        return KernelChoice(default, FIXED, "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)")
+    return elementwise(times, default)
+
+
 def gemm(rates: GemmRates, default: str) -> KernelChoice:
     """The GEMM kernel `decide` picks from the paired rounds behind `rates`, with the rates and the verdict."""
     verdict = decide(dict(rates.round_seconds), default)
