@@ -533,3 +533,30 @@ def summarize(payload: MeasuredSweep) -> tuple[dict, bool | None]:
                    "shapes": len(rows)}
     predicted_best = max(rows, key=lambda r: r.predicted)
     return correlation, predicted_best.rank == 1 or predicted_best.tied
+
+
+def table_rows(payload: MeasuredSweep, dtype: str, device: str) -> list[dict]:
+    """One row per measured shape in ranking order, as the CSV holds it: rank ("1=" tied with the best), the
+    shape, measured tokens/s with its interval, the ranking metric measured and predicted, predicted / measured
+    tokens/s, MFU, the kernels and where they came from, and the metric's, workload's, dtype's and device's names."""
+    metric = "scaled_tokens_per_second" if payload.ranking == "throughput" else "anchored_tokens_per_second"
+    rows = []
+    for row in ranked(payload):
+        shape, interval = row.shape, row.shape.interval or {}
+        rows.append({
+            "rank": row.rank_text, "tied_with_best": row.tied, "hidden": shape.hidden, "glu": shape.glu,
+            "layers": shape.layers, "heads": shape.heads, "parameters_m": round(shape.parameters / 1e6, 2),
+            "tokens_per_second": round(shape.tokens_per_second, 1),
+            "tokens_per_second_low": round(interval["low"], 1) if interval else None,
+            "tokens_per_second_high": round(interval["high"], 1) if interval else None,
+            "interval_confidence": round(interval["confidence"], 4) if interval else None,
+            metric: round(row.value, 1), f"predicted_{metric}": round(row.predicted, 1) if row.predicted else None,
+            "predicted_tokens_per_second": round(shape.predicted_tokens_per_second, 1)
+            if shape.predicted_tokens_per_second else None,
+            "predicted_over_measured": round(row.predicted_over_measured, 3) if row.predicted_over_measured else None,
+            "mfu": round(shape.mfu, 4) if shape.mfu is not None else None, "gemm": shape.gemm,
+            "gemm_source": shape.gemm_source, "elementwise": shape.elementwise,
+            "elementwise_source": shape.elementwise_source, "block": shape.block, "ranked_by": metric,
+            "tokens_per_pass": payload.workload["tokens_per_pass"], "workload": payload.workload["source"],
+            "dtype": dtype, "device": device})
+    return rows
