@@ -41,8 +41,8 @@ from mbbench import environment
 from mbbench.batching import PackedBatch, pack_documents
 from mbbench.bench import cpu_cost, kernel_choice
 from mbbench.bench.elementwise import elementwise_times
-from mbbench.bench.kernel_choice import FIXED, KernelChoice
-from mbbench.bench.matmul import cpu_gemm_rates
+from mbbench.bench.kernel_choice import KernelChoice
+from mbbench.bench.matmul import cpu_gemm_rates, prefetch_gemm_timings
 from mbbench.bench.paired import OnPass, Timer, median_interval, run_paired
 from mbbench.bench.timing import timed
 from mbbench.calibration import default_calibration
@@ -282,9 +282,12 @@ def predict_shape(plan: SweepPlan, candidate: Candidate, built: Built) -> Predic
 
 
 def device_peak(plan: SweepPlan) -> tuple[float | None, str]:
-    """The MFU denominator: on a CPU the best GEMM rate of the kernel cache at any shape of the grid; on a basket GPU
+    """The MFU denominator: on a CPU the best GEMM rate of the kernel cache at any shape of the grid (the shapes it
+    lacks measured first, interleaved); on a basket GPU
     its datasheet's dense peak for the dtype; None off the basket."""
     if plan.device.kind == "cpu":
+        prefetch_gemm_timings([gemm for c in plan.shapes for gemm in c.shape.gemms().values()], plan.torch_dtype,
+                              plan.threads.intra)  # the grid's GEMMs timed together: one machine state for all
         rates = [cpu_gemm_rates(tuple(c.shape.gemms().values()), plan.torch_dtype, plan.threads.intra)
                  for c in plan.shapes]
         best = max(rates, key=lambda r: r.peak_flops)
@@ -420,8 +423,8 @@ def sweep_record(plan: SweepPlan, shapes: list[SweepCandidate], anchor_rounds: l
     workload = {"tokens_per_pass": settings.tokens, "batches": len(plan.workload.batches),
                 "documents": plan.workload.documents, "real_tokens": plan.workload.real_tokens,
                 "source": plan.workload.source}
-    source = "the CPU cost model (bench.cpu_cost)" if plan.device.kind == "cpu" else (
-        f"the performance model for {plan.gpu.name} ({perfmodel.MODEL_VERSION})" if plan.gpu else "none")
+    source = "CPU cost model, bench/cpu_cost.py" if plan.device.kind == "cpu" else (
+        f"performance model {perfmodel.MODEL_VERSION} for {plan.gpu.name}" if plan.gpu else "none")
     payload = MeasuredSweep(
         grid=grid, workload=workload, backend=plan.backend.name, backend_reason=plan.backend.reason,
         rounds=settings.rounds, block=settings.block, anchor=list(shape_key(plan.anchor)),
@@ -450,6 +453,8 @@ class RankedShape:
     rank: int
     tied: bool
     versus_best: object | None  # `bench.paired.Interval` of the per-round ratio to the best (None for the best)
+    anchored: float = 0.0  # tokens/s anchored: the median ratio to the anchor x the anchor's median tokens/s
+    anchored_interval: tuple[float, float] | None = None  # that median ratio's interval, x the same scale
 
     @property
     def rank_text(self) -> str:
@@ -488,8 +493,11 @@ def ranked(payload: MeasuredSweep) -> list[RankedShape]:
                       for a, b in zip(shape.anchor_ratios, best.anchor_ratios)]
             interval = median_interval(ratios)
         predicted = shape.predicted_tokens_per_second
+        around = median_interval(shape.anchor_ratios) if len(shape.anchor_ratios) >= 2 else None
         rows.append(RankedShape(shape, value[label(shape)], predicted * scale(payload, shape) if predicted else None,
-                                rank, interval is not None and interval.high >= 1.0, interval))
+                                rank, interval is not None and interval.high >= 1.0, interval,
+                                value[label(shape)] / scale(payload, shape),
+                                (around.low * reference, around.high * reference) if around else None))
     return rows
 
 
@@ -522,14 +530,15 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def summarize(payload: MeasuredSweep) -> tuple[dict, bool | None]:
-    """({"ranking": rho on the ranking metric, "tokens_per_second": rho on tokens/s, "shapes": n}, whether the
+    """({"ranking": rho on the ranking metric, "tokens_per_second": rho on anchored tokens/s, "shapes": n}, whether the
     predicted best is the measured best or tied with it); rho and the flag None without predictions."""
     rows = [r for r in ranked(payload) if r.predicted is not None]
     if not rows:
         return {"ranking": None, "tokens_per_second": None, "shapes": 0}, None
+    # tokens/s anchored (the ranking's value without the parameter scaling): blocks compare through the anchor
     correlation = {"ranking": spearman([r.predicted for r in rows], [r.value for r in rows]),
                    "tokens_per_second": spearman([r.shape.predicted_tokens_per_second for r in rows],
-                                                 [r.shape.tokens_per_second for r in rows]),
+                                                 [r.value / scale(payload, r.shape) for r in rows]),
                    "shapes": len(rows)}
     predicted_best = max(rows, key=lambda r: r.predicted)
     return correlation, predicted_best.rank == 1 or predicted_best.tied
@@ -550,6 +559,9 @@ def table_rows(payload: MeasuredSweep, dtype: str, device: str) -> list[dict]:
             "tokens_per_second_low": round(interval["low"], 1) if interval else None,
             "tokens_per_second_high": round(interval["high"], 1) if interval else None,
             "interval_confidence": round(interval["confidence"], 4) if interval else None,
+            "anchored_tokens_per_second": round(row.anchored, 1),
+            "anchored_low": round(row.anchored_interval[0], 1) if row.anchored_interval else None,
+            "anchored_high": round(row.anchored_interval[1], 1) if row.anchored_interval else None,
             metric: round(row.value, 1), f"predicted_{metric}": round(row.predicted, 1) if row.predicted else None,
             "predicted_tokens_per_second": round(shape.predicted_tokens_per_second, 1)
             if shape.predicted_tokens_per_second else None,

@@ -560,7 +560,7 @@ class MeasuredSweep:
     `complete` is False while shapes of the grid remain (an interrupted sweep keeps what it measured; a rerun
     measures the rest). The ranking and its statistics are computed from `candidates` by
     `measured_sweep.ranked` and stored in `rank_correlation` (Spearman's rho of predicted against measured,
-    on the ranking metric and on raw tokens/s) and `predicted_best_tied`.
+    on the ranking metric and on anchored tokens/s) and `predicted_best_tied`.
     """
 
     kind: ClassVar[str] = "measured_sweep"

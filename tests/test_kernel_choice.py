@@ -154,3 +154,24 @@ def test_a_transformers_model_keeps_its_own_linears_under_a_pin():
     choice = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))
     assert choice.kernel == gemm.TORCH and choice.source == kernel_choice.FIXED
     assert "--gemm applies to our own models" in choice.reason
+
+
+def test_a_grid_of_gemm_shapes_is_timed_interleaved_and_kept_per_shape(fresh_cache):
+    order = []
+
+    def call(name):
+        return lambda: order.append(name) or 0.001
+
+    seconds = matmul.time_interleaved({"a": {"torch": call("a/torch"), "onednn": call("a/onednn")},
+                                       "b": {"torch": call("b/torch"), "onednn": call("b/onednn")}}, rounds=2,
+                                      warmup=0)
+    # round 0: a then b, kernels in order; round 1: b then a (rotated), kernels reversed
+    assert order == ["a/torch", "a/onednn", "b/torch", "b/onednn", "b/onednn", "b/torch", "a/onednn", "a/torch"]
+    assert seconds == {"a": {"torch": [0.001] * 2, "onednn": [0.001] * 2}, "b": {"torch": [0.001] * 2,
+                                                                               "onednn": [0.001] * 2}}
+    threads = torch.get_num_threads()
+    shapes = [(16, 32), (32, 16), (16, 32)]
+    assert matmul.prefetch_gemm_timings(shapes, torch.float32, threads, rows=8, rounds=2) == 2
+    kept = [matmul.gemm_timings(k, n, torch.float32, threads, rows=8, rounds=2) for k, n in shapes]
+    assert {t.source for t in kept} == {kernel_store.CACHED} and all(len(s) == 2 for t in kept for _, s in t.seconds)
+    assert matmul.prefetch_gemm_timings(shapes, torch.float32, threads, rows=8, rounds=2) == 0

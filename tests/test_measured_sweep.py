@@ -3,6 +3,7 @@ shape, ranked by one metric with ties inside the interval, Spearman's rho agains
 model's sums. Fakes stand in for the forward and the clock: no test asserts a timing."""
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,7 +192,8 @@ def test_the_measured_sweep_record_fixture_reads_round_trips_and_matches_todays_
 
 def write_fixture(path: Path) -> dict:
     """A measured sweep of the fake machine on TINY, as JSON (also how tests/fixtures/measured_sweep was made)."""
-    record = ms.measure(ms.resolve(TINY), Store(path.parent / "store"), FakeMachine().hooks()).record
+    with tempfile.TemporaryDirectory() as store:
+        record = ms.measure(ms.resolve(TINY), Store(store), FakeMachine().hooks()).record
     data = record.to_json()
     data["environment"], data["device"]["name"] = {}, "a CPU"
     data["identity"]["device"] = "a CPU"

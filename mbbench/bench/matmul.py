@@ -16,6 +16,7 @@ import argparse
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable, Hashable
 
 import torch
 
@@ -25,6 +26,7 @@ from mbbench.bench.timing import summarize, timed
 from mbbench.formatting import plural
 from mbbench.files import write_json
 from mbbench.models.gemm import KERNELS, ONEDNN_PACKED, linear_with, onednn_available, packed_weight
+from mbbench.records import now
 
 
 def matmul_peak(n: int = 8192, dtype: torch.dtype = torch.bfloat16, warmup: int = 10, repeats: int = 30,
@@ -50,32 +52,52 @@ def runnable_kernels(dtype: torch.dtype) -> list[str]:
     return [k for k in KERNELS if k != ONEDNN_PACKED or onednn_available(dtype)]
 
 
-def time_gemm(rows: int, k: int, n: int, dtype: torch.dtype, kernels: list[str], rounds: int,
-              warmup: int = WARMUP) -> dict[str, list[float]]:
-    """Seconds of one (rows, k) x (k, n) product on each kernel, per round, measured now.
-
-    The kernels run interleaved (torch, oneDNN, then oneDNN, torch, ...) so a busy moment hits both, after `warmup`
-    untimed calls each (thread pools, kernel selection, caches). Returns kernel -> seconds per round.
-    """
+def gemm_calls(rows: int, k: int, n: int, dtype: torch.dtype, kernels: list[str]) -> dict[str, Callable[[], float]]:
+    """Per kernel, a call that times one (rows, k) x (k, n) product (seconds), on seeded inputs made once."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, k, generator=generator, dtype=dtype)
     weight = torch.randn(n, k, generator=generator, dtype=dtype) * 0.02
-    packed = {kernel: packed_weight(weight, kernel) for kernel in kernels}
 
-    def one_call(kernel: str) -> float:
-        start = time.perf_counter()
-        linear_with(kernel, x, packed[kernel])
-        return time.perf_counter() - start
+    def timed_call(kernel: str, packed: torch.Tensor) -> Callable[[], float]:
+        def call() -> float:
+            start = time.perf_counter()
+            linear_with(kernel, x, packed)
+            return time.perf_counter() - start
+        return call
 
-    seconds: dict[str, list[float]] = {kernel: [] for kernel in kernels}
+    return {kernel: timed_call(kernel, packed_weight(weight, kernel)) for kernel in kernels}
+
+
+def time_interleaved(calls: dict[Hashable, dict[str, Callable[[], float]]], rounds: int,
+                     warmup: int = WARMUP) -> dict[Hashable, dict[str, list[float]]]:
+    """Seconds per round of every (workload, kernel) call, measured now, all interleaved: round r runs every
+    workload (in an order rotated by r) and within it every kernel (torch, oneDNN, then oneDNN, torch, ...), so a
+    busy moment falls on all alike; `warmup` untimed calls each first (thread pools, kernel selection, caches)."""
+    names = list(calls)
+    seconds = {name: {kernel: [] for kernel in calls[name]} for name in names}
     with torch.inference_mode():
         for _ in range(warmup):
-            for kernel in kernels:
-                one_call(kernel)
+            for name in names:
+                for call in calls[name].values():
+                    call()
         for round_ in range(rounds):
-            for kernel in kernels if round_ % 2 == 0 else reversed(kernels):
-                seconds[kernel].append(one_call(kernel))
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                kernels = list(calls[name]) if round_ % 2 == 0 else list(reversed(calls[name]))
+                for kernel in kernels:
+                    seconds[name][kernel].append(calls[name][kernel]())
     return seconds
+
+
+def time_gemm(rows: int, k: int, n: int, dtype: torch.dtype, kernels: list[str], rounds: int,
+              warmup: int = WARMUP) -> dict[str, list[float]]:
+    """Seconds of one (rows, k) x (k, n) product on each kernel, per round, kernels interleaved, measured now."""
+    return time_interleaved({(k, n): gemm_calls(rows, k, n, dtype, kernels)}, rounds, warmup)[(k, n)]
+
+
+def gemm_workload(k: int, n: int, dtype: torch.dtype, threads: int, rows: int, rounds: int) -> kernel_store.Workload:
+    """The kernel cache's key of one GEMM shape's timings (besides the CPU)."""
+    return (("dtype", str(dtype).removeprefix("torch.")), ("in", k), ("out", n), ("rounds", rounds), ("rows", rows),
+            ("threads", threads))
 
 
 def gemm_timings(k: int, n: int, dtype: torch.dtype, threads: int, rows: int = KERNEL_ROWS,
@@ -83,10 +105,26 @@ def gemm_timings(k: int, n: int, dtype: torch.dtype, threads: int, rows: int = K
     """Every runnable kernel's seconds per round on a (rows, k) x (k, n) product at `threads` intra-op threads:
     from the kernel cache (`bench.kernel_store`) when this CPU has measured it, else measured now and kept.
     `threads` must be torch's thread count now (it is part of the key)."""
-    workload = (("dtype", str(dtype).removeprefix("torch.")), ("in", k), ("out", n), ("rounds", rounds),
-                ("rows", rows), ("threads", threads))
-    return kernel_store.cached("gemm", workload,
+    return kernel_store.cached("gemm", gemm_workload(k, n, dtype, threads, rows, rounds),
                                lambda: (time_gemm(rows, k, n, dtype, runnable_kernels(dtype), rounds), {}))
+
+
+def prefetch_gemm_timings(shapes: list[tuple[int, int]], dtype: torch.dtype, threads: int, rows: int = KERNEL_ROWS,
+                          rounds: int = ROUNDS) -> int:
+    """Measure every (in, out) shape the kernel cache lacks, all shapes interleaved round by round
+    (`time_interleaved`), and keep each: shapes that a sweep compares then share the machine's noise instead of
+    each meeting its own moment. Returns how many shapes were measured."""
+    missing = [shape for shape in dict.fromkeys(shapes)
+               if kernel_store.load("gemm", gemm_workload(*shape, dtype, threads, rows, rounds)) is None]
+    if not missing:
+        return 0
+    kernels = runnable_kernels(dtype)
+    seconds = time_interleaved({shape: gemm_calls(rows, *shape, dtype, kernels) for shape in missing}, rounds)
+    for shape in missing:
+        kernel_store.save(KernelTimings("gemm", gemm_workload(*shape, dtype, threads, rows, rounds),
+                                        tuple((kernel, tuple(values)) for kernel, values in seconds[shape].items()),
+                                        now()))
+    return len(missing)
 
 
 @dataclass(frozen=True)

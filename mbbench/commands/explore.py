@@ -25,11 +25,11 @@ from mbbench.models.config import preset
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
-from mbbench.report.sweeps import SweepView, correlation_text
+from mbbench.report.sweeps import SweepView, correlation_text, heatmap_title, ranked_frame
 from mbbench.report.sweeps import figure as sweep_figure
 from mbbench.report.sweeps import header_lines as sweep_header
 from mbbench.report.sweeps import table as sweep_table
-from mbbench.sweep import RANKING_COLUMNS, RANKINGS, parse_basket, parse_params, parse_range, run_sweep
+from mbbench.sweep import RANKINGS, parse_basket, parse_params, parse_range, run_sweep
 from mbbench.verify import verify as run_verify
 
 
@@ -138,10 +138,9 @@ def sweep_predicted(grid, head_dim, params, tokens, gpus, dtype, out_dir, top, r
     csv_path = next_free(root / "sweep.csv")  # never over the previous sweep's
     heatmap_path = csv_path.with_name(csv_path.stem.replace("sweep", "sweep_heatmap") + ".png")
     write_text(csv_path, frame.to_csv(index=False))
-    metric, workload = RANKING_COLUMNS[rank_by], f"{tokens:,} tokens per pass, {rows[0]['dtype']}"
-    sweep_heatmap(ranked_frame(frame), heatmap_path, metric, (rows[0]["hidden"], rows[0]["glu"]),
-                  f"{metric.replace('_', ' ')} (the ranking), best over layers\npredicted over "
-                  f"{', '.join(weights)}; {workload}")
+    shown, metric, winner = ranked_frame(frame)
+    sweep_heatmap(shown, heatmap_path, metric, winner, heatmap_title(frame, metric, f" over {', '.join(weights)}"))
+    workload = f"{tokens:,} tokens per pass, {rows[0]['dtype']}"
     click.echo(f"ranked by {RANKINGS[rank_by]}; workload: {workload}" + ("" if include_unusual else
                "; shapes not 64-aligned or with intermediate < hidden after the others (--include-unusual)"))
     columns = ("rank", "hidden", "glu", "layers", "parameters_m", metric, "scaled_tokens_per_second",
@@ -153,17 +152,6 @@ def sweep_predicted(grid, head_dim, params, tokens, gpus, dtype, out_dir, top, r
                    f"{rows[0][substituted[0] + '_dtype']} there (the CSV's <gpu>_dtype columns)")
     click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path} and "
                f"{heatmap_path}")
-
-
-def ranked_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's rows as its heatmaps draw them: the ranking metric (the CSV's `ranked_by` column; older CSVs:
-    scaled tokens/s, else the basket score) blank where a shape was not ranked with the usual ones."""
-    metric = frame["ranked_by"].iloc[0] if "ranked_by" in frame else (
-        "scaled_tokens_per_second" if "scaled_tokens_per_second" in frame else "basket_score")
-    shown = frame.copy()
-    if "ranked" in shown:
-        shown[metric] = shown[metric].where(shown["ranked"].astype(bool))
-    return shown.assign(ranked_by=metric)
 
 
 def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by, device, threads, rounds, block,

@@ -15,7 +15,7 @@ from mbbench.files import replace_atomically  # noqa: E402
 
 MODERNBERT_SHAPES = {"base": (768, 2304), "large": (1024, 5248)}
 UNITS = {"basket_score": "fraction of dense peak", "basket_tokens_per_second": "tokens/s",
-         "scaled_tokens_per_second": "tokens/s at equal parameters", "paper_heuristic": "fraction of SMs"}
+         "scaled_tokens_per_second": "tokens/s", "paper_heuristic": "fraction of SMs"}
 
 # Axis and colour-bar ticks with thousands separators (1,250,000 rather than 1.25e6).
 thousands = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}")
@@ -37,7 +37,7 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score", best: tuple[in
     """`value` over hidden x GLU (best over layers; rows where `value` is NaN left blank), ModernBERT's own shapes
     marked, and `best` (hidden, GLU), the ranking's winner, circled; `title` names the metric and workload."""
     table = frame.pivot_table(index="glu", columns="hidden", values=value, aggfunc="max").sort_index()
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(table.columns) + 2), max(3, 0.22 * len(table.index) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(table.columns) + 3), max(3.5, 0.22 * len(table.index) + 2)))
     image = ax.imshow(table.values, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=90, fontsize=7)
     step = max(1, len(table.index) // 20)
@@ -62,7 +62,8 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score", best: tuple[in
 
 @dataclass(frozen=True)
 class MeasuredPoint:
-    """One shape of a measured sweep in the figure: tokens/s predicted and measured (with its interval)."""
+    """One shape of a measured sweep in the figure: tokens/s predicted and measured (anchored, with the interval of
+    its paired ratio to the anchor)."""
 
     label: str
     predicted: float
@@ -75,8 +76,8 @@ class MeasuredPoint:
 
 def measured_vs_predicted(points: list[MeasuredPoint], path: Path, title: str) -> Path:
     """Measured against predicted tokens/s per shape, the measured interval as a bar, the diagonal (prediction
-    = measurement) drawn, the ranking's best starred and shapes tied with it ringed."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    = measurement) drawn, the ranking's best starred and shapes tied with it ringed. `title` may hold line breaks."""
+    fig, ax = plt.subplots(figsize=(7.0, 5.4))
     for point in points:
         below = point.measured - point.low if point.low is not None else 0.0
         above = point.high - point.measured if point.high is not None else 0.0
@@ -94,7 +95,7 @@ def measured_vs_predicted(points: list[MeasuredPoint], path: Path, title: str) -
         elif point.tied:
             ax.plot(point.predicted, point.measured, "o", markersize=11, markerfacecolor="none", markeredgecolor="red")
     ax.set_xlabel("predicted tokens/s")
-    ax.set_ylabel("measured tokens/s (median, interval)")
+    ax.set_ylabel("measured tokens/s (anchored median, paired interval)")
     ax.xaxis.set_major_formatter(thousands)
     ax.yaxis.set_major_formatter(thousands)
     ax.set_title(title, fontsize=8)

@@ -27,7 +27,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 
 import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
@@ -35,11 +34,12 @@ from mbbench.calibration import paper_timing_batch  # noqa: E402
 from mbbench.environment import git_commit  # noqa: E402
 from mbbench.compare import interval_label  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
-from mbbench.files import ENCODING, write_text  # noqa: E402
+from mbbench.files import write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
 from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
-from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
+from mbbench.report.figures import Curve, latency_curves, save_png, thousands  # noqa: E402
+from mbbench.report.sweeps import measured_sweep_sections, predicted_sweep_section  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -818,6 +818,8 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
         raise UserError(f"no records found in {', '.join(map(str, result_dirs))}: nothing to report"
                         + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
+    sweeps = [r for r in records if r.get("measurement") == "measured_sweep"]  # sections of their own
+    records = [r for r in records if r.get("measurement") != "measured_sweep"]
     records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
                 for row in comparison_throughput(r)]
     records, superseded = supersede(records)
@@ -840,7 +842,8 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                      for d in result_dirs)
     intro = f"{generated_line()} Read {read}." + (f" {len(smoke)} smoke (--tiny) records left out."
                                                   if smoke and not include_smoke else "") + " " + LEGEND
-    measured = [r for r in [*records, *paired, *served["latency"], *served["serving"]] if not r.get("from_comparison")]
+    measured = [r for r in [*records, *paired, *served["latency"], *served["serving"], *sweeps]
+                if not r.get("from_comparison")]
     sections = [Section("Environment", table=(ENVIRONMENT_HEADER, environment_rows(measured)))]
     sections += [Section(gpu, section_text(mine), paper_table(mine))
                  for gpu in sorted({r["gpu_dir"] for r in records})
@@ -866,18 +869,14 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     sections += latency_sections(served["latency"], out) + serving_sections(served["serving"], out)
-    for directory in result_dirs:
-        sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
-        if sweep_csv.is_file():
-            frame = pd.read_csv(sweep_csv, encoding=ENCODING)
-            for value in ("basket_score", "basket_tokens_per_second"):
-                sections.append(Section(f"Sweep: {value}", image=sweep_heatmap(frame, out / f"sweep_{value}.png",
-                                                                                value)))
+    sections += [predicted_sweep_section(Path(directory) / "sweeps" / "sweep.csv", out, Section)
+                 for directory in result_dirs if (Path(directory) / "sweeps" / "sweep.csv").is_file()]
+    sections += measured_sweep_sections(sweeps, out, Section)
     if failed:
         sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
     sections.append(Section("Provenance", "Every record read, superseded ones included; software versions are in "
                             "the Environment table.", (PROVENANCE_HEADER, provenance_rows(
-                                sorted([*records, *paired, *superseded], key=lambda r: (r["gpu_dir"], r["model"],
+                                sorted([*records, *paired, *superseded, *sweeps], key=lambda r: (r["gpu_dir"], r["model"],
                                                                                         r["suite"], r["key"])))),
                             folded=True))
     if notes:

@@ -1,15 +1,19 @@
-"""Measured sweeps in reports and on the terminal: the ranking table, the rank correlation, and the figure of
-measured against predicted tokens/s (`measured_sweep` makes the records; this module only reads them)."""
+"""Sweeps in reports and on the terminal: a measured sweep's ranking table, rank correlation and figure of
+measured against predicted tokens/s (`measured_sweep` makes the records; this module only reads them), and a
+predicted sweep's heatmap of the one metric its ranking used, its winner marked (`sweep` writes the CSV)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import pandas as pd
+
+from mbbench.files import ENCODING
 from mbbench.formatting import plural, significant
 from mbbench.measured_sweep import RANKINGS, label, ranked, table_rows
 from mbbench.records import MeasuredSweep, Record, SweepCandidate
-from mbbench.report.figures import MeasuredPoint, measured_vs_predicted
+from mbbench.report.figures import MeasuredPoint, measured_vs_predicted, sweep_heatmap
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,18 @@ def header_lines(view: SweepView) -> list[str]:
 
 def figure(view: SweepView, path: Path) -> Path | None:
     """Measured against predicted tokens/s per shape, diagonal and best marked; None without predictions."""
-    points = [MeasuredPoint(label(r.shape), r.shape.predicted_tokens_per_second, r.shape.tokens_per_second,
-                            (r.shape.interval or {}).get("low"), (r.shape.interval or {}).get("high"),
-                            r.rank == 1, r.tied)
+    points = [MeasuredPoint(label(r.shape), r.shape.predicted_tokens_per_second, r.anchored,
+                            *(r.anchored_interval or (None, None)), r.rank == 1, r.tied)
               for r in ranked(view.payload) if r.shape.predicted_tokens_per_second]
     if not points:
         return None
-    rho = view.payload.rank_correlation.get("ranking")
-    title = (f"measured vs predicted ({view.payload.prediction_source}); best by "
+    rho = view.payload.rank_correlation
+    shown = ", ".join(f"{name} {value:.2f}" for name, value in (("ranking", rho.get("ranking")),
+                                                                ("tokens/s", rho.get("tokens_per_second")))
+                      if value is not None)
+    title = (f"measured vs predicted ({view.payload.prediction_source})\nbest by "
              f"{view.payload.ranking.replace('throughput', 'tokens/s at equal parameters')}"
-             f"{'' if rho is None else f', Spearman {rho:.2f}'}\n{workload_text(view)}")
+             f"{f'; Spearman {shown}' if shown else ''}\n{workload_text(view)}")
     return measured_vs_predicted(points, path, title)
 
 
@@ -109,3 +115,51 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
             "GEMM": f"{row['gemm']} ({row['gemm_source']})",
             "element-wise": f"{row['elementwise']} ({row['elementwise_source']})"})
     return out
+
+
+def ranked_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, str, tuple[int, int] | None]:
+    """A predicted sweep's CSV rows as every heatmap draws them: (rows with the ranking metric blank where a shape
+    was not ranked with the usual ones, the metric, the winner's (hidden, GLU)). The metric is the CSV's
+    `ranked_by` column; CSVs written before it existed ranked by scaled tokens/s when they have it."""
+    metric = frame["ranked_by"].iloc[0] if "ranked_by" in frame else (
+        "scaled_tokens_per_second" if "scaled_tokens_per_second" in frame else "basket_score")
+    shown = frame.copy()
+    if "ranked" in shown:
+        shown[metric] = shown[metric].where(shown["ranked"].astype(bool))
+    winner = shown.sort_values("rank").iloc[0] if "rank" in shown else None
+    return shown, metric, (int(winner["hidden"]), int(winner["glu"])) if winner is not None else None
+
+
+def heatmap_title(frame: pd.DataFrame, metric: str, where: str) -> str:
+    """'scaled tokens per second (the ranking), best over layers / predicted over T4, L4; 16,384 tokens per pass,
+    bfloat16' (the workload where the CSV names it)."""
+    workload = (f"; {int(frame['tokens_per_pass'].iloc[0]):,} tokens per pass, {frame['dtype'].iloc[0]}"
+                if {"tokens_per_pass", "dtype"} <= set(frame.columns) else "")
+    return f"{metric.replace('_', ' ')} (the ranking), best over layers\npredicted{where}{workload}"
+
+
+def predicted_sweep_section(csv_path: Path, out: Path, section) -> object:
+    """The report's section of a predicted sweep CSV: one heatmap, of the metric its ranking used, winner circled."""
+    frame = pd.read_csv(csv_path, encoding=ENCODING)
+    shown, metric, winner = ranked_frame(frame)
+    image = sweep_heatmap(shown, out / f"sweep_{metric}.png", metric, winner, heatmap_title(frame, metric, ""))
+    winner_text = f"; rank 1: hidden {winner[0]}, GLU {winner[1]}" if winner else ""
+    return section(f"Sweep (predicted): ranked by {metric.replace('_', ' ')}",
+                   f"{csv_path}: {len(frame)} shapes{winner_text}.", image=image)
+
+
+def measured_sweep_sections(rows: list[dict], out: Path, section) -> list:
+    """One section per measured sweep record (`Record.flatten()` rows): what it rests on, the rank agreement, the
+    ranking table (ties shown '1='), the figure of measured against predicted tokens/s. `section` is the
+    report's Section class (title, text, table, image, items)."""
+    sections = []
+    for index, row in enumerate(sorted(rows, key=lambda r: (r["gpu_dir"], r.get("created_at") or "")), 1):
+        view = SweepView.of_row(row)
+        shown = table(view)
+        header = list(shown[0]) if shown else []
+        image = figure(view, out / f"measured_sweep_{index}.png")
+        sections.append(section(f"Measured sweep on {view.device} ({view.dtype})",
+                                " ".join(header_lines(view)) + f" Record: {row.get('path') or ''}.",
+                                (header, [[str(v) for v in r.values()] for r in shown]), image,
+                                [correlation_text(view.payload)]))
+    return sections
