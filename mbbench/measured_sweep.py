@@ -276,7 +276,8 @@ def predict_shape(plan: SweepPlan, candidate: Candidate, built: Built) -> Predic
         return Predicted(None)
     dtype = plan.gpu.effective_dtype(plan.dtype)
     calibration = default_calibration()
-    batches = [perfmodel.predict(shape, lengths, plan.gpu, dtype, None, calibration) for lengths in plan.workload.lengths]
+    batches = [perfmodel.predict(shape, lengths, plan.gpu, dtype, None, calibration)
+               for lengths in plan.workload.lengths]
     seconds = sum(p.seconds for p in batches)
     return Predicted(plan.workload.real_tokens / seconds, {"seconds": seconds, "dtype": dtype})
 

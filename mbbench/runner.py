@@ -76,7 +76,8 @@ def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> KernelChoi
     if not registry.gated_activation(plan.spec):
         return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, "transformers' own code, as shipped")
     if plan.engine != DEFAULT_ENGINE:
-        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, f"eager in the module; the {plan.engine} engine runs its own graph")
+        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED,
+                            f"eager in the module; the {plan.engine} engine runs its own graph")
     return kernel_choice.elementwise_for(times, plan.config.elementwise, DEFAULT_ELEMENTWISE)
 
 

@@ -117,7 +117,8 @@ def elementwise_for(times: ElementwiseTimes | None, pin: str | None, default: st
     if pin:
         return pinned(pin, "--elementwise")
     if times is None:
-        return KernelChoice(default, FIXED, "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)")
+        return KernelChoice(default, FIXED,
+                            "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)")
     return elementwise(times, default)
 
 

@@ -44,6 +44,9 @@ class CpuIdentity:
     isa: tuple[str, ...]  # `device.cpu_isa()`: AVX2, AVX-512 subsets, AMX, ..., and torch's dispatch level
     torch: str  # torch's version (its MKL, oneDNN and Inductor)
 
+    def to_json(self) -> dict:
+        return {"name": self.name, "isa": list(self.isa), "torch": self.torch}
+
     def key(self) -> str:
         text = json.dumps([self.name, list(self.isa), self.torch])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -83,9 +86,9 @@ class KernelTimings:
         return min(self.by_kernel()[kernel])
 
     def to_json(self, cpu: CpuIdentity) -> dict:
-        return {"format": FORMAT, "what": self.what, "cpu": {"name": cpu.name, "isa": list(cpu.isa), "torch": cpu.torch},
-                "workload": dict(self.workload), "measured_at": self.measured_at,
-                "seconds": {kernel: list(values) for kernel, values in self.seconds}, "extra": dict(self.extra)}
+        return {"format": FORMAT, "what": self.what, "cpu": cpu.to_json(), "workload": dict(self.workload),
+                "measured_at": self.measured_at, "seconds": {kernel: list(values) for kernel, values in self.seconds},
+                "extra": dict(self.extra)}
 
 
 def cache_root() -> Path:
@@ -112,8 +115,8 @@ def load(what: str, workload: Workload) -> KernelTimings | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     cpu = this_cpu()
-    if (data.get("format") != FORMAT or data.get("what") != what or data.get("workload") != json.loads(
-            json.dumps(dict(workload))) or data.get("cpu") != {"name": cpu.name, "isa": list(cpu.isa), "torch": cpu.torch}):
+    same_workload = data.get("workload") == json.loads(json.dumps(dict(workload)))  # as JSON keeps it
+    if (data.get("format"), data.get("what"), data.get("cpu")) != (FORMAT, what, cpu.to_json()) or not same_workload:
         return None
     seconds = tuple((kernel, tuple(float(s) for s in values)) for kernel, values in data["seconds"].items())
     return KernelTimings(what, workload, seconds, data.get("measured_at", ""),

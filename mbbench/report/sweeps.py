@@ -58,8 +58,8 @@ def correlation_text(payload: MeasuredSweep) -> str:
         return f"no prediction for this device ({payload.prediction_source}): no rank correlation"
     shown = {name: "undefined" if value is None else f"{value:.2f}" for name, value in rho.items() if name != "shapes"}
     best = max((r for r in ranked(payload) if r.predicted is not None), key=lambda r: r.predicted)
-    verdict = "is the measured best" if best.rank == 1 else ("is tied with the measured best" if best.tied else
-                                                              f"ranks {best.rank} measured, outside the best's interval")
+    verdict = "is the measured best" if best.rank == 1 else (
+        "is tied with the measured best" if best.tied else f"ranks {best.rank} measured, outside the best's interval")
     return (f"Spearman rank correlation, predicted ({payload.prediction_source}) vs measured: {shown['ranking']} on "
             f"the ranking metric, {shown['tokens_per_second']} on tokens/s, over {rho['shapes']} shapes; the "
             f"predicted best {label(best.shape)} {verdict}")
@@ -106,7 +106,8 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
                     if row["tokens_per_second_low"] is not None else "")
         out.append({
             "rank": row["rank"], "hidden": row["hidden"], "glu": row["glu"], "layers": row["layers"],
-            "parameters_m": row["parameters_m"], "tokens/s [interval]": significant(row["tokens_per_second"]) + interval,
+            "parameters_m": row["parameters_m"],
+            "tokens/s [interval]": significant(row["tokens_per_second"]) + interval,
             METRIC_NAMES[row["ranked_by"]]: significant(row[row["ranked_by"]]),
             "predicted tokens/s": significant(row["predicted_tokens_per_second"])
             if row["predicted_tokens_per_second"] else "",
