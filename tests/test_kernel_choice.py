@@ -27,6 +27,7 @@ RUN = ["run", "--model", "modernbert-base", "--tiny", "--device", "cpu", "--docs
 def fresh_cache(tmp_path, monkeypatch):
     """An empty kernel cache, and no in-process memory of earlier measurements (a new process)."""
     monkeypatch.setenv(kernel_store.CACHE_ENV, str(tmp_path / "kernels"))
+    monkeypatch.setattr(kernel_store, "_WRITTEN", set())
     matmul.cpu_gemm_rates.cache_clear()
     bench_elementwise.elementwise_times.cache_clear()
     yield tmp_path / "kernels"
@@ -71,6 +72,7 @@ def test_gemm_timings_are_measured_once_per_cpu_and_kept_with_their_numbers(fres
     assert Path(first.path).parent.parent == fresh_cache
     assert stored["seconds"]["torch"] == [0.001, 0.002, 0.003] and stored["workload"]["threads"] == threads
     assert stored["cpu"]["isa"] == list(kernel_store.this_cpu().isa) and stored["cpu"]["torch"] == torch.__version__
+    monkeypatch.setattr(kernel_store, "_WRITTEN", set())  # a later process
     again = matmul.gemm_timings(64, 192, torch.float32, threads, rows=32, rounds=3)
     assert again.source == kernel_store.CACHED and again.by_kernel() == first.by_kernel() and len(calls) == 1
     matmul.gemm_timings(64, 192, torch.bfloat16, threads, rows=32, rounds=3)  # another dtype: another entry
@@ -104,6 +106,7 @@ def test_two_runs_of_one_configuration_record_the_same_kernel_and_say_where_it_c
     measured = len(calls)
     matmul.cpu_gemm_rates.cache_clear()  # a second process
     bench_elementwise.elementwise_times.cache_clear()
+    monkeypatch.setattr(kernel_store, "_WRITTEN", set())
     second = CliRunner().invoke(cli, [*RUN, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     assert len(calls) == measured  # nothing measured again
@@ -156,7 +159,7 @@ def test_a_transformers_model_keeps_its_own_linears_under_a_pin():
     assert "--gemm applies to our own models" in choice.reason
 
 
-def test_a_grid_of_gemm_shapes_is_timed_interleaved_and_kept_per_shape(fresh_cache):
+def test_a_grid_of_gemm_shapes_is_timed_interleaved_and_kept_per_shape(fresh_cache, monkeypatch):
     order = []
 
     def call(name):
@@ -173,5 +176,8 @@ def test_a_grid_of_gemm_shapes_is_timed_interleaved_and_kept_per_shape(fresh_cac
     shapes = [(16, 32), (32, 16), (16, 32)]
     assert matmul.prefetch_gemm_timings(shapes, torch.float32, threads, rows=8, rounds=2) == 2
     kept = [matmul.gemm_timings(k, n, torch.float32, threads, rows=8, rounds=2) for k, n in shapes]
-    assert {t.source for t in kept} == {kernel_store.CACHED} and all(len(s) == 2 for t in kept for _, s in t.seconds)
+    assert all(len(s) == 2 for t in kept for _, s in t.seconds)
+    assert {t.source for t in kept} == {kernel_store.MEASURED}  # this process measured them: "measured now"
+    monkeypatch.setattr(kernel_store, "_WRITTEN", set())  # another process reads them from the cache
+    assert matmul.gemm_timings(16, 32, torch.float32, threads, rows=8, rounds=2).source == kernel_store.CACHED
     assert matmul.prefetch_gemm_timings(shapes, torch.float32, threads, rows=8, rounds=2) == 0

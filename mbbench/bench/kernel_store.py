@@ -33,6 +33,7 @@ from mbbench.records import now
 CACHE_ENV = "MBBENCH_KERNEL_CACHE"
 MEASURED = "measured now"  # the timings were taken in this process
 CACHED = "cache"  # read from a file an earlier process wrote on this CPU
+_WRITTEN: set[str] = set()  # files this process wrote: read back, they are still "measured now"
 FORMAT = 1  # the files' layout; a file of another version is measured again
 
 
@@ -108,7 +109,8 @@ def path_for(what: str, workload: Workload, cpu: CpuIdentity | None = None) -> P
 
 
 def load(what: str, workload: Workload) -> KernelTimings | None:
-    """The stored timings of `workload` on this CPU, or None (no file, another format, or another CPU's)."""
+    """The stored timings of `workload` on this CPU, or None (no file, another format, or another CPU's); their
+    source is CACHED, or MEASURED when this process wrote the file."""
     path = path_for(what, workload)
     try:
         data = json.loads(read_text(path))
@@ -120,7 +122,8 @@ def load(what: str, workload: Workload) -> KernelTimings | None:
         return None
     seconds = tuple((kernel, tuple(float(s) for s in values)) for kernel, values in data["seconds"].items())
     return KernelTimings(what, workload, seconds, data.get("measured_at", ""),
-                         tuple(sorted((data.get("extra") or {}).items())), CACHED, str(path))
+                         tuple(sorted((data.get("extra") or {}).items())),
+                         MEASURED if str(path) in _WRITTEN else CACHED, str(path))
 
 
 def save(timings: KernelTimings) -> KernelTimings:
@@ -132,6 +135,7 @@ def save(timings: KernelTimings) -> KernelTimings:
         warnings.warn(f"kernel timings not cached ({path}: {error.strerror or error}); the next run measures again",
                       stacklevel=2)
         return timings
+    _WRITTEN.add(str(path))
     return KernelTimings(timings.what, timings.workload, timings.seconds, timings.measured_at, timings.extra,
                          timings.source, str(path))
 

@@ -141,7 +141,8 @@ def sweep_predicted(grid, head_dim, params, tokens, gpus, dtype, out_dir, top, r
     shown, metric, winner = ranked_frame(frame)
     sweep_heatmap(shown, heatmap_path, metric, winner, heatmap_title(frame, metric, f" over {', '.join(weights)}"))
     workload = f"{tokens:,} tokens per pass, {rows[0]['dtype']}"
-    click.echo(f"ranked by {RANKINGS[rank_by]}; workload: {workload}" + ("" if include_unusual else
+    click.echo(f"ranked by {RANKINGS[rank_by]}, predicted for {', '.join(weights)} (measured here: --measure); "
+               f"workload: {workload}" + ("" if include_unusual else
                "; shapes not 64-aligned or with intermediate < hidden after the others (--include-unusual)"))
     columns = ("rank", "hidden", "glu", "layers", "parameters_m", metric, "scaled_tokens_per_second",
                "basket_tokens_per_second", "basket_score", "paper_heuristic", "usual")
