@@ -2,12 +2,13 @@
 # The committed measured sweeps on this CPU (issue 32 item 6): which hidden and GLU widths the CPU favours, in
 # fp32 and bf16, with the CPU cost model's rank correlation. Two grids per dtype:
 #   - the issue's check (hidden 704, 768, 832 x GLU 2048, 2304, 2560, 2 layers, 4,096 tokens per pass);
-#   - a wider one around ModernBERT-base (hidden 640-896 x GLU 1792-2816, 4 layers).
+#   - a wider one around ModernBERT-base (hidden 640-896 x GLU 1792-2816, 25 shapes, 2 layers, 2,048 tokens).
 # Each shape is our reference ModernBERT, measured in interleaved rounds with an anchor shape in every block
 # (docs/benchmarking.md, "What a measured sweep times"). A record, a CSV and a figure per sweep go to
 # OUT/cpu/. The kernel timings it needs are measured once per CPU and kept in the kernel cache
-# ($MBBENCH_KERNEL_CACHE, else ~/.cache/mbbench/kernels). Run on a QUIET machine (nothing else running; on 2
-# cores about 20 minutes in fp32 and an hour in bf16 without bf16 units):
+# ($MBBENCH_KERNEL_CACHE, else ~/.cache/mbbench/kernels). Run on a QUIET machine (nothing else running). On the
+# 2-core AMD EPYC (Zen 3, AVX2, no bf16 units: its bf16 GEMMs ran at about 5 GFLOP/s against about 110 in fp32)
+# expect about 10 minutes in fp32 and over an hour in bf16:
 #
 #     OUT=results THREADS=2 scripts/sweep_records.sh
 #
@@ -27,7 +28,7 @@ if [[ -n "${SMOKE:-}" ]]; then
 else
   GRIDS=(
     "--hidden 704,768,832 --glu 2048,2304,2560 --layers 2 --tokens 4096 --rounds 6"
-    "--hidden 640:896:64 --glu 1792:2816:256 --layers 4 --tokens 4096 --rounds 6"
+    "--hidden 640:896:64 --glu 1792:2816:256 --layers 2 --tokens 2048 --rounds 6"
   )
   DTYPES=(float32 bfloat16)
 fi
