@@ -7,8 +7,9 @@
 # (docs/benchmarking.md, "What a measured sweep times"). A record, a CSV and a figure per sweep go to
 # OUT/cpu/. The kernel timings it needs are measured once per CPU and kept in the kernel cache
 # ($MBBENCH_KERNEL_CACHE, else ~/.cache/mbbench/kernels). Run on a QUIET machine (nothing else running). On the
-# 2-core AMD EPYC (Zen 3, AVX2, no bf16 units: its bf16 GEMMs ran at about 5 GFLOP/s against about 110 in fp32)
-# expect about 10 minutes in fp32 and over an hour in bf16:
+# 2-core AMD EPYC (Zen 3, AVX2, no bf16 units, where oneDNN has no bf16 linear) bf16 GEMMs at ModernBERT-base's
+# shapes ran at 9 GFLOP/s against 70 in fp32 (torch's kernel, 2048 rows, a busy machine), so expect about 10
+# minutes in fp32 and about an hour in bf16:
 #
 #     OUT=results THREADS=2 scripts/sweep_records.sh
 #
