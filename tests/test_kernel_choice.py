@@ -181,3 +181,18 @@ def test_a_grid_of_gemm_shapes_is_timed_interleaved_and_kept_per_shape(fresh_cac
     monkeypatch.setattr(kernel_store, "_WRITTEN", set())  # another process reads them from the cache
     assert matmul.gemm_timings(16, 32, torch.float32, threads, rows=8, rounds=2).source == kernel_store.CACHED
     assert matmul.prefetch_gemm_timings(shapes, torch.float32, threads, rows=8, rounds=2) == 0
+
+
+def test_a_comparison_records_each_sides_kernels_and_where_they_came_from(fresh_cache, tmp_path):
+    result = CliRunner().invoke(cli, ["compare", "--model", "modernbert-base", "--model", "hf-modernbert-base",
+                                      "--tiny", "--device", "cpu", "--docs", "2", "--runs", "2", "--gemm", "torch",
+                                      "--elementwise", "eager", "--quiet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    [path] = (tmp_path / "out").rglob("*.json")
+    payload = json.loads(path.read_text())["payload"]
+    assert payload["gemms"]["modernbert-base"] == {"kernel": "torch", "reason": "pinned: --gemm torch",
+                                                   "source": "pinned"}
+    hf = payload["gemms"]["hf-modernbert-base"]
+    assert hf["source"] == "fixed" and "--gemm applies to our own models" in hf["reason"]
+    assert payload["elementwise"]["modernbert-base"]["source"] == "pinned"
+    assert payload["elementwise"]["hf-modernbert-base"]["source"] == "fixed"
