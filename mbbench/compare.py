@@ -177,10 +177,11 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
                          engines={side: f.info.to_dict() for side, f in forwards.items()},
                          parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
                          mfu=mfu, mfu_note=mfu_note,
-                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason}
-                                for side in sides},
+                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason,
+                                       "source": encoders[side].gemm_source} for side in sides},
                          elementwise={side: {"kernel": encoders[side].elementwise,
-                                             "reason": encoders[side].elementwise_reason}
+                                             "reason": encoders[side].elementwise_reason,
+                                             "source": encoders[side].elementwise_source}
                                       for side in sides})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,

@@ -90,6 +90,25 @@ def cpu_device(cpuinfo: str | None = None) -> DeviceInfo:
                       cpu_capability=torch.backends.cpu.get_cpu_capability())
 
 
+# /proc/cpuinfo flags that decide which GEMM and element-wise kernels run fast (vector and matrix units)
+ISA_FLAG = re.compile(r"^(sse4_\d|avx\w*|fma|f16c|amx\w*)$")
+
+
+def isa_flags() -> tuple[str, ...]:
+    """This CPU's vector and matrix instruction sets: the kernel-relevant /proc/cpuinfo flags (AVX2, AVX-512
+    subsets, AMX, FMA, F16C, ...), sorted, plus torch's own dispatch level as "torch:AVX2" (also the only entry
+    where /proc/cpuinfo cannot be read). Part of the kernel cache's key (`bench.kernel_store`)."""
+    flags: set[str] = set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("flags"):
+                flags = {flag for flag in line.split(":", 1)[1].split() if ISA_FLAG.match(flag)}
+                break
+    except OSError:
+        pass
+    return (*sorted(flags), f"torch:{torch.backends.cpu.get_cpu_capability()}")
+
+
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
 

@@ -30,6 +30,12 @@ from mbbench.errors import UserError
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
+from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.fused import inductor_refusal
+from mbbench.models.gemm import KERNELS as GEMM_KERNELS
+from mbbench.models.gemm import TORCH as DEFAULT_GEMM
+from mbbench.models.gemm import onednn_available
 from mbbench.models.spec import ModelSpec
 from mbbench.records import (COMPILE_ENGINE, MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo,
                              Payload, Record, SuiteInfo)
@@ -87,6 +93,8 @@ class RunConfig:
     weights: str | None = None  # a local checkpoint directory
     tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
     placement: str | None = None  # the Ray node type a CPU matrix task asked for (part of its identity)
+    gemm: str | None = None  # a pinned GEMM kernel (`--gemm`, `models.gemm.KERNELS`); None: chosen (kernel cache)
+    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`, `models.fused.KERNELS`)
 
     def __post_init__(self) -> None:
         # `--compile` is the older spelling of `--engine torch-compile`: either sets the other
@@ -122,6 +130,7 @@ class RunConfig:
         if self.token_budget is not None and not spec.unpadded:
             raise UserError(f"--token-budget needs an unpadded model; {self.model} runs padded batches")
         get_engine(self.engine).version()  # UserError: an unknown engine, or its extra is not installed
+        check_kernel_names(self.gemm, self.elementwise)
         return spec
 
 
@@ -197,10 +206,16 @@ def default_batch_size(suite: Suite, model: str | None = None, protocol: str = "
 
 def resolve_dtype(config: RunConfig, device_kind: str) -> str:
     """The dtype a run uses: the one asked for (one spelling each), else the protocol's for the device."""
-    if config.dtype:
-        return dtype_name(config.dtype)
-    protocol = PROTOCOLS[config.protocol]
-    return protocol.gpu_dtype if device_kind in ("cuda", "predicted") else protocol.cpu_dtype
+    return resolve_dtype_name(config.dtype, device_kind, config.protocol)
+
+
+def resolve_dtype_name(dtype: str | None, device_kind: str, protocol: str = "rigorous") -> str:
+    """`dtype`'s canonical name, or for None the protocol's dtype on `device_kind` (rigorous: bf16 on a GPU, fp32
+    on a CPU). UserError for an unknown name."""
+    if dtype:
+        return dtype_name(dtype)
+    chosen = PROTOCOLS[protocol]
+    return chosen.gpu_dtype if device_kind in ("cuda", "predicted") else chosen.cpu_dtype
 
 
 @lru_cache(maxsize=16)
@@ -295,6 +310,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
     if changes:  # the encoder is built from the same checkpoint config (registry.encoder)
         notes.append(describe_changes(config.weights, changes))
     check_engine(config.engine, spec, device, device_string, torch_dtype)
+    if device.kind in ("cpu", "cuda"):
+        check_kernels(config.gemm, config.elementwise, device.kind, torch_dtype)
     threads = threads_from(config.threads)
     cpu = device.kind == "cpu"
     protocol = PROTOCOLS[config.protocol]
@@ -310,11 +327,33 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         placement=config.placement if cpu else None, limits=tuple(sorted(limits)),
         matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)), engine=config.engine,
         threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None,
-        cpu_isa=device.isa if cpu else None)
+        cpu_isa=device.isa if cpu else None, gemm=config.gemm, elementwise=config.elementwise)
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
                 tuple(notes), backend, backend_reason, changes, config.engine, threads)
+
+
+def check_kernel_names(gemm: str | None, elementwise: str | None) -> None:
+    """UserError for a pinned kernel name that is not one (`--gemm`, `--elementwise`)."""
+    for option, value, known in (("--gemm", gemm, GEMM_KERNELS), ("--elementwise", elementwise, ELEMENTWISE_KERNELS)):
+        if value is not None and value not in known:
+            raise UserError(f"{option} {value!r}: choose from {', '.join(known)}")
+
+
+def check_kernels(gemm: str | None, elementwise: str | None, device_kind: str, dtype: torch.dtype) -> None:
+    """UserError for a pinned kernel that cannot run here: oneDNN's packed GEMM off a CPU or without oneDNN for
+    `dtype`, Inductor's fused kernels off a CPU (not measured on GPUs) or without a C++ compiler. The defaults
+    (torch, eager) run everywhere."""
+    check_kernel_names(gemm, elementwise)
+    if gemm not in (None, DEFAULT_GEMM) and (device_kind != "cpu" or not onednn_available(dtype)):
+        where = "this torch and CPU have no oneDNN linear for " + str(dtype) if device_kind == "cpu" else \
+            f"the device is {device_kind}"
+        raise UserError(f"--gemm {gemm} runs on CPUs with oneDNN; {where}")
+    if elementwise not in (None, DEFAULT_ELEMENTWISE):
+        refusal = inductor_refusal() if device_kind == "cpu" else f"the device is {device_kind} (measured on CPUs only)"
+        if refusal:
+            raise UserError(f"--elementwise {elementwise} cannot run here: {refusal}")
 
 
 def describe_changes(path: str, changes: tuple[ConfigChange, ...]) -> str:

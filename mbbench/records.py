@@ -5,7 +5,7 @@ A record is what every measurement, search and prediction produces and what repo
     Record
       header:  schema_version, kind (measured | predicted), status (ok | would-not-fit | unsupported | failed), reason,
                identity (everything that changes the number), device, environment, model, suite, created_at
-      payload: Throughput | MaxBatchSearch | Prediction | Comparison | Latency | Serving | Failure
+      payload: Throughput | MaxBatchSearch | Prediction | Comparison | Latency | Serving | MeasuredSweep | Failure
 
 `Identity` is the configuration key: two records with equal identities measured the same thing, so
 resume skips on it and the report groups by it. Software versions (torch, transformers, CUDA) live in
@@ -31,7 +31,7 @@ KINDS = ("measured", "predicted")
 # "would-not-fit": a prediction whose batch exceeds the predicted maximum batch (its numbers are kept, as predicted)
 STATUSES = ("ok", "would-not-fit", "unsupported", "failed")
 NO_NUMBER = ("unsupported", "failed")  # statuses whose payload is a Failure
-MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison", "latency", "serving")
+MEASUREMENTS = ("throughput", "max_batch", "prediction", "comparison", "latency", "serving", "measured_sweep")
 
 
 def now() -> str:
@@ -55,6 +55,9 @@ LATER_FIELDS: dict[str, Any] = {
     "baseline": None,
     # what a CPU computes with (issue 36): two CPUs of one model name, with and without AMX, are two devices
     "cpu_isa": None,
+    "gemm": None,  # a pinned GEMM kernel (issue 34): records before pins chose theirs
+    "elementwise": None,  # a pinned element-wise kernel (issue 34)
+    "sweep": (),  # a measured sweep's grid and workload (issue 32)
 }
 ENGINE_SEPARATOR = "@"  # a comparison side on an engine: MODEL@ENGINE (hf-modernbert-base@onnxruntime)
 COMPILE_ENGINE = "torch-compile"  # what `compile=True` (the older spelling, before the engine axis) means
@@ -102,7 +105,8 @@ class Identity:
     `engine` is what ran the model (torch, torch-compile, onnxruntime, openvino; a comparison joins its sides'
     engines); `compile` is its older spelling, kept equal to `engine == "torch-compile"` so records written
     before the engine axis keep their keys. `threads` and `interop_threads` are the intra- and inter-op thread
-    counts of a CPU run (None on GPUs and for predictions).
+    counts of a CPU run (None on GPUs and for predictions). `gemm` and `elementwise` are kernels the user pinned
+    (`--gemm`, `--elementwise`); a kernel chosen from the kernel cache's timings is in the payload, not here.
     """
 
     measurement: str  # one of MEASUREMENTS
@@ -137,6 +141,11 @@ class Identity:
     interop_threads: int | None = None  # inter-op threads of a CPU run
     baseline: str | None = None  # a comparison's baseline side (None: models[0], as records before issue 34)
     cpu_isa: str | None = None  # a CPU's matrix and vector units ("amx-bf16 avx512-bf16 avx512 avx2"; DeviceInfo.isa)
+    gemm: str | None = None  # a GEMM kernel pinned with --gemm (None: chosen from the kernel cache's timings)
+    elementwise: str | None = None  # an element-wise kernel pinned with --elementwise (None: chosen)
+    # a measured sweep's grid and workload (hidden, glu, layers, head dim, params, seed, the CPU's ISA) as sorted
+    # (name, value) pairs; a list-valued setting is a tuple
+    sweep: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         # `compile` and `engine` name one thing: torch-compile. Either spelling sets the other.
@@ -195,8 +204,9 @@ class Identity:
         values = {k: v for k, v in data.items() if k in known}
         values["limits"] = tuple(tuple(pair) for pair in values.get("limits", ()))
         values["models"] = tuple(values.get("models", ()))
-        values["traffic"] = tuple((name, tuple(value) if isinstance(value, list) else value)
-                                  for name, value in values.get("traffic", ()))
+        for name in ("traffic", "sweep"):
+            values[name] = tuple((key, tuple(value) if isinstance(value, list) else value)
+                                 for key, value in values.get(name, ()))
         return cls(**values)
 
 
@@ -343,6 +353,9 @@ class Throughput:
     engine_info: dict | None = None
     parity: dict | None = None  # `engines.ParityResult.to_dict()` against torch on the first batch; None for torch
     cold_start_seconds: float | None = None  # export + compile + the first call, apart from warmup and passes
+    # where each kernel choice came from: "measured now", "cache", "pinned" or "fixed" (`bench.kernel_choice`)
+    gemm_source: str | None = None
+    elementwise_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -449,8 +462,10 @@ class Comparison:
     baseline_note: str | None = None  # why the baseline is not the one asked for (it was left out), else None
     mfu: dict | None = None  # side -> model FLOPs utilisation over its median pass (CPU: of the GEMM peak measured
     mfu_note: str = ""  # here in the run's dtype at the side's shapes; GPU: of the datasheet peak), and how
-    gemms: dict | None = None  # side -> {"kernel", "reason"}: the GEMM kernel its linears ran on, and why
-    elementwise: dict | None = None  # side -> {"kernel", "reason"}: its RoPE + gated activation kernel, and why
+    # side -> {"kernel", "reason", "source"}: the GEMM kernel its linears ran on, why, and where the choice came
+    # from (measured now, cache, pinned, fixed; records before issue 34 have no source)
+    gemms: dict | None = None
+    elementwise: dict | None = None  # side -> {"kernel", "reason", "source"}: its RoPE + gated activation kernel
 
     def ratio(self, model: str) -> dict:
         """The ratio entry of `model` (median, interval, ratios); KeyError when absent."""
@@ -554,6 +569,80 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class SweepCandidate:
+    """One shape of a measured sweep: its passes, interval, prediction and the kernels it ran on.
+
+    Tokens/s are of real tokens per pass over the sweep's workload. `anchor_ratios[r]` is its tokens/s over the
+    anchor shape's in round r of the same block: paired, so the machine's state in that round cancels, and
+    shapes of different blocks compare through the anchor (`measured_sweep`).
+    """
+
+    hidden: int
+    glu: int  # fused Wi width (2 x intermediate)
+    layers: int
+    heads: int
+    parameters: int
+    block: int  # the block of interleaved rounds that measured it (the anchor runs in every block)
+    round_tokens_per_second: list[float]  # one per round
+    anchor_ratios: list[float]  # one per round
+    tokens_per_second: float  # median of round_tokens_per_second
+    interval: dict | None  # that median's order-statistic interval (`bench.paired.Interval`); None below 2 rounds
+    predicted_tokens_per_second: float | None
+    prediction_parts: dict  # predicted seconds per pass by part (CPU: gemm, attention, elementwise)
+    flops_per_pass: float  # model FLOPs (`perfmodel.forward_flops`)
+    mfu: float | None
+    gemm: str
+    gemm_source: str  # "measured now", "cache", "pinned" or "fixed" (`bench.kernel_choice`)
+    gemm_reason: str
+    elementwise: str
+    elementwise_source: str
+    elementwise_reason: str
+    warmup_seconds: float
+    measured_at: str  # UTC, when its block finished
+
+    @property
+    def label(self) -> str:
+        return f"{self.hidden}/{self.glu}/{self.layers}"
+
+
+@dataclass(frozen=True)
+class MeasuredSweep:
+    """Candidate shapes of our reference ModernBERT measured on this device, interleaved round by round in blocks
+    that all include one anchor shape, beside each shape's prediction for this device (`measured_sweep`).
+
+    `complete` is False while shapes of the grid remain (an interrupted sweep keeps what it measured; a rerun
+    measures the rest). The ranking and its statistics are computed from `candidates` by
+    `measured_sweep.ranked` and stored in `rank_correlation` (Spearman's rho of predicted against measured,
+    on the ranking metric and on anchored tokens/s) and `predicted_best_tied`.
+    """
+
+    kind: ClassVar[str] = "measured_sweep"
+    grid: dict  # hidden, glu, layers (lists), head_dim, params ([target, tolerance] or None)
+    workload: dict  # tokens_per_pass (budget), batches, documents, real_tokens, source ("synthetic" or a suite)
+    backend: str  # the attention backend that ran
+    backend_reason: str
+    rounds: int
+    block: int  # shapes per block besides the anchor
+    anchor: list[int]  # (hidden, glu, layers) of the shape every block runs
+    anchor_rounds: list[list[float]]  # per block, the anchor's tokens/s in each round
+    candidates: list[SweepCandidate]
+    planned: int  # shapes in the grid
+    ranking: str  # the metric shapes are ranked by (`measured_sweep.RANKINGS`)
+    scale_parameters: float  # the parameter count the equal-parameter metric scales every shape to
+    prediction_source: str  # what predicted (the CPU cost model, or the GPU model for the detected GPU)
+    peak_flops: float | None  # the MFU denominator (FLOP/s)
+    peak_note: str
+    rank_correlation: dict  # {"ranking": rho, "tokens_per_second": rho, "shapes": n}; rho None below 2 shapes
+    predicted_best_tied: bool | None  # the predicted best is the measured best or tied with it (None: no prediction)
+    load: dict | None = None
+    load_warning: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return len(self.candidates) >= self.planned
+
+
+@dataclass(frozen=True)
 class Failure:
     """No number: the configuration failed (error) or cannot run (unsupported); the header has the reason."""
 
@@ -564,8 +653,9 @@ class Failure:
     parity: dict | None = None  # a failed parity check (`ParityResult.to_dict()`): the error and the tolerance
 
 
-Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, Failure]
-PAYLOADS = {cls.kind: cls for cls in (Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, Failure)}
+Payload = Union[Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving, MeasuredSweep, Failure]
+PAYLOADS = {cls.kind: cls for cls in (Throughput, MaxBatchSearch, Prediction, Comparison, Latency, Serving,
+                                      MeasuredSweep, Failure)}
 
 
 # ------------------------------------------------------------------------------------------------ record
@@ -633,6 +723,8 @@ class Record:
         payload = payload_cls(**{k: v for k, v in payload_data.items() if k in payload_fields})
         if isinstance(payload, MaxBatchSearch) and payload.bracket is not None:
             payload = replace(payload, bracket=tuple(payload.bracket))
+        if isinstance(payload, MeasuredSweep):
+            payload = replace(payload, candidates=[SweepCandidate(**c) for c in payload.candidates])
         if isinstance(payload, Prediction):
             payload = replace(payload, notes=tuple(payload.notes), **{
                 name: ErrorBand(**band) for name in ("error_band", "max_batch_band")

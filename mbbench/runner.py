@@ -16,7 +16,9 @@ import torch
 from mbbench import allocator, engines, environment, estimate
 from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
+from mbbench.bench import kernel_choice
 from mbbench.bench.elementwise import ElementwiseTimes, elementwise_times
+from mbbench.bench.kernel_choice import FIXED, KernelChoice
 from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
@@ -38,61 +40,67 @@ Progress = Callable[[str], None]
 
 
 def cpu_gemm_peak(plan: Plan) -> GemmRates | None:
-    """Each GEMM kernel's rate at the plan's model shapes on this CPU (measured once per process); None off CPU."""
+    """Each GEMM kernel's rate at the plan's model shapes on this CPU (from the kernel cache, or measured once and
+    kept); None off CPU."""
     if plan.device.kind != "cpu":
         return None
     return cpu_gemm_rates(tuple(plan.shape.gemms().values()), plan.torch_dtype, plan.threads.intra)
 
 
-def gemm_choice(plan: Plan, rates: GemmRates | None) -> tuple[str, str]:
-    """(kernel, why) for the plan's linears: on a CPU our own models take the fastest measured kernel;
-    transformers models keep transformers' code (they measure what transformers does); GPUs run cuBLAS."""
-    if rates is None:
-        return DEFAULT_GEMM, "torch's default (cuBLAS on CUDA)"
+def gemm_choice(plan: Plan, rates: GemmRates | None) -> KernelChoice:
+    """The kernel of the plan's linears and where the choice came from: on a GPU cuBLAS; transformers models keep
+    transformers' code (they measure what transformers does); our own models on a CPU take `--gemm`, else the
+    kernel `kernel_choice.decide` picks from the measured (or cached) rounds, ties going to torch's."""
     if not registry.owns_gemms(plan.spec):
-        return DEFAULT_GEMM, "transformers' own linears, as shipped (torch's MKL path on CPU)"
-    return rates.best, f"fastest on this CPU: {rates.describe()}"
+        shipped = "torch's default (cuBLAS on CUDA)" if rates is None else \
+            "transformers' own linears, as shipped (torch's MKL path on CPU)"
+        return KernelChoice(DEFAULT_GEMM, FIXED, shipped + ("; --gemm applies to our own models" if plan.config.gemm
+                                                            else ""))
+    return kernel_choice.gemm_for(rates, plan.config.gemm, DEFAULT_GEMM)
 
 
 def cpu_elementwise_times(plan: Plan) -> ElementwiseTimes | None:
-    """Eager vs Inductor RoPE + gated activation at the plan's model shapes on this CPU (measured once per process,
-    compiling Inductor's kernels); None where `elementwise_choice` needs no measurement."""
+    """Eager vs Inductor RoPE + gated activation at the plan's model shapes on this CPU (from the kernel cache, or
+    measured once and kept, compiling Inductor's kernels); None where `elementwise_choice` needs no measurement
+    (pinned with --elementwise, transformers models, another engine, GPUs)."""
     activation = registry.gated_activation(plan.spec)
-    if plan.device.kind != "cpu" or not activation or plan.engine != DEFAULT_ENGINE:
+    if plan.device.kind != "cpu" or not activation or plan.engine != DEFAULT_ENGINE or plan.config.elementwise:
         return None
     shape = plan.shape
     return elementwise_times(shape.heads, shape.head_dim, shape.ffn, activation, plan.torch_dtype, plan.threads.intra)
 
 
-def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> tuple[str, str]:
-    """(kernel, why) for our own models' RoPE and gated activation: on a CPU the faster measured kernel; eager
-    for transformers models (their own code), under an engine other than torch (it runs its own graph), and on
-    GPUs (Inductor's fused kernels are not measured there yet)."""
+def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> KernelChoice:
+    """The kernel of our own models' RoPE and gated activation and where the choice came from: `--elementwise`, else
+    on a CPU the one `kernel_choice.decide` picks (ties to eager); eager for transformers models (their own code),
+    under an engine other than torch (it runs its own graph), and on GPUs (Inductor's fused kernels are not
+    measured there yet)."""
     if not registry.gated_activation(plan.spec):
-        return DEFAULT_ELEMENTWISE, "transformers' own code, as shipped"
+        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, "transformers' own code, as shipped")
     if plan.engine != DEFAULT_ENGINE:
-        return DEFAULT_ELEMENTWISE, f"eager in the module; the {plan.engine} engine runs its own graph"
-    if times is None:
-        return DEFAULT_ELEMENTWISE, "eager ATen (Inductor's fused kernels are chosen by measurement on CPUs only)"
-    return times.best, (f"faster on this CPU: {times.describe()}" if times.error is None else times.describe())
+        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED,
+                            f"eager in the module; the {plan.engine} engine runs its own graph")
+    return kernel_choice.elementwise_for(times, plan.config.elementwise, DEFAULT_ELEMENTWISE)
 
 
 def build(plan: Plan, progress: Progress | None = None) -> Encoder:
     """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend, its
     linears on the kernel `gemm_choice` picks and its RoPE and gated activation on the kernel `elementwise_choice`
-    picks (`encoder.gemm`, `encoder.elementwise`, and why in `*_reason`): every command that measures a plan
-    builds it here, so `run`, `compare`, `latency` and `serve` run the same model."""
+    picks (`encoder.gemm`, `encoder.elementwise`; where each choice came from in `*_source`, and why in
+    `*_reason`): every command that measures a plan builds it here, so `run`, `compare`, `latency` and `serve`
+    run the same model."""
     allocator.configure()  # once per process, before the first large allocation (every command builds here)
-    gemm, reason = gemm_choice(plan, cpu_gemm_peak(plan))  # measured once per process, before anything is timed
-    elementwise, elementwise_reason = elementwise_choice(plan, cpu_elementwise_times(plan))  # likewise
+    gemm = gemm_choice(plan, cpu_gemm_peak(plan))  # from the kernel cache, or measured once, before any timing
+    elementwise = elementwise_choice(plan, cpu_elementwise_times(plan))  # likewise
     if progress:
         progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
-                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm}, element-wise {elementwise}) on "
-                 f"{plan.device.name} ({plan.torch_device})")
+                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm.kernel} ({gemm.source}), element-wise "
+                 f"{elementwise.kernel} ({elementwise.source})) on {plan.device.name} ({plan.torch_device})")
     options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
-                                    plan.config.weights, gemm, elementwise)
+                                    plan.config.weights, gemm.kernel, elementwise.kernel)
     encoder = registry.encoder(plan.spec, options, tiny=plan.config.tiny)
-    encoder.gemm_reason, encoder.elementwise_reason = reason, elementwise_reason
+    encoder.gemm_reason, encoder.elementwise_reason = gemm.text, elementwise.text
+    encoder.gemm_source, encoder.elementwise_source = gemm.source, elementwise.source
     return encoder
 
 
@@ -226,7 +234,8 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     info = prepared.info
     payload = Throughput(
         backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=encoder.gemm_reason,
-        elementwise=encoder.elementwise, elementwise_reason=encoder.elementwise_reason,
+        gemm_source=encoder.gemm_source, elementwise=encoder.elementwise,
+        elementwise_reason=encoder.elementwise_reason, elementwise_source=encoder.elementwise_source,
         num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=padded, num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,

@@ -6,9 +6,13 @@ weighted basket efficiency score: the weighted mean over GPUs of predicted achie
 
 Ranking (`RANKINGS`): by default what a designer asks, throughput at equal parameters: the basket tokens/s
 scaled to one size (`scaled_tokens_per_second`, cost taken as proportional to parameters; with --params the
-shapes are already of one size, within its tolerance); or the basket score (how well the shapes tile). Shapes
-that are unusual (not 64-aligned, or an intermediate narrower than the hidden size) rank after the others
-unless asked.
+shapes are already of one size, within its tolerance); or the basket score (how well the shapes tile); or the
+basket tokens/s as predicted. Shapes that are unusual (not 64-aligned, or an intermediate narrower than the hidden
+size) rank after the others unless asked. Each row names the column it was ranked by (`ranked_by`), whether it
+was ranked with the usual shapes (`ranked`) and the workload (`tokens_per_pass`, `dtype`), so the terminal, the
+CSV and every heatmap (here and in the report) show one ranking and one winner.
+
+`mbbench sweep --measure` measures the same candidates on the local device instead (`measured_sweep`).
 """
 
 from __future__ import annotations
@@ -161,7 +165,7 @@ class Candidate:
     @property
     def shape(self) -> Shape:
         return Shape(self.hidden, self.glu // 2, True, self.hidden // self.head_dim, self.layers,
-                               self.vocab, window=64, global_every=3)
+                     self.vocab, window=64, global_every=3, rotary=True)  # a ModernBERT: RoPE on q and k
 
 
 def candidates(hidden: list[int], glu: list[int], layers: list[int], head_dim: int,
@@ -219,7 +223,10 @@ def score(candidate: Candidate, gpus: dict[str, float], tokens: int, dtype: str,
 
 
 RANKINGS = {"throughput": "basket tokens/s at equal parameters (scaled_tokens_per_second)",
-            "utilisation": "basket score (fraction of dense peak the GEMMs reach, before per-GPU efficiency)"}
+            "utilisation": "basket score (fraction of dense peak the GEMMs reach, before per-GPU efficiency)",
+            "tokens": "basket tokens/s as predicted (basket_tokens_per_second)"}
+RANKING_COLUMNS = {"throughput": "scaled_tokens_per_second", "utilisation": "basket_score",
+                   "tokens": "basket_tokens_per_second"}  # the CSV column each ranking sorts by
 
 
 def usual(row: dict) -> bool:
@@ -261,8 +268,10 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
     for row in rows:
         row["usual"] = usual(row)
         row["scaled_tokens_per_second"] = round(row["basket_tokens_per_second"] * row["parameters_m"] / size)
-    metric = "scaled_tokens_per_second" if rank_by == "throughput" else "basket_score"
+    metric = RANKING_COLUMNS[rank_by]
     rows.sort(key=lambda r: (include_unusual or r["usual"], r[metric], r["basket_tokens_per_second"]), reverse=True)
     for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
+        # every surface (terminal, CSV, heatmaps here and in the report) ranks by the column the CSV names
+        row.update(rank=rank, ranked_by=metric, ranked=include_unusual or row["usual"], tokens_per_pass=tokens,
+                   dtype=dtype)
     return rows

@@ -1,6 +1,6 @@
 """One prepared GPU session (issue 15): steps in order of value inside a time budget; everything comes home.
 
-    OUT=/dir [BUDGET_S=450] [ONLY=step,step] bash scripts/gpu_check.sh      # on the GPU machine
+    OUT=/dir [BUDGET_S=510] [ONLY=step,step] bash scripts/gpu_check.sh      # on the GPU machine
     python3 scripts/gpu_run.py --rehearse --out DIR --budget 120           # the CPU rehearsal (tests)
 
 Each step runs as a fresh process (`PYTHONPATH=.`, this interpreter) with its own cap, inside the total
@@ -104,6 +104,15 @@ STEPS: list[Step] = [
                  "--quiet", 25, 60),
          Command("{py} -m mbbench.cli latency --model modernbert-base --suite short-variable --batch-size 1 "
                  "--batch-size 2 --requests 3 --min-seconds 0 --warmup 1 " + CPU_TINY + " --out {w}/results --quiet",
+                 10, 60)),
+    # The measured sweep (issue 32): three widths around ModernBERT-base at its GLU, two layers, measured interleaved
+    # beside the GPU model's prediction for this GPU: the first check of the model's ranking on real hardware.
+    Step("measured_sweep", "sweep --measure: hidden 704/768/832 at GLU 2304, 2 layers, 16,384 tokens, 6 rounds, "
+         "beside the GPU model's ranking",
+         Command("{py} -m mbbench.cli sweep --measure --device cuda --hidden 704,768,832 --glu 2304 --layers 2 "
+                 "--tokens 16384 --rounds 6 --out {w}/results --quiet", 20, 50),
+         Command("{py} -m mbbench.cli sweep --measure --device cpu --hidden 64,128 --glu 128,256 --layers 1 "
+                 "--head-dim 32 --tokens 128 --rounds 2 --block 2 --elementwise eager --out {w}/results --quiet",
                  10, 60)),
     Step("gpu_tests", "pytest -m gpu (flex parity left to the last step)",
          Command("{py} -m pytest -q -m gpu tests/test_gpu.py -k 'not flex' -p no:cacheprovider", 50, 90),
@@ -231,7 +240,9 @@ def _records(work: Path) -> list[dict]:
                 "trials": payload.get("trials") or [], "search_seconds": payload.get("search_seconds"),
                 "search_seed": payload.get("seed"), "capped": payload.get("capped"),
                 "bracket": payload.get("bracket"), "points": payload.get("points") or [],
-                "first_call_s": payload.get("first_call_s")})
+                "first_call_s": payload.get("first_call_s"), "candidates": payload.get("candidates") or [],
+                "rank_correlation": payload.get("rank_correlation"),
+                "predicted_best_tied": payload.get("predicted_best_tied")})
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return records
@@ -256,7 +267,7 @@ def headline(work: Path) -> list[str]:
             f"{c['name']} {('pass' if c['passed'] else 'FAIL') if c.get('judged', True) else 'info'}"
             for c in smoke["checks"]))
     records = _records(work)
-    timed = [r for r in records if r.get("measurement") not in ("max_batch", "latency")]
+    timed = [r for r in records if r.get("measurement") not in ("max_batch", "latency", "measured_sweep")]
     if timed:
         lines.append(f"{'model':<24} {'suite':<15} {'status':<11} {'backend':<8} {'tokens/s':>12} {'iqr/med':>8}")
     for r in sorted(timed, key=lambda r: (r["model"], r["suite"])):
@@ -277,6 +288,11 @@ def headline(work: Path) -> list[str]:
                      f"{c['predicted']:,.0f} predicted ({c['error']:+.1%}"
                      + (f"; band {band[0]:,.0f}-{band[1]:,.0f}, {'inside' if c['inside'] else 'OUTSIDE'})"
                         if band else ")"))
+    for r in (r for r in records if r.get("measurement") == "measured_sweep"):
+        rho = (r.get("rank_correlation") or {}).get("ranking")
+        lines.append(f"measured sweep ({r['status']}): {len(r['candidates'])} shapes, Spearman "
+                     f"{'–' if rho is None else f'{rho:.2f}'} (predicted vs measured), predicted best tied with the "
+                     f"measured best: {r.get('predicted_best_tied')}")
     for r in (r for r in records if r.get("measurement") == "latency"):
         points = "; ".join(f"batch {p['batch_size']}: p50 {p['latency_s']['p50'] * 1e3:.2f} ms, p99 "
                            f"{p['latency_s']['p99'] * 1e3:.2f} ms, {p['tokens_per_second']:,.0f} tokens/s"
@@ -317,8 +333,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT"), help="where the 4 files go (default $OUT)")
     parser.add_argument("--work", default=os.environ.get("WORK"), help="work folder (default: a new temporary one)")
-    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 490),
-                        help="total seconds for all steps (default $BUDGET_S or 490)")
+    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET_S") or 510),
+                        help="total seconds for all steps (default $BUDGET_S or 510)")
     parser.add_argument("--only", default=os.environ.get("ONLY"), help="comma-separated step names (a rerun)")
     parser.add_argument("--rehearse", action="store_true", help="CPU twins, tiny models (the test suite's run)")
     parser.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")

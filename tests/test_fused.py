@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from mbbench import runner
 from mbbench.bench import elementwise as bench_elementwise
+from mbbench.bench import kernel_choice
+from mbbench.bench.kernel_store import CACHED, MEASURED
 from mbbench.cli import cli
 from mbbench.models import fused
 from mbbench.models.config import preset
@@ -92,6 +94,7 @@ def test_elementwise_times_rank_both_kernels_and_say_how():
     assert times.error is None and (times.tokens, times.rounds) == (64, 3)
     assert sorted(k for k, _ in times.seconds) == [fused.EAGER, fused.INDUCTOR]
     assert all(0 < s < float("inf") for _, s in times.seconds)  # measured, finite (no speed is asserted)
+    assert {k: len(s) for k, s in times.round_seconds} == {fused.EAGER: 3, fused.INDUCTOR: 3}  # paired rounds kept
     first, second = times.seconds
     assert times.describe().startswith(f"{first[0]} {first[1] * 1e3:.2f} ms vs {second[0]} ")
     assert "64 tokens" in times.describe() and "best of 3 interleaved rounds" in times.describe()
@@ -102,12 +105,11 @@ def test_elementwise_times_rank_both_kernels_and_say_how():
 @needs_inductor
 def test_the_kernels_measured_are_the_ones_the_model_calls():
     """The measurement compiles in the model's state (inference tensors, the tables' layout), so the model's
-    first batch recompiles nothing: no compile lands in its cold call."""
+    first batch recompiles nothing: no compile lands in its cold call. So does a cache hit (`compile_fused`)."""
     cfg = preset("tiny")
     model = build(cfg, backend="sdpa", seed=4)
     fused.use(model, fused.INDUCTOR)
-    bench_elementwise.elementwise_times.__wrapped__(cfg.num_heads, cfg.head_dim, cfg.intermediate_size, "gelu",
-                                                    torch.float32, torch.get_num_threads(), tokens=64, rounds=1)
+    bench_elementwise.compile_fused(cfg.num_heads, cfg.head_dim, cfg.intermediate_size, "gelu", torch.float32)
     ids, cu = torch.randint(0, 512, (260,), generator=torch.Generator().manual_seed(5)), torch.tensor([0, 200, 260])
     with torch.inference_mode(), torch._dynamo.config.patch(error_on_recompile=True):
         model(ids, cu_seqlens=cu.int(), max_seqlen=200)
@@ -120,8 +122,8 @@ def test_elementwise_times_fall_back_to_eager_when_inductor_fails(monkeypatch):
         return fused.EAGER_OPS
 
     monkeypatch.setattr(bench_elementwise, "operations", broken)
-    times = bench_elementwise.elementwise_times.__wrapped__(4, 16, 48, "gelu", torch.float32, torch.get_num_threads(),
-                                                            tokens=8, rounds=1)
+    times = bench_elementwise.measure_elementwise(4, 16, 48, "gelu", torch.float32, torch.get_num_threads(),
+                                                  tokens=8, rounds=1)
     assert times.best == fused.EAGER and times.compile_seconds is None
     assert "no C++ compiler" in times.describe() and times.describe().endswith("eager ATen")
 
@@ -134,14 +136,20 @@ def test_elementwise_choice_is_measured_only_for_our_models_on_the_torch_engine(
     ours = plan_for("modernbert-base")
     times = runner.cpu_elementwise_times(ours)
     assert times is not None
-    assert runner.elementwise_choice(ours, times) == (times.best, f"faster on this CPU: {times.describe()}")
+    choice = runner.elementwise_choice(ours, times)
+    assert choice == kernel_choice.elementwise(times, fused.EAGER) and choice.source in (MEASURED, CACHED)
     hf = plan_for("hf-modernbert-base")
     assert runner.cpu_elementwise_times(hf) is None
-    assert runner.elementwise_choice(hf, None)[0] == fused.EAGER
+    assert runner.elementwise_choice(hf, None).kernel == fused.EAGER
     compiled = plan_for("modernbert-base", engine="torch-compile")
     assert runner.cpu_elementwise_times(compiled) is None
-    kernel, why = runner.elementwise_choice(compiled, None)
-    assert kernel == fused.EAGER and "torch-compile engine runs its own graph" in why
+    choice = runner.elementwise_choice(compiled, None)
+    assert choice.kernel == fused.EAGER and choice.source == kernel_choice.FIXED
+    assert "torch-compile engine runs its own graph" in choice.reason
+    pinned = plan_for("modernbert-base", elementwise=fused.EAGER)
+    assert runner.cpu_elementwise_times(pinned) is None  # a pin measures nothing
+    assert runner.elementwise_choice(pinned, None) == kernel_choice.KernelChoice(fused.EAGER, "pinned",
+                                                                                 "--elementwise eager")
 
 
 def test_run_records_the_elementwise_kernel_and_why(tmp_path):
@@ -153,8 +161,9 @@ def test_run_records_the_elementwise_kernel_and_why(tmp_path):
     payload = json.loads(path.read_text())["payload"]
     assert payload["elementwise"] in fused.KERNELS
     reason = payload["elementwise_reason"]
-    if fused.inductor_refusal() is None:  # the faster kernel is named first, with both times
-        assert reason.startswith(f"faster on this CPU: {payload['elementwise']} ") and " ms vs " in reason
+    assert payload["elementwise_source"] in (MEASURED, CACHED) and reason.startswith(payload["elementwise_source"])
+    if fused.inductor_refusal() is None:  # the verdict, then both kernels' times
+        assert "eager's speed" in reason and " ms vs " in reason
     else:
         assert payload["elementwise"] == fused.EAGER and fused.inductor_refusal() in reason
 

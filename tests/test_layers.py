@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mbbench.bench", "mbbench.engines", "mbbench.environment", "mbbench.verify"),
     ("mbbench.plan", "mbbench.calibration", "mbbench.published"),
     ("mbbench.runner", "mbbench.compare", "mbbench.predict", "mbbench.validation", "mbbench.bands",
-     "mbbench.prediction_check", "mbbench.sweep",
+     "mbbench.prediction_check", "mbbench.sweep", "mbbench.measured_sweep",
      "mbbench.latency", "mbbench.serve", "mbbench.service_model"),
     ("mbbench.driver", "mbbench.matrix", "mbbench.cluster", "mbbench.report"),
     ("mbbench.commands", "mbbench.cli"),

@@ -30,7 +30,8 @@ VOLATILE = {"created_at", "run_seconds", "warmup_seconds", "first_call_seconds",
             "tokens_per_second", "tokens_per_second_stats", "unstable", "telemetry", "path", "host", "git_commit",
             "load", "load_warning", "peak_memory_bytes", "cold_start_seconds", "engine_info",
             "mfu", "mfu_note", "gemm", "gemm_reason",  # measured: the CPU GEMM peak and the kernel it picks
-            "elementwise", "elementwise_reason"}  # measured likewise: the element-wise kernel
+            "elementwise", "elementwise_reason",  # measured likewise: the element-wise kernel
+            "gemm_source", "elementwise_source"}  # where each choice came from: measured by one process, read by the next
 
 
 def invoke(*args):

@@ -1,4 +1,5 @@
-"""Commands that check, explore and read, but measure nothing: verify, sweep, validate-model and report.
+"""Commands that check, explore and read: verify, sweep (predicted, or measured with --measure), validate-model
+and report.
 
 Like every command, they parse options and call the library; a `UserError` becomes one line and exit status 2.
 """
@@ -6,13 +7,15 @@ Like every command, they parse options and call the library; a `UserError` becom
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 import pandas as pd
 
-from mbbench import results, validation
+from mbbench import measured_sweep, results, validation
 from mbbench.commands.console import print_table
+from mbbench.commands.options import OPTIONS
 from mbbench.dtypes import parse_dtype
 from mbbench.errors import UserError
 from mbbench.files import write_text
@@ -22,6 +25,10 @@ from mbbench.models.config import preset
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
+from mbbench.report.sweeps import SweepView, correlation_text, heatmap_title, ranked_frame
+from mbbench.report.sweeps import figure as sweep_figure
+from mbbench.report.sweeps import header_lines as sweep_header
+from mbbench.report.sweeps import table as sweep_table
 from mbbench.sweep import RANKINGS, parse_basket, parse_params, parse_range, run_sweep
 from mbbench.verify import verify as run_verify
 
@@ -58,25 +65,62 @@ def verify(model: str, config_name: str | None, device: str, dtypes: tuple[str, 
     click.echo(f"all {len(checks)} checks passed")
 
 
+MEASURE_ONLY = ("device", "threads", "rounds", "block", "suite", "docs", "seed", "gemm", "elementwise", "force",
+                "quiet")  # options of `sweep --measure` alone
+PREDICT_ONLY = ("gpus", "include_unusual")  # options of the predicted sweep alone
+
+
 @click.command()
 @click.option("--hidden", default="512:1536:64", show_default=True, help="START:STOP:STEP or a comma list.")
 @click.option("--glu", default="1024:6144:64", show_default=True, help="Fused GLU width (2 x intermediate).")
 @click.option("--layers", default="22", show_default=True)
 @click.option("--head-dim", type=int, default=64, show_default=True)
 @click.option("--params", default=None, help="Keep shapes of this size, e.g. 149M±5%.")
-@click.option("--tokens", type=int, default=16384, show_default=True, help="Tokens per forward pass.")
+@click.option("--tokens", type=int, default=16384, show_default=True,
+              help="Tokens per forward pass (with --suite: the token budget of each packed batch).")
 @click.option("--gpus", default="basket", show_default=True,
-              help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100.")
-@click.option("--dtype", default="bfloat16", show_default=True)
+              help="'basket' (paper's weights), 'all', or a list like T4,L4=2,H100 (predicted sweep).")
+@click.option("--dtype", default=None, help="Default: bfloat16 predicted; measured, the device's (fp32 on a CPU).")
 @click.option("--out", "out_dir", default="runs/sweeps", show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows to print.")
-@click.option("--rank-by", type=click.Choice(list(RANKINGS)), default="throughput", show_default=True,
-              help="throughput: basket tokens/s at equal parameters; utilisation: how well the GEMMs tile.")
+@click.option("--rank-by", type=click.Choice([*RANKINGS]), default="throughput", show_default=True,
+              help="throughput: tokens/s at equal parameters; tokens: tokens/s; utilisation (predicted): how well "
+                   "the GEMMs tile.")
 @click.option("--include-unusual", is_flag=True,
               help="Rank shapes that are not 64-aligned or whose intermediate is narrower than hidden with the rest.")
-def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top, rank_by,
-          include_unusual) -> None:
-    """Score candidate shapes for tensor-core tiling and SM waves over the GPU basket (predicted)."""
+@click.option("--measure", is_flag=True, help="Measure each shape on this device, beside its prediction for it.")
+@click.option("--device", default="auto", show_default=True, help="--measure: auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=None, help="--measure: intra-op threads (default: torch's).")
+@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True,
+              help="--measure: interleaved rounds (6 is the fewest with a 95% interval of the median).")
+@click.option("--block", type=click.IntRange(min=1), default=measured_sweep.DEFAULT_BLOCK, show_default=True,
+              help="--measure: shapes built and interleaved together (with the anchor); a record after each block.")
+@click.option("--suite", default=None, help="--measure: a suite's documents instead of synthetic ones of 512.")
+@click.option("--docs", type=click.IntRange(min=1), default=None, help="--measure: the suite's first N documents.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--measure: weights and synthetic token ids.")
+@OPTIONS["gemm"]
+@OPTIONS["elementwise"]
+@click.option("--force", is_flag=True, help="--measure: measure every shape again.")
+@click.option("--quiet", is_flag=True, help="--measure: no progress output.")
+@click.pass_context
+def sweep(ctx, hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, top, rank_by, include_unusual,
+          measure, **measuring) -> None:
+    """Rank candidate shapes: predicted for tensor-core tiling and SM waves over the GPU basket, or with --measure
+    measured on this device (interleaved rounds, resumable) beside its prediction, with the rank correlation."""
+    given = {name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"}
+    refused = sorted(given & set(PREDICT_ONLY if measure else MEASURE_ONLY))
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise UserError(f"{flags}: {'the predicted sweep only' if measure else 'needs --measure'}")
+    grid = (parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"))
+    if measure:
+        return sweep_measured(grid, head_dim, parse_params(params), tokens, dtype, out_dir, top, rank_by, **measuring)
+    return sweep_predicted(grid, head_dim, parse_params(params), tokens, gpus, dtype or "bfloat16", out_dir, top,
+                           rank_by, include_unusual)
+
+
+def sweep_predicted(grid, head_dim, params, tokens, gpus, dtype, out_dir, top, rank_by, include_unusual) -> None:
+    """The predicted sweep: rank over the basket, write the CSV and the heatmap of the ranking's own metric."""
     weights = parse_basket(gpus)
     bars = []
 
@@ -86,8 +130,7 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
         else:
             bars[0].advance()
 
-    rows = run_sweep(parse_range(hidden, "hidden"), parse_range(glu, "glu"), parse_range(layers, "layers"),
-                     head_dim, weights, tokens, parse_params(params), dtype, on_candidate, rank_by, include_unusual)
+    rows = run_sweep(*grid, head_dim, weights, tokens, params, dtype, on_candidate, rank_by, include_unusual)
     for bar in bars:
         bar.close()
     root = results.check_writable(out_dir)
@@ -95,18 +138,66 @@ def sweep(hidden, glu, layers, head_dim, params, tokens, gpus, dtype, out_dir, t
     csv_path = next_free(root / "sweep.csv")  # never over the previous sweep's
     heatmap_path = csv_path.with_name(csv_path.stem.replace("sweep", "sweep_heatmap") + ".png")
     write_text(csv_path, frame.to_csv(index=False))
-    sweep_heatmap(frame, heatmap_path)
-    click.echo(f"ranked by {RANKINGS[rank_by]}" + ("" if include_unusual else
+    shown, metric, winner = ranked_frame(frame)
+    sweep_heatmap(shown, heatmap_path, metric, winner, heatmap_title(frame, metric, f" over {', '.join(weights)}"))
+    workload = f"{tokens:,} tokens per pass, {rows[0]['dtype']}"
+    click.echo(f"ranked by {RANKINGS[rank_by]}, predicted for {', '.join(weights)} (measured here: --measure); "
+               f"workload: {workload}" + ("" if include_unusual else
                "; shapes not 64-aligned or with intermediate < hidden after the others (--include-unusual)"))
-    print_table([{k: r[k] for k in ("rank", "hidden", "glu", "layers", "parameters_m", "scaled_tokens_per_second",
-                                    "basket_tokens_per_second", "basket_score", "paper_heuristic", "usual")}
-                 for r in rows[:top]])
+    columns = ("rank", "hidden", "glu", "layers", "parameters_m", metric, "scaled_tokens_per_second",
+               "basket_tokens_per_second", "basket_score", "paper_heuristic", "usual")
+    print_table([{k: r[k] for k in dict.fromkeys(columns)} for r in rows[:top]])
     substituted = sorted({g for g in weights if rows and rows[0].get(f"{g}_dtype") not in (None, dtype)})
     if substituted:
-        click.echo(f"note: {', '.join(substituted)} has no {dtype}; scored in {rows[0][substituted[0] + '_dtype']} "
-                   "there (the CSV's <gpu>_dtype columns)")
+        click.echo(f"note: {', '.join(substituted)} has no {rows[0]['dtype']}; scored in "
+                   f"{rows[0][substituted[0] + '_dtype']} there (the CSV's <gpu>_dtype columns)")
     click.echo(f"{len(rows)} shapes scored over {', '.join(weights)} (predicted); wrote {csv_path} and "
                f"{heatmap_path}")
+
+
+def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by, device, threads, rounds, block,
+                   suite, docs, seed, gemm, elementwise, force, quiet) -> None:
+    """The measured sweep: resolve, measure (resuming), write the record, CSV and figure, print the ranking."""
+    if rank_by not in measured_sweep.RANKINGS:
+        raise UserError(f"--rank-by {rank_by}: a measured sweep ranks by {' or '.join(measured_sweep.RANKINGS)} "
+                        "(utilisation is the predicted GPU score)")
+    settings = measured_sweep.SweepSettings(
+        tuple(grid[0]), tuple(grid[1]), tuple(grid[2]), head_dim, params, tokens, suite, docs, rounds, block, dtype,
+        threads, device, seed, rank_by, gemm, elementwise)
+    plan = measured_sweep.resolve(settings)
+    store = results.Store(out_dir)
+    say = None if quiet else (lambda message: click.echo(f"[sweep] {message}", err=True))
+    began = time.monotonic()
+    try:
+        outcome = measured_sweep.measure(plan, store, progress=say, force=force)
+    except KeyboardInterrupt:
+        found = store.find(plan.identity.key())
+        kept = f"{len(found.payload.candidates)} of {len(plan.shapes)} shapes kept in {found.source_path}" \
+            if found else "no block had finished; nothing written"
+        click.echo(f"interrupted: {kept}; run the same command again to measure the rest", err=True)
+        sys.exit(130)
+    csv_path, figure_path = write_measured_outputs(outcome)
+    print_measured(outcome, top, time.monotonic() - began)
+    click.echo(f"wrote {outcome.path}, {csv_path}" + (f" and {figure_path}" if figure_path else ""))
+
+
+def write_measured_outputs(outcome: measured_sweep.SweepOutcome) -> tuple[Path, Path | None]:
+    """The CSV (`measured_sweep.table_rows`) and the figure beside the record, named after it."""
+    view = SweepView.of_record(outcome.record)
+    csv_path = outcome.path.with_suffix(".csv")
+    write_text(csv_path, pd.DataFrame(view.rows()).to_csv(index=False))
+    return csv_path, sweep_figure(view, outcome.path.with_suffix(".png"))
+
+
+def print_measured(outcome: measured_sweep.SweepOutcome, top: int, seconds: float) -> None:
+    """The terminal's account of a measured sweep: what it rests on, the ranking table, the rank agreement."""
+    view = SweepView.of_record(outcome.record)
+    for line in sweep_header(view):
+        click.echo(line)
+    print_table(sweep_table(view, top))
+    click.echo(correlation_text(view.payload))
+    click.echo(f"{outcome.measured} shapes measured now" + (f", {outcome.kept} kept from the earlier run"
+                                                            if outcome.kept else "") + f" in {seconds:.0f} s")
 
 
 def next_free(path: Path) -> Path:

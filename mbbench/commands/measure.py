@@ -24,7 +24,8 @@ from mbbench.units import SECONDS
 
 @click.command()
 @options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
-         "device", "gpu", "engine", "threads", "out", "force", "compile", "time_transfer", "weights", "tiny", "quiet")
+         "device", "gpu", "engine", "threads", "gemm", "elementwise", "out", "force", "compile", "time_transfer",
+         "weights", "tiny", "quiet")
 @click.option("--max-batch", is_flag=True, hidden=True, help="Deprecated: use `mbbench max-batch`.")
 @click.option("--predict", "predict_flag", is_flag=True, hidden=True, help="Deprecated: use `mbbench predict`.")
 @click.pass_context
@@ -106,7 +107,7 @@ def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> No
 
 @click.command()
 @options("models", "suites", "protocol", "backend", "dtype", "batch_size", "token_budget", "docs", "runs", "warmup",
-         "device", "engine", "threads", "out", "force", "time_transfer", "tiny", "quiet")
+         "device", "engine", "threads", "gemm", "elementwise", "out", "force", "time_transfer", "tiny", "quiet")
 @click.option("--baseline", default=None, help="The side the others are divided by (default: the last --model).")
 def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **fields) -> None:
     """Interleave MODELs' passes over the same documents; print and record each ratio with an interval of

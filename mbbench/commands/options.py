@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.gemm import KERNELS as GEMM_KERNELS
 from mbbench.plan import DEFAULT_CPU_DOCS
 from mbbench.units import SIZE, number
 
@@ -43,6 +45,12 @@ OPTIONS = {
     "threads": click.option("--threads", type=int, default=None,
                             help="Intra-op threads for every engine (default: torch's current count); inter-op "
                                  "threads 1. Part of a CPU record's identity."),
+    "gemm": click.option("--gemm", type=click.Choice(GEMM_KERNELS), default=None,
+                         help="Pin our own models' GEMM kernel (default: chosen once per CPU from measured timings "
+                              "kept in the kernel cache, ties to torch). Part of the record's identity."),
+    "elementwise": click.option("--elementwise", type=click.Choice(ELEMENTWISE_KERNELS), default=None,
+                                help="Pin our own models' RoPE + gated-activation kernel (default: chosen once per "
+                                     "CPU like --gemm, ties to eager). Part of the record's identity."),
     "compile": click.option("--compile", "compile_model", is_flag=True,
                             help="Deprecated: means --engine torch-compile."),
     "time_transfer": click.option("--time-transfer", is_flag=True, help="Time host-to-device copies too."),

@@ -24,8 +24,8 @@ from mbbench.driver import job
 from mbbench.plan import resolve
 from mbbench.records import Latency, Record, Serving
 
-SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "out", "force", "compile",
-          "weights", "tiny", "quiet")
+SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "gemm", "elementwise",
+          "out", "force", "compile", "weights", "tiny", "quiet")
 
 
 def ms(seconds: float | None) -> str:

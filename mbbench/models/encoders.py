@@ -34,6 +34,8 @@ class Encoder:
     gemm_reason: str = ""  # why that kernel (set by whoever chose it: `runner.build`)
     elementwise: str = "eager"  # the kernel of its RoPE and gated activation (`models.fused.KERNELS`)
     elementwise_reason: str = ""  # why (set by `runner.build`)
+    gemm_source: str = ""  # where the GEMM choice came from: measured now, cache, pinned or fixed (`bench.kernel_choice`)
+    elementwise_source: str = ""  # likewise for the element-wise kernel
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from mbbench.files import replace_atomically  # noqa: E402
 
 MODERNBERT_SHAPES = {"base": (768, 2304), "large": (1024, 5248)}
 UNITS = {"basket_score": "fraction of dense peak", "basket_tokens_per_second": "tokens/s",
-         "paper_heuristic": "fraction of SMs"}
+         "scaled_tokens_per_second": "tokens/s", "paper_heuristic": "fraction of SMs"}
 
 # Axis and colour-bar ticks with thousands separators (1,250,000 rather than 1.25e6).
 thousands = FuncFormatter(lambda value, _: f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}")
@@ -32,10 +32,12 @@ def save_png(fig, path: Path, dpi: int = 110, **options) -> Path:
     return Path(path)
 
 
-def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
-    """Value over hidden x GLU (best over layers), ModernBERT's own shapes marked."""
+def sweep_heatmap(frame, path: Path, value: str = "basket_score", best: tuple[int, int] | None = None,
+                  title: str = "") -> Path:
+    """`value` over hidden x GLU (best over layers; rows where `value` is NaN left blank), ModernBERT's own shapes
+    marked, and `best` (hidden, GLU), the ranking's winner, circled; `title` names the metric and workload."""
     table = frame.pivot_table(index="glu", columns="hidden", values=value, aggfunc="max").sort_index()
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(table.columns) + 2), max(3, 0.22 * len(table.index) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(table.columns) + 3), max(3.5, 0.22 * len(table.index) + 2)))
     image = ax.imshow(table.values, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=90, fontsize=7)
     step = max(1, len(table.index) // 20)
@@ -47,9 +49,57 @@ def sweep_heatmap(frame, path: Path, value: str = "basket_score") -> Path:
             ax.plot(list(table.columns).index(hidden), list(table.index).index(glu), "r*", markersize=12)
             ax.annotate(f"ModernBERT-{label}", (list(table.columns).index(hidden), list(table.index).index(glu)),
                         color="red", fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if best and best[0] in table.columns and best[1] in table.index:
+        spot = (list(table.columns).index(best[0]), list(table.index).index(best[1]))
+        ax.plot(*spot, "o", markersize=14, markerfacecolor="none", markeredgecolor="white", markeredgewidth=2)
+        ax.annotate(f"rank 1: {best[0]}/{best[1]}", spot, color="white", fontsize=7, xytext=(6, -10),
+                    textcoords="offset points")
     name = value.replace("_", " ")
     fig.colorbar(image, ax=ax, label=f"{name} ({UNITS.get(value, 'predicted')})", format=thousands)
-    ax.set_title(f"{name}, best over layers\n(predicted)", fontsize=9)
+    ax.set_title(title or f"{name}, best over layers\n(predicted)", fontsize=9)
+    return save_png(fig, path)
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    """One shape of a measured sweep in the figure: tokens/s predicted and measured (anchored, with the interval of
+    its paired ratio to the anchor)."""
+
+    label: str
+    predicted: float
+    measured: float
+    low: float | None
+    high: float | None
+    best: bool = False
+    tied: bool = False
+
+
+def measured_vs_predicted(points: list[MeasuredPoint], path: Path, title: str) -> Path:
+    """Measured against predicted tokens/s per shape, the measured interval as a bar, the diagonal (prediction
+    = measurement) drawn, the ranking's best starred and shapes tied with it ringed. `title` may hold line breaks."""
+    fig, ax = plt.subplots(figsize=(7.0, 5.4))
+    for point in points:
+        below = point.measured - point.low if point.low is not None else 0.0
+        above = point.high - point.measured if point.high is not None else 0.0
+        ax.errorbar(point.predicted, point.measured, yerr=[[below], [above]], fmt="o", color="C0", markersize=4,
+                    capsize=2)
+        if len(points) <= 30:
+            ax.annotate(point.label, (point.predicted, point.measured), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    values = [v for p in points for v in (p.predicted, p.measured)]
+    low, high = min(values) * 0.95, max(values) * 1.05
+    ax.plot([low, high], [low, high], "--", color="grey", linewidth=1, label="measured = predicted")
+    for point in points:
+        if point.best:
+            ax.plot(point.predicted, point.measured, "*", color="red", markersize=16, label=f"best: {point.label}")
+        elif point.tied:
+            ax.plot(point.predicted, point.measured, "o", markersize=11, markerfacecolor="none", markeredgecolor="red")
+    ax.set_xlabel("predicted tokens/s")
+    ax.set_ylabel("measured tokens/s (anchored median, paired interval)")
+    ax.xaxis.set_major_formatter(thousands)
+    ax.yaxis.set_major_formatter(thousands)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
     return save_png(fig, path)
 
 

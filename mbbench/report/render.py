@@ -27,7 +27,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 
 import mbbench  # noqa: E402
 from mbbench import results  # noqa: E402
@@ -36,12 +35,13 @@ from mbbench.environment import git_commit  # noqa: E402
 from mbbench.bench.latency import shown_percentile  # noqa: E402
 from mbbench.compare import interval_label  # noqa: E402
 from mbbench.errors import UserError  # noqa: E402
-from mbbench.files import ENCODING, write_text  # noqa: E402
+from mbbench.files import write_text  # noqa: E402
 from mbbench.formatting import max_batch_text, plural, significant  # noqa: E402
 from mbbench.hardware.perfmodel import MODEL_VERSION  # noqa: E402
 from mbbench.records import ENGINE_SEPARATOR, LATER_FIELDS  # noqa: E402
 from mbbench.serve import slo_basis  # noqa: E402
-from mbbench.report.figures import Curve, latency_curves, save_png, sweep_heatmap, thousands  # noqa: E402
+from mbbench.report.figures import Curve, latency_curves, save_png, thousands  # noqa: E402
+from mbbench.report.sweeps import measured_sweep_sections, predicted_sweep_section  # noqa: E402
 
 SHORT, LONG = ("short-fixed", "short-variable"), ("long-fixed", "long-variable")
 COLUMNS = [("short max batch", "max", "short-fixed"), ("short fixed", "tps", "short-fixed"),
@@ -924,6 +924,8 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
                         + (f" ({len(smoke)} smoke records left out; --include-smoke shows them)" if smoke else ""))
     records, notes = merge(raw)
     kept = list(records)  # the newest of each identity: an older repeat is marked so in the provenance
+    sweeps = [r for r in records if r.get("measurement") == "measured_sweep"]  # sections of their own
+    records = [r for r in records if r.get("measurement") != "measured_sweep"]
     records += [row for r in records if r.get("measurement") == "comparison" and r.get("status") == "ok"
                 for row in comparison_throughput(r)]
     records, superseded = supersede(records)
@@ -972,13 +974,9 @@ def build_report(result_dirs: list[str], out: str | Path, model: str | None = No
     if paired:
         sections.append(Section("Paired comparisons (interleaved passes)", table=(PAIRED_HEADER, paired_rows(paired))))
     sections += latency_sections(served["latency"], out) + serving_sections(served["serving"], out)
-    for directory in result_dirs:
-        sweep_csv = Path(directory) / "sweeps" / "sweep.csv"
-        if sweep_csv.is_file():
-            frame = pd.read_csv(sweep_csv, encoding=ENCODING)
-            for value in ("basket_score", "basket_tokens_per_second"):
-                sections.append(Section(f"Sweep: {value}", image=sweep_heatmap(frame, out / f"sweep_{value}.png",
-                                                                                value)))
+    sections += [predicted_sweep_section(Path(directory) / "sweeps" / "sweep.csv", out, Section)
+                 for directory in result_dirs if (Path(directory) / "sweeps" / "sweep.csv").is_file()]
+    sections += measured_sweep_sections(sweeps, out, Section)
     if failed:
         sections.append(Section("Failed configurations", table=(FAILURE_HEADER, failure_rows(failed))))
     sections.append(Section("Provenance", f"Every record read, one row each ({counted(raw)}): older repeats, "
