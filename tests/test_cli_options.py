@@ -8,6 +8,7 @@ is built or timed); everything before it (parsing, validation, plans) runs as it
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -38,9 +39,13 @@ BASE = {
     "list backends": [],
 }
 
-# Where the option under test needs another model than the command's usual line (a checkpoint is of one model).
+# Where the option under test needs another model than the command's usual line (a checkpoint is of one model),
+# and the options of `sweep --measure` alone (a small measured grid; the measuring itself is replaced).
+MEASURED_SWEEP = ["--measure", "--device", "cpu", "--hidden", "64,128", "--glu", "256", "--layers", "1", "--out",
+                  "{out}"]
 BASE_FOR = {("matrix", "--weights"): ["--model", "hf-modernbert-base", "--suite", "short-fixed", "--device", "cpu",
-                                      "--tiny", "--dry-run", "--out", "{out}"]}
+                                      "--tiny", "--dry-run", "--out", "{out}"],
+            **{("sweep", "--" + name.replace("_", "-")): MEASURED_SWEEP for name in explore.MEASURE_ONLY}}
 
 # A value other than the default, by option; (command, option) where a command needs its own.
 VALUES = {
@@ -59,7 +64,8 @@ VALUES = {
     "--tokens": ["4096"], "--gpus": ["T4,L4=2"], "--top": ["3"], "--rank-by": ["utilisation"],
     "--include-unusual": [], "--no-compile": [], "--no-tiny": [], "--results": [str(ROOT / "results" / "T4")],
     "--include-smoke": [], "--rows": [], "--ray": [],  # --ray in a dry run: planned as a cluster would, no connection
-    "--no-rows": [],
+    "--no-rows": [], "--gemm": ["torch"], "--elementwise": ["eager"], "--measure": [], "--rounds": ["2"],
+    "--block": ["2"],
 }
 PER_COMMAND = {
     ("predict", "--model"): ["bert-base"], ("predict", "--dtype"): ["float32"], ("predict", "--gpu"): ["L4"],
@@ -124,6 +130,7 @@ def nothing_measured(monkeypatch):
     for module in (measure, serving):
         monkeypatch.setattr(module, "produce_and_print", produce)
     monkeypatch.setattr(explore, "run_verify", lambda *args, **kwargs: [])
+    monkeypatch.setattr(explore.measured_sweep, "measure", lambda *args, **kwargs: sys.exit(0))  # after resolving
     return made
 
 
