@@ -173,16 +173,13 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
                                  "load_warning": environment.busy_warning(start, end, base_plan.threads.intra)}
     mfu, mfu_note = side_mfu({side: sides[side] for side in forwards}, batches, result)
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
-                         backends={side: encoders[side].backend for side in sides}, paired=paired,
+                         backends={side: encoders[side].backend for side in forwards}, paired=paired,
                          engines={side: f.info.to_dict() for side, f in forwards.items()},
                          parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
                          mfu=mfu, mfu_note=mfu_note,
-                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason,
-                                       "source": encoders[side].gemm_source} for side in sides},
-                         elementwise={side: {"kernel": encoders[side].elementwise,
-                                             "reason": encoders[side].elementwise_reason,
-                                             "source": encoders[side].elementwise_source}
-                                      for side in sides})
+                         gemms={side: side_kernel(sides[side], encoders[side], "gemm") for side in forwards},
+                         elementwise={side: side_kernel(sides[side], encoders[side], "elementwise")
+                                      for side in forwards})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())
@@ -198,9 +195,10 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
     """
     result, shared = PreparedSides(), {}
     for side, plan in sides.items():
+        said = (lambda message, side=side: progress(f"{side}: {message}")) if progress else None
         try:
             check_engine_memory(plan, encoders[side], batches[side])
-            result.forwards[side], checked = prepare(plan, encoders[side], batches[side][0], progress, shared)
+            result.forwards[side], checked = prepare(plan, encoders[side], batches[side][0], said, shared)
         except ParityFailure as failure:
             result.parity[side] = failure.result.to_dict()
             result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
@@ -229,6 +227,17 @@ def side_mfu(sides: dict[str, Plan], batches: dict[str, list[Batch]], result: Pa
         mfu[side], note = model_flops_utilisation(plan, pass_flops(plan, batches[side]) / seconds, cpu_gemm_peak(plan))
         notes.add(note.split(" (")[0])
     return ({k: v for k, v in mfu.items() if v is not None} or None), "; ".join(sorted(notes))
+
+
+def side_kernel(plan: Plan, encoder: Encoder, what: str) -> dict[str, str]:
+    """{"kernel", "reason", "source"} of a measured side's GEMMs (`what` "gemm") or RoPE + gated activation
+    ("elementwise"): the built encoder's on the torch engine; another engine runs its own graph and kernels (the
+    sides of one model share one build, whose kernels only the torch engine calls)."""
+    if plan.engine != DEFAULT_ENGINE:
+        return {"kernel": plan.engine, "reason": f"the {plan.engine} engine runs its own graph and kernels",
+                "source": "fixed"}
+    return {"kernel": getattr(encoder, what), "reason": getattr(encoder, f"{what}_reason"),
+            "source": getattr(encoder, f"{what}_source")}
 
 
 def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:

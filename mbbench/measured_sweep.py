@@ -50,6 +50,7 @@ from mbbench.device import detect, isa_flags, torch_device
 from mbbench.dtypes import parse_dtype
 from mbbench.engines import Threads, apply_threads, threads_from
 from mbbench.errors import UserError
+from mbbench.formatting import plural
 from mbbench.hardware import perfmodel
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.models import registry
@@ -361,9 +362,11 @@ def measure(plan: SweepPlan, store: Store, hooks: Hooks = DEFAULT_HOOKS, progres
     start = environment.load_snapshot()
     if progress:
         progress(f"{len(plan.shapes)} shapes, {len(kept)} already recorded; {len(blocks)} block(s) of "
-                 f"{plan.settings.rounds} interleaved rounds, each with the anchor {label(plan.anchor)}")
-    if not blocks:  # measured before: written again, ranked by the metric asked for now
+                 f"{plural(plan.settings.rounds, 'interleaved round')}, each with the anchor {label(plan.anchor)}")
+    if not blocks:  # measured before: written again, ranked by the metric asked for now, with the load it ran under
         record = sweep_record(plan, shapes, anchor_rounds, peak, start, start)
+        earlier = store.find(plan.identity.key()).payload
+        record = replace(record, payload=replace(record.payload, load=earlier.load, load_warning=earlier.load_warning))
         return SweepOutcome(record, store.write(record), 0, len(kept))
     for members in blocks:
         anchor_new = shape_key(plan.anchor) not in {shape_key(c) for c in shapes}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mbbench import environment
+from mbbench import allocator, environment
 from mbbench.bench.maxbatch import is_oom
 from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
@@ -327,7 +327,8 @@ def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceIn
         placement=config.placement if cpu else None, limits=tuple(sorted(limits)),
         matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)), engine=config.engine,
         threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None,
-        cpu_isa=device.isa if cpu else None, gemm=config.gemm, elementwise=config.elementwise)
+        cpu_isa=device.isa if cpu else None, gemm=config.gemm, elementwise=config.elementwise,
+        allocator=allocator.configure().name if cpu else None)
     return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
                 registry.count_parameters(spec, config.tiny), suite, device, gpu,
                 device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,

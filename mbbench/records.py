@@ -55,6 +55,8 @@ LATER_FIELDS: dict[str, Any] = {
     "baseline": None,
     # what a CPU computes with (issue 36): two CPUs of one model name, with and without AMX, are two devices
     "cpu_isa": None,
+    # the host malloc setting a CPU run measured with (issue 36: `mbbench.allocator`); before it, glibc as found
+    "allocator": None,
     "gemm": None,  # a pinned GEMM kernel (issue 34): records before pins chose theirs
     "elementwise": None,  # a pinned element-wise kernel (issue 34)
     "sweep": (),  # a measured sweep's grid and workload (issue 32)
@@ -141,6 +143,7 @@ class Identity:
     interop_threads: int | None = None  # inter-op threads of a CPU run
     baseline: str | None = None  # a comparison's baseline side (None: models[0], as records before issue 34)
     cpu_isa: str | None = None  # a CPU's matrix and vector units ("amx-bf16 avx512-bf16 avx512 avx2"; DeviceInfo.isa)
+    allocator: str | None = None  # a CPU run's host malloc setting (`allocator.AllocatorSetting.name`)
     gemm: str | None = None  # a GEMM kernel pinned with --gemm (None: chosen from the kernel cache's timings)
     elementwise: str | None = None  # an element-wise kernel pinned with --elementwise (None: chosen)
     # a measured sweep's grid and workload (hidden, glu, layers, head dim, params, seed, the CPU's ISA) as sorted

@@ -380,3 +380,25 @@ def test_an_unknown_allocator_setting_is_refused(monkeypatch):
     monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "tcmalloc-please")
     with pytest.raises(ValueError, match="choose from large-heap, system"):
         allocator.requested()
+
+
+def test_the_allocator_a_cpu_run_measured_with_is_part_of_its_identity(tmp_path, monkeypatch):
+    """The fresh-clone trial: a `MBBENCH_ALLOCATOR=system` rerun reused a large-heap record ("ok (skipped)")."""
+    from mbbench.plan import RunConfig, resolve
+
+    config = RunConfig(model="modernbert-base", suite="short-variable", device="cpu", tiny=True, docs=2)
+    plan = resolve(config)
+    assert plan.identity.allocator == allocator.current().name
+    other = replace(plan.identity, allocator="system" if plan.identity.allocator != "system" else "large-heap")
+    assert other.key() != plan.identity.key()
+    assert replace(plan.identity, allocator=None).key() != plan.identity.key()  # runs before issue 36: glibc as found
+
+
+def test_an_mfu_above_one_is_a_warning_that_says_why():
+    from mbbench.commands.console import warnings_of
+
+    [committed] = sorted((Path(__file__).resolve().parents[1] / "results" / "cpu").glob("*__comparison__*.json"))[:1]
+    record = Record.from_json(json.loads(committed.read_text()))
+    high = replace(record, payload=replace(record.payload, mfu={"modernbert-base-tiny": 1.65, "bert-base": 0.4}))
+    [warning] = [w for w in warnings_of(high) if w.startswith("MFU above 1")]
+    assert "(modernbert-base-tiny 1.65)" in warning and "0.40" not in warning and "measured low" in warning

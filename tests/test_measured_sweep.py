@@ -207,3 +207,15 @@ def write_fixture(path: Path) -> dict:
 if __name__ == "__main__":  # python tests/test_measured_sweep.py: rewrite the fixture
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     write_fixture(FIXTURE)
+
+
+def test_a_rerun_that_measures_nothing_keeps_the_load_its_shapes_ran_under(tmp_path):
+    """The fresh-clone trial: a finished sweep run again measured nothing and wrote that moment's load over the
+    load its shapes had been measured under."""
+    store = Store(tmp_path)
+    first = ms.measure(ms.resolve(TINY), store, FakeMachine().hooks()).record
+    marked = replace(first, payload=replace(first.payload, load_warning="machine was busy: while measuring"))
+    store.write(marked)
+    again = ms.measure(ms.resolve(TINY), store, FakeMachine().hooks())
+    assert again.measured == 0 and again.record.payload.load_warning == "machine was busy: while measuring"
+    assert again.record.payload.load == first.payload.load

@@ -88,10 +88,10 @@ def spread(record: Record) -> str:
 
 
 def likely_range(payload: Prediction) -> str:
-    """'854k–1.09M': the tokens/s the prediction's error band gives (it contains the prediction), 'too thin (n rows)'
-    where validation has too few rows for one, or '' for records made without a band."""
+    """'854k–1.09M': the tokens/s the prediction's error band gives (it contains the prediction), 'no band: too thin:
+    0 Blackwell TensorRT rows and ...' where validation has too few rows of a kind, or '' without a band."""
     if payload.error_band is not None and payload.error_band.thin:
-        return f"too thin ({payload.error_band.rows} rows)"
+        return f"no band: {payload.error_band.basis}"
     band = payload.tokens_per_second_range
     return "–".join(_short(value) for value in band) if band else ""
 
@@ -111,9 +111,18 @@ def load_warning(record: Record) -> str | None:
     return getattr(payload, "load_warning", None)
 
 
+def mfu_above_one(payload) -> str:
+    """The MFUs above 1 a payload holds ("1.65", or "modernbert-base 1.65" per comparison side), or ""."""
+    if isinstance(getattr(payload, "mfu", None), dict):
+        return ", ".join(f"{side} {value:.2f}" for side, value in payload.mfu.items() if value > 1)
+    mfu = getattr(payload, "mfu", None)
+    return f"{mfu:.2f}" if isinstance(mfu, float) and mfu > 1 else ""
+
+
 def warnings_of(record: Record) -> list[str]:
     """Every warning a record carries: a busy machine (a comparison keeps it under `paired`), an unstable
-    spread, a prediction that would not fit, a search stopped by its caps, a matrix task that overlapped others."""
+    spread, a prediction that would not fit, a search stopped by its caps, an MFU above 1, a matrix task that
+    overlapped others."""
     payload = record.payload
     busy = load_warning(record)
     out = [busy] if busy else []
@@ -124,6 +133,10 @@ def warnings_of(record: Record) -> list[str]:
         out.append(f"{record.reason}; the numbers are what it would do if it fitted")
     if isinstance(payload, MaxBatchSearch) and payload.capped:
         out.append(f"the search stopped at its caps: the answer is at least {payload.result} ({payload.note})")
+    above = mfu_above_one(payload)
+    if above:
+        out.append(f"MFU above 1 ({above}): the GEMM peak it divides by was measured low (a busy machine when it was "
+                   "measured, kept in the kernel cache, or a tiny model's small GEMMs); not a utilisation")
     overlapped = (record.execution or {}).get("overlapping")
     if overlapped:
         out.append(f"measured while other tasks ran on this host ({', '.join(overlapped)}): its numbers are not "

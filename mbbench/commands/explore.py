@@ -178,6 +178,8 @@ def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by,
         sys.exit(130)
     csv_path, figure_path = write_measured_outputs(outcome)
     print_measured(outcome, top, time.monotonic() - began)
+    if outcome.record.payload.load_warning:
+        click.echo(f"warning: {outcome.record.payload.load_warning}", err=True)
     click.echo(f"wrote {outcome.path}, {csv_path}" + (f" and {figure_path}" if figure_path else ""))
 
 
@@ -244,7 +246,9 @@ def validate_model(results_dirs, show_rows: bool) -> None:
     summary = validation.summarise(held_out)
     click.echo(f"\nHeld out (read by no fitted constant): {summary.rows} rows "
                f"({', '.join(sorted({r.source for r in held_out}))}), median |error| {summary.median:.1%}, "
-               f"worst {summary.worst:.1%} ({_worst(held_out)}); goals: median <= 15%, none > 30%")
+               f"worst {summary.worst:.1%} ({_worst(held_out)}); goals: median <= 15% "
+               f"({'met' if summary.median <= 0.15 else 'MISSED'}), none > 30% "
+               f"({'met' if summary.worst <= 0.30 else 'MISSED'})")
 
 
 def _worst(rows: list) -> str:

@@ -25,7 +25,7 @@ OPTIONS = {
     "token_budget": click.option("--token-budget", type=int, default=None,
                                  help="Unpadded models: tokens per batch instead of --batch-size."),
     "docs": click.option("--docs", type=int, default=None,
-                         help=f"Use the first N documents (recorded). Default on CPU: {DEFAULT_CPU_DOCS}."),
+                         help=f"Use the first N documents (recorded). Default for a CPU run: {DEFAULT_CPU_DOCS}."),
     # latency and serve draw their requests from the suite: every document by default, on any device
     "request_docs": click.option("--docs", type=int, default=None,
                                  help="Draw requests from the first N documents (recorded). Default: all."),

@@ -61,7 +61,8 @@ def correlation_text(payload: MeasuredSweep) -> str:
     verdict = "is the measured best" if best.rank == 1 else (
         "is tied with the measured best" if best.tied else f"ranks {best.rank} measured, outside the best's interval")
     return (f"Spearman rank correlation, predicted ({payload.prediction_source}) vs measured: {shown['ranking']} on "
-            f"the ranking metric, {shown['tokens_per_second']} on tokens/s, over {rho['shapes']} shapes; the "
+            f"the ranking metric, {shown['tokens_per_second']} on tokens/s, over {plural(rho['shapes'], 'shape')}; "
+            f"the "
             f"predicted best {label(best.shape)} {verdict}")
 
 
@@ -70,8 +71,8 @@ def header_lines(view: SweepView) -> list[str]:
     payload = view.payload
     done = "" if payload.complete else f" (partial: {len(payload.candidates)} of {payload.planned} shapes)"
     return [f"measured sweep{done}: {workload_text(view)}",
-            f"ranked by {RANKINGS[payload.ranking]}, measured on this device; {payload.rounds} interleaved rounds "
-            f"per block, every block with the anchor {'/'.join(map(str, payload.anchor))}; attention "
+            f"ranked by {RANKINGS[payload.ranking]}, measured on this device; "
+            f"{plural(payload.rounds, 'interleaved round')} per block, every block with the anchor {'/'.join(map(str, payload.anchor))}; attention "
             f"{payload.backend}; '1=' is tied with the best (its paired interval reaches it)",
             f"MFU against {payload.peak_note}"]
 
@@ -107,7 +108,7 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
         out.append({
             "rank": row["rank"], "hidden": row["hidden"], "glu": row["glu"], "layers": row["layers"],
             "parameters_m": row["parameters_m"],
-            "tokens/s [interval]": significant(row["tokens_per_second"]) + interval,
+            "tokens/s in its block [interval]": significant(row["tokens_per_second"]) + interval,
             METRIC_NAMES[row["ranked_by"]]: significant(row[row["ranked_by"]]),
             "predicted tokens/s": significant(row["predicted_tokens_per_second"])
             if row["predicted_tokens_per_second"] else "",
@@ -134,8 +135,8 @@ def ranked_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, str, tuple[int, int
 def heatmap_title(frame: pd.DataFrame, metric: str, where: str) -> str:
     """'scaled tokens per second (the ranking), best over layers / predicted over T4, L4; 16,384 tokens per pass,
     bfloat16' (the workload where the CSV names it)."""
-    workload = (f"; {int(frame['tokens_per_pass'].iloc[0]):,} tokens per pass, {frame['dtype'].iloc[0]}"
-                if {"tokens_per_pass", "dtype"} <= set(frame.columns) else "")
+    workload = (f"\n{int(frame['tokens_per_pass'].iloc[0]):,} tokens per pass, {frame['dtype'].iloc[0]}"
+                if {"tokens_per_pass", "dtype"} <= set(frame.columns) else "")  # its own line: never cut off
     return f"{metric.replace('_', ' ')} (the ranking), best over layers\npredicted{where}{workload}"
 
 
