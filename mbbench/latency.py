@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from mbbench.batching import Batch as ModelBatch
+from mbbench.batching import Batch
 from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
 from mbbench.bench.latency import LatencyRun, few_samples_note, measure_latency
@@ -107,8 +107,8 @@ def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings
                            settings.min_seconds, RealClock(), batch_size, warmup)
 
 
-def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], ModelBatch], batch_size: int,
-                    count: int) -> list[ModelBatch]:
+def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], Batch], batch_size: int,
+                    count: int) -> list[Batch]:
     """`count` untimed requests: the largest shape first (`batch_size` copies of the longest document used, so
     the allocator has grown to the peak the timed part can reach), then timed requests 1 .. count-1 themselves
     (the shapes the timed part starts with)."""

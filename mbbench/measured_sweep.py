@@ -55,7 +55,7 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.models import registry
 from mbbench.models.attention import BackendChoice
 from mbbench.models.config import from_glu
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.spec import ModelSpec
 from mbbench.plan import check_kernels, matmul_precision, resolve_dtype_name

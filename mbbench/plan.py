@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mbbench import environment
-from mbbench.bench.maxbatch import is_oom
+from mbbench.errors import is_oom
 from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
@@ -30,9 +30,9 @@ from mbbench.errors import UserError
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
-from mbbench.models.fused import inductor_refusal
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.elementwise import inductor_refusal
 from mbbench.models.gemm import KERNELS as GEMM_KERNELS
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available
@@ -94,7 +94,7 @@ class RunConfig:
     tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
     placement: str | None = None  # the Ray node type a CPU matrix task asked for (part of its identity)
     gemm: str | None = None  # a pinned GEMM kernel (`--gemm`, `models.gemm.KERNELS`); None: chosen (kernel cache)
-    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`, `models.fused.KERNELS`)
+    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`, `models.elementwise.KERNELS`)
 
     def __post_init__(self) -> None:
         # `--compile` is the older spelling of `--engine torch-compile`: either sets the other

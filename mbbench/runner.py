@@ -29,7 +29,7 @@ from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
 from mbbench.models import registry
 from mbbench.models.encoders import Encoder, float32_twin
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import Plan, record, search_mode, unsupported_record
 from mbbench.progress import heartbeat

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batch, Batcher
+from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher, RequestBatch
 from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import ModelService, model_service
 from mbbench.bench.latency import few_samples_note, samples_beyond, samples_needed
@@ -178,7 +178,7 @@ def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSet
     requests = make_requests(min(settings.rates), plan.suite.lengths[:plan.documents], settings.seed,
                              settings.warmup, 0.0)[:settings.warmup]
     for chosen in [[r] for r in requests] + [batcher.select(requests)]:
-        service(Batch(tuple(chosen), 0.0, batcher.padded))
+        service(RequestBatch(tuple(chosen), 0.0, batcher.padded))
 
 
 NEW_SHAPES = ("; during a run a batch of a shape not yet run is served as it comes, its first call in its requests' "

@@ -16,7 +16,8 @@ from mbbench.bench import matmul
 from mbbench.bench.kernel_choice import decide
 from mbbench.cli import cli
 from mbbench.errors import UserError
-from mbbench.models import fused, gemm
+from mbbench.models import elementwise as elementwise_kernels
+from mbbench.models import gemm
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import Identity
 
@@ -140,7 +141,7 @@ def test_a_pin_that_cannot_run_here_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr("mbbench.plan.inductor_refusal", lambda: "no C++ compiler (g++/c++) is on PATH")
     with pytest.raises(UserError, match="--elementwise inductor cannot run here: no C\\+\\+ compiler"):
         resolve(RunConfig(model="modernbert-base", suite="short-variable", device="cpu", tiny=True,
-                          elementwise=fused.INDUCTOR))
+                          elementwise=elementwise_kernels.INDUCTOR))
     monkeypatch.setattr("mbbench.plan.onednn_available", lambda dtype: False)
     with pytest.raises(UserError, match="--gemm onednn-packed runs on CPUs with oneDNN"):
         resolve(RunConfig(model="modernbert-base", suite="short-variable", device="cpu", tiny=True,

@@ -1,7 +1,7 @@
 """One max-batch trial in a fresh process: what `python -m mbbench.bench.trial` runs, and the probe that starts it.
 
 A trial builds the model, runs one forward pass of `size` (a batch of documents at the suite's maximum length,
-or a packed token budget) and prints one JSON line: ok with the peak bytes, oom (`maxbatch.is_oom`), or error.
+or a packed token budget) and prints one JSON line: ok with the peak bytes, oom (`errors.is_oom`), or error.
 Names cross the process boundary (model, suite path, dtype, backend), so the child resolves them itself.
 """
 
@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 
 from mbbench.batching import PackedBatch, PaddedBatch, pack_documents
-from mbbench.bench.maxbatch import Trial, TrialError, is_oom
+from mbbench.bench.maxbatch import Trial, TrialError
+from mbbench.errors import is_oom
 from mbbench.dtypes import parse_dtype
 from mbbench.models import registry
 from mbbench.suites import load_suite

@@ -28,8 +28,8 @@ from mbbench.models.encoders import (PACKED_ATTENTION, Encoder, HFPackedEncoder,
                                      packed_attention)
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.fused import use as use_elementwise
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import use as use_elementwise
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 from mbbench.models.spec import ModelSpec
@@ -72,7 +72,7 @@ class BuildOptions:
     seed: int = 0
     weights: str | None = None  # a local checkpoint directory
     gemm: str = DEFAULT_GEMM  # our own models' linears (`models.gemm.KERNELS`); transformers models run their own
-    elementwise: str = DEFAULT_ELEMENTWISE  # our own models' RoPE and gated activation (`models.fused.KERNELS`)
+    elementwise: str = DEFAULT_ELEMENTWISE  # our own models' RoPE and gated activation (`models.elementwise.KERNELS`)
 
 
 class Builder:
@@ -139,7 +139,7 @@ class Builder:
 class PackedBuilder(Builder):
     """Shared by our own packed encoders (reference ModernBERT and NeoBERT)."""
 
-    rotary_code = "mbbench"  # fused.apply_rotary
+    rotary_code = "mbbench"  # elementwise.apply_rotary
     owns_gemms = True
 
     module_class: type = nn.Module
