@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mbbench import runner
+from mbbench import loading
 from mbbench.bench import elementwise as bench_elementwise
 from mbbench.bench import kernel_choice
 from mbbench.bench.kernel_store import CACHED, MEASURED
@@ -129,26 +129,26 @@ def test_elementwise_times_fall_back_to_eager_when_inductor_fails(monkeypatch):
 
 
 def plan_for(model: str, **options):
-    return resolve(RunConfig(model=model, suite="short-fixed", device="cpu", tiny=True, **options))
+    return resolve(RunConfig(model=model, suite="short-fixed", device="cpu", tiny=True, **options)).model_plan
 
 
 def test_elementwise_choice_is_measured_only_for_our_models_on_the_torch_engine():
     ours = plan_for("modernbert-base")
-    times = runner.cpu_elementwise_times(ours)
+    times = loading.cpu_elementwise_times(ours)
     assert times is not None
-    choice = runner.elementwise_choice(ours, times)
+    choice = loading.elementwise_choice(ours, times)
     assert choice == kernel_choice.elementwise(times, kernels.EAGER) and choice.source in (MEASURED, CACHED)
     hf = plan_for("hf-modernbert-base")
-    assert runner.cpu_elementwise_times(hf) is None
-    assert runner.elementwise_choice(hf, None).kernel == kernels.EAGER
+    assert loading.cpu_elementwise_times(hf) is None
+    assert loading.elementwise_choice(hf, None).kernel == kernels.EAGER
     compiled = plan_for("modernbert-base", engine="torch-compile")
-    assert runner.cpu_elementwise_times(compiled) is None
-    choice = runner.elementwise_choice(compiled, None)
+    assert loading.cpu_elementwise_times(compiled) is None
+    choice = loading.elementwise_choice(compiled, None)
     assert choice.kernel == kernels.EAGER and choice.source == kernel_choice.FIXED
     assert "torch-compile engine runs its own graph" in choice.reason
     pinned = plan_for("modernbert-base", elementwise=kernels.EAGER)
-    assert runner.cpu_elementwise_times(pinned) is None  # a pin measures nothing
-    assert runner.elementwise_choice(pinned, None) == kernel_choice.KernelChoice(kernels.EAGER, "pinned",
+    assert loading.cpu_elementwise_times(pinned) is None  # a pin measures nothing
+    assert loading.elementwise_choice(pinned, None) == kernel_choice.KernelChoice(kernels.EAGER, "pinned",
                                                                                  "--elementwise eager")
 
 

@@ -151,11 +151,11 @@ def test_a_pin_that_cannot_run_here_is_refused_in_one_line(monkeypatch):
 
 
 def test_a_transformers_model_keeps_its_own_linears_under_a_pin():
-    from mbbench import runner
+    from mbbench import loading
 
-    plan = resolve(RunConfig(model="hf-modernbert-base", suite="short-variable", device="cpu", tiny=True,
-                             gemm=gemm.TORCH))
-    choice = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))
+    model = resolve(RunConfig(model="hf-modernbert-base", suite="short-variable", device="cpu", tiny=True,
+                              gemm=gemm.TORCH)).model_plan
+    choice = loading.gemm_choice(model, loading.gemm_rates(model))
     assert choice.kernel == gemm.TORCH and choice.source == kernel_choice.FIXED
     assert "--gemm applies to our own models" in choice.reason
 

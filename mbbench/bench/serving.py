@@ -219,9 +219,7 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
             clock.sleep_until(origin + dispatch)
             now = elapsed(dispatch)
             admit(now)
-        chosen = batcher.select(waiting)
-        taken = {r.id for r in chosen}
-        waiting[:] = [r for r in waiting if r.id not in taken]
+        chosen = _take(batcher, waiting)
         batch = RequestBatch(tuple(chosen), now, batcher.padded)
         fresh = new_shape is not None and new_shape(batch)
         seconds = service(batch)
@@ -234,6 +232,14 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
     return ServingRun(offered_rate, arrival, seed, batcher, clock.kind, served, batches,
                       unserved=len(requests) - len(served), duration_s=duration,
                       arrival_span_s=requests[-1].arrival_s if requests else 0.0)
+
+
+def _take(batcher: Batcher, waiting: list[Request]) -> list[Request]:
+    """The requests of the batcher's next batch, taken off the queue."""
+    chosen = batcher.select(waiting)
+    taken = {r.id for r in chosen}
+    waiting[:] = [r for r in waiting if r.id not in taken]
+    return chosen
 
 
 def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Service, clock: Clock, seed: int,

@@ -31,12 +31,8 @@ class Encoder:
     module: nn.Module
     layout: str  # "packed" or "padded": which batches it takes
     backend: str  # the attention implementation that actually runs
-    gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`)
-    gemm_reason: str = ""  # why that kernel (set by whoever chose it: `runner.build`)
+    gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`; why: `loading.Built.gemm`)
     elementwise: str = "eager"  # the kernel of its RoPE and gated activation (`models.elementwise.KERNELS`)
-    elementwise_reason: str = ""  # why (set by `runner.build`)
-    gemm_source: str = ""  # where the GEMM choice came from: measured now, cache, pinned or fixed (`bench.kernel_choice`)
-    elementwise_source: str = ""  # likewise for the element-wise kernel
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -62,7 +58,7 @@ class Encoder:
 
 class PackedEncoder(Encoder):
     def __init__(self, module: nn.Module, gemm: str = "torch", elementwise: str = "eager"):
-        super().__init__(module, "packed", module.backend.name, gemm, elementwise=elementwise)
+        super().__init__(module, "packed", module.backend.name, gemm, elementwise)
 
     def __call__(self, batch: PackedBatch) -> torch.Tensor:
         return self.module.forward_packed(batch.input_ids, batch.cu_seqlens, batch.max_seqlen)
