@@ -351,7 +351,9 @@ def measure(plan: SweepPlan, store: Store, hooks: Hooks = DEFAULT_HOOKS, progres
     are measured. KeyboardInterrupt propagates after the blocks already finished are written. Raises whatever
     building or running a shape raises.
     """
-    loading.apply_threads(plan.threads)  # before the peak's GEMMs are timed (each shape's build applies them too)
+    # before the peak's GEMMs are timed (each shape's build applies them too): the counts read back are what the
+    # shapes run with and what the busy warning judges against
+    plan = replace(plan, threads=loading.apply_threads(plan.threads))
     kept, anchor_rounds = previous(plan, store, force)
     shapes = list(kept)
     blocks = blocks_to_measure(plan, {shape_key(c) for c in kept})
