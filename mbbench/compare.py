@@ -20,18 +20,16 @@ from typing import Callable
 
 import torch
 
-from mbbench import engines, environment
-from mbbench.bench.paired import PairedResult, run_paired
+from mbbench import engines, environment, loading
 from mbbench.batching import Batch
-from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure, PreparedEngine
+from mbbench.bench.paired import PairedResult, run_paired
+from mbbench.engines import DEFAULT_ENGINE, EngineUnavailable, ParityFailure
 from mbbench.errors import UserError
 from mbbench.formatting import plural
-from mbbench.models.encoders import Encoder
+from mbbench.loading import Built, LoadedModel
 from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
 from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
-from mbbench.runner import (build, check_engine_memory, cpu_gemm_peak, model_flops_utilisation, pass_flops,
-                            prepare, rounds_estimate_line)
-from mbbench.suites import make_batches, select_documents
+from mbbench.runner import model_flops_utilisation, pass_flops, plan_batches, rounds_estimate_line
 
 class TooFewSides(Exception):
     """Fewer than two sides could be prepared and pass the accuracy gate: no ratio can be measured. Carries
@@ -45,9 +43,9 @@ class TooFewSides(Exception):
 
 @dataclass
 class PreparedSides:
-    """The sides that enter the rounds (their engines, in the given order) and those left out, with why."""
+    """The sides that enter the rounds (their loaded models, in the given order) and those left out, with why."""
 
-    forwards: dict[str, PreparedEngine] = field(default_factory=dict)
+    loaded: dict[str, LoadedModel] = field(default_factory=dict)
     parity: dict[str, dict] = field(default_factory=dict)  # side -> ParityResult.to_dict()
     excluded: dict[str, str] = field(default_factory=dict)  # side -> why it was left out
 
@@ -128,9 +126,10 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
     (unsupported if any model cannot run the suite). `on_sides(n)` is told how many sides enter the rounds (some
     may be left out), before the first timed pass.
 
-    A side that cannot be prepared or fails the gate is left out with the reason; when that is the baseline, the
-    first measured side in the given order becomes the baseline (`baseline_note` says so). Raises TooFewSides (the
-    store records the failure) when fewer than two sides remain.
+    Each model is built once through `loading` and readied on each of its sides' engines. A side that cannot be
+    prepared or fails the gate is left out with the reason; when that is the baseline, the first measured side in
+    the given order becomes the baseline (`baseline_note` says so). Raises TooFewSides (the store records the
+    failure) when fewer than two sides remain.
     """
     plans, identity = comparison.plans, comparison.identity
     sides = {side_name(p.config): p for p in plans}
@@ -139,66 +138,75 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
         reason = plan.unsupported_reason()
         if reason:
             return replace(unsupported_record(base_plan, reason), identity=identity)
-    engines.apply_threads(base_plan.threads)  # before any model is built: one setting for every side
-    encoders = shared_encoders(plans, progress)
-    indices = select_documents(base_plan.suite, base_plan.documents)
-    batches = {side: make_batches(
-        p.suite, indices, encoders[side].layout, p.batch_size, p.token_budget, encoders[side].pad_token_id,
-        pad_to=p.suite.definition.max_length if p.protocol.pad_to_suite_max else None) for side, p in sides.items()}
-    device = torch.device(base_plan.torch_device)
+    builds = shared_builds(plans, progress)
+    batches = {side: plan_batches(p, builds[side].encoder) for side, p in sides.items()}
     if progress:  # before the sides' engines are prepared: exports and compiles can take minutes
         progress(rounds_estimate_line(sides, batches))
         for side, why in comparison.refused.items():
             progress(f"{side} left out of the rounds: {why}")
-    prepared = prepare_sides(sides, encoders, batches, progress)
-    forwards, parity = prepared.forwards, prepared.parity
+    prepared = prepare_sides(sides, builds, batches, progress)
     excluded = {side: (comparison.refused | prepared.excluded)[side] for side in identity.models
                 if side in comparison.refused or side in prepared.excluded}
-    if len(forwards) < 2:
+    if len(prepared.loaded) < 2:
         raise TooFewSides(excluded)
-    baseline, baseline_note = measured_baseline(identity.baseline_side, list(forwards), excluded)
+    baseline, baseline_note = measured_baseline(identity.baseline_side, list(prepared.loaded), excluded)
     if baseline_note and progress:
         progress(baseline_note)
     if on_sides:
-        on_sides(len(forwards))
-    if progress:
-        progress(f"{plural(len(indices), 'document')}; {len(forwards)} sides interleaved over "
-                 f"{plural(base_plan.config.passes, 'round')}")
-    start = environment.load_snapshot()
-    result = run_paired(forwards, {side: batches[side] for side in forwards}, device, base_plan.config.passes,
-                        baseline=baseline, warmup_batches=base_plan.warmup_batches,
-                        time_transfer=base_plan.config.time_transfer, on_pass=on_pass)
-    end = environment.load_snapshot()
-    paired = result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
-                                 "load_warning": environment.busy_warning(start, end, base_plan.threads.intra)}
-    mfu, mfu_note = side_mfu({side: sides[side] for side in forwards}, batches, result)
-    payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
-                         backends={side: encoders[side].backend for side in forwards}, paired=paired,
-                         engines={side: f.info.to_dict() for side, f in forwards.items()},
-                         parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
+        on_sides(len(prepared.loaded))
+    result, paired = run_rounds(base_plan, prepared.loaded, batches, baseline, on_pass, progress)
+    mfu, mfu_note = side_mfu({side: sides[side] for side in prepared.loaded}, builds, batches, result)
+    payload = Comparison(baseline=baseline, num_documents=base_plan.documents, rounds=base_plan.config.passes,
+                         backends={side: builds[side].encoder.backend for side in prepared.loaded}, paired=paired,
+                         engines={side: m.engine.info.to_dict() for side, m in prepared.loaded.items()},
+                         parity=prepared.parity or None, excluded=excluded or None, baseline_note=baseline_note,
                          mfu=mfu, mfu_note=mfu_note,
-                         gemms={side: side_kernel(sides[side], encoders[side], "gemm") for side in forwards},
-                         elementwise={side: side_kernel(sides[side], encoders[side], "elementwise")
-                                      for side in forwards})
+                         gemms={side: side_kernel(sides[side], builds[side].gemm) for side in prepared.loaded},
+                         elementwise={side: side_kernel(sides[side], builds[side].elementwise)
+                                      for side in prepared.loaded})
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())
 
 
-def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches: dict[str, list[Batch]],
+def kernel_facts(choice) -> dict:
+    """A side's kernel as the record keeps it: the kernel, why (with where the choice came from) and the source."""
+    return {"kernel": choice.kernel, "reason": choice.text, "source": choice.source}
+
+
+def run_rounds(base_plan: Plan, loaded: dict[str, LoadedModel], batches: dict[str, list[Batch]], baseline: str,
+               on_pass: Callable[[str, int, float], None] | None, progress: Callable[[str], None] | None
+               ) -> tuple[PairedResult, dict]:
+    """The interleaved rounds of the measured sides (`bench.paired.run_paired`), and the record's `paired`: their
+    result with the machine's load around them."""
+    if progress:
+        progress(f"{plural(base_plan.documents, 'document')}; {len(loaded)} sides interleaved over "
+                 f"{plural(base_plan.config.passes, 'round')}")
+    start = environment.load_snapshot()
+    result = run_paired({side: model.engine for side, model in loaded.items()},
+                        {side: batches[side] for side in loaded}, torch.device(base_plan.torch_device),
+                        base_plan.config.passes, baseline=baseline, warmup_batches=base_plan.warmup_batches,
+                        time_transfer=base_plan.config.time_transfer, on_pass=on_pass)
+    end = environment.load_snapshot()
+    threads = loaded[baseline].busy_threads  # one thread setting for every side (`plan_comparison`)
+    return result, result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
+                                       "load_warning": environment.busy_warning(start, end, threads)}
+
+
+def prepare_sides(sides: dict[str, Plan], builds: dict[str, Built], batches: dict[str, list[Batch]],
                   progress: Callable[[str], None] | None = None) -> PreparedSides:
-    """Each side's engine prepared on its first batch and judged by the accuracy gate, in the given order.
+    """Each side's engine readied on its first batch and judged by the accuracy gate (`loading.ready`), in the
+    given order.
 
     A side is left out, with the reason, when its preparation raises anything (the engine cannot run here, its
     export or compile fails, its host memory would not suffice) or it fails the gate: one side never takes
     a comparison down. Sides of one model share the reference outputs (fp32 and torch in the run's dtype).
     """
     result, shared = PreparedSides(), {}
-    for side, plan in sides.items():
+    for side in sides:
         said = (lambda message, side=side: progress(f"{side}: {message}")) if progress else None
         try:
-            check_engine_memory(plan, encoders[side], batches[side])
-            result.forwards[side], checked = prepare(plan, encoders[side], batches[side][0], said, shared)
+            loaded = loading.ready(builds[side], batches[side], said, shared)
         except ParityFailure as failure:
             result.parity[side] = failure.result.to_dict()
             result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
@@ -207,37 +215,37 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
         except Exception as error:  # noqa: BLE001 - any engine error leaves this side out, not the comparison
             result.excluded[side] = f"cannot run here: {describe(error)}"
         else:
-            if checked:
-                result.parity[side] = checked.to_dict()
+            result.loaded[side] = loaded
+            if loaded.parity:
+                result.parity[side] = loaded.parity.to_dict()
             continue
         if progress:
             progress(f"{side} left out of the rounds: {result.excluded[side]}")
     return result
 
 
-def side_mfu(sides: dict[str, Plan], batches: dict[str, list[Batch]], result: PairedResult
-             ) -> tuple[dict[str, float] | None, str]:
+def side_mfu(sides: dict[str, Plan], builds: dict[str, Built], batches: dict[str, list[Batch]],
+             result: PairedResult) -> tuple[dict[str, float] | None, str]:
     """Each measured side's MFU over the comparison (its model FLOPs per pass / its median pass time / the peak), and
     how it was computed: on a CPU the best GEMM measured here in the run's dtype at the side's own GEMM shapes
-    (`runner.cpu_gemm_peak`, measured once per process and shape); on a GPU the basket's datasheet peak."""
+    (`loading.gemm_rates`, measured once per process and shape); on a GPU the basket's datasheet peak."""
     mfu, notes = {}, set()
     for side, plan in sides.items():
         passes = result.models[side]
         seconds = statistics.median(passes.pass_seconds)
-        mfu[side], note = model_flops_utilisation(plan, pass_flops(plan, batches[side]) / seconds, cpu_gemm_peak(plan))
+        mfu[side], note = model_flops_utilisation(plan, pass_flops(plan, batches[side]) / seconds, builds[side].rates)
         notes.add(note.split(" (")[0])
     return ({k: v for k, v in mfu.items() if v is not None} or None), "; ".join(sorted(notes))
 
 
-def side_kernel(plan: Plan, encoder: Encoder, what: str) -> dict[str, str]:
-    """{"kernel", "reason", "source"} of a measured side's GEMMs (`what` "gemm") or RoPE + gated activation
-    ("elementwise"): the built encoder's on the torch engine; another engine runs its own graph and kernels (the
-    sides of one model share one build, whose kernels only the torch engine calls)."""
-    if plan.engine != DEFAULT_ENGINE:
-        return {"kernel": plan.engine, "reason": f"the {plan.engine} engine runs its own graph and kernels",
+def side_kernel(plan: Plan, choice) -> dict:
+    """A measured side's kernel as the record keeps it (`kernel_facts`) for the GEMMs or the RoPE + gated
+    activation: the build's on the torch engine; another engine runs its own graph and kernels (the sides of one
+    model share one build, whose kernels only the torch engine calls)."""
+    if plan.engine.name != DEFAULT_ENGINE:
+        return {"kernel": plan.engine.name, "reason": f"the {plan.engine.name} engine runs its own graph and kernels",
                 "source": "fixed"}
-    return {"kernel": getattr(encoder, what), "reason": getattr(encoder, f"{what}_reason"),
-            "source": getattr(encoder, f"{what}_source")}
+    return kernel_facts(choice)
 
 
 def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:
@@ -260,16 +268,17 @@ def interval_label(interval: dict) -> str:
     return label if interval["confidence"] >= requested else f"{label}, short of {requested:.0%}: too few rounds"
 
 
-def shared_encoders(plans: list[Plan], progress: Callable[[str], None] | None = None) -> dict[str, Encoder]:
-    """side -> its encoder; sides of one model on different engines share one (the same module and weights)."""
-    built: dict[RunConfig, Encoder] = {}
-    encoders = {}
+def shared_builds(plans: list[Plan], progress: Callable[[str], None] | None = None) -> dict[str, Built]:
+    """side -> its built model (`loading.build`), with the side's own plan (its engine); sides of one model on
+    different engines share one build (the same module and weights)."""
+    built: dict[RunConfig, Built] = {}
+    builds = {}
     for plan in plans:
-        model_config = replace(plan.config, engine=DEFAULT_ENGINE, compile=False)
+        model_config = replace(plan.config, engine=DEFAULT_ENGINE)
         if model_config not in built:
-            built[model_config] = build(plan, progress)
-        encoders[side_name(plan.config)] = built[model_config]
-    return encoders
+            built[model_config] = loading.build(plan.model_plan, progress)
+        builds[side_name(plan.config)] = replace(built[model_config], model=plan.model_plan)
+    return builds
 
 
 def ratio_text(ratio: dict) -> str:

@@ -1,4 +1,5 @@
-"""Exceptions that carry a message meant for the user (the CLI prints them on one line, exit 2)."""
+"""Exceptions that carry a message meant for the user (the CLI prints them on one line, exit 2), and the one rule
+for what counts as running out of device memory (`is_oom`: the max-batch search and every failure record)."""
 
 
 class UserError(Exception):
@@ -8,3 +9,15 @@ class UserError(Exception):
 class BackendUnavailable(UserError):
     """An attention backend was asked for explicitly but cannot run here."""
 
+
+# Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).
+OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def is_oom(error: BaseException) -> bool:
+    """True for the typed CUDA OOM and for RuntimeErrors (e.g. torch.AcceleratorError) whose message says
+    the device ran out of memory ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(marker.lower() in text for marker in OOM_MARKERS)

@@ -6,8 +6,9 @@ model, padded to the longest in the request otherwise. Real tokens only are coun
 cold call (apart), a warmup, then at least N requests and S seconds on the wall clock. Defaults follow
 optimum-benchmark's inference scenario (optimum_benchmark/scenarios/inference/config.py: duration=10 s,
 warmup_runs=10) but for the count: 100 requests, not its 10, so that p99 (the highest percentile printed) has
-one request beyond it (`bench.latency.samples_needed`); p99 of 10 is their maximum. The cold start of the
-model (load, first forward) is recorded apart.
+one request beyond it (`bench.latency.samples_needed`); p99 of 10 is their maximum. The model runs on the plan's
+engine, loaded through `loading` (threads, kernels, the accuracy gate); its cold start (load, then the engine's
+export, compile and first call on document 0 alone) is recorded apart.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from mbbench.batching import Batch as ModelBatch
+import torch
+
+from mbbench import loading
+from mbbench.batching import Batch
 from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
 from mbbench.bench.latency import LatencyRun, few_samples_note, measure_latency
 from mbbench.bench.loadgen import MAX_REQUESTS, MAX_SECONDS
 from mbbench.errors import UserError
+from mbbench.loading import LoadedModel
+from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, unsupported_record
 from mbbench.records import Latency, Record
-from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
+from mbbench.runner import MachineLoad, watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEFAULT_MIN_REQUESTS = 100  # one request beyond p99, the highest percentile printed (optimum-benchmark's is 10)
@@ -68,17 +74,18 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     """Measure one plan's per-request latency at each of `settings.batch_sizes`; its record (ok or unsupported).
 
     The plan must come from `plan.resolve(config, "latency", traffic=settings.traffic())`. Raises whatever
-    building or running the model raises (the store turns it into a failure record).
+    building, preparing or running the model raises, ParityFailure included (the store turns it into a failure
+    record).
     """
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
-    model = load_model(plan, progress)
-    first = first_call(model, plan.suite.document(0))
+    model = loading.load(plan.model_plan, lambda encoder: service_batches(plan, encoder, max(settings.batch_sizes)),
+                         progress)
     if progress:
-        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms (document 0, "
-                 f"{len(plan.suite.document(0))} tokens); {plan.documents} documents to draw from ({model.layout})")
-    points, machine = [], watch_load(plan)
+        progress(f"cold start: {cold_start_text(model)} (document 0, {len(plan.suite.document(0))} tokens); "
+                 f"{plan.documents} documents to draw from ({model.encoder.layout})")
+    points, machine = [], watch_load(plan, model.busy_threads)
     for batch_size in settings.batch_sizes:
         run = measure_batch_size(plan, model, settings, batch_size)
         points.append(run.to_dict())
@@ -87,36 +94,65 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
             progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
                      f"p99 {stats.p99 * 1e3:.1f} ms{few_samples_note(stats, (99,), 'requests')}, "
                      f"{run.tokens_per_second:,.0f} tokens/s")
-    load = machine()
-    payload = Latency(backend=model.backend, layout=model.layout, seed=settings.seed,
-                      min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
-                      timer=model.timer, clock=RealClock.kind, load_seconds=model.load_seconds, first_call_s=first,
-                      gemm=model.gemm, gemm_reason=model.gemm_reason,
-                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
-                      warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
-                      load_warning=load.warning)
-    return record(plan, payload)
+    return record(plan, latency_payload(model, settings, points, machine()))
+
+
+def service_batches(plan: Plan, encoder: Encoder, rows: int) -> list[Batch]:
+    """What `loading` prepares a latency or serving model on: document 0 alone (the engine's first call, the cold
+    call, and the accuracy gate's batch), then `rows` copies of the longest document used (the largest request,
+    for an exporting engine's host-memory check)."""
+    padded = encoder.layout == "padded"
+    first = model_batch([plan.suite.document(0)], padded, encoder.pad_token_id)
+    return [first, model_batch([longest_document(plan)] * rows, padded, encoder.pad_token_id)]
+
+
+def longest_document(plan: Plan) -> torch.Tensor:
+    """The longest of the documents a plan's requests draw from (its token ids)."""
+    lengths = plan.suite.lengths[:plan.documents]
+    return plan.suite.document(max(range(len(lengths)), key=lengths.__getitem__))
+
+
+def cold_start_text(model: LoadedModel) -> str:
+    """'load 1.20 s, first call 35.1 ms' (and the export and compile of an exporting engine), for people."""
+    info = model.engine.info
+    steps = [f"{name} {seconds:.2f} s" for name, seconds in (("export", info.export_seconds),
+                                                              ("compile", info.compile_seconds)) if seconds is not None]
+    return ", ".join([f"load {model.built.load_seconds:.2f} s", *steps,
+                      f"first call {(info.first_call_seconds or 0.0) * 1e3:.1f} ms"])
+
+
+def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[dict], load: MachineLoad) -> Latency:
+    """The record's numbers: each batch size's point, the engine that ran with its cold start and gate, the build."""
+    built, info = model.built, model.engine.info
+    return Latency(backend=model.encoder.backend, layout=model.encoder.layout, seed=settings.seed,
+                   min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
+                   timer=model.timer, clock=RealClock.kind, load_seconds=built.load_seconds,
+                   first_call_s=info.first_call_seconds, gemm=built.gemm.kernel, gemm_reason=built.gemm.text,
+                   elementwise=built.elementwise.kernel, elementwise_reason=built.elementwise.text,
+                   warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
+                   load_warning=load.warning, engine_info=info.to_dict(),
+                   parity=model.parity.to_dict() if model.parity else None,
+                   cold_start_seconds=model.cold_start_seconds)
 
 
 def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int) -> LatencyRun:
     """The closed loop at one batch size: cold call (request 0), warmup, then the timed requests 1, 2, ..."""
     make_request = latency_requests(plan.suite.document, plan.documents, batch_size, settings.seed, model.padded,
-                                    model.device, model.pad_token_id)
+                                    model.device, model.encoder.pad_token_id)
     warmup = warmup_requests(plan, model, make_request, batch_size, settings.warmup)
-    return measure_latency(latency_call(model.forward, model.device), make_request, settings.min_requests,
+    return measure_latency(latency_call(model.engine, model.device), make_request, settings.min_requests,
                            settings.min_seconds, RealClock(), batch_size, warmup)
 
 
-def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], ModelBatch], batch_size: int,
-                    count: int) -> list[ModelBatch]:
+def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], Batch], batch_size: int,
+                    count: int) -> list[Batch]:
     """`count` untimed requests: the largest shape first (`batch_size` copies of the longest document used, so
     the allocator has grown to the peak the timed part can reach), then timed requests 1 .. count-1 themselves
     (the shapes the timed part starts with)."""
     if count == 0:
         return []
-    lengths = plan.suite.lengths[:plan.documents]
-    longest = plan.suite.document(max(range(len(lengths)), key=lengths.__getitem__))
-    largest = model_batch([longest] * batch_size, model.padded, model.pad_token_id).to(model.device)
+    largest = model_batch([longest_document(plan)] * batch_size, model.padded,
+                          model.encoder.pad_token_id).to(model.device)
     return [largest, *(make_request(index) for index in range(1, count))]
 
 

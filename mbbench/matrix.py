@@ -20,9 +20,9 @@ import socket
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, get_args, get_type_hints
 
 import torch
 
@@ -34,16 +34,31 @@ from mbbench.errors import UserError
 from mbbench.hardware.gpus import accelerator_type, basket, basket_ids_for, match_device_name
 from mbbench.models import registry
 from mbbench.plan import DEFAULT_CPU_DOCS, Plan, RunConfig, failure_record, resolve
-from mbbench.records import DeviceInfo, Record
+from mbbench.records import COMPILE_ENGINE, DeviceInfo, Record
 from mbbench.suites import Suite, load_suite
 
 AXES = ("models", "suites", "protocols", "backends", "dtypes", "engines", "gpus")
-# RunConfig settings a matrix may set once for every configuration (its [options] table), with their types;
-# named as on the command line (`runs`: the number of timed passes, `RunConfig.passes`).
-OPTIONS = {"batch_size": int, "token_budget": int, "docs": int, "runs": int, "warmup_batches": int, "device": str,
-           "compile": bool, "time_transfer": bool, "telemetry": bool, "seed": int, "weights": str, "tiny": bool,
-           "threads": int}
-CONFIG_FIELDS = {"runs": "passes"}  # option name -> RunConfig field, where they differ
+AXIS_FIELDS = ("model", "suite", "protocol", "backend", "dtype", "engine")  # RunConfig fields the axes set
+SET_BY_MBBENCH = ("engine_cache", "placement")  # RunConfig fields no matrix sets (the environment, the GPU axis)
+CONFIG_FIELDS = {"runs": "passes"}  # option name -> RunConfig field, where they differ (as on the command line)
+DEPRECATED_OPTIONS = {"compile": bool}  # `compile = true`: the older spelling of engines = ["torch-compile"]
+
+
+def option_types() -> dict[str, type]:
+    """The options a matrix may set once for every configuration (its [options] table, and the command line's):
+    every RunConfig field but the axes' and those mbbench sets, named as on the command line, with its type."""
+    hints = get_type_hints(RunConfig)
+    named = {field: option for option, field in CONFIG_FIELDS.items()}
+    options = {}
+    for field in fields(RunConfig):
+        if field.name in AXIS_FIELDS or field.name in SET_BY_MBBENCH:
+            continue
+        kinds = [kind for kind in get_args(hints[field.name]) if kind is not type(None)] or [hints[field.name]]
+        options[named.get(field.name, field.name)] = kinds[0]
+    return options | DEPRECATED_OPTIONS
+
+
+OPTIONS = option_types()
 
 
 @dataclass(frozen=True)
@@ -91,10 +106,23 @@ def build_spec(file_data: dict, axes: dict[str, tuple[str, ...]], options: dict)
     if not merged["models"] or not merged["suites"]:
         raise UserError("a matrix needs at least one model and one suite (--model/--suite or a --file)")
     chosen_options = dict(file_data.get("options", {})) | {k: v for k, v in options.items() if v is not None}
+    engines = merged["engines"] or (DEFAULT_ENGINE,)
+    if chosen_options.pop("compile", False):
+        engines = compiled_engines(engines)
     return MatrixSpec(models=merged["models"], suites=merged["suites"],
                       protocols=merged["protocols"] or ("rigorous",), backends=merged["backends"] or ("auto",),
-                      dtypes=merged["dtypes"] or (None,), engines=merged["engines"] or (DEFAULT_ENGINE,),
-                      gpus=merged["gpus"], options=chosen_options)
+                      dtypes=merged["dtypes"] or (None,), engines=engines, gpus=merged["gpus"],
+                      options=chosen_options)
+
+
+def compiled_engines(engines: tuple[str, ...]) -> tuple[str, ...]:
+    """The engines axis under `compile` (the older spelling of torch-compile): torch becomes torch-compile; UserError
+    for any other engine, which `compile` cannot mean."""
+    others = sorted(set(engines) - {DEFAULT_ENGINE, COMPILE_ENGINE})
+    if others:
+        raise UserError(f"--compile means --engine {COMPILE_ENGINE}; it cannot be combined with --engine "
+                        f"{', '.join(others)}")
+    return (COMPILE_ENGINE,)
 
 
 @dataclass(frozen=True)
@@ -151,8 +179,8 @@ def expand(spec: MatrixSpec, device_kind: str, command_line: str | None = None) 
                     continue
                 cfg = replace(base, model=model, suite=name, protocol=protocol, backend=backend, dtype=dtype,
                               engine=engine_name, placement=label if device_kind == "cpu" else None)
-                planned = resolve(cfg, device=unplaced(device_kind, label), suite=suite)
-                task = Task(cfg, suite, label, device_kind, planned, command_line)
+                task = Task(cfg, suite, label, device_kind, plan_unplaced(cfg, suite, device_kind, label),
+                            command_line)
                 if task.key in tasks:
                     notes.append(f"left out a duplicate of {task.label} ({task.key[1]})")
                     continue
@@ -165,6 +193,12 @@ def _base_config(options: dict) -> RunConfig:
     if unknown:
         raise UserError(f"unknown matrix option(s): {', '.join(unknown)}")
     return RunConfig(model="", suite="", **{CONFIG_FIELDS.get(k, k): v for k, v in options.items()})
+
+
+def plan_unplaced(config: RunConfig, suite: Suite, device_kind: str, label: str | None) -> Plan:
+    """A task's plan before a node takes it: resolved on `unplaced`'s device, the checks that need the device left
+    to the node (`plan.resolve(..., placed=False)`)."""
+    return resolve(config, device=unplaced(device_kind, label), suite=suite, placed=False)
 
 
 def unplaced(device_kind: str, label: str | None) -> DeviceInfo:
@@ -421,6 +455,6 @@ def _runnable_here(tasks: list[Task], local_label: str | None, say: Callable[[st
 def plan_row(task: Task, state: str) -> dict:
     """One row of `matrix --dry-run`."""
     return {"model": task.planned.identity.display_model, "suite": task.suite.name, "gpu_type": task.accelerator or "",
-            "protocol": task.config.protocol, "engine": task.planned.engine, "backend": task.config.backend,
+            "protocol": task.config.protocol, "engine": task.planned.engine.name, "backend": task.config.backend,
             "dtype": task.planned.dtype, "threads": task.planned.identity.threads,
             "configuration": task.key[1], "state": state}

@@ -37,10 +37,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mbbench import environment
+from mbbench import environment, loading
 from mbbench.batching import PackedBatch, pack_documents
-from mbbench.bench import cpu_cost, kernel_choice
-from mbbench.bench.elementwise import elementwise_times
+from mbbench.bench import cpu_cost
 from mbbench.bench.kernel_choice import KernelChoice
 from mbbench.bench.matmul import cpu_gemm_rates, prefetch_gemm_timings
 from mbbench.bench.paired import OnPass, Timer, median_interval, run_paired
@@ -48,7 +47,7 @@ from mbbench.bench.timing import timed
 from mbbench.calibration import default_calibration
 from mbbench.device import detect, isa_flags, torch_device
 from mbbench.dtypes import parse_dtype
-from mbbench.engines import Threads, apply_threads, threads_from
+from mbbench.engines import DEFAULT_ENGINE, Threads, get_engine, threads_from
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import perfmodel
@@ -56,10 +55,8 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.models import registry
 from mbbench.models.attention import BackendChoice
 from mbbench.models.config import from_glu
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.spec import ModelSpec
-from mbbench.plan import check_kernels, matmul_precision, resolve_dtype_name
+from mbbench.plan import ModelPlan, check_kernels, matmul_precision, resolve_dtype_name
 from mbbench.records import DeviceInfo, Identity, MeasuredSweep, Record, SuiteInfo, SweepCandidate, now
 from mbbench.results import Store
 from mbbench.suites import load_suite, make_batches, portable_path, select_documents
@@ -248,20 +245,21 @@ def candidate_spec(candidate: Candidate, head_dim: int | None = None) -> ModelSp
 # -------------------------------------------------------------------------------- building and predicting
 
 def build_shape(plan: SweepPlan, candidate: Candidate) -> Built:
-    """The shape's encoder on the plan's device and dtype, its kernels as `run` chooses them (the kernel cache's
-    timings at its own shapes, or the pins; cuBLAS and eager on a GPU)."""
-    shape = candidate.shape
+    """The shape's model loaded through `loading` on the plan's device and dtype: its kernels as `run` chooses them
+    (the kernel cache's timings at its own shapes, or the pins; cuBLAS and eager on a GPU), the torch engine
+    prepared on the workload's first batch and past the accuracy gate."""
+    loaded = loading.load(shape_model(plan, candidate), lambda encoder: plan.workload.batches)
+    return Built(loaded.engine, loaded.built.gemm, loaded.built.elementwise)
+
+
+def shape_model(plan: SweepPlan, candidate: Candidate) -> ModelPlan:
+    """What `loading` builds for one shape: our reference ModernBERT at it, seeded, on the torch engine, with the
+    sweep's device, dtype, backend, threads and pins."""
     settings = plan.settings
-    cpu = plan.device.kind == "cpu"
-    rates = cpu_gemm_rates(tuple(shape.gemms().values()), plan.torch_dtype, plan.threads.intra) if cpu else None
-    gemm = kernel_choice.gemm_for(rates, settings.gemm, DEFAULT_GEMM)
-    times = elementwise_times(shape.heads, shape.head_dim, shape.ffn, "gelu", plan.torch_dtype, plan.threads.intra) \
-        if cpu and not settings.elementwise else None
-    elementwise = kernel_choice.elementwise_for(times, settings.elementwise, DEFAULT_ELEMENTWISE)
-    options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend.name, settings.seed, None,
-                                    gemm.kernel, elementwise.kernel)
-    encoder = registry.encoder(candidate_spec(candidate), options)
-    return Built(encoder, gemm, elementwise)
+    return ModelPlan(spec=candidate_spec(candidate), shape=candidate.shape, label=f"{MODEL} {label(candidate)}",
+                     device=plan.device, torch_device=plan.torch_device, dtype=plan.torch_dtype,
+                     backend=plan.backend.name, backend_reason=plan.backend.reason, engine=get_engine(DEFAULT_ENGINE),
+                     threads=plan.threads, seed=settings.seed, gemm=settings.gemm, elementwise=settings.elementwise)
 
 
 def predict_shape(plan: SweepPlan, candidate: Candidate, built: Built) -> Predicted:
@@ -354,7 +352,9 @@ def measure(plan: SweepPlan, store: Store, hooks: Hooks = DEFAULT_HOOKS, progres
     are measured. KeyboardInterrupt propagates after the blocks already finished are written. Raises whatever
     building or running a shape raises.
     """
-    apply_threads(plan.threads)  # before any kernel is timed or model built
+    # before the peak's GEMMs are timed (each shape's build applies them too): the counts read back are what the
+    # shapes run with and what the busy warning judges against
+    plan = replace(plan, threads=loading.apply_threads(plan.threads))
     kept, anchor_rounds = previous(plan, store, force)
     shapes = list(kept)
     blocks = blocks_to_measure(plan, {shape_key(c) for c in kept})

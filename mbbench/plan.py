@@ -20,25 +20,25 @@ from pathlib import Path
 import torch
 
 from mbbench import allocator, environment
-from mbbench.bench.maxbatch import is_oom
 from mbbench.calibration import paper_timing_batch
 from mbbench.device import detect, torch_device
 from mbbench.dtypes import dtype_name, parse_dtype
-from mbbench.engines import (DEFAULT_CACHE_DIR, DEFAULT_ENGINE, ParityFailure, Threads, TorchCompileEngine, get_engine,
-                             threads_from)
-from mbbench.errors import UserError
+from mbbench.engines import (DEFAULT_CACHE_DIR, DEFAULT_ENGINE, Engine, ParityFailure, Threads, TorchCompileEngine,
+                             get_engine, threads_from)
+from mbbench.errors import UserError, is_oom
 from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.models import registry
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
-from mbbench.models.fused import inductor_refusal
+from mbbench.models.attention import BackendChoice
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.elementwise import inductor_refusal
 from mbbench.models.gemm import KERNELS as GEMM_KERNELS
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available
 from mbbench.models.spec import ModelSpec
-from mbbench.records import (COMPILE_ENGINE, MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo,
-                             Payload, Record, SuiteInfo)
+from mbbench.records import (MEASUREMENTS, ConfigChange, DeviceInfo, Failure, Identity, ModelInfo, Payload, Record,
+                             SuiteInfo)
 from mbbench.suites import Suite, check_vocabulary, load_suite, portable_path
 from mbbench.units import parse_size
 
@@ -84,30 +84,20 @@ class RunConfig:
     warmup_batches: int | None = None  # None: the protocol's (rigorous: one full pass; paper: one batch)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     engine: str = DEFAULT_ENGINE  # torch, torch-compile, onnxruntime or openvino (`mbbench list engines`)
-    compile: bool = False  # deprecated spelling of engine="torch-compile"; kept equal to it
     threads: int | None = None  # intra-op threads; None: torch's current torch.get_num_threads()
     engine_cache: str | None = None  # where exports are cached (None: engines.DEFAULT_CACHE_DIR); not identity
     time_transfer: bool = False
     telemetry: bool = True
     seed: int = 0
     weights: str | None = None  # a local checkpoint directory
-    tiny: bool = False  # tiny variant of the model's family (tests, smoke runs)
+    tiny: bool = False  # tiny variant of the model's family (tests, smoke runs): resolved into `ModelSpec.tiny`
     placement: str | None = None  # the Ray node type a CPU matrix task asked for (part of its identity)
     gemm: str | None = None  # a pinned GEMM kernel (`--gemm`, `models.gemm.KERNELS`); None: chosen (kernel cache)
-    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`, `models.fused.KERNELS`)
-
-    def __post_init__(self) -> None:
-        # `--compile` is the older spelling of `--engine torch-compile`: either sets the other
-        if self.compile and self.engine not in (DEFAULT_ENGINE, COMPILE_ENGINE):
-            raise UserError(f"--compile means --engine {COMPILE_ENGINE}; it cannot be combined with --engine "
-                            f"{self.engine}")
-        if self.compile:
-            object.__setattr__(self, "engine", COMPILE_ENGINE)
-        object.__setattr__(self, "compile", self.engine == COMPILE_ENGINE)
+    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`, `models.elementwise.KERNELS`)
 
     def validate(self) -> ModelSpec:
-        """The model's catalogue row; UserError for any value no device could run (checks that need the device
-        are in `resolve`)."""
+        """The model's catalogue row (its tiny variant with `tiny`); UserError for any value no device could run
+        (the engine and the checks that need the device are `resolve`'s)."""
         for name, value, low in (("--runs", self.passes, 1), ("--docs", self.docs, 1),
                                  ("--batch-size", self.batch_size, 1), ("--token-budget", self.token_budget, 1),
                                  ("--threads", self.threads, 1)):
@@ -122,50 +112,88 @@ class RunConfig:
                             "or a token budget; choose one")
         if self.protocol not in PROTOCOLS:
             raise UserError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-        spec = registry.get_spec(self.model)
+        spec = registry.get_spec(self.model, self.tiny)
         registry.require_available(spec)
         registry.check_backend(spec, self.backend)
         if self.dtype is not None:
             dtype_name(self.dtype)  # UserError for an unknown name
         if self.token_budget is not None and not spec.unpadded:
             raise UserError(f"--token-budget needs an unpadded model; {self.model} runs padded batches")
-        get_engine(self.engine).version()  # UserError: an unknown engine, or its extra is not installed
         check_kernel_names(self.gemm, self.elementwise)
         return spec
 
 
 @dataclass(frozen=True)
+class ModelPlan:
+    """The model a plan runs and how: what `loading.load` builds (a `Plan`'s `model_plan`, or one shape of a measured
+    sweep). Everything in it is resolved: the row (tiny variant included), the backend for this workload and why,
+    the engine checked for this model and device, the threads."""
+
+    spec: ModelSpec
+    shape: Shape
+    label: str  # the model's name for people (`Identity.display_model`)
+    device: DeviceInfo
+    torch_device: str  # "cpu" or "cuda:N"
+    dtype: torch.dtype
+    backend: str
+    backend_reason: str
+    engine: Engine
+    threads: Threads
+    seed: int = 0  # seeded random weights
+    weights: str | None = None  # a local checkpoint directory (`--weights`)
+    gemm: str | None = None  # a pinned GEMM kernel (`--gemm`); None: chosen (`bench.kernel_choice`)
+    elementwise: str | None = None  # a pinned element-wise kernel (`--elementwise`)
+    engine_cache: Path = DEFAULT_CACHE_DIR  # where an exporting engine's exports are cached (not identity)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Everything a measurement, search or prediction needs, resolved; its identity names its record."""
+    """Everything a measurement, search or prediction needs, resolved; its identity names its record. Built by
+    keyword, by `resolve` only."""
 
     config: RunConfig
     measurement: str  # "throughput", "max_batch", "prediction", "latency" or "serving"
-    spec: ModelSpec
-    shape: Shape  # the performance model's view of the model (tiny variant when config.tiny)
+    # the model
+    spec: ModelSpec  # the catalogue row, its tiny variant when asked (`spec.tiny`)
+    shape: Shape  # the performance model's view of the model
     parameters: int  # of the bare encoder, counted once
-    suite: Suite
+    config_changes: tuple[ConfigChange, ...]  # --weights: the checkpoint's config fields that differ from the row
+    # the device
     device: DeviceInfo
+    placed: bool  # resolved on the device it runs on (False: a matrix task planned before a node takes it)
     gpu: GPU | None  # the device's basket entry (datasheet), None on CPU or off the basket
     torch_device: str  # "cpu" or "cuda:N"
+    # the precision
     dtype: str  # canonical name
     torch_dtype: torch.dtype
+    # the attention
+    backend: str  # the backend that will be built: `auto` resolved for this device and workload
+    backend_reason: str  # why (a measured crossover, a kernel that cannot run here, "asked for")
+    # the work
+    suite: Suite
     batch_size: int | None
     token_budget: int | None
     documents: int  # documents used (the first N of the suite)
     warmup_batches: int | None  # None: one full pass
+    # the engine and threads
+    engine: Engine  # what runs the model, checked for this model, device and dtype
+    threads: Threads  # applied once, by `loading.load`, before the model is built and timed
     identity: Identity
-    notes: tuple[str, ...] = field(default=())
-    backend: str = "auto"  # the backend that will be built: `auto` resolved for this device and workload
-    backend_reason: str = ""  # why (a measured crossover, a kernel that cannot run here, "asked for")
-    # --weights: the checkpoint's config fields that differ from the row, which the built model runs with
-    config_changes: tuple[ConfigChange, ...] = ()
-    engine: str = DEFAULT_ENGINE  # what runs the model, checked for this model, device and dtype
-    threads: Threads = field(default_factory=lambda: threads_from(None))  # applied before building and timing
+    notes: tuple[str, ...] = ()
 
     @property
     def engine_cache(self) -> Path:
         """Where the engine's exports are cached (not part of the identity: a cache hit computes the same)."""
         return Path(self.config.engine_cache) if self.config.engine_cache else DEFAULT_CACHE_DIR
+
+    @property
+    def model_plan(self) -> ModelPlan:
+        """What `loading.load` builds for this plan."""
+        return ModelPlan(spec=self.spec, shape=self.shape, label=self.identity.display_model, device=self.device,
+                         torch_device=self.torch_device, dtype=self.torch_dtype, backend=self.backend,
+                         backend_reason=self.backend_reason, engine=self.engine, threads=self.threads,
+                         seed=self.config.seed, weights=self.config.weights, gemm=self.config.gemm,
+                         elementwise=self.config.elementwise, engine_cache=self.engine_cache)
 
     @property
     def protocol(self) -> Protocol:
@@ -186,6 +214,11 @@ class Plan:
     def suite_info(self) -> SuiteInfo:
         return SuiteInfo(path=portable_path(self.suite), documents=self.suite.definition.documents,
                          max_length=self.suite.max_length)
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether the plan is resolved on a device that will run it (its kernels and engine checked there)."""
+        return self.placed and self.device.kind in ("cpu", "cuda")
 
     def unsupported_reason(self) -> str | None:
         """Why the model cannot run this suite at all (the paper's "–"), or None."""
@@ -247,92 +280,155 @@ def checkpoint_sha256(path: str | None) -> str | None:
 
 
 def resolve(config: RunConfig, measurement: str = "throughput", device: DeviceInfo | None = None,
-            suite: Suite | None = None, limits: tuple = (), traffic: tuple = ()) -> Plan:
-    """Resolve a request on a device (detected from `config.device` when not given) into a Plan.
+            suite: Suite | None = None, limits: tuple = (), traffic: tuple = (), placed: bool = True) -> Plan:
+    """Resolve a request on a device (detected from `config.device` when not given) into a Plan, in parts: the
+    work, the precision, the attention, the engine and threads, the identity.
 
-    `suite` may be passed already loaded (a matrix task carries its suite, so a user's file need not
-    exist on the node). `limits`: a max-batch search's settings, part of its identity. `traffic`: a
-    latency or serving measurement's settings as (name, value) pairs, part of its identity (requests
-    carry their own batches, so such a plan has no batch size or token budget). Raises UserError for
-    every impossible or conflicting option, ValueError for a measurement outside `records.MEASUREMENTS`.
+    `suite` may be passed already loaded (a matrix task carries its suite, so a user's file need not exist on the
+    node). `limits`: a max-batch search's settings, part of its identity. `traffic`: a latency or serving
+    measurement's settings as (name, value) pairs, part of its identity (requests carry their own batches, so such
+    a plan has no batch size or token budget). `placed=False`: a task planned before it reaches its device (a
+    matrix's driver); the checks that need the device wait for the node, which resolves it again. Raises UserError
+    for every impossible or conflicting option, ValueError for a measurement outside `records.MEASUREMENTS`.
     """
     if measurement not in MEASUREMENTS:
         raise ValueError(f"measurement {measurement!r} not in {MEASUREMENTS}")
     spec = config.validate()
+    engine = get_engine(config.engine)
+    engine.version()  # UserError: its extra is not installed
     suite = suite or load_suite(config.suite)
     device = device or detect(config.device)
-    check_vocabulary(suite, registry.model_config(spec, config.tiny).vocab_size, config.model)
-    notes = []
-    docs = config.docs
-    if docs is None and device.kind == "cpu" and measurement == "throughput":
+    check_vocabulary(suite, registry.model_config(spec).vocab_size, config.model)
+    work = resolve_work(config, measurement, suite, device.kind)
+    gpu = basket().get(device.basket_id or "")
+    precision = resolve_precision(config, device.kind, gpu)
+    device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
+    runs_here = placed and device.kind in ("cpu", "cuda")
+    attention = resolve_attention(config, spec, engine, suite, work.documents, device.kind, device_string,
+                                  precision.torch_dtype) if runs_here else BackendChoice(config.backend, "")
+    weights_sha256 = checkpoint_sha256(config.weights)  # first: a missing directory is named as such
+    changes = registry.checkpoint_changes(spec, config.weights) if config.weights else ()
+    threads = resolve_engine_and_threads(config, spec, engine, device.kind, device_string, precision.torch_dtype,
+                                         runs_here)
+    identity = plan_identity(config, measurement, suite, device, precision.dtype, work, threads, weights_sha256,
+                             limits, traffic)
+    notes = work.notes + precision.notes + ((describe_changes(config.weights, changes),) if changes else ())
+    return Plan(config=config, measurement=measurement, spec=spec, shape=registry.shape_of(spec),
+                parameters=registry.count_parameters(spec), config_changes=changes, device=device, placed=placed,
+                gpu=gpu, torch_device=device_string, dtype=precision.dtype, torch_dtype=precision.torch_dtype,
+                backend=attention.name, backend_reason=attention.reason, suite=suite, batch_size=work.batch_size,
+                token_budget=work.token_budget, documents=work.documents or 0, warmup_batches=work.warmup_batches,
+                engine=engine, threads=threads, identity=identity, notes=notes)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a plan runs over: the documents used (None: a max-batch search, which makes its own), the batching
+    (a document count or a token budget; neither for latency and serving, whose requests are their batches), the
+    warmup, and the notes a person needs about them."""
+
+    documents: int | None
+    batch_size: int | None
+    token_budget: int | None
+    warmup_batches: int | None
+    notes: tuple[str, ...]
+
+
+def resolve_work(config: RunConfig, measurement: str, suite: Suite, device_kind: str) -> Work:
+    """The plan's work. A CPU throughput run subsamples DEFAULT_CPU_DOCS documents unless told; the batch defaults
+    to `default_batch_size`. UserError for a token budget below the longest document used (never split)."""
+    notes, docs = [], config.docs
+    if docs is None and device_kind == "cpu" and measurement == "throughput":
         docs = DEFAULT_CPU_DOCS
         notes.append(f"CPU run: subsampling {docs} documents per suite (--docs to change)")
     documents = min(docs, suite.definition.documents) if docs else suite.definition.documents
     if docs and docs > suite.definition.documents:
         notes.append(f"--docs {docs}: suite {suite.name} has {suite.definition.documents} documents; using all of them")
+    warmup = PROTOCOLS[config.protocol].warmup_batches if config.warmup_batches is None else config.warmup_batches
     if measurement == "max_batch":
-        batch_size, token_budget, documents = None, None, None
-    elif measurement in ("latency", "serving"):  # each request is its own batch (latency) or the batcher's
-        batch_size, token_budget = None, None
-    else:
-        token_budget = config.token_budget
-        batch_size = None if token_budget else (config.batch_size or
-                                                default_batch_size(suite, config.model, config.protocol))
-        longest = max(suite.lengths[:documents])
-        if token_budget is not None and token_budget < longest:
-            raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "
-                            f"({longest} tokens); a document is never split, so use at least {longest}")
-    dtype = resolve_dtype(config, device.kind)
-    torch_dtype = parse_dtype(dtype)
-    default_dtype = resolve_dtype(replace(config, dtype=None), device.kind)
+        return Work(None, None, None, warmup, tuple(notes))
+    if measurement in ("latency", "serving"):  # each request is its own batch (latency) or the batcher's
+        return Work(documents, None, None, warmup, tuple(notes))
+    token_budget = config.token_budget
+    batch_size = None if token_budget else (config.batch_size or default_batch_size(suite, config.model,
+                                                                                   config.protocol))
+    longest = max(suite.lengths[:documents])
+    if token_budget is not None and token_budget < longest:
+        raise UserError(f"--token-budget {token_budget} is smaller than the longest document used "
+                        f"({longest} tokens); a document is never split, so use at least {longest}")
+    return Work(documents, batch_size, token_budget, warmup, tuple(notes))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype a plan runs in (canonical name and torch dtype), and why, when it is not the protocol's."""
+
+    dtype: str
+    torch_dtype: torch.dtype
+    notes: tuple[str, ...]
+
+
+def resolve_precision(config: RunConfig, device_kind: str, gpu: GPU | None) -> Precision:
+    """The dtype asked for, else the protocol's for the device; on a basket GPU without tensor cores for the
+    protocol's dtype (T4: no bf16) the GPU's half precision, said in a note."""
+    dtype = resolve_dtype(config, device_kind)
+    default_dtype = resolve_dtype(replace(config, dtype=None), device_kind)
+    notes = []
     if dtype != default_dtype:  # the record still names the protocol: say what was changed in it
         notes.append(f"dtype {dtype} overrides the {config.protocol} protocol's {default_dtype}")
-    gpu = basket().get(device.basket_id or "")
-    if config.dtype is None and gpu and gpu.effective_dtype(dtype) != dtype:  # T4: no bf16 tensor cores
+    if config.dtype is None and gpu and gpu.effective_dtype(dtype) != dtype:
         notes.append(f"{gpu.name} has no {dtype} tensor cores: the {config.protocol} protocol runs it in "
                      f"{gpu.effective_dtype(dtype)}")
         dtype = gpu.effective_dtype(dtype)
-        torch_dtype = parse_dtype(dtype)
-    device_string = torch_device(device) if device.kind in ("cpu", "cuda") else "cpu"
-    backend, backend_reason = config.backend, ""
-    if device.kind in ("cpu", "cuda") and not device.name.startswith("not reached"):  # a placed device
-        registry.check_runs(spec, config.backend, device_string, torch_dtype)
-        choice = registry.choose_backend(spec, config.backend, device_string, torch_dtype,
-                                         suite.lengths[:documents] if documents else suite.lengths)
-        backend, backend_reason = choice.name, choice.reason
-        if isinstance(get_engine(config.engine), TorchCompileEngine) and backend == "flex" and device.kind == "cpu":
-            raise UserError(f"--engine {config.engine} with the flex backend cannot run on CPU: torch.compile marks "
-                            "shapes dynamic once a second one arrives and reaches Inductor's dynamic CPU flex "
-                            "template, whose C++ does not compile (torch 2.13); run on the torch engine (flex is "
-                            "compiled on its own, per length) or pick another backend")
-    weights_sha256 = checkpoint_sha256(config.weights)  # first: a missing directory is named as such
-    changes = registry.checkpoint_changes(spec, config.weights, config.tiny) if config.weights else ()
-    if changes:  # the encoder is built from the same checkpoint config (registry.encoder)
-        notes.append(describe_changes(config.weights, changes))
-    check_engine(config.engine, spec, device, device_string, torch_dtype)
-    if device.kind in ("cpu", "cuda"):
-        check_kernels(config.gemm, config.elementwise, device.kind, torch_dtype)
-    threads = threads_from(config.threads)
-    cpu = device.kind == "cpu"
-    protocol = PROTOCOLS[config.protocol]
-    warmup = protocol.warmup_batches if config.warmup_batches is None else config.warmup_batches
-    timing = measurement == "throughput"
-    identity = Identity(
+    return Precision(dtype, parse_dtype(dtype), tuple(notes))
+
+
+def resolve_attention(config: RunConfig, spec: ModelSpec, engine: Engine, suite: Suite, documents: int | None,
+                      device_kind: str, device_string: str, dtype: torch.dtype) -> BackendChoice:
+    """The attention backend that will be built on this device for this workload (`auto` chosen by
+    `registry.choose_backend`), and why. UserError (BackendUnavailable) for a named backend that cannot run here,
+    and for torch.compile with flex on a CPU."""
+    registry.check_runs(spec, config.backend, device_string, dtype)
+    choice = registry.choose_backend(spec, config.backend, device_string, dtype,
+                                     suite.lengths[:documents] if documents else suite.lengths)
+    if isinstance(engine, TorchCompileEngine) and choice.name == "flex" and device_kind == "cpu":
+        raise UserError(f"--engine {engine.name} with the flex backend cannot run on CPU: torch.compile marks "
+                        "shapes dynamic once a second one arrives and reaches Inductor's dynamic CPU flex "
+                        "template, whose C++ does not compile (torch 2.13); run on the torch engine (flex is "
+                        "compiled on its own, per length) or pick another backend")
+    return choice
+
+
+def resolve_engine_and_threads(config: RunConfig, spec: ModelSpec, engine: Engine, device_kind: str,
+                               device_string: str, dtype: torch.dtype, runs_here: bool) -> Threads:
+    """The threads every engine runs with (`--threads`, else torch's current count), after checking that `engine`
+    and the pinned kernels can run the model here: UserError (EngineUnavailable) for a packed model an exporting
+    engine refuses or a device the engine cannot use; a task not yet placed is checked for the model's layout
+    only, and the node it lands on checks the rest when it resolves the task again."""
+    engine.check_configuration(spec.layout, torch.device(device_string if runs_here else "cpu"),
+                               dtype if runs_here else torch.float32)
+    if device_kind in ("cpu", "cuda"):
+        check_kernels(config.gemm, config.elementwise, device_kind, dtype)
+    return threads_from(config.threads)
+
+
+def plan_identity(config: RunConfig, measurement: str, suite: Suite, device: DeviceInfo, dtype: str, work: Work,
+                  threads: Threads, weights_sha256: str | None, limits: tuple, traffic: tuple) -> Identity:
+    """Everything that changes the plan's number (`records.Identity`): a CPU's threads and ISA, the timing
+    settings of a throughput run, the search's limits or the traffic of a latency or serving measurement."""
+    cpu, timing = device.kind == "cpu", measurement == "throughput"
+    return Identity(
         measurement=measurement, model=config.model, tiny=config.tiny, suite=suite.name,
         suite_fingerprint=suite.fingerprint, protocol=config.protocol, backend=config.backend, dtype=dtype,
         device=device.identity_name, device_index=device.index if device.kind == "cuda" else None,
-        weights_sha256=weights_sha256, batch_size=batch_size, token_budget=token_budget,
-        documents=documents, runs=config.passes if timing else None, warmup_batches=warmup if timing else None,
-        compile=config.compile, time_transfer=config.time_transfer,
+        weights_sha256=weights_sha256, batch_size=work.batch_size, token_budget=work.token_budget,
+        documents=work.documents, runs=config.passes if timing else None,
+        warmup_batches=work.warmup_batches if timing else None, time_transfer=config.time_transfer,
         placement=config.placement if cpu else None, limits=tuple(sorted(limits)),
         matmul_precision=matmul_precision(), traffic=tuple(sorted(traffic)), engine=config.engine,
         threads=threads.intra if cpu else None, interop_threads=threads.inter if cpu else None,
         cpu_isa=device.isa if cpu else None, gemm=config.gemm, elementwise=config.elementwise,
         allocator=allocator.configure().name if cpu else None)
-    return Plan(config, measurement, spec, registry.shape_of(spec, config.tiny),
-                registry.count_parameters(spec, config.tiny), suite, device, gpu,
-                device_string, dtype, torch_dtype, batch_size, token_budget, documents or 0, warmup, identity,
-                tuple(notes), backend, backend_reason, changes, config.engine, threads)
 
 
 def check_kernel_names(gemm: str | None, elementwise: str | None) -> None:
@@ -361,16 +457,6 @@ def describe_changes(path: str, changes: tuple[ConfigChange, ...]) -> str:
     """One line: the checkpoint's config values that run instead of the row's."""
     return (f"--weights {path} runs its own config where it differs from the row: "
             + ", ".join(f"{c.field} {c.ran!r} (row {c.row!r})" for c in changes))
-
-
-def check_engine(name: str, spec: ModelSpec, device: DeviceInfo, device_string: str, dtype: torch.dtype) -> None:
-    """UserError (EngineUnavailable) when engine `name` cannot run `spec` here: an unknown name, its extra not
-    installed, a packed model an exporting engine refuses, or a device the engine cannot use (onnxruntime on
-    CUDA without its CUDA provider). A task not yet placed (a matrix's driver) is checked for its software and
-    the model's layout only; the node it lands on checks the rest when it resolves the task again."""
-    placed = device.kind in ("cpu", "cuda") and not device.name.startswith("not reached")
-    get_engine(name).check_configuration(spec.layout, torch.device(device_string if placed else "cpu"),
-                                         dtype if placed else torch.float32)
 
 
 def matmul_precision() -> str:
@@ -433,7 +519,7 @@ def unsupported_record(plan: Plan, reason: str) -> Record:
 def failure_record(plan: Plan, error: BaseException) -> Record:
     """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
     parity = error.result.to_dict() if isinstance(error, ParityFailure) else None
-    return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend, engine=plan.engine,
+    return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend, engine=plan.engine.name,
                                 parity=parity), "failed", describe(error))
 
 

@@ -506,6 +506,11 @@ class Latency:
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the measurement
     load_warning: str | None = None
+    # the engine that ran (issue 33): `engines.EngineInfo.to_dict()`, the accuracy gate's `ParityResult.to_dict()`
+    # (None: the torch engine in fp32 on torch's kernels) and export + compile + first call (None: older records)
+    engine_info: dict | None = None
+    parity: dict | None = None
+    cold_start_seconds: float | None = None
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -561,6 +566,10 @@ class Serving:
     warmed: str = ""  # what the warmup covered, in words
     load: dict | None = None  # machine load at start and end of the load tests
     load_warning: str | None = None
+    # the engine that ran (issue 33), as in `Latency`
+    engine_info: dict | None = None
+    parity: dict | None = None
+    cold_start_seconds: float | None = None
 
     @property
     def rates(self) -> list[float]:

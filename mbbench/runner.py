@@ -8,251 +8,141 @@ send records home.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 
-from mbbench import allocator, engines, environment, estimate
+from mbbench import environment, estimate, loading
 from mbbench.batching import Batch, PackedBatch
 from mbbench.bench import telemetry, trial
-from mbbench.bench import kernel_choice
-from mbbench.bench.elementwise import ElementwiseTimes, elementwise_times
-from mbbench.bench.kernel_choice import FIXED, KernelChoice
-from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
+from mbbench.bench.matmul import GemmRates
 from mbbench.bench.maxbatch import search
-from mbbench.bench.throughput import measure_passes
+from mbbench.bench.throughput import PassTimes, measure_passes
 from mbbench.bench.timing import UNSTABLE_IQR, summarize
-from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine, References, host_memory
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
-from mbbench.models import registry
-from mbbench.models.encoders import Encoder, float32_twin
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.gemm import TORCH as DEFAULT_GEMM
+from mbbench.loading import LoadedModel
+from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, search_mode, unsupported_record
-from mbbench.progress import heartbeat
-from mbbench.records import MaxBatchSearch, Record, Throughput
+from mbbench.records import COMPILE_ENGINE, MaxBatchSearch, Record, Throughput
 from mbbench.suites import make_batches, select_documents
 
 Progress = Callable[[str], None]
 
 
-def cpu_gemm_peak(plan: Plan) -> GemmRates | None:
-    """Each GEMM kernel's rate at the plan's model shapes on this CPU (from the kernel cache, or measured once and
-    kept); None off CPU."""
-    if plan.device.kind != "cpu":
-        return None
-    return cpu_gemm_rates(tuple(plan.shape.gemms().values()), plan.torch_dtype, plan.threads.intra)
-
-
-def gemm_choice(plan: Plan, rates: GemmRates | None) -> KernelChoice:
-    """The kernel of the plan's linears and where the choice came from: on a GPU cuBLAS; transformers models keep
-    transformers' code (they measure what transformers does); our own models on a CPU take `--gemm`, else the
-    kernel `kernel_choice.decide` picks from the measured (or cached) rounds, ties going to torch's."""
-    if not registry.owns_gemms(plan.spec):
-        shipped = "torch's default (cuBLAS on CUDA)" if rates is None else \
-            "transformers' own linears, as shipped (torch's MKL path on CPU)"
-        return KernelChoice(DEFAULT_GEMM, FIXED, shipped + ("; --gemm applies to our own models" if plan.config.gemm
-                                                            else ""))
-    return kernel_choice.gemm_for(rates, plan.config.gemm, DEFAULT_GEMM)
-
-
-def cpu_elementwise_times(plan: Plan) -> ElementwiseTimes | None:
-    """Eager vs Inductor RoPE + gated activation at the plan's model shapes on this CPU (from the kernel cache, or
-    measured once and kept, compiling Inductor's kernels); None where `elementwise_choice` needs no measurement
-    (pinned with --elementwise, transformers models, another engine, GPUs)."""
-    activation = registry.gated_activation(plan.spec)
-    if plan.device.kind != "cpu" or not activation or plan.engine != DEFAULT_ENGINE or plan.config.elementwise:
-        return None
-    shape = plan.shape
-    return elementwise_times(shape.heads, shape.head_dim, shape.ffn, activation, plan.torch_dtype, plan.threads.intra)
-
-
-def elementwise_choice(plan: Plan, times: ElementwiseTimes | None) -> KernelChoice:
-    """The kernel of our own models' RoPE and gated activation and where the choice came from: `--elementwise`, else
-    on a CPU the one `kernel_choice.decide` picks (ties to eager); eager for transformers models (their own code),
-    under an engine other than torch (it runs its own graph), and on GPUs (Inductor's fused kernels are not
-    measured there yet)."""
-    if not registry.gated_activation(plan.spec):
-        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED, "transformers' own code, as shipped")
-    if plan.engine != DEFAULT_ENGINE:
-        return KernelChoice(DEFAULT_ELEMENTWISE, FIXED,
-                            f"eager in the module; the {plan.engine} engine runs its own graph")
-    return kernel_choice.elementwise_for(times, plan.config.elementwise, DEFAULT_ELEMENTWISE)
-
-
-def build(plan: Plan, progress: Progress | None = None) -> Encoder:
-    """The encoder of a plan, on the plan's device (index included) in its dtype, with its resolved backend, its
-    linears on the kernel `gemm_choice` picks and its RoPE and gated activation on the kernel `elementwise_choice`
-    picks (`encoder.gemm`, `encoder.elementwise`; where each choice came from in `*_source`, and why in
-    `*_reason`): every command that measures a plan builds it here, so `run`, `compare`, `latency` and `serve`
-    run the same model."""
-    allocator.configure()  # once per process, before the first large allocation (every command builds here)
-    gemm = gemm_choice(plan, cpu_gemm_peak(plan))  # from the kernel cache, or measured once, before any timing
-    elementwise = elementwise_choice(plan, cpu_elementwise_times(plan))  # likewise
-    if progress:
-        progress(f"building {plan.identity.display_model} ({plan.dtype}, backend {plan.backend}: "
-                 f"{plan.backend_reason or 'asked for'}, GEMM {gemm.kernel} ({gemm.source}), element-wise "
-                 f"{elementwise.kernel} ({elementwise.source})) on {plan.device.name} ({plan.torch_device})")
-    options = registry.BuildOptions(plan.torch_device, plan.torch_dtype, plan.backend, plan.config.seed,
-                                    plan.config.weights, gemm.kernel, elementwise.kernel)
-    encoder = registry.encoder(plan.spec, options, tiny=plan.config.tiny)
-    encoder.gemm_reason, encoder.elementwise_reason = gemm.text, elementwise.text
-    encoder.gemm_source, encoder.elementwise_source = gemm.source, elementwise.source
-    return encoder
-
-
-def prepare(plan: Plan, encoder: Encoder, first_batch: Batch, progress: Progress | None = None,
-            shared: dict[int, References] | None = None) -> tuple[PreparedEngine, ParityResult | None]:
-    """The plan's engine prepared from `encoder` (the module and weights torch runs), and its accuracy gate.
-
-    `first_batch` is moved to the plan's device; the engine's first call on it is timed as its cold start. Then
-    the engine's output on it is judged against the same weights in fp32 run by torch eager (`engines.parity`:
-    fp32 1e-4; reduced precision against torch eager's own error in that dtype) before anything is timed. The
-    parity is None only for the torch engine in fp32 on torch's kernels: it is that function. `shared` keeps the
-    reference outputs per encoder, so sides of one model compute them once. Raises ParityFailure (carrying the
-    result) on a miss or a NaN, EngineUnavailable (a UserError) when the engine cannot run the model here.
-    """
-    identity = model_identity(plan, encoder)
-    first_batch = first_batch.to(torch.device(plan.torch_device))
-    if progress and plan.engine != DEFAULT_ENGINE:
-        progress(f"preparing engine {plan.engine} ({plan.threads.intra} threads; export, compile and the first "
-                 f"call timed apart; a large model's can take minutes)")
-    started = time.perf_counter()
-    with heartbeat(progress if plan.engine != DEFAULT_ENGINE else None, f"still preparing engine {plan.engine}"):
-        prepared = engines.prepare_engine(plan.engine, encoder, identity, first_batch, plan.threads,
-                                          plan.engine_cache)
-    if progress and plan.engine != DEFAULT_ENGINE:
-        progress(f"engine {plan.engine} ready in {time.perf_counter() - started:.1f} s "
-                 f"({engine_steps(prepared.info)})")
-    engines.check_precision(prepared.info, encoder.dtype)  # read back: a bf16 record never times f32
-    twin = float32_twin(encoder)
-    if plan.engine == DEFAULT_ENGINE and twin is encoder:
-        return prepared, None
-    refs = (shared or {}).get(id(encoder))
-    if refs is None:
-        torch_engine = prepared if plan.engine == DEFAULT_ENGINE else engines.prepare_engine(
-            DEFAULT_ENGINE, encoder, identity, first_batch, plan.threads)
-        refs = engines.references(torch_engine, first_batch, encoder.dtype,
-                                  None if twin is encoder else _inference(twin))
-        if shared is not None:
-            shared[id(encoder)] = refs
-    parity = engines.check_parity(prepared, refs, first_batch, is_torch_engine=plan.engine == DEFAULT_ENGINE)
-    if progress:
-        progress(parity.message)
-    return prepared, parity.require()
-
-
-def _inference(encoder: Encoder) -> Callable[[Batch], torch.Tensor]:
-    def run(batch: Batch) -> torch.Tensor:
-        with torch.inference_mode():
-            return encoder(batch)
-
-    return run
-
-
-def engine_steps(info: engines.EngineInfo) -> str:
-    """'export 40.1 s (cached: no), compile 30.2 s, first call 23.0 s': where an engine's preparation went."""
-    steps = [(name, getattr(info, f"{name.replace(' ', '_')}_seconds", None))
-             for name in ("export", "compile", "first call")]
-    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps if seconds is not None)
-
-
-def check_engine_memory(plan: Plan, encoder: Encoder, batches: list[Batch]) -> None:
-    """Raise EngineUnavailable when the plan's engine would run out of host memory on `batches` (an exporting
-    engine on a CPU: transformers' exported attention grows with seq², `engines.host_memory`); before anything
-    is exported, so a comparison leaves the side out with the reason instead of being killed."""
-    if plan.device.kind != "cpu" or not engines.get_engine(plan.engine).exports:
-        return
-    heads = encoder.module.config.num_attention_heads
-    weight_bytes = sum(p.numel() * p.element_size() for p in encoder.module.parameters())
-    host_memory.check_fits(plan.engine, batches, heads, plan.torch_dtype.itemsize, weight_bytes,
-                           host_memory.available_bytes())
-
-
-def model_identity(plan: Plan, encoder: Encoder) -> ModelIdentity:
-    """The export cache's identity of `encoder`. Its weights are hashed only for an engine that exports (a pass
-    over the weights): the torch engines never read it."""
-    if engines.get_engine(plan.engine).exports:
-        return engines.model_identity(plan.config.model, encoder, plan.config.tiny)
-    return ModelIdentity(plan.config.model, plan.config.tiny, weights="not hashed: nothing is exported")
-
-
-def cold_start_seconds(info: engines.EngineInfo) -> float:
-    """Export + compile + first call of a prepared engine: what a deployment pays once, before warmup (s)."""
-    return sum(s or 0.0 for s in (info.export_seconds, info.compile_seconds, info.first_call_seconds))
-
-
 def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, float], None] | None = None) -> Record:
     """Measure one plan's tokens/s; returns its record (status ok or unsupported).
 
-    Threads are set before the model is built. The plan's engine is prepared from the built encoder on the
-    first batch (export, compile and first call: the cold start, recorded apart) and, unless it is torch,
-    checked for parity first. Raises whatever building or running the model raises, ParityFailure included
-    (the store turns it into a failure record).
+    The model is built and its engine prepared through `loading` (threads applied once, kernels chosen, the cold
+    start on the first batch recorded apart, the accuracy gate before timing); between the two the run says how
+    long it will take at least. Raises whatever building or running the model raises, ParityFailure included (the
+    store turns it into a failure record).
     """
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
     started = time.perf_counter()
-    engines.apply_threads(plan.threads)  # before the GEMM rates are measured and the model is built
-    rates = cpu_gemm_peak(plan)
-    encoder = build(plan, progress)
-    indices = select_documents(plan.suite, plan.documents)
-    protocol = plan.protocol
-    batches = make_batches(plan.suite, indices, encoder.layout, plan.batch_size, plan.token_budget,
-                           encoder.pad_token_id,
-                           pad_to=plan.suite.definition.max_length if protocol.pad_to_suite_max else None)
-    real = sum(b.real_tokens for b in batches)
-    padded = sum(b.padded_tokens for b in batches)
+    built = loading.build(plan.model_plan, progress)
+    batches = plan_batches(plan, built.encoder)
     flops = pass_flops(plan, batches)
-    device = torch.device(plan.torch_device)
-    say_estimate(progress, estimate_before(plan, flops, len(batches), rates), started)  # before engine and batches
-    check_engine_memory(plan, encoder, batches)
-    prepared, parity = prepare(plan, encoder, batches[0], progress)
+    say_estimate(progress, estimate_before(plan, flops, len(batches), built.rates), started)  # before the engine
+    loaded = loading.ready(built, batches, progress)
     if progress:
-        progress(f"{plural(len(indices), 'document')}, {real:,} real tokens in {plural(len(batches), 'batch')}; "
-                 f"warmup, then {plural(plan.config.passes, 'pass')}")
+        progress(f"{plural(plan.documents, 'document')}, {sum(b.real_tokens for b in batches):,} real tokens in "
+                 f"{plural(len(batches), 'batch')}; warmup, then {plural(plan.config.passes, 'pass')}")
+    timed = time_passes(plan, loaded, batches, on_pass, progress, started)
+    return record(plan, throughput_payload(plan, loaded, batches, flops, timed))
+
+
+def plan_batches(plan: Plan, encoder: Encoder) -> list[Batch]:
+    """The plan's documents in batches of the encoder's layout: by count or token budget, padded to the suite's
+    maximum under the paper protocol."""
+    indices = select_documents(plan.suite, plan.documents)
+    pad_to = plan.suite.definition.max_length if plan.protocol.pad_to_suite_max else None
+    return make_batches(plan.suite, indices, encoder.layout, plan.batch_size, plan.token_budget,
+                        encoder.pad_token_id, pad_to=pad_to)
+
+
+@dataclass(frozen=True)
+class TimedPasses:
+    """A run's timed passes and what was watched around them: the machine's load, NVML telemetry, peak memory."""
+
+    times: PassTimes
+    load: MachineLoad
+    telemetry: dict | None  # `telemetry.summarize` of the samples (None off a GPU or without NVML)
+    peak_memory_bytes: int | None  # the passes' peak on a GPU, weights included
+
+
+def time_passes(plan: Plan, loaded: LoadedModel, batches: list[Batch], on_pass: Callable[[int, float], None] | None,
+                progress: Progress | None, started: float) -> TimedPasses:
+    """Warmup and the plan's timed passes of the loaded engine over `batches` (`bench.throughput.measure_passes`),
+    the machine's load watched around them, NVML sampled during them on a GPU."""
+    device = loaded.device
     sampler = _telemetry_sampler(plan) if plan.config.telemetry else None
-    gpu_load = gpu_load_reader(plan)
-    load_start = environment.load_snapshot(gpu_load)
+    machine = watch_load(plan, loaded.busy_threads)
     if device.type == "cuda":  # peak memory of the passes (weights included), not of building the model
         torch.cuda.reset_peak_memory_stats(device)
     after_first = (lambda seconds: say_estimate(progress, estimate.from_first_batch(
         seconds, len(batches), plan.config.passes, plan.warmup_batches), started)) if progress else None
-    times = measure_passes(prepared, batches, device, plan.config.passes, plan.warmup_batches,
+    times = measure_passes(loaded.engine, batches, device, plan.config.passes, plan.warmup_batches,
                            plan.config.time_transfer, on_pass, around_timed=sampler, on_first_batch=after_first)
-    load_end = environment.load_snapshot(gpu_load)
+    load = machine()
+    real = sum(b.real_tokens for b in batches)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return TimedPasses(times, load, _telemetry_summary(sampler, real * plan.config.passes), peak)
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """The machine's load when a measurement started and ended, and a warning when others used our cores."""
+
+    load: dict  # {"start": LoadSnapshot.to_dict(), "end": ...}
+    warning: str | None
+
+
+def watch_load(plan: Plan, threads: int) -> Callable[[], MachineLoad]:
+    """Snapshot the load now (the device's too on a GPU); the returned function snapshots it again and judges both
+    with `environment.busy_warning` against `threads`, the cores the measurement keeps busy
+    (`LoadedModel.busy_threads`)."""
+    reader = gpu_load_reader(plan)
+    start = environment.load_snapshot(reader)
+
+    def finish() -> MachineLoad:
+        end = environment.load_snapshot(reader)
+        return MachineLoad({"start": start.to_dict(), "end": end.to_dict()},
+                           environment.busy_warning(start, end, threads))
+    return finish
+
+
+def throughput_payload(plan: Plan, loaded: LoadedModel, batches: list[Batch], flops: float,
+                       timed: TimedPasses) -> Throughput:
+    """The record's numbers: tokens/s by the protocol's headline, its spread, MFU, the build and the engine."""
+    real = sum(b.real_tokens for b in batches)
+    times, built, info = timed.times, loaded.built, loaded.engine.info
     stats = summarize([real / s for s in times.pass_seconds])
     # "The median" is the median of per-pass tokens/s, the statistic whose IQR is the spread (with an even
     # number of passes, real tokens over the median pass time would differ from it). The paper's mean is
     # real tokens over the mean pass time, as the paper computes it.
-    tokens_per_second = stats.median if protocol.headline == "median" else real / summarize(times.pass_seconds).mean
-    mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
-    info = prepared.info
-    payload = Throughput(
-        backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=encoder.gemm_reason,
-        gemm_source=encoder.gemm_source, elementwise=encoder.elementwise,
-        elementwise_reason=encoder.elementwise_reason, elementwise_source=encoder.elementwise_source,
-        num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
-        padded_tokens=padded, num_batches=len(batches),
+    headline = plan.protocol.headline
+    tokens_per_second = stats.median if headline == "median" else real / summarize(times.pass_seconds).mean
+    mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, built.rates)
+    return Throughput(
+        backend=loaded.encoder.backend, backend_reason=plan.backend_reason, gemm=built.gemm.kernel,
+        gemm_reason=built.gemm.text, gemm_source=built.gemm.source, elementwise=built.elementwise.kernel,
+        elementwise_reason=built.elementwise.text, elementwise_source=built.elementwise.source,
+        num_documents=plan.documents, subsampled=plan.subsampled, real_tokens=real,
+        padded_tokens=sum(b.padded_tokens for b in batches), num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,
         warmup_seconds=times.warmup_seconds, first_call_seconds=info.first_call_seconds,
-        run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=tokens_per_second,
-        tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
-        unstable=stats.relative_iqr > UNSTABLE_IQR,
-        compile_seconds=info.first_call_seconds if plan.config.compile else info.compile_seconds,
-        telemetry=_telemetry_summary(sampler, real * plan.config.passes),
-        peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-        flops_per_pass=flops, mfu=mfu, mfu_note=mfu_note,
-        load={"start": load_start.to_dict(), "end": load_end.to_dict()},
-        load_warning=environment.busy_warning(load_start, load_end,
-                                              info.threads_intra if device.type == "cpu" else 1),
-        engine_info=info.to_dict(), parity=parity.to_dict() if parity else None,
-        cold_start_seconds=cold_start_seconds(info))
-    return record(plan, payload)
+        run_seconds=times.pass_seconds, headline=headline, tokens_per_second=tokens_per_second,
+        tokens_per_second_stats=stats.to_dict(), timer=loaded.timer, unstable=stats.relative_iqr > UNSTABLE_IQR,
+        compile_seconds=info.first_call_seconds if plan.engine.name == COMPILE_ENGINE else info.compile_seconds,
+        telemetry=timed.telemetry, peak_memory_bytes=timed.peak_memory_bytes, flops_per_pass=flops, mfu=mfu,
+        mfu_note=mfu_note, load=timed.load.load, load_warning=timed.load.warning,
+        engine_info=info.to_dict(), parity=loaded.parity.to_dict() if loaded.parity else None,
+        cold_start_seconds=loaded.cold_start_seconds)
 
 
 def say_estimate(progress: Progress | None, found: estimate.Estimate | None, started: float) -> None:
@@ -277,7 +167,7 @@ def rounds_estimate_line(plans: dict[str, Plan], batches: dict[str, list[Batch]]
     """A comparison's estimate before its sides are prepared, as a line for people: every side's warmup and
     rounds (they run one after another) at the peak rate of the device they share (`estimate.at_peak`)."""
     base = next(iter(plans.values()))
-    peak = peak_rate(base, cpu_gemm_peak(base))
+    peak = peak_rate(base, loading.gemm_rates(base.model_plan))
     if peak is None:
         return "no estimate: no peak rate known here"
     flops = sum(pass_flops(plan, batches[side]) * estimate.timed_passes(len(batches[side]), plan.config.passes,
@@ -380,7 +270,7 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
         return unsupported_record(plan, reason)
     mode = search_mode(plan)
     probe = probe or trial.subprocess_probe(trial.TrialSpec(plan.config.model, plan.suite.path, plan.dtype,
-                                                            plan.backend, plan.torch_device, mode, plan.config.tiny,
+                                                            plan.backend, plan.torch_device, mode, plan.spec.tiny,
                                                             limit_bytes, fake_limit_tokens, fake_error))
     if on_trial:
         probe = _observed(probe, on_trial)

@@ -10,7 +10,8 @@ lowest and highest rate asked for, each step a full run (`bench.serving.highest_
 The clock is real by default: requests arrive in real time and a request's inference time is the wall time
 of its batch (assembly, host-to-device copy and forward: what a server spends). `--clock virtual` replays the
 same arrivals as a discrete-event simulation over measured forward times (idle time skipped, so faster, but
-batch assembly and copies are not in it); the record says which.
+batch assembly and copies are not in it); the record says which. The model runs on the plan's engine, loaded through
+`loading` (threads, kernels, the accuracy gate); its cold start is recorded apart.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batch, Batcher
+from mbbench import loading
+from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher, RequestBatch
 from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import ModelService, model_service
 from mbbench.bench.latency import few_samples_note, samples_beyond, samples_needed
 from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
 from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
 from mbbench.errors import UserError
+from mbbench.latency import cold_start_text, service_batches
+from mbbench.loading import LoadedModel
 from mbbench.plan import Plan, record, unsupported_record
 from mbbench.records import Record, Serving
-from mbbench.service_model import first_call, load_model, watch_load
+from mbbench.runner import MachineLoad, watch_load
 
 DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
 DEFAULT_MIN_REQUESTS = 100  # and serves at least this many: one request beyond p99 (optimum-benchmark's is 10)
@@ -120,26 +124,43 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
     """Load-test one plan's model at each offered rate (and search the SLO's highest rate); its record.
 
     The plan must come from `plan.resolve(config, "serving", traffic=settings.traffic())`. Raises UserError
-    when a document exceeds the token budget, and whatever building or running the model raises.
+    when a document exceeds the token budget, and whatever building, preparing or running the model raises,
+    ParityFailure included.
     """
     reason = plan.unsupported_reason()
     if reason:
         return unsupported_record(plan, reason)
     check_lengths(plan, settings)
-    model = load_model(plan, progress)
-    first = first_call(model, plan.suite.document(0))
+    model = loading.load(plan.model_plan, lambda encoder: service_batches(plan, encoder, largest_rows(plan, settings)),
+                         progress)
     batcher = settings.batcher(model.padded)
-    lengths = plan.suite.lengths[:plan.documents]
-    service = model_service(model.forward, plan.suite.document, model.padded, model.device, model.pad_token_id)
+    service = model_service(model.engine, plan.suite.document, model.padded, model.device, model.encoder.pad_token_id)
     warm(service, plan, batcher, settings)
     if progress:
-        progress(f"cold start: load {model.load_seconds:.2f} s, first call {first * 1e3:.1f} ms; {model.layout} "
-                 f"batches, budget {batcher.max_batch_tokens} tokens, {settings.clock} clock")
+        progress(f"cold start: {cold_start_text(model)}; {model.encoder.layout} batches, budget "
+                 f"{batcher.max_batch_tokens} tokens, {settings.clock} clock")
+    machine = watch_load(plan, model.busy_threads)
+    runs, search = run_rates(plan, settings, batcher, service, progress)
+    return record(plan, serving_payload(model, settings, batcher, list(runs.values()), search, machine()))
+
+
+def largest_rows(plan: Plan, settings: ServeSettings) -> int:
+    """The most copies of the longest document used that one batch can hold (the budget's, capped by
+    --max-batch-requests): the largest shape the batcher can form, for an exporting engine's host-memory check."""
+    longest = max(plan.suite.lengths[:plan.documents])
+    rows = max(1, settings.max_batch_tokens // longest)
+    return min(rows, settings.max_batch_requests) if settings.max_batch_requests else rows
+
+
+def run_rates(plan: Plan, settings: ServeSettings, batcher: Batcher, service: ModelService,
+              progress: Progress | None) -> tuple[dict[float, ServingRun], SloSearch | None]:
+    """A load test at each offered rate, then the SLO's bisection (whose ends are usually rates already run: the
+    same seeded run, not run again)."""
     runs: dict[float, ServingRun] = {}
-    machine = watch_load(plan)
+    lengths = plan.suite.lengths[:plan.documents]
 
     def run_at_rate(rate: float) -> ServingRun:
-        if rate not in runs:  # the search's ends are usually rates of the curve: the same seeded run
+        if rate not in runs:
             runs[rate] = run_load(rate, lengths, batcher, service, CLOCKS[settings.clock](), settings.seed,
                                   settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s,
                                   new_shape=service.is_new)  # served as it comes: counted, never paused
@@ -155,18 +176,24 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
                                       settings.search_steps)
         if progress:
             progress(f"SLO {settings.slo}: {search.note}")
-    load = machine()
-    payload = Serving(backend=model.backend, layout=model.layout, arrival="poisson", seed=settings.seed,
-                      min_requests=settings.min_requests, min_seconds=settings.duration_s,
-                      max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
-                      max_wait_s=batcher.max_wait_s, sort_by_length=batcher.sort_by_length, clock=settings.clock,
-                      runs=[run.to_dict() for run in runs.values()],
-                      slo=search_summary(search) if search else None, drain_limit_s=settings.drain_s,
-                      timer=model.timer, load_seconds=model.load_seconds, first_call_s=first,
-                      gemm=model.gemm, gemm_reason=model.gemm_reason,
-                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
-                      warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning)
-    return record(plan, payload)
+    return runs, search
+
+
+def serving_payload(model: LoadedModel, settings: ServeSettings, batcher: Batcher, runs: list[ServingRun],
+                    search: SloSearch | None, load: MachineLoad) -> Serving:
+    """The record's numbers: each rate's run, the SLO's answer, the engine that ran with its cold start and gate."""
+    built, info = model.built, model.engine.info
+    return Serving(backend=model.encoder.backend, layout=model.encoder.layout, arrival="poisson", seed=settings.seed,
+                   min_requests=settings.min_requests, min_seconds=settings.duration_s,
+                   max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
+                   max_wait_s=batcher.max_wait_s, sort_by_length=batcher.sort_by_length, clock=settings.clock,
+                   runs=[run.to_dict() for run in runs], slo=search_summary(search) if search else None,
+                   drain_limit_s=settings.drain_s, timer=model.timer, load_seconds=built.load_seconds,
+                   first_call_s=info.first_call_seconds, gemm=built.gemm.kernel, gemm_reason=built.gemm.text,
+                   elementwise=built.elementwise.kernel, elementwise_reason=built.elementwise.text,
+                   warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning,
+                   engine_info=info.to_dict(), parity=model.parity.to_dict() if model.parity else None,
+                   cold_start_seconds=model.cold_start_seconds)
 
 
 def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
@@ -178,7 +205,7 @@ def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSet
     requests = make_requests(min(settings.rates), plan.suite.lengths[:plan.documents], settings.seed,
                              settings.warmup, 0.0)[:settings.warmup]
     for chosen in [[r] for r in requests] + [batcher.select(requests)]:
-        service(Batch(tuple(chosen), 0.0, batcher.padded))
+        service(RequestBatch(tuple(chosen), 0.0, batcher.padded))
 
 
 NEW_SHAPES = ("; during a run a batch of a shape not yet run is served as it comes, its first call in its requests' "

@@ -20,10 +20,10 @@ from mbbench.models.config import ModernBertConfig
 from mbbench.models.gemm import ONEDNN_PACKED
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
-from mbbench.models.fused import inductor_refusal
-from mbbench.models.fused import use as use_elementwise
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.elementwise import inductor_refusal
+from mbbench.models.elementwise import use as use_elementwise
 from mbbench.models.modernbert import build
 
 # Documents longer than 129 tokens (so the window matters), of unequal lengths, one short one.
@@ -47,7 +47,7 @@ class Check:
     reason: str = ""  # set when the check could not run (e.g. a requested backend unavailable here): a failure
     is_bar: bool = False  # transformers' own half-precision error: it sets the tolerance, it is not a check
     gemm: str = DEFAULT_GEMM  # the GEMM kernel the linears ran on (models.gemm.KERNELS)
-    elementwise: str = DEFAULT_ELEMENTWISE  # RoPE's and the gated activation's kernel (models.fused.KERNELS)
+    elementwise: str = DEFAULT_ELEMENTWISE  # RoPE's and the gated activation's kernel (models.elementwise.KERNELS)
 
     @property
     def judged_on(self) -> str:

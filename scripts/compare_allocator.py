@@ -26,13 +26,12 @@ from pathlib import Path
 
 import torch
 
-from mbbench import allocator, environment
+from mbbench import allocator, environment, loading
 from mbbench.bench.paired import median_interval, round_order
 from mbbench.device import cpu_device
 from mbbench.dtypes import parse_dtype
 from mbbench.files import write_json
 from mbbench.plan import RunConfig, resolve
-from mbbench.runner import build
 from mbbench.suites import make_batches, select_documents
 
 LIBRARIES = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -55,8 +54,7 @@ def worker(args: argparse.Namespace) -> None:
     config = RunConfig(model=args.model, suite=args.suite, dtype=args.dtype, batch_size=args.batch_size,
                        docs=args.docs, threads=args.threads, device="cpu")
     plan = resolve(config)
-    torch.set_num_threads(args.threads)
-    encoder = build(plan)
+    encoder = loading.build(plan.model_plan).encoder  # the plan's threads applied, its kernels chosen
     batches = make_batches(plan.suite, select_documents(plan.suite, plan.documents), encoder.layout,
                            plan.batch_size, None, encoder.pad_token_id)
 

@@ -1,7 +1,7 @@
 """Interleaved CPU ratio: the reference ModernBERT with Inductor's fused RoPE + GeGLU vs eager ATen (issue 25).
 
 One process builds the model twice from the same seeded weights, on the same GEMM kernel (the one `run` picks
-on this CPU), differing only in `models.fused` kernel, and times full passes over a suite's subsample in
+on this CPU), differing only in `models.elementwise` kernel, and times full passes over a suite's subsample in
 rotating order (`bench.paired.run_paired`: AB, BA, ...), so a busy moment hits both. Prints each side's median
 tokens/s and the paired median ratio inductor / eager with its order-statistic interval, and writes the result
 as JSON (with the CPU's name and the commit) when `--out` is given.
@@ -22,7 +22,7 @@ from mbbench.bench.paired import run_paired
 from mbbench.device import cpu_name
 from mbbench.files import write_json
 from mbbench.models import registry
-from mbbench.models.fused import EAGER, INDUCTOR
+from mbbench.models.elementwise import EAGER, INDUCTOR
 from mbbench.suites import load_suite, make_batches, select_documents
 
 

@@ -98,8 +98,9 @@ def check_attention(device: str) -> list[dict]:
 def check_oom(device: str) -> list[dict]:
     """CUDA: a 1 GiB allocator cap makes a 2 GiB allocation raise the typed OOM, which `is_oom` accepts.
     CPU twin: every injected OOM form (typed, CUDA error, cuBLAS) comes back from a trial as "oom"."""
-    from mbbench.bench.maxbatch import is_oom
-    from mbbench.bench.trial import FAKE_OOMS, TrialSpec, run_trial
+    from mbbench.errors import is_oom
+    from mbbench.bench.trial import FAKE_OOMS, TrialSpec
+    from mbbench.max_batch_trial import run_trial
 
     if device.startswith("cuda"):
         total = torch.cuda.get_device_properties(0).total_memory

@@ -180,9 +180,9 @@ def test_a_bf16_run_records_its_error_against_fp32_and_the_noise_floor(tmp_path)
 def broken(monkeypatch, model: str, engine: str):
     real = engines.prepare_engine
 
-    def prepare(name, encoder, identity, first_batch, *args, **kwargs):
-        prepared = real(name, encoder, identity, first_batch, *args, **kwargs)
-        if name != engine or identity.name != model:
+    def prepare(chosen, encoder, identity, first_batch, *args, **kwargs):
+        prepared = real(chosen, encoder, identity, first_batch, *args, **kwargs)
+        if getattr(chosen, "name", chosen) != engine or identity.name != model:  # an Engine (loading) or a name
             return prepared
         return PreparedEngine(lambda batch: prepared(batch) * float("nan"), prepared.info)
 
@@ -209,10 +209,10 @@ def test_a_failing_baseline_hands_over_to_the_next_side_and_the_rest_is_compared
 def test_a_side_whose_preparation_raises_any_error_is_left_out(tmp_path, monkeypatch):
     real = engines.prepare_engine
 
-    def prepare(name, *args, **kwargs):
-        if name == "openvino":
+    def prepare(chosen, *args, **kwargs):
+        if getattr(chosen, "name", chosen) == "openvino":
             raise RuntimeError("Exception from src/inference/src/cpp/core.cpp: compile failed")
-        return real(name, *args, **kwargs)
+        return real(chosen, *args, **kwargs)
 
     monkeypatch.setattr(engines, "prepare_engine", prepare)
     result = invoke("compare", *TINY, "--docs", "2", "--runs", "1", "--model", "hf-modernbert-base", "--model",

@@ -48,7 +48,7 @@ def documents(lengths=(37, 20, 9)) -> list[torch.Tensor]:
 
 def changed_config(spec, **fixed):
     """The row's tiny config with eps 1e-3 and another activation (where the class has them), then `fixed`."""
-    cfg = registry.model_config(spec, tiny=True)
+    cfg = registry.model_config(spec.tiny_variant())
     for name in EPS_FIELDS:
         if hasattr(cfg, name):
             setattr(cfg, name, 1e-3)
@@ -90,7 +90,7 @@ def encoder_states(encoder, docs) -> torch.Tensor:
 
 
 def expected_changes(spec, cfg) -> tuple[ConfigChange, ...]:
-    row = registry.model_config(spec, tiny=True).to_dict()
+    row = registry.model_config(spec.tiny_variant()).to_dict()
     ran = cfg.to_dict()
     return tuple(ConfigChange(name, row[name], ran[name])
                  for name in sorted(set(EPS_FIELDS + ACTIVATION_FIELDS) & set(ran)) if row[name] != ran[name])
@@ -111,7 +111,7 @@ def records_under(out: Path) -> list[dict]:
 def test_bert_checkpoint_runs_its_own_eps_and_activation(tmp_path, field, value, row_value):
     """The report: a BERT checkpoint with LayerNorm eps 1e-3 ran with 1e-12, gelu_new ran as gelu."""
     spec = registry.get_spec("bert-base")
-    cfg = registry.model_config(spec, tiny=True)
+    cfg = registry.model_config(spec.tiny_variant())
     assert getattr(cfg, field) == row_value
     setattr(cfg, field, value)
     saved = save_checkpoint(spec, tmp_path, cfg)
@@ -120,7 +120,7 @@ def test_bert_checkpoint_runs_its_own_eps_and_activation(tmp_path, field, value,
     docs = documents()
     expected = hidden_states(saved, docs, 0)
     torch.testing.assert_close(encoder_states(encoder, docs), expected, atol=TOLERANCE, rtol=0)
-    row_model = transformers_class(spec)(registry.model_config(spec, tiny=True)).eval()
+    row_model = transformers_class(spec)(registry.model_config(spec.tiny_variant())).eval()
     row_model.load_state_dict(saved.state_dict())
     assert (hidden_states(row_model, docs, 0) - expected).abs().max() > 1e-4  # the row's config computes otherwise
 
@@ -135,7 +135,7 @@ def test_transformers_checkpoint_round_trip(tmp_path, name):
     saved = save_checkpoint(spec, tmp_path, cfg)
     changes = expected_changes(spec, cfg)
     assert changes, f"{spec.hf_class} has neither an eps nor an activation field the test can change"
-    assert registry.checkpoint_changes(spec, str(tmp_path), tiny=True) == changes
+    assert registry.checkpoint_changes(spec.tiny_variant(), str(tmp_path)) == changes
     encoder = registry.build_encoder(name, BuildOptions(weights=str(tmp_path)), tiny=True)
     for change in changes:
         assert getattr(encoder.module.config, change.field) == change.ran
@@ -170,7 +170,7 @@ def test_gte_and_nomic_checkpoints_save_under_other_key_names(tmp_path):
     for name in ("gte-en-mlm-base", "nomic-bert"):
         spec = registry.get_spec(name)
         require(spec)
-        saved = save_checkpoint(spec, tmp_path / name, registry.model_config(spec, tiny=True))
+        saved = save_checkpoint(spec, tmp_path / name, registry.model_config(spec.tiny_variant()))
         on_disk = set(load_file(str(tmp_path / name / "model.safetensors")))
         assert on_disk != set(saved.state_dict())
 
@@ -215,7 +215,7 @@ def test_a_checkpoint_of_another_shape_is_refused_naming_the_field(tmp_path, nam
 
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     roberta = registry.get_spec("roberta-base")
-    save_checkpoint(roberta, tmp_path, registry.model_config(roberta, tiny=True))
+    save_checkpoint(roberta, tmp_path, registry.model_config(roberta.tiny_variant()))
     with pytest.raises(UserError, match="model_type 'roberta' is not bert-base's 'bert'"):
         registry.build_encoder("bert-base", BuildOptions(weights=str(tmp_path)), tiny=True)
 
@@ -227,7 +227,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
 ])
 def test_unreadable_checkpoints_are_user_errors(tmp_path, damage, message):
     spec = registry.get_spec("bert-base")
-    save_checkpoint(spec, tmp_path, registry.model_config(spec, tiny=True))
+    save_checkpoint(spec, tmp_path, registry.model_config(spec.tiny_variant()))
     damage(tmp_path)
     with pytest.raises(UserError, match=message):
         registry.build_encoder("bert-base", BuildOptions(weights=str(tmp_path)), tiny=True)
@@ -256,11 +256,11 @@ def test_modernbert_checkpoint_round_trip_into_our_rows(tmp_path, name):
     from transformers import ModernBertModel
 
     spec = registry.get_spec(name)
-    ours = registry.model_config(spec, tiny=True)
+    ours = registry.model_config(spec.tiny_variant())
     torch.manual_seed(13)
     saved = ModernBertModel(to_hf_config(ours)).eval()
     saved.save_pretrained(tmp_path)
-    assert registry.checkpoint_changes(spec, str(tmp_path), tiny=True) == ()
+    assert registry.checkpoint_changes(spec.tiny_variant(), str(tmp_path)) == ()
     encoder = registry.build_encoder(name, BuildOptions(weights=str(tmp_path), backend="sdpa"), tiny=True)
     docs = documents()
     assert (encoder_states(encoder, docs) - hidden_states(saved, docs, ours.pad_token_id)).abs().max() <= TOLERANCE
@@ -270,13 +270,13 @@ def test_our_rows_still_refuse_a_checkpoint_config_field_by_field(tmp_path):
     from transformers import ModernBertModel
 
     spec = registry.get_spec("modernbert-base")
-    hf_config = to_hf_config(registry.model_config(spec, tiny=True))
+    hf_config = to_hf_config(registry.model_config(spec.tiny_variant()))
     hf_config.norm_eps = 1e-3
     ModernBertModel(hf_config).save_pretrained(tmp_path)
     with pytest.raises(UserError, match=r"norm_eps: model 1e-05, checkpoint 0\.001"):
         registry.build_encoder("modernbert-base", BuildOptions(weights=str(tmp_path)), tiny=True)
     with pytest.raises(UserError, match="NeoBERT runs with seeded random weights"):
-        registry.checkpoint_changes(registry.get_spec("neobert"), str(tmp_path), tiny=True)
+        registry.checkpoint_changes(registry.get_spec("neobert", tiny=True), str(tmp_path))
 
 
 # ------------------------------------------------------------------------------------------------- records

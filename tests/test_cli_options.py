@@ -114,7 +114,7 @@ def checkpoint(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("checkpoint")
     torch.manual_seed(0)
     spec = registry.get_spec("hf-modernbert-base")
-    getattr(transformers, spec.hf_class)(registry.model_config(spec, tiny=True)).save_pretrained(directory)
+    getattr(transformers, spec.hf_class)(registry.model_config(spec.tiny_variant())).save_pretrained(directory)
     return directory
 
 

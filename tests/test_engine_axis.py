@@ -8,14 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from mbbench import engines, records, runner
+from mbbench import engines, loading, records, runner
 from mbbench import matrix as mx
 from mbbench.cli import cli
 from mbbench.engines import PreparedEngine
@@ -65,7 +65,8 @@ def test_engine_is_in_the_identity_and_the_file_name():
     torch_plan = resolve(RunConfig("hf-modernbert-base", "short-fixed", tiny=True, device="cpu", docs=2, threads=1))
     ort_plan = resolve(RunConfig("hf-modernbert-base", "short-fixed", tiny=True, device="cpu", docs=2, threads=1,
                                  engine="onnxruntime"))
-    assert (torch_plan.engine, ort_plan.engine) == ("torch", "onnxruntime")
+    assert (torch_plan.engine.name, ort_plan.engine.name) == ("torch", "onnxruntime")
+    assert torch_plan.engine is engines.get_engine("torch")  # resolved once: the Engine object, not its name
     assert ort_plan.identity.engine == "onnxruntime" and ort_plan.identity.key() != torch_plan.identity.key()
     assert "__onnxruntime__" in ort_plan.identity.file_stem() and "torch" not in torch_plan.identity.file_stem()
     assert records.LATER_FIELDS["engine"] == "torch"
@@ -102,8 +103,10 @@ def test_old_records_with_compile_true_load_as_torch_compile_and_keep_their_keys
 
 
 def test_compile_flag_is_a_deprecated_alias_of_the_torch_compile_engine(tmp_path, monkeypatch):
-    assert RunConfig("bert-base", "short-fixed", compile=True).engine == "torch-compile"
-    assert RunConfig("bert-base", "short-fixed", engine="torch-compile").compile
+    """`--compile` is translated at the command line (RunConfig has no `compile`); the identity keeps its field."""
+    assert "compile" not in {f.name for f in fields(RunConfig)}
+    assert resolve(RunConfig("bert-base", "short-fixed", engine="torch-compile", device="cpu", tiny=True)
+                   ).identity.compile
     planned = []
 
     def fail(plan, *args, **kwargs):  # stop before inductor compiles anything: the plan is what is checked
@@ -113,7 +116,7 @@ def test_compile_flag_is_a_deprecated_alias_of_the_torch_compile_engine(tmp_path
     monkeypatch.setattr(runner, "run", fail)
     result = invoke("run", *TINY, "--docs", "2", "--runs", "1", "--model", "bert-base", "--compile", "--out", tmp_path)
     assert "--compile is deprecated; it means --engine torch-compile" in result.output
-    assert planned[0].engine == "torch-compile" and planned[0].identity.engine == "torch-compile"
+    assert planned[0].engine.name == "torch-compile" and planned[0].identity.engine == "torch-compile"
     (failure,) = read_all(tmp_path)
     assert failure.identity.compile and failure.payload.engine == "torch-compile"
 
@@ -161,9 +164,9 @@ def broken_engines(monkeypatch, model: str, engine: str, breakage):
     """Make `engine`'s prepared output for `model` wrong (`breakage(output)`); every other engine is untouched."""
     real = engines.prepare_engine
 
-    def prepare(name, encoder, identity, first_batch, *args, **kwargs):
-        prepared = real(name, encoder, identity, first_batch, *args, **kwargs)
-        if name != engine or identity.name != model:
+    def prepare(chosen, encoder, identity, first_batch, *args, **kwargs):
+        prepared = real(chosen, encoder, identity, first_batch, *args, **kwargs)
+        if getattr(chosen, "name", chosen) != engine or identity.name != model:  # an Engine (loading) or a name
             return prepared
         return PreparedEngine(lambda batch: breakage(prepared(batch)), prepared.info)
 
@@ -225,6 +228,9 @@ def test_compare_sides_name_their_engines_and_a_side_failing_parity_is_left_out(
     assert payload.parity["hf-modernbert-base@openvino"]["vs_float32"]["non_finite"] > 0
     assert {side: info["name"] for side, info in payload.engines.items()} == {
         "hf-modernbert-base": "torch", "hf-modernbert-base@onnxruntime": "onnxruntime"}
+    # a side on another engine ran that engine's kernels, not the build's; a left-out side ran none
+    assert payload.gemms["hf-modernbert-base@onnxruntime"]["kernel"] == "onnxruntime"
+    assert "hf-modernbert-base@openvino" not in payload.gemms and "hf-modernbert-base@openvino" not in payload.backends
     assert "hf-modernbert-base@openvino-tiny: left out, failed the accuracy gate" in result.output
     assert Path(payload.engines["hf-modernbert-base@onnxruntime"]["cache_path"]).parent == \
         Path(os.environ["MBBENCH_ENGINE_CACHE"])  # never under --out, where records are committed
@@ -270,8 +276,7 @@ def test_threads_are_applied_before_building_and_left_out_of_gpu_identities(monk
     assert gpu_plan.identity.interop_threads is None
     before = torch.get_num_threads()
     seen = []
-    monkeypatch.setattr(runner, "build",
-                        lambda plan, progress=None, gemm=None: seen.append(torch.get_num_threads()) or 1 / 0)
+    monkeypatch.setattr(loading.registry, "encoder", lambda spec, options: seen.append(torch.get_num_threads()) or 1 / 0)
     try:
         with pytest.raises(ZeroDivisionError):
             runner.run(plan)
@@ -286,7 +291,7 @@ def test_matrix_engine_axis_leaves_out_what_a_layout_refuses():
     spec = mx.MatrixSpec(models=("modernbert-base", "hf-modernbert-base"), suites=("short-fixed",),
                          engines=("torch", "onnxruntime"), options={"tiny": True, "docs": 2, "threads": 1})
     tasks, notes = mx.expand(spec, "cpu")
-    assert sorted((t.config.model, t.planned.engine) for t in tasks) == [
+    assert sorted((t.config.model, t.planned.engine.name) for t in tasks) == [
         ("hf-modernbert-base", "onnxruntime"), ("hf-modernbert-base", "torch"), ("modernbert-base", "torch")]
     assert any("left out modernbert-base x engine onnxruntime" in note and "packed" in note for note in notes)
     assert all(t.planned.identity.threads == 1 for t in tasks)

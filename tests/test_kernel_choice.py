@@ -16,7 +16,8 @@ from mbbench.bench import matmul
 from mbbench.bench.kernel_choice import decide
 from mbbench.cli import cli
 from mbbench.errors import UserError
-from mbbench.models import fused, gemm
+from mbbench.models import elementwise as elementwise_kernels
+from mbbench.models import gemm
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import Identity
 
@@ -140,7 +141,7 @@ def test_a_pin_that_cannot_run_here_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr("mbbench.plan.inductor_refusal", lambda: "no C++ compiler (g++/c++) is on PATH")
     with pytest.raises(UserError, match="--elementwise inductor cannot run here: no C\\+\\+ compiler"):
         resolve(RunConfig(model="modernbert-base", suite="short-variable", device="cpu", tiny=True,
-                          elementwise=fused.INDUCTOR))
+                          elementwise=elementwise_kernels.INDUCTOR))
     monkeypatch.setattr("mbbench.plan.onednn_available", lambda dtype: False)
     with pytest.raises(UserError, match="--gemm onednn-packed runs on CPUs with oneDNN"):
         resolve(RunConfig(model="modernbert-base", suite="short-variable", device="cpu", tiny=True,
@@ -150,11 +151,11 @@ def test_a_pin_that_cannot_run_here_is_refused_in_one_line(monkeypatch):
 
 
 def test_a_transformers_model_keeps_its_own_linears_under_a_pin():
-    from mbbench import runner
+    from mbbench import loading
 
-    plan = resolve(RunConfig(model="hf-modernbert-base", suite="short-variable", device="cpu", tiny=True,
-                             gemm=gemm.TORCH))
-    choice = runner.gemm_choice(plan, runner.cpu_gemm_peak(plan))
+    model = resolve(RunConfig(model="hf-modernbert-base", suite="short-variable", device="cpu", tiny=True,
+                              gemm=gemm.TORCH)).model_plan
+    choice = loading.gemm_choice(model, loading.gemm_rates(model))
     assert choice.kernel == gemm.TORCH and choice.source == kernel_choice.FIXED
     assert "--gemm applies to our own models" in choice.reason
 

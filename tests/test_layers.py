@@ -1,10 +1,13 @@
-"""The import rule: mbbench's modules form layers, and imports point down only.
+"""The import rule: mbbench's modules form layers, and imports point down only; and the loading rule: one seam
+builds a plan's model.
 
 Every module under mbbench/ is read with `ast` (top-level, function-local and `TYPE_CHECKING` imports alike).
 A module may import from a lower layer, or from its own layer without a cycle; never from a higher one. Some
 pairs in one layer are refused too (the analytical model never reads the catalogue or the suites). No module
 imports an mbbench module inside a function: a function-local import is for an optional extra (Ray, flash-attn,
-onnxruntime, openvino), never to dodge a cycle. docs/architecture.md draws the same layers.
+onnxruntime, openvino), never to dodge a cycle. Every producer loads its model through `mbbench.loading`, the
+only module outside `models/` and `engines/` that builds a model, prepares an engine or sets torch's threads;
+`torch.compile` appears only under `engines/` and `models/`. docs/architecture.md draws the same layers.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("mbbench.hardware", "mbbench.suites", "mbbench.batching", "mbbench.results"),
     ("mbbench.models", "mbbench.device"),
     ("mbbench.bench", "mbbench.engines", "mbbench.environment", "mbbench.verify"),
-    ("mbbench.plan", "mbbench.calibration", "mbbench.published"),
+    ("mbbench.plan", "mbbench.loading", "mbbench.calibration", "mbbench.published"),
     ("mbbench.runner", "mbbench.compare", "mbbench.predict", "mbbench.validation", "mbbench.bands",
      "mbbench.prediction_check", "mbbench.sweep", "mbbench.measured_sweep",
-     "mbbench.latency", "mbbench.serve", "mbbench.service_model"),
+     "mbbench.latency", "mbbench.serve", "mbbench.max_batch_trial"),
     ("mbbench.driver", "mbbench.matrix", "mbbench.cluster", "mbbench.report"),
     ("mbbench.commands", "mbbench.cli"),
 ]
@@ -183,7 +186,88 @@ def test_the_rule_catches_an_upward_import(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name, layer", [("mbbench.records", 0), ("mbbench.hardware.perfmodel", 1),
                                          ("mbbench.models.registry", 2), ("mbbench.bench.trial", 3),
-                                         ("mbbench.plan", 4), ("mbbench.runner", 5), ("mbbench.matrix", 6),
+                                         ("mbbench.plan", 4), ("mbbench.loading", 4), ("mbbench.runner", 5),
+                                         ("mbbench.max_batch_trial", 5), ("mbbench.matrix", 6),
                                          ("mbbench.commands.measure", 7), ("mbbench", 0)])
 def test_layers_as_documented(name, layer):
     assert layer_of(name) == layer
+
+
+# ------------------------------------------------------------------------------------------ the loading seam
+
+# The producers of records and trials: each loads its model through `mbbench.loading` (issue 33).
+PRODUCERS = ("mbbench.runner", "mbbench.compare", "mbbench.latency", "mbbench.serve", "mbbench.measured_sweep",
+             "mbbench.max_batch_trial")
+# What builds a model, prepares an engine or sets torch's threads: `loading` calls them, models/ and engines/
+# define them; no other module may.
+LOADING_CALLS = {"build_encoder", "prepare_engine", "apply_threads", "set_num_threads", "set_num_interop_threads"}
+LOADING_OWNERS = ("mbbench.loading", "mbbench.models", "mbbench.engines")
+COMPILE_OWNERS = ("mbbench.models", "mbbench.engines")  # where `torch.compile` may appear
+
+
+def loading_calls(name: str, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every use in `tree` of a loading step: a LOADING_CALLS name (called, referenced or
+    imported), `registry.encoder`, and `torch.compile`."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in LOADING_CALLS:
+            through_loading = isinstance(node.value, ast.Name) and node.value.id == "loading"
+            found += [] if through_loading else [(node.lineno, node.attr)]  # `loading.apply_threads` is the seam
+        elif isinstance(node, ast.Attribute) and node.attr == "encoder" and \
+                isinstance(node.value, ast.Name) and node.value.id == "registry":
+            found.append((node.lineno, "registry.encoder"))
+        elif isinstance(node, ast.Attribute) and node.attr == "compile" and \
+                isinstance(node.value, ast.Name) and node.value.id == "torch":
+            found.append((node.lineno, "torch.compile"))
+        elif isinstance(node, ast.ImportFrom):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name in LOADING_CALLS
+                      or (node.module == "torch" and alias.name == "compile")]
+    return found
+
+
+def loading_violations(sources: dict[str, str]) -> list[str]:
+    """Every loading step outside its owners, and every producer that does not import `mbbench.loading`."""
+    problems = []
+    for name, source in sources.items():
+        tree = ast.parse(source)
+        for line, what in loading_calls(name, tree):
+            owners = COMPILE_OWNERS if what == "torch.compile" else LOADING_OWNERS
+            if not any(within(name, owner) for owner in owners):
+                problems.append(f"{name}:{line}: {what} outside {', '.join(owners)} (load through mbbench.loading)")
+        if name in PRODUCERS:
+            imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                        and node.module == "mbbench" for alias in node.names}
+            imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+            if "loading" not in imported and "mbbench.loading" not in imported:
+                problems.append(f"{name}: a producer that does not load through mbbench.loading")
+    return problems
+
+
+def test_every_producer_loads_through_loading():
+    sources = {name: path.read_text(encoding="utf-8") for name, path in modules().items()}
+    assert set(PRODUCERS) <= set(sources)
+    problems = loading_violations(sources)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_loading_rule_catches_a_second_way_to_load():
+    """The rule can fail: a producer compiling its own forward (the old `service_model`), building through the
+    registry, or setting threads itself; and a producer that never imports `loading`."""
+    sources = {
+        "mbbench.latency": "from mbbench import loading\nforward = torch.compile(encoder.__call__, dynamic=True)\n",
+        "mbbench.serve": "from mbbench.models import registry\nencoder = registry.encoder(spec, options)\n",
+        "mbbench.runner": "from mbbench import engines, loading\nengines.apply_threads(plan.threads)\n"
+                          "loading.apply_threads(plan.threads)\n",
+        "mbbench.compare": "from torch import compile\n",
+        "mbbench.engines.torch_engines": "torch.compile(module)\ntorch.set_num_threads(1)\n",
+        "mbbench.loading": "registry.encoder(spec, options)\nengines.prepare_engine(engine)\n",
+    }
+    problems = loading_violations(sources)
+    assert any(p.startswith("mbbench.latency:2: torch.compile") for p in problems)
+    assert any(p.startswith("mbbench.serve:2: registry.encoder") for p in problems)
+    assert any(p.startswith("mbbench.runner:2: apply_threads") for p in problems)
+    assert not any(p.startswith("mbbench.runner:3") for p in problems)  # through the seam
+    assert any(p.startswith("mbbench.compare:1: compile") for p in problems)
+    assert "mbbench.compare: a producer that does not load through mbbench.loading" in problems
+    assert "mbbench.serve: a producer that does not load through mbbench.loading" in problems
+    assert not [p for p in problems if p.startswith(("mbbench.engines", "mbbench.loading"))]

@@ -55,7 +55,7 @@ def broken_weights(tmp_path: Path) -> str:
     """A checkpoint directory whose weights file is garbage: loading it fails inside the task."""
     directory = tmp_path / "broken-checkpoint"
     directory.mkdir()
-    model_config(get_spec("roberta-base"), tiny=True).save_pretrained(directory)  # the row's own config
+    model_config(get_spec("roberta-base", tiny=True)).save_pretrained(directory)  # the row's own config
     (directory / "model.safetensors").write_bytes(b"not a safetensors file")
     return str(directory)
 
@@ -64,8 +64,7 @@ def failing_task(tmp_path: Path, device_kind: str = "cpu", accelerator: str | No
     [task], _ = mx.expand(replace(spec(models=("roberta-base",)), gpus=(accelerator,) if accelerator else ()),
                           device_kind)
     config = replace(task.config, weights=broken_weights(tmp_path))
-    return replace(task, config=config, planned=resolve(config, device=mx.unplaced(device_kind, accelerator),
-                                                        suite=task.suite))
+    return replace(task, config=config, planned=mx.plan_unplaced(config, task.suite, device_kind, accelerator))
 
 
 # ------------------------------------------------------------------------------------------- the matrix

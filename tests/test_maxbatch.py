@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 import mbbench.plan as plan_module
 from mbbench import runner
 from mbbench.batching import pack_documents, pad_documents
-from mbbench.bench.maxbatch import Trial, TrialError, is_oom, search, synthetic_probe
+from mbbench.bench.maxbatch import Trial, TrialError, search, synthetic_probe
+from mbbench.errors import is_oom
 from mbbench.suites import load_suite
-from mbbench.bench.trial import FAKE_OOMS, TrialSpec, fixed_length_batch, run_trial, token_budget_batch
+from mbbench.bench.trial import FAKE_OOMS, TrialSpec, fixed_length_batch, token_budget_batch
+from mbbench.max_batch_trial import run_trial
 
 
 @settings(max_examples=200, deadline=None)

@@ -6,7 +6,7 @@ from mbbench.errors import BackendUnavailable, UserError
 from mbbench.models import weights
 from mbbench.models.attention import get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig, from_glu, preset
-from mbbench.models.fused import apply_rotary
+from mbbench.models.elementwise import apply_rotary
 from mbbench.models.modernbert import ModernBert, RotaryTables, build
 from mbbench.models.registry import MODELS, count_parameters
 from mbbench.verify import make_documents, transformers_twin, verify

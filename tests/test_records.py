@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 import mbbench.plan as plan_module
-from mbbench import results, runner
+from mbbench import loading, results, runner
 from mbbench.bench.throughput import PassTimes
 from mbbench.cli import cli
-from mbbench.engines import EngineInfo
+from mbbench.engines import EngineInfo, PreparedEngine
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import DeviceInfo, Record
 from mbbench.report.render import build_report
@@ -105,7 +105,7 @@ def test_weights_hash_is_part_of_the_identity(tmp_path):
     from mbbench.models import registry
     from mbbench.verify import to_hf_config
 
-    cfg = registry.model_config(registry.get_spec("modernbert-base"), tiny=True)
+    cfg = registry.model_config(registry.get_spec("modernbert-base", tiny=True))
     checkpoints = []
     for seed in (1, 2):
         directory = tmp_path / f"ckpt{seed}"
@@ -171,21 +171,23 @@ def test_cuda_index_reaches_every_cuda_call(monkeypatch):
     seen = {}
     real_build = registry.encoder
 
-    def build(spec, options, tiny=False):
+    def build(spec, options):
         seen["build"] = options.device
-        return real_build(spec, registry.BuildOptions("cpu", options.dtype, options.backend), tiny)
+        return real_build(spec, registry.BuildOptions("cpu", options.dtype, options.backend))
 
     def passes(forward, batches, device, *args, **kwargs):
         seen["passes"] = str(device)
         return PassTimes([1.0], 0.0, 0.0, 1, 0)
 
-    def prepare(plan, encoder, first_batch, progress=None):  # the engine's first call would need the device
-        seen["prepare"] = plan.torch_device
-        return types.SimpleNamespace(info=EngineInfo("torch", "fake", plan.torch_device, "fake", 1, 1, "none")), None
+    def ready(built, batches, progress=None, shared=None, gate=True):  # the engine's first call would need the device
+        seen["prepare"] = built.model.torch_device
+        info = EngineInfo("torch", "fake", built.model.torch_device, "fake", 1, 1, "none")
+        return loading.LoadedModel(built, PreparedEngine(lambda batch: None, info), None)
 
     monkeypatch.setattr(registry, "encoder", build)
+    monkeypatch.setattr(loading, "synchronize", lambda device: None)  # no GPU 1 to wait for
     monkeypatch.setattr(runner, "measure_passes", passes)
-    monkeypatch.setattr(runner, "prepare", prepare)
+    monkeypatch.setattr(loading, "ready", ready)
     monkeypatch.setattr(runner.torch.cuda, "max_memory_allocated", lambda device: seen.setdefault("peak", str(device)))
     monkeypatch.setattr(runner.torch.cuda, "reset_peak_memory_stats", lambda device: seen.setdefault("reset", str(device)))
     monkeypatch.setattr(runner.environment, "nvml_gpu_reader", lambda index: seen.setdefault("load", index) and None)
@@ -230,7 +232,7 @@ def test_a_failed_configuration_in_run_is_recorded_and_the_next_model_runs(tmp_p
     from mbbench.models import registry
 
     broken = tmp_path / "broken"
-    registry.model_config(registry.get_spec("bert-base"), tiny=True).save_pretrained(broken)  # the row's config
+    registry.model_config(registry.get_spec("bert-base", tiny=True)).save_pretrained(broken)  # the row's config
     (broken / "model.safetensors").write_bytes(b"garbage")  # so only loading the weights fails
     out = tmp_path / "res"
     result = invoke("run", "--model", "bert-base", "--tiny", "--device", "cpu", "--docs", "2", "--runs", "1",

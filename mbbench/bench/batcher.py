@@ -42,8 +42,9 @@ def batch_tokens(lengths: Sequence[int], padded: bool) -> int:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Requests dispatched together to the model at `dispatch_s`; `tokens` is what the budget counts."""
+class RequestBatch:
+    """Requests dispatched together to the model at `dispatch_s` (the model runs them as one `batching.Batch`);
+    `tokens` is what the budget counts."""
 
     requests: tuple[Request, ...]
     dispatch_s: float

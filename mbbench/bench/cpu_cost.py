@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from mbbench.bench.matmul import KERNEL_ROWS, ROUNDS, gemm_timings
 from mbbench.hardware.shape import Shape
 from mbbench.models.attention import get_backend, packed_layout
-from mbbench.models.fused import operations
+from mbbench.models.elementwise import operations
 
 WARMUP = 3  # untimed calls of each part (the first Inductor call compiles)
 PART_ROUNDS = 10  # timed calls of each attention and element-wise part; the fastest counts (a busy core stalls

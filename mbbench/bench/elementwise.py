@@ -1,4 +1,4 @@
-"""Which element-wise kernel (`models.fused.KERNELS`) runs a model's RoPE and gated activation faster here.
+"""Which element-wise kernel (`models.elementwise.KERNELS`) runs a model's RoPE and gated activation faster here.
 
 Measured once per CPU at the model's own shapes and kept in the kernel cache, like the GEMM kernels
 (`bench.matmul.cpu_gemm_rates`, `bench.kernel_store`): Inductor's one-pass kernels save memory traffic, but
@@ -17,7 +17,7 @@ import torch
 from mbbench.bench import kernel_store
 from mbbench.formatting import plural
 from mbbench.records import now
-from mbbench.models.fused import EAGER, INDUCTOR, inductor_refusal, operations
+from mbbench.models.elementwise import EAGER, INDUCTOR, inductor_refusal, operations
 
 WARMUP = 3  # untimed calls per kernel (the first Inductor call compiles)
 ROUNDS = 8  # timed rounds: [min, max] of 8 paired ratios covers their median with probability 99.2%

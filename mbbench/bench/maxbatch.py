@@ -3,7 +3,7 @@
 The search is pure logic over a `probe(size) -> Trial`; only a probe that reports "oom" means
 "too big". Any other error raised by the probe stops the search and propagates. The real probe
 (`bench.trial.subprocess_probe`) runs each trial in a new Python process, so one OOM cannot fragment
-or poison the allocator for the next trial; `is_oom` decides what counts as running out of memory (the
+or poison the allocator for the next trial; `errors.is_oom` decides what counts as running out of memory (the
 typed `torch.cuda.OutOfMemoryError`, and the generic CUDA errors whose message says so).
 
 Sizes are k x granularity; the strategies below work on k ("units").
@@ -23,10 +23,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Generator
 
 from mbbench.errors import UserError
-
-# Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).
-OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
 
 @dataclass
 class Trial:
@@ -67,15 +63,6 @@ class SearchResult:
 
 class TrialError(RuntimeError):
     """A trial failed for a reason other than running out of memory: the search stops."""
-
-
-def is_oom(error: BaseException) -> bool:
-    """True for the typed CUDA OOM and for RuntimeErrors (e.g. torch.AcceleratorError) whose message says
-    the device ran out of memory ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")."""
-    if type(error).__name__ == "OutOfMemoryError":
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and any(marker.lower() in text for marker in OOM_MARKERS)
 
 
 # --- strategies: generators that yield the next k to probe and receive whether it ran -------------------------

@@ -187,17 +187,9 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
     misses a model or has an empty list.
     """
     names = list(forwards)
-    if not names:
-        raise ValueError("no models to compare")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    baseline = names[0] if baseline is None else baseline
-    if baseline not in forwards:
-        raise ValueError(f"baseline {baseline!r} is not one of the models {names}")
+    baseline = names[0] if baseline is None and names else baseline
     per_model = batches if isinstance(batches, Mapping) else {name: batches for name in names}
-    for name in names:
-        if not per_model.get(name):
-            raise ValueError(f"no batches for model {name!r}")
+    _check_paired(names, rounds, baseline, per_model)
     if isinstance(batches, Mapping):
         staged = {name: _stage(per_model[name], device, time_transfer) for name in names}
     else:
@@ -233,6 +225,19 @@ def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str
     ratios = [paired_ratio(models[name], models[baseline], confidence)
               for name in names if name != baseline]
     return PairedResult(baseline, order, models, ratios)
+
+
+def _check_paired(names: list[str], rounds: int, baseline: str | None, per_model: Mapping[str, Sequence]) -> None:
+    """ValueError for no models, `rounds` < 1, an unknown baseline, or a model without batches."""
+    if not names:
+        raise ValueError("no models to compare")
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the models {names}")
+    for name in names:
+        if not per_model.get(name):
+            raise ValueError(f"no batches for model {name!r}")
 
 
 def _stage(batches: Sequence, device: torch.device, time_transfer: bool) -> list:

@@ -23,14 +23,14 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from mbbench.bench.batcher import Batch, Batcher
+from mbbench.bench.batcher import Batcher, RequestBatch
 from mbbench.bench.clock import Clock
 from mbbench.bench.latency import Percentiles, percentiles
 from mbbench.bench.loadgen import Request, make_requests
 from mbbench.errors import UserError
 
-Service = Callable[[Batch], float]  # runs one batch to completion; returns its seconds
-NewShape = Callable[[Batch], bool]  # whether a batch's shape has not run yet (its first call may compile)
+Service = Callable[[RequestBatch], float]  # runs one batch to completion; returns its seconds
+NewShape = Callable[[RequestBatch], bool]  # whether a batch's shape has not run yet (its first call may compile)
 
 
 def fixed_cost_service(seconds_per_token: float, overhead_s: float = 0.0) -> Service:
@@ -219,10 +219,8 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
             clock.sleep_until(origin + dispatch)
             now = elapsed(dispatch)
             admit(now)
-        chosen = batcher.select(waiting)
-        taken = {r.id for r in chosen}
-        waiting[:] = [r for r in waiting if r.id not in taken]
-        batch = Batch(tuple(chosen), now, batcher.padded)
+        chosen = _take(batcher, waiting)
+        batch = RequestBatch(tuple(chosen), now, batcher.padded)
         fresh = new_shape is not None and new_shape(batch)
         seconds = service(batch)
         clock.sleep_until(origin + now + seconds)
@@ -234,6 +232,14 @@ def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock
     return ServingRun(offered_rate, arrival, seed, batcher, clock.kind, served, batches,
                       unserved=len(requests) - len(served), duration_s=duration,
                       arrival_span_s=requests[-1].arrival_s if requests else 0.0)
+
+
+def _take(batcher: Batcher, waiting: list[Request]) -> list[Request]:
+    """The requests of the batcher's next batch, taken off the queue."""
+    chosen = batcher.select(waiting)
+    taken = {r.id for r in chosen}
+    waiting[:] = [r for r in waiting if r.id not in taken]
+    return chosen
 
 
 def run_load(rate: float, lengths: Sequence[int], batcher: Batcher, service: Service, clock: Clock, seed: int,

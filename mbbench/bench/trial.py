@@ -1,8 +1,8 @@
-"""One max-batch trial in a fresh process: what `python -m mbbench.bench.trial` runs, and the probe that starts it.
+"""The probe of a max-batch search: each trial in a fresh process (`python -m mbbench.max_batch_trial`, which builds
+the model through `loading` and runs one forward pass of `size`), and the batches a trial runs.
 
-A trial builds the model, runs one forward pass of `size` (a batch of documents at the suite's maximum length,
-or a packed token budget) and prints one JSON line: ok with the peak bytes, oom (`maxbatch.is_oom`), or error.
-Names cross the process boundary (model, suite path, dtype, backend), so the child resolves them itself.
+A trial prints one JSON line: ok with the peak bytes, oom (`errors.is_oom`), or error. Names cross the process
+boundary (model, suite path, dtype, backend), so the child resolves them itself.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Callable
 import torch
 
 from mbbench.batching import PackedBatch, PaddedBatch, pack_documents
-from mbbench.bench.maxbatch import Trial, TrialError, is_oom
-from mbbench.dtypes import parse_dtype
-from mbbench.models import registry
-from mbbench.suites import load_suite
+from mbbench.bench.maxbatch import Trial, TrialError
 
 
+TRIAL_MODULE = "mbbench.max_batch_trial"  # what a trial process runs (`python -m`)
 # The forms an out-of-memory takes on CUDA, for tests of the classification (`TrialSpec.fake_oom`).
 FAKE_OOMS = {
     "typed": "CUDA out of memory. Tried to allocate 2.00 GiB (injected)",
@@ -49,14 +47,14 @@ class TrialSpec:
 
 
 def subprocess_probe(spec: TrialSpec, timeout: float = 600.0) -> Callable[[int], Trial]:
-    """A probe that runs each trial in a fresh `python -m mbbench.bench.trial` process.
+    """A probe that runs each trial in a fresh `python -m mbbench.max_batch_trial` process.
 
     Raises TrialError when the process fails or reports a non-OOM error; `timeout` is in seconds.
     """
     def probe(size: int) -> Trial:
         payload = json.dumps({**asdict(spec), "size": size})
         began = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "mbbench.bench.trial", payload], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", TRIAL_MODULE, payload], capture_output=True,
                               text=True, timeout=timeout)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
@@ -94,54 +92,3 @@ def token_budget_batch(suite, size: int) -> PackedBatch:
         docs.append(document)
         used += len(document)
     return pack_documents(docs)
-
-
-def _trial_batch(spec: TrialSpec, size: int, pad_token_id: int, layout: str):
-    """The inputs for one trial and their token count, exactly what the record says: a packed batch of exactly
-    `size` tokens from the suite's documents (mode "tokens"), or `size` documents of the suite's maximum
-    length (the paper's memory column)."""
-    suite = load_suite(spec.suite)
-    if spec.mode == "tokens":
-        batch = token_budget_batch(suite, size)
-        return batch, batch.real_tokens
-    return fixed_length_batch(size, suite.definition.max_length, layout, pad_token_id), \
-        size * suite.definition.max_length
-
-
-def run_trial(spec: TrialSpec, size: int) -> dict:
-    """One forward pass in this process; reports ok (with peak bytes) / oom (`is_oom`) / error."""
-    device = torch.device(spec.device)
-    if device.type == "cuda" and spec.memory_limit_bytes:
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, spec.memory_limit_bytes / total), device)
-    try:
-        if spec.fake_error:
-            raise ValueError("injected non-OOM failure")
-        encoder = registry.build_encoder(spec.model, registry.BuildOptions(spec.device, parse_dtype(spec.dtype),
-                                                                           spec.backend), tiny=spec.tiny)
-        pad = 0 if spec.tiny else (getattr(encoder.module.config, "pad_token_id", 0) or 0)
-        batch, tokens = _trial_batch(spec, size, pad, encoder.layout)
-        if spec.tiny:
-            batch.input_ids.remainder_(encoder.module.config.vocab_size)
-        if spec.fake_limit_tokens is not None and tokens > spec.fake_limit_tokens:
-            error = torch.cuda.OutOfMemoryError if spec.fake_oom == "typed" else RuntimeError
-            raise error(FAKE_OOMS[spec.fake_oom])
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode():
-            encoder(batch.to(device))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        return {"status": "ok", "peak_bytes": peak}
-    except Exception as error:  # only an OOM means "too big"; anything else is a real failure, reported
-        if is_oom(error):
-            typed = isinstance(error, torch.cuda.OutOfMemoryError)
-            return {"status": "oom", "detail": None if typed else f"{type(error).__name__}: {str(error)[:300]}"}
-        return {"status": "error", "error": f"{type(error).__name__}: {error}"}
-
-
-if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
-    size = request.pop("size")
-    print(json.dumps(run_trial(TrialSpec(**request), size)), flush=True)

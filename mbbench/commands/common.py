@@ -8,7 +8,10 @@ import sys
 
 import click
 
+from mbbench.engines import DEFAULT_ENGINE
+from mbbench.errors import UserError
 from mbbench.plan import Plan, RunConfig
+from mbbench.records import COMPILE_ENGINE
 
 ENGINE_CACHE_ENV = "MBBENCH_ENGINE_CACHE"  # where engine exports are cached (docs/engines.md)
 
@@ -24,10 +27,16 @@ def engine_cache() -> str | None:
     return os.environ.get(ENGINE_CACHE_ENV) or None
 
 
-def note_compile(compile_model: bool) -> None:
-    """`--compile` is deprecated: say what it means (RunConfig turns it into the engine)."""
-    if compile_model:
-        click.echo("note: --compile is deprecated; it means --engine torch-compile", err=True)
+def engine_named(engine: str, compile_model: bool) -> str:
+    """The engine a command line asks for: `--compile` is the deprecated spelling of `--engine torch-compile`
+    (translated here, with a note saying so, and nowhere else). UserError when it is combined with another
+    engine."""
+    if not compile_model:
+        return engine
+    if engine not in (DEFAULT_ENGINE, COMPILE_ENGINE):
+        raise UserError(f"--compile means --engine {COMPILE_ENGINE}; it cannot be combined with --engine {engine}")
+    click.echo(f"note: --compile is deprecated; it means --engine {COMPILE_ENGINE}", err=True)
+    return COMPILE_ENGINE
 
 
 def finish(code: int) -> None:

@@ -90,7 +90,7 @@ PREDICT_ONLY = ("gpus", "include_unusual")  # options of the predicted sweep alo
               help="Rank shapes that are not 64-aligned or whose intermediate is narrower than hidden with the rest.")
 @click.option("--measure", is_flag=True, help="Measure each shape on this device, beside its prediction for it.")
 @click.option("--device", default="auto", show_default=True, help="--measure: auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=None, help="--measure: intra-op threads (default: torch's).")
+@OPTIONS["threads"]
 @click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True,
               help="--measure: interleaved rounds (6 is the fewest with a 95% interval of the median).")
 @click.option("--block", type=click.IntRange(min=1), default=measured_sweep.DEFAULT_BLOCK, show_default=True,

@@ -57,8 +57,7 @@ def prepare(matrix_file: str | None, axes: dict, run_options: dict, ray_address:
 @click.option("--warmup", "warmup_batches", type=int, default=None)
 @click.option("--device", default=None, help="cpu or cuda (default: this machine's; with --ray, cuda).")
 @click.option("--compile/--no-compile", "compile", default=None, help="Deprecated: --engine torch-compile.")
-@click.option("--threads", type=int, default=None,
-              help="Intra-op threads per task (default on CPU: this process's torch count); inter-op 1.")
+@options("threads")
 @click.option("--tiny/--no-tiny", default=None)
 @click.option("--weights", default=None, help="A checkpoint directory, present on every node.")
 @options("out")

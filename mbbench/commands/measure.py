@@ -11,7 +11,7 @@ import click
 from mbbench import compare as comparison
 from mbbench import predict, runner
 from mbbench.calibration import default_calibration
-from mbbench.commands.common import configs, echo_notes, engine_cache, finish, note_compile, progress_for
+from mbbench.commands.common import configs, echo_notes, engine_cache, engine_named, finish, progress_for
 from mbbench.commands.console import produce_and_print
 from mbbench.commands.options import options
 from mbbench.device import check_requested_gpu, detect
@@ -29,7 +29,8 @@ from mbbench.units import SECONDS
 @click.option("--max-batch", is_flag=True, hidden=True, help="Deprecated: use `mbbench max-batch`.")
 @click.option("--predict", "predict_flag", is_flag=True, hidden=True, help="Deprecated: use `mbbench predict`.")
 @click.pass_context
-def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag, compile_model, **fields) -> None:
+def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag, compile_model, engine,
+        **fields) -> None:
     """Measure tokens/s of MODELs over SUITEs; one record per configuration under OUT/<device>/."""
     if max_batch or predict_flag:
         target = max_batch_command if max_batch else predict_command
@@ -49,9 +50,9 @@ def run(ctx, models, suites, gpu, out_dir, force, quiet, max_batch, predict_flag
         return ctx.invoke(target, **{p.name: params.get(p.name, p.default) for p in target.params})
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
-    note_compile(compile_model)
-    plans = [resolve(c, device=local) for c in configs(models, suites, compile=compile_model,
-                                                       engine_cache=engine_cache(), **fields)]
+    engine = engine_named(engine, compile_model)
+    plans = [resolve(c, device=local) for c in configs(models, suites, engine=engine, engine_cache=engine_cache(),
+                                                       **fields)]
     echo_notes(plans, quiet)
 
     def measure(plan):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mbbench.models.fused import KERNELS as ELEMENTWISE_KERNELS
+from mbbench.models.elementwise import KERNELS as ELEMENTWISE_KERNELS
 from mbbench.models.gemm import KERNELS as GEMM_KERNELS
 from mbbench.plan import DEFAULT_CPU_DOCS
 from mbbench.units import SIZE, number

@@ -16,7 +16,7 @@ from mbbench import serve as serve_producer
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S
 from mbbench.bench.latency import PERCENTILES, few_samples_note, shown_percentile
 from mbbench.bench.serving import Slo
-from mbbench.commands.common import configs, echo_notes, finish, progress_for
+from mbbench.commands.common import configs, echo_notes, engine_cache, engine_named, finish, progress_for
 from mbbench.commands.console import aligned, produce_and_print
 from mbbench.commands.options import options
 from mbbench.device import check_requested_gpu, detect
@@ -24,8 +24,8 @@ from mbbench.driver import job
 from mbbench.plan import resolve
 from mbbench.records import Latency, Record, Serving
 
-SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "gemm", "elementwise",
-          "out", "force", "compile", "weights", "tiny", "quiet")
+SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "engine", "threads", "gemm",
+          "elementwise", "out", "force", "compile", "weights", "tiny", "quiet")
 
 
 def ms(seconds: float | None) -> str:
@@ -46,14 +46,15 @@ def ms(seconds: float | None) -> str:
 @click.option("--warmup", type=int, default=latency_producer.DEFAULT_WARMUP, show_default=True,
               help="Untimed requests per batch size after its cold call.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which documents each request draws.")
-def latency(models, suites, gpu, out_dir, force, quiet, compile_model, batch_sizes, min_requests, min_seconds,
-            warmup, seed, **fields) -> None:
+def latency(models, suites, gpu, out_dir, force, quiet, compile_model, engine, batch_sizes, min_requests,
+            min_seconds, warmup, seed, **fields) -> None:
     """Per-request latency (p50/p90/p95/p99, mean, stdev) at each batch size over SUITE's lengths."""
     settings = latency_producer.LatencySettings(tuple(batch_sizes), min_requests, min_seconds, warmup, seed)
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
+    engine = engine_named(engine, compile_model)
     plans = [resolve(c, "latency", device=local, traffic=settings.traffic())
-             for c in configs(models, suites, compile=compile_model, **fields)]
+             for c in configs(models, suites, engine=engine, engine_cache=engine_cache(), **fields)]
     echo_notes(plans, quiet)
     jobs = [job(p, lambda plan: latency_producer.measure(plan, settings, progress_for(plan, quiet))) for p in plans]
     finish(produce_and_print(jobs, out_dir, force, quiet, latency_lines))
@@ -86,7 +87,7 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, batch_siz
 @click.option("--warmup", type=int, default=serve_producer.DEFAULT_WARMUP, show_default=True,
               help="Requests of the lowest rate run untimed, alone and as one batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Arrival times and documents.")
-def serve(models, suites, gpu, out_dir, force, quiet, compile_model, rates, duration, min_requests,
+def serve(models, suites, gpu, out_dir, force, quiet, compile_model, engine, rates, duration, min_requests,
           max_batch_tokens, max_batch_requests, max_wait_ms, sort_by_length, slo, search_steps, clock, drain_limit_s,
           warmup, seed, **fields) -> None:
     """An in-process load test: open-loop arrivals at each --rate, a dynamic batcher, one model worker."""
@@ -95,8 +96,9 @@ def serve(models, suites, gpu, out_dir, force, quiet, compile_model, rates, dura
         sort_by_length, Slo.parse(slo) if slo is not None else None, search_steps, clock, seed, warmup, drain_limit_s)
     local = detect(fields["device"])
     check_requested_gpu(gpu, local)
+    engine = engine_named(engine, compile_model)
     plans = [resolve(c, "serving", device=local, traffic=settings.traffic())
-             for c in configs(models, suites, compile=compile_model, **fields)]
+             for c in configs(models, suites, engine=engine, engine_cache=engine_cache(), **fields)]
     for plan in plans:
         if not plan.unsupported_reason():
             serve_producer.check_lengths(plan, settings)

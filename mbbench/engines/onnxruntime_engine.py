@@ -13,7 +13,6 @@ Batches go through numpy, so on CUDA the host<->device copies are inside each ca
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import numpy as np
 import torch
 
 from mbbench.batching import PaddedBatch
-from mbbench.bench.timing import timed
 from mbbench.dtypes import dtype_name
-from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, EngineUnavailable, ModelIdentity,
-                                  PreparedEngine, missing_extra)
-from mbbench.engines.cache import cached_export, export_identity
+from mbbench.engines.base import EngineInfo, EngineSettings, EngineUnavailable, missing_extra
+from mbbench.engines.cache import CacheEntry
 from mbbench.engines.export import ONNX_FILE, export_onnx, exporter_settings, refuse_reason
+from mbbench.engines.exporting import ExportingEngine
 from mbbench.models.encoders import Encoder
 
 OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
@@ -60,10 +58,12 @@ def fused_operator_counts(model_path: Path) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in graph.node if node.domain in ORT_DOMAINS).items()))
 
 
-class OnnxRuntimeEngine(Engine):
+class OnnxRuntimeEngine(ExportingEngine):
+    """The ONNX export in an InferenceSession: `ExportingEngine.prepare`'s steps, ORT's way."""
+
     name = "onnxruntime"
     extra = "onnx"
-    exports = True
+    artefact = ONNX_FILE
 
     def version(self) -> str:
         _onnx()
@@ -97,43 +97,37 @@ class OnnxRuntimeEngine(Engine):
         options.log_severity_level = 3  # errors only: ORT warns that the saved optimised graph is hardware-specific
         return options
 
-    def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: PaddedBatch,
-                settings: EngineSettings) -> PreparedEngine:
-        """Export (or reuse the cached export), build the session, time the first call on `first_batch`.
+    def exporter(self, opset: int) -> dict:
+        return exporter_settings(opset)
 
-        Raises EngineUnavailable when the model or device cannot run here (see `unavailable`).
-        """
-        self.check(encoder)
-        ort = _onnxruntime()
-        key = export_identity(identity, encoder.dtype, self.name, ort.__version__, exporter_settings(settings.opset))
-        started = time.perf_counter()
-        entry = cached_export(settings.cache_dir, key, ONNX_FILE,
-                              lambda folder: export_onnx(encoder, folder / ONNX_FILE, settings.opset))
-        export_seconds = 0.0 if entry.hit else time.perf_counter() - started
+    def export(self, encoder: Encoder, folder: Path, opset: int) -> None:
+        export_onnx(encoder, folder / ONNX_FILE, opset)
 
+    def compile(self, entry: CacheEntry, encoder: Encoder, settings: EngineSettings):
+        """The session on the encoder's device's provider, its optimised graph saved beside the export. Raises
+        EngineUnavailable when the session cannot load the graph or did not take the provider."""
         provider = provider_for(encoder.device)
-        optimized = entry.path / OPTIMIZED_FILE
-        started = time.perf_counter()
-        session = self.session(entry.path / ONNX_FILE, self.session_options(settings, optimized, provider), provider,
-                               encoder.dtype)
-        compile_seconds = time.perf_counter() - started
+        options = self.session_options(settings, entry.path / OPTIMIZED_FILE, provider)
+        session = self.session(entry.path / ONNX_FILE, options, provider, encoder.dtype)
         if provider not in session.get_providers():
             raise EngineUnavailable(f"engine {self.name}: the session did not take {provider} "
                                     f"(it runs {session.get_providers()})")
+        return session
 
-        device = encoder.device
-        run = _runner(session, device)
-        first_call = timed(lambda: run(first_batch), device)
-        applied = session.get_session_options()
-        info = EngineInfo(
-            name=self.name, version=ort.__version__, device=str(device), provider=provider,
-            threads_intra=applied.intra_op_num_threads, threads_inter=applied.inter_op_num_threads,
-            graph_optimization=OPTIMIZATION_LEVEL, fused_ops=fused_operator_counts(optimized),
-            export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
-            cache_hit=entry.hit, cache_path=str(entry.path), **precision_of(entry.path / ONNX_FILE, optimized,
-                                                                             encoder.dtype),
+    def runner(self, compiled, device: torch.device):
+        return _runner(compiled, device)
+
+    def describe(self, compiled, entry: CacheEntry, encoder: Encoder, settings: EngineSettings) -> EngineInfo:
+        """Threads and execution mode read back from the session, ORT's fused operators, the precision."""
+        applied = compiled.get_session_options()
+        optimized = entry.path / OPTIMIZED_FILE
+        return EngineInfo(
+            name=self.name, version=_onnxruntime().__version__, device=str(encoder.device),
+            provider=provider_for(encoder.device), threads_intra=applied.intra_op_num_threads,
+            threads_inter=applied.inter_op_num_threads, graph_optimization=OPTIMIZATION_LEVEL,
+            fused_ops=fused_operator_counts(optimized),
+            **precision_of(entry.path / ONNX_FILE, optimized, encoder.dtype),
             settings={"execution_mode": str(applied.execution_mode), "opset": str(settings.opset)})
-        return PreparedEngine(run, info)
 
     def session(self, model: Path, options, provider: str, dtype: torch.dtype):
         """The InferenceSession of `model` on `provider`. Raises EngineUnavailable with ORT's first line when it

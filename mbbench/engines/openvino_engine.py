@@ -21,7 +21,6 @@ compresses weights to fp16). Sources: docs.openvino.ai "Precision Control", "CPU
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -30,13 +29,12 @@ import numpy as np
 import torch
 
 from mbbench.batching import PaddedBatch
-from mbbench.bench.timing import timed
 from mbbench.dtypes import computed_precision
-from mbbench.engines.base import (Engine, EngineInfo, EngineSettings, ModelIdentity, PreparedEngine,
-                                  missing_extra)
-from mbbench.engines.cache import cached_export, export_identity
+from mbbench.engines.base import EngineInfo, EngineSettings, missing_extra
+from mbbench.engines.cache import CacheEntry
 from mbbench.engines.export import (ONNX_FILE, HiddenStates, example_batch, export_onnx, exporter_settings,
                                     refuse_reason)
+from mbbench.engines.exporting import ExportingEngine
 from mbbench.models.encoders import Encoder
 
 IR_FILE = "model.xml"
@@ -64,10 +62,12 @@ def _fp32(encoder: Encoder) -> Encoder:
     return upcast
 
 
-class OpenVinoEngine(Engine):
+class OpenVinoEngine(ExportingEngine):
+    """The encoder's IR compiled for the CPU plugin: `ExportingEngine.prepare`'s steps, OpenVINO's way."""
+
     name = "openvino"
     extra = "openvino"
-    exports = True
+    artefact = IR_FILE
 
     def __init__(self, source: str = "onnx"):
         # "onnx": read the ONNX export (default, see the module docstring); "torch": convert_model(module)
@@ -104,7 +104,7 @@ class OpenVinoEngine(Engine):
             return {"exporter": "openvino.convert_model(module)", "torch": torch.__version__}
         return {**exporter_settings(opset), "converter": "openvino.Core.read_model(onnx)"}
 
-    def convert(self, encoder: Encoder, folder: Path, opset: int) -> None:
+    def export(self, encoder: Encoder, folder: Path, opset: int) -> None:
         """Write the OpenVINO IR (model.xml + model.bin, fp32 weights) of `encoder` into `folder`."""
         ov = _openvino()
         encoder = _fp32(encoder)
@@ -120,42 +120,30 @@ class OpenVinoEngine(Engine):
         ov.save_model(model, str(folder / IR_FILE), compress_to_fp16=False)
         (folder / ONNX_FILE).unlink(missing_ok=True)  # the IR holds the weights now
 
-    def prepare(self, encoder: Encoder, identity: ModelIdentity, first_batch: PaddedBatch,
-                settings: EngineSettings) -> PreparedEngine:
-        """Convert (or reuse the cached IR), compile for CPU, time the first call on `first_batch`.
+    def config(self, encoder: Encoder, settings: EngineSettings) -> dict:
+        """The CPU plugin's settings: threads, one stream, the latency hint and the precision of the run's dtype."""
+        return {"INFERENCE_NUM_THREADS": settings.threads.intra, "NUM_STREAMS": settings.threads.inter,
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISION_HINT[encoder.dtype]}
 
-        Raises EngineUnavailable when the model or device cannot run here (see `unavailable`).
-        """
-        self.check(encoder)
-        ov = _openvino()
-        key = export_identity(identity, encoder.dtype, self.name, ov.__version__, self.exporter(settings.opset))
-        started = time.perf_counter()
-        entry = cached_export(settings.cache_dir, key, IR_FILE,
-                              lambda folder: self.convert(encoder, folder, settings.opset))
-        export_seconds = 0.0 if entry.hit else time.perf_counter() - started
+    def compile(self, entry: CacheEntry, encoder: Encoder, settings: EngineSettings):
+        """The cached IR read and compiled for the CPU with `config`."""
+        core = _openvino().Core()
+        return core.compile_model(core.read_model(str(entry.path / IR_FILE)), "CPU", self.config(encoder, settings))
 
-        core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": settings.threads.intra, "NUM_STREAMS": settings.threads.inter,
-                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISION_HINT[encoder.dtype]}
-        started = time.perf_counter()
-        model = core.read_model(str(entry.path / IR_FILE))
-        compiled = core.compile_model(model, "CPU", config)
-        compile_seconds = time.perf_counter() - started
+    def runner(self, compiled, device: torch.device):
+        return _runner(compiled, device)
 
-        run = _runner(compiled, encoder.device)
-        first_call = timed(lambda: run(first_batch), encoder.device)
-        applied = {key: _text(compiled.get_property(key)) for key in config}
-        info = EngineInfo(
-            name=self.name, version=ov.__version__, device=str(encoder.device), provider="OpenVINO CPU",
+    def describe(self, compiled, entry: CacheEntry, encoder: Encoder, settings: EngineSettings) -> EngineInfo:
+        """Every setting read back from the compiled model, its runtime graph's kernels, the precision it computes
+        in (the hint read back)."""
+        applied = {key: _text(compiled.get_property(key)) for key in self.config(encoder, settings)}
+        return EngineInfo(
+            name=self.name, version=_openvino().__version__, device=str(encoder.device), provider="OpenVINO CPU",
             threads_intra=int(compiled.get_property("INFERENCE_NUM_THREADS")),
             threads_inter=int(compiled.get_property("NUM_STREAMS")),
             graph_optimization="OpenVINO CPU plugin transformations (no levels), PERFORMANCE_HINT=LATENCY",
-            fused_ops=fused_layer_counts(compiled),
-            export_seconds=export_seconds, compile_seconds=compile_seconds, first_call_seconds=first_call,
-            cache_hit=entry.hit, cache_path=str(entry.path),
-            precision=computed_precision(applied["INFERENCE_PRECISION_HINT"]),
+            fused_ops=fused_layer_counts(compiled), precision=computed_precision(applied["INFERENCE_PRECISION_HINT"]),
             settings={**applied, "source": self.source})
-        return PreparedEngine(run, info)
 
 
 def fused_layer_counts(compiled) -> dict[str, int]:

@@ -17,7 +17,7 @@ from mbbench.batching import Batch
 from mbbench.bench.timing import timed
 from mbbench.engines.base import Engine, EngineInfo, EngineSettings, ModelIdentity, PreparedEngine, Threads
 from mbbench.models.encoders import Encoder
-from mbbench.models.fused import inductor_refusal
+from mbbench.models.elementwise import inductor_refusal
 
 
 def apply_threads(threads: Threads) -> Threads:

@@ -337,7 +337,7 @@ def rotary_bytes(hidden: int, code: str, dtype: str) -> float:
     - transformers, per tensor: `x.float()` twice (each reads h·w, writes h·4; no-ops in fp32), rotate_half
       (neg: h/2 in and out; cat: h in and out), ×cos, ×sin (h in and out each), the sum (2h in, h out), all
       at 4 bytes, and the downcast (h·4 in, h·w out; a no-op in fp32): 10h·4 + 3h·(w + 4) under half precision.
-    - mbbench (`fused.apply_rotary`): four products over half-width views, each reading h elements in
+    - mbbench (`elementwise.apply_rotary`): four products over half-width views, each reading h elements in
       their dtype and writing h fp32 values, and two sums reading 2h fp32 and writing h in the activation
       dtype: 4h·(w + 4) + 2·(2h·4 + h·w) for q and k together.
     """

@@ -177,7 +177,7 @@ def auto_backend(gpu: GPU, packed_model: bool) -> str:
 # How RoPE is applied, by the code that runs it (perfmodel.elementwise_bytes costs each):
 # fused: one kernel reads and writes q and k (FlexBERT's flash-attn Triton rotary);
 # transformers: x.float() (twice), rotate_half (neg + cat), ×cos, ×sin, the sum and the downcast, each a pass;
-# mbbench: fused.apply_rotary — four products reading x in its dtype, two sums written in x's dtype.
+# mbbench: elementwise.apply_rotary — four products reading x in its dtype, two sums written in x's dtype.
 ROTARY_CODES = ("fused", "transformers", "mbbench")
 
 

@@ -28,8 +28,8 @@ from mbbench.models.encoders import (PACKED_ATTENTION, Encoder, HFPackedEncoder,
                                      packed_attention)
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.models.gemm import onednn_available, pack
-from mbbench.models.fused import EAGER as DEFAULT_ELEMENTWISE
-from mbbench.models.fused import use as use_elementwise
+from mbbench.models.elementwise import EAGER as DEFAULT_ELEMENTWISE
+from mbbench.models.elementwise import use as use_elementwise
 from mbbench.models.modernbert import ModernBert, init_weights
 from mbbench.models.neobert import NeoBert
 from mbbench.models.spec import ModelSpec
@@ -72,7 +72,7 @@ class BuildOptions:
     seed: int = 0
     weights: str | None = None  # a local checkpoint directory
     gemm: str = DEFAULT_GEMM  # our own models' linears (`models.gemm.KERNELS`); transformers models run their own
-    elementwise: str = DEFAULT_ELEMENTWISE  # our own models' RoPE and gated activation (`models.fused.KERNELS`)
+    elementwise: str = DEFAULT_ELEMENTWISE  # our own models' RoPE and gated activation (`models.elementwise.KERNELS`)
 
 
 class Builder:
@@ -86,7 +86,7 @@ class Builder:
         """None when the model can be built with the software here, else why not."""
         return None
 
-    def config(self, spec: ModelSpec, tiny: bool = False):
+    def config(self, spec: ModelSpec):
         raise NotImplementedError
 
     def module(self, spec: ModelSpec, cfg, backend: str) -> nn.Module:
@@ -96,21 +96,21 @@ class Builder:
     def backends(self, spec: ModelSpec) -> list[str]:
         raise NotImplementedError
 
-    def encoder(self, spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
+    def encoder(self, spec: ModelSpec, options: BuildOptions) -> Encoder:
         raise NotImplementedError
 
-    def checkpoint_changes(self, spec: ModelSpec, path: str, tiny: bool = False) -> tuple[ConfigChange, ...]:
+    def checkpoint_changes(self, spec: ModelSpec, path: str) -> tuple[ConfigChange, ...]:
         """The config fields in which the checkpoint directory `path` (`--weights`) differs from the row: what
         the built model will run with. Raises UserError for a checkpoint the row cannot be (another
         architecture or shape), or one that has no readable config."""
         raise NotImplementedError
 
-    def shape(self, spec: ModelSpec, tiny: bool = False) -> Shape:
+    def shape(self, spec: ModelSpec) -> Shape:
         raise NotImplementedError
 
-    def parameters(self, spec: ModelSpec, tiny: bool = False) -> int:
+    def parameters(self, spec: ModelSpec) -> int:
         """Parameters of the bare encoder, counted on the meta device (nothing is allocated)."""
-        cfg = self.config(spec, tiny)
+        cfg = self.config(spec)
         with torch.device("meta"):
             module = self.module(spec, cfg, "eager")
         return sum(p.numel() for p in module.parameters())
@@ -139,15 +139,15 @@ class Builder:
 class PackedBuilder(Builder):
     """Shared by our own packed encoders (reference ModernBERT and NeoBERT)."""
 
-    rotary_code = "mbbench"  # fused.apply_rotary
+    rotary_code = "mbbench"  # elementwise.apply_rotary
     owns_gemms = True
 
     module_class: type = nn.Module
     tiny_key: str = ""
 
-    def config(self, spec, tiny=False):
+    def config(self, spec):
         cfg = spec.make_config()
-        if not tiny:
+        if not spec.tiny:
             return cfg
         return replace(cfg, **TINY_SHAPES[self.tiny_key], vocab_size=min(cfg.vocab_size, TINY_VOCAB), pad_token_id=0)
 
@@ -158,8 +158,8 @@ class PackedBuilder(Builder):
         names = backend_names()
         return [n for n in names if n != "xformers"] if spec.window is not None else names
 
-    def encoder(self, spec, options, tiny=False):
-        cfg = self.config(spec, tiny)
+    def encoder(self, spec, options):
+        cfg = self.config(spec)
         module = self.module(spec, cfg, options.backend)
         init_weights(module, options.seed)
         if options.weights:
@@ -178,9 +178,9 @@ class ReferenceBuilder(PackedBuilder):
     tiny_key = "reference"
     gated_activation = "gelu"
 
-    def checkpoint_changes(self, spec, path, tiny=False):
+    def checkpoint_changes(self, spec, path):
         # our modules take no config from a checkpoint: every field must equal the row's (field by field)
-        weights.check_checkpoint(self.config(spec, tiny), weights.checkpoint_config(weights.read_config(path), path),
+        weights.check_checkpoint(self.config(spec), weights.checkpoint_config(weights.read_config(path), path),
                                  spec.name)
         return ()
 
@@ -189,8 +189,8 @@ class ReferenceBuilder(PackedBuilder):
         weights.check_checkpoint(expected_cfg, weights.checkpoint_config(config, path), spec.name)
         return weights.load_state(module, state)
 
-    def shape(self, spec, tiny=False):
-        cfg = self.config(spec, tiny)
+    def shape(self, spec):
+        cfg = self.config(spec)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, gated=True, heads=cfg.num_heads,
                      layers=cfg.num_layers, vocab=cfg.vocab_size, window=cfg.half_window,
                      global_every=cfg.global_every, unpadded=True, rotary=True)
@@ -201,14 +201,14 @@ class NeoBertBuilder(PackedBuilder):
     tiny_key = "neobert"
     gated_activation = "silu"
 
-    def checkpoint_changes(self, spec, path, tiny=False):
+    def checkpoint_changes(self, spec, path):
         raise UserError(NO_NEOBERT_CHECKPOINTS.format(name=spec.name))
 
     def load_weights(self, spec, module, path, expected_cfg):
         raise UserError(NO_NEOBERT_CHECKPOINTS.format(name=spec.name))
 
-    def shape(self, spec, tiny=False):
-        cfg = self.config(spec, tiny)
+    def shape(self, spec):
+        cfg = self.config(spec)
         return Shape(hidden=cfg.hidden_size, ffn=cfg.swiglu_hidden, gated=True, heads=cfg.num_heads,
                      layers=cfg.num_layers, vocab=cfg.vocab_size, window=None, global_every=1, unpadded=True,
                      rotary=True)
@@ -246,22 +246,22 @@ class HFBuilder(Builder):
         if reason:
             raise UserError(f"{spec.name} {reason}")
 
-    def config(self, spec, tiny=False):
+    def config(self, spec):
         self._require(spec)
         config_class = self._config_class(spec)
         cfg = config_class(**spec.config_kwargs)
-        if tiny:  # through the constructor again, so derived fields (ModernBERT's layer_types) follow the shape
+        if spec.tiny:  # through the constructor again, so derived fields (ModernBERT's layer_types) follow the shape
             cfg = config_class(**{**spec.config_kwargs, **_tiny_overrides(cfg)})
         cfg._attn_implementation = "eager"
         return cfg
 
-    def checkpoint_config(self, spec: ModelSpec, path: str, tiny: bool = False):
+    def checkpoint_config(self, spec: ModelSpec, path: str):
         """(the checkpoint's transformers config, its `ConfigChange`s from the row's config).
 
         Raises UserError for a config.json of another model type, one transformers rejects, or one whose shape
         differs from the row's (`SHAPE_FIELDS`, the performance model's `Shape`, or any tensor's shape).
         """
-        row = self.config(spec, tiny)
+        row = self.config(spec)
         saved = weights.read_config(path)
         config_class = self._config_class(spec)
         if saved.get("model_type", config_class.model_type) != config_class.model_type:
@@ -277,8 +277,8 @@ class HFBuilder(Builder):
         self._refuse_other_shape(spec, row, cfg, changes, f"--weights {path}")
         return cfg, changes
 
-    def checkpoint_changes(self, spec, path, tiny=False):
-        return self.checkpoint_config(spec, path, tiny)[1]
+    def checkpoint_changes(self, spec, path):
+        return self.checkpoint_config(spec, path)[1]
 
     def _refuse_other_shape(self, spec, row, cfg, changes: tuple[ConfigChange, ...], source: str) -> None:
         """UserError naming the first kind of shape difference: a listed field, the `Shape`, a tensor's shape."""
@@ -328,13 +328,13 @@ class HFBuilder(Builder):
         self.check_backend(spec, backend)
         return backend
 
-    def _instance(self, spec, options: BuildOptions, tiny: bool, attention: str) -> nn.Module:
+    def _instance(self, spec, options: BuildOptions, attention: str) -> nn.Module:
         """The transformers module running `attention` (transformers' name): the checkpoint's config and weights
         with `options.weights`, else the row's config with weights seeded by `options.seed`."""
         if options.weights:
-            cfg, _ = self.checkpoint_config(spec, options.weights, tiny)
+            cfg, _ = self.checkpoint_config(spec, options.weights)
             return self._pretrained(spec, cfg, options.weights, attention, options.dtype)
-        cfg = self.config(spec, tiny)
+        cfg = self.config(spec)
         cfg._attn_implementation = attention
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)  # transformers initialises from the global generator
@@ -356,13 +356,13 @@ class HFBuilder(Builder):
                             f"mis-shaped tensors of {spec.name}, e.g. {(missing + [str(m) for m in mismatched])[:3]}")
         return module
 
-    def encoder(self, spec, options, tiny=False):
+    def encoder(self, spec, options):
         backend = self.resolve_backend(spec, options.backend)
-        module = self._instance(spec, options, tiny, HF_ATTENTION[backend])  # transformers' name for the kernel
+        module = self._instance(spec, options, HF_ATTENTION[backend])  # transformers' name for the kernel
         return HFPaddedEncoder(module.to(device=torch.device(options.device), dtype=options.dtype).eval(), backend)
 
-    def shape(self, spec, tiny=False):
-        return self._shape(spec, self.config(spec, tiny))
+    def shape(self, spec):
+        return self._shape(spec, self.config(spec))
 
     def _shape(self, spec, cfg) -> Shape:
         heads = cfg.num_attention_heads
@@ -394,18 +394,18 @@ class HFPackedBuilder(HFBuilder):
     def backends(self, spec):
         return [] if self.available(spec) else backend_names()
 
-    def encoder(self, spec, options, tiny=False):
+    def encoder(self, spec, options):
         device = torch.device(options.device)
         backend = options.backend
         if backend == "auto":  # the paper's row ran xformers; else the fastest packed kernel here
             backend = "xformers" if _runs("xformers", device, options.dtype) else get_backend(
                 "auto", device, options.dtype, needs_window=False).name
         attention = packed_attention(backend, device, options.dtype, {None})
-        module = self._instance(spec, options, tiny, PACKED_ATTENTION)
+        module = self._instance(spec, options, PACKED_ATTENTION)
         return HFPackedEncoder(module.to(device=device, dtype=options.dtype).eval(), attention, {None})
 
-    def shape(self, spec, tiny=False):
-        return replace(super().shape(spec, tiny), unpadded=True)
+    def shape(self, spec):
+        return replace(super().shape(spec), unpadded=True)
 
 
 def _tiny_overrides(cfg) -> dict:

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from mbbench.batching import Batch, PackedBatch, PaddedBatch
-from mbbench.models import fused, gemm
+from mbbench.models import elementwise as elementwise_kernels
+from mbbench.models import gemm
 from mbbench.models.attention import BACKEND_CLASSES, AttentionBackend, get_backend, packed_layout
 
 PACKED_ATTENTION = "mbbench_packed"
@@ -30,12 +31,8 @@ class Encoder:
     module: nn.Module
     layout: str  # "packed" or "padded": which batches it takes
     backend: str  # the attention implementation that actually runs
-    gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`)
-    gemm_reason: str = ""  # why that kernel (set by whoever chose it: `runner.build`)
-    elementwise: str = "eager"  # the kernel of its RoPE and gated activation (`models.fused.KERNELS`)
-    elementwise_reason: str = ""  # why (set by `runner.build`)
-    gemm_source: str = ""  # where the GEMM choice came from: measured now, cache, pinned or fixed (`bench.kernel_choice`)
-    elementwise_source: str = ""  # likewise for the element-wise kernel
+    gemm: str = "torch"  # the GEMM kernel its linears run on (`models.gemm.KERNELS`; why: `loading.Built.gemm`)
+    elementwise: str = "eager"  # the kernel of its RoPE and gated activation (`models.elementwise.KERNELS`)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -61,7 +58,7 @@ class Encoder:
 
 class PackedEncoder(Encoder):
     def __init__(self, module: nn.Module, gemm: str = "torch", elementwise: str = "eager"):
-        super().__init__(module, "packed", module.backend.name, gemm, elementwise=elementwise)
+        super().__init__(module, "packed", module.backend.name, gemm, elementwise)
 
     def __call__(self, batch: PackedBatch) -> torch.Tensor:
         return self.module.forward_packed(batch.input_ids, batch.cu_seqlens, batch.max_seqlen)
@@ -131,14 +128,14 @@ def float32_twin(encoder: Encoder) -> Encoder:
     What every engine's output is judged against (`engines.parity`). Returns `encoder` itself when it is already
     that: fp32 on torch's GEMM and eager element-wise kernels. The original is never modified.
     """
-    plain = encoder.gemm == gemm.TORCH and encoder.elementwise == fused.EAGER
+    plain = encoder.gemm == gemm.TORCH and encoder.elementwise == elementwise_kernels.EAGER
     if encoder.dtype == torch.float32 and plain:
         return encoder
     twin = copy.copy(encoder)
     twin.module = gemm.unpacked_copy(encoder.module).float()
-    twin.gemm, twin.elementwise = gemm.TORCH, fused.EAGER
+    twin.gemm, twin.elementwise = gemm.TORCH, elementwise_kernels.EAGER
     if isinstance(encoder, PackedEncoder):
-        fused.use(twin.module, fused.EAGER)
+        elementwise_kernels.use(twin.module, elementwise_kernels.EAGER)
         name = encoder.backend if _runs_float32(encoder.backend, encoder.device) else FLOAT32_BACKEND
         twin.module.set_backend(name)  # re-resolved for fp32 on the next forward
         twin.backend = name

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mbbench.errors import UserError
 from mbbench.models.attention import AttentionBackend, BackendChoice, PackedLayout, get_backend, packed_layout
 from mbbench.models.config import ModernBertConfig
-from mbbench.models.fused import EAGER_OPS
+from mbbench.models.elementwise import EAGER_OPS
 from mbbench.models.gemm import add_linear, linear
 
 
@@ -28,7 +28,7 @@ class RotaryTables(nn.Module):
     rounded fp32 values (transformers' fp32 `cos()` agrees to an ulp, see below); a table lookup avoids
     recomputing them in every forward. transformers' tables repeat
     the `head_dim / 2` frequencies twice (`cat(freqs, freqs)`); only one copy is kept here, since
-    `fused.apply_rotary` works on the two halves of each head separately.
+    `elementwise.apply_rotary` works on the two halves of each head separately.
     """
 
     def __init__(self, head_dim: int, theta: float, max_positions: int):
@@ -58,7 +58,7 @@ class Attention(nn.Module):
         self.window = None if cfg.is_global(layer) else cfg.half_window
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)
         self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
-        self.elementwise = EAGER_OPS  # RoPE's kernel (`fused.use` sets it)
+        self.elementwise = EAGER_OPS  # RoPE's kernel (`elementwise.use` sets it)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], backend: AttentionBackend,
                 layout: PackedLayout, context, residual: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class GeGLU(nn.Module):
         super().__init__()
         self.Wi = nn.Linear(cfg.hidden_size, cfg.glu_size, bias=False)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.elementwise = EAGER_OPS  # the gated activation's kernel (`fused.use` sets it)
+        self.elementwise = EAGER_OPS  # the gated activation's kernel (`elementwise.use` sets it)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + MLP output, (tokens, hidden)."""

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from mbbench.models.attention import AttentionBackend, get_backend, packed_layout
 from mbbench.models.gemm import add_linear, linear
-from mbbench.models.fused import EAGER_OPS
+from mbbench.models.elementwise import EAGER_OPS
 from mbbench.models.modernbert import RotaryTables, check_packing
 
 
@@ -46,7 +46,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.w12 = nn.Linear(cfg.hidden_size, 2 * cfg.swiglu_hidden, bias=False)
         self.w3 = nn.Linear(cfg.swiglu_hidden, cfg.hidden_size, bias=False)
-        self.elementwise = EAGER_OPS  # the gated activation's kernel (`fused.use` sets it)
+        self.elementwise = EAGER_OPS  # the gated activation's kernel (`elementwise.use` sets it)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Pre-normed (tokens, hidden) x -> residual + SwiGLU output, (tokens, hidden)."""
@@ -63,7 +63,7 @@ class NeoBertLayer(nn.Module):
         self.wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
         self.ffn_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.ffn = SwiGLU(cfg)
-        self.elementwise = EAGER_OPS  # RoPE's kernel (`fused.use` sets it)
+        self.elementwise = EAGER_OPS  # RoPE's kernel (`elementwise.use` sets it)
 
     def forward(self, x, rope, backend: AttentionBackend, layout, context):
         qkv = linear(self.attention_norm(x), self.qkv).view(x.shape[0], 3, self.num_heads, self.head_dim)  # (tokens, 3, heads, dim)

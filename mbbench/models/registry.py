@@ -115,6 +115,12 @@ def _specs() -> list[ModelSpec]:
                   "built by mbbench from NeoBERT's published architecture (no transformers class exists)",
                   NeoBertConfig, notes="README says 250M; the encoder architecture counts about 222M"),
     ]
+    return specs + _ettin_specs()
+
+
+def _ettin_specs() -> list[ModelSpec]:
+    """The Ettin encoders: ModernBERT's architecture at six sizes (arXiv 2507.11412)."""
+    specs = []
     ettin = [("17m", 17, 256, 384, 7, 4), ("32m", 32, 384, 576, 10, 6), ("68m", 68, 512, 768, 19, 8),
              ("150m", 150, 768, 1152, 22, 12), ("400m", 400, 1024, 2624, 28, 16), ("1b", 1000, 1792, 3840, 28, 28)]
     for suffix, published, hidden, glu_half, layers, heads in ettin:
@@ -128,11 +134,12 @@ def _specs() -> list[ModelSpec]:
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _specs()}
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The catalogue row of a model name; UserError naming the command that lists them."""
+def get_spec(name: str, tiny: bool = False) -> ModelSpec:
+    """The catalogue row of a model name, as its family's tiny variant when `tiny` (`ModelSpec.tiny`); UserError
+    naming the command that lists them."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; `mbbench list models` shows the {len(MODELS)} names")
-    return MODELS[name]
+    return MODELS[name].tiny_variant(tiny)
 
 
 def builder(spec: ModelSpec) -> Builder:
@@ -184,20 +191,20 @@ def rotary_code(spec: ModelSpec) -> str:
     return builder(spec).rotary_code
 
 
-def model_config(spec: ModelSpec, tiny: bool = False):
-    """The model's config object (ours or transformers'), tiny variant when `tiny`."""
-    return builder(spec).config(spec, tiny)
+def model_config(spec: ModelSpec):
+    """The model's config object (ours or transformers'); the tiny variant's for a tiny spec."""
+    return builder(spec).config(spec)
 
 
-def count_parameters(spec: ModelSpec, tiny: bool = False) -> int:
+def count_parameters(spec: ModelSpec) -> int:
     """Parameters of the bare encoder, built on the meta device so nothing is allocated (once per process)."""
-    return _parameters(spec.name, tiny)
+    return _parameters(spec.name, spec.tiny)
 
 
 @lru_cache(maxsize=None)
 def _parameters(name: str, tiny: bool) -> int:
-    spec = MODELS[name]
-    return builder(spec).parameters(spec, tiny)
+    spec = MODELS[name].tiny_variant(tiny)
+    return builder(spec).parameters(spec)
 
 
 def backend_choices(spec: ModelSpec) -> list[str]:
@@ -205,29 +212,29 @@ def backend_choices(spec: ModelSpec) -> list[str]:
     return builder(spec).backends(spec)
 
 
-def shape_of(spec: ModelSpec, tiny: bool = False) -> Shape:
+def shape_of(spec: ModelSpec) -> Shape:
     """The performance model's `Shape` of a model (from its builder)."""
-    return builder(spec).shape(spec, tiny)
+    return builder(spec).shape(spec)
 
 
-def checkpoint_changes(spec: ModelSpec, path: str, tiny: bool = False) -> tuple[ConfigChange, ...]:
+def checkpoint_changes(spec: ModelSpec, path: str) -> tuple[ConfigChange, ...]:
     """The config fields in which the checkpoint directory `path` (`--weights`) differs from the row, which the
     built model runs with (empty for our own models, whose checkpoints must match the row field by field).
     Raises UserError for a checkpoint the row cannot be: another architecture, shape, or an unreadable config."""
-    return builder(spec).checkpoint_changes(spec, path, tiny)
+    return builder(spec).checkpoint_changes(spec, path)
 
 
-def encoder(spec: ModelSpec, options: BuildOptions, tiny: bool = False) -> Encoder:
+def encoder(spec: ModelSpec, options: BuildOptions) -> Encoder:
     """Build a resolved model (its availability and backend already checked by the plan): the row's config with
     seeded random weights, or a checkpoint's config and weights (`options.weights`, see `checkpoint_changes`),
     on `options.device` in `options.dtype`, eval mode."""
-    return builder(spec).encoder(spec, options, tiny)
+    return builder(spec).encoder(spec, options)
 
 
 def build_encoder(name: str, options: BuildOptions = BuildOptions(), tiny: bool = False) -> Encoder:
     """Build a model by name, checking that it can be built here and takes `options.backend` (a trial process,
     tests and scripts; a plan's model is built with `encoder`)."""
-    spec = get_spec(name)
+    spec = get_spec(name, tiny)
     require_available(spec)
     check_backend(spec, options.backend)
-    return encoder(spec, options, tiny)
+    return encoder(spec, options)

@@ -6,7 +6,7 @@ module and an encoder; `mbbench.models.registry` holds the rows and is the one p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 
@@ -28,6 +28,11 @@ class ModelSpec:
     gated_ffn: bool = False  # GLU feed-forward (transformers rows; ours are gated by construction)
     notes: str = ""
     group: str = "base"  # "base" or "large": the paper's table groups
+    tiny: bool = False  # the family's tiny variant (tests, smoke runs): resolved once, read by every builder
+
+    def tiny_variant(self, tiny: bool = True) -> "ModelSpec":
+        """This row as its family's tiny variant (`tiny`), or as published (`tiny=False`)."""
+        return self if self.tiny == tiny else replace(self, tiny=tiny)
 
     @property
     def unpadded(self) -> bool:
