@@ -240,12 +240,17 @@ def side_mfu(sides: dict[str, Plan], builds: dict[str, Built], batches: dict[str
 
 def side_kernel(plan: Plan, choice) -> dict:
     """A measured side's kernel as the record keeps it (`kernel_facts`) for the GEMMs or the RoPE + gated
-    activation: the build's on the torch engine; another engine runs its own graph and kernels (the sides of one
-    model share one build, whose kernels only the torch engine calls)."""
-    if plan.engine.name != DEFAULT_ENGINE:
-        return {"kernel": plan.engine.name, "reason": f"the {plan.engine.name} engine runs its own graph and kernels",
-                "source": "fixed"}
-    return kernel_facts(choice)
+    activation: the build's on the torch engine; traced into Inductor's graph on torch-compile (whose freezing may
+    prepack the weights for oneDNN on CPUs); an exporting engine runs its own graph and kernels (the sides of one
+    model share one build, whose kernels only the torch engines call)."""
+    name = plan.engine.name
+    if plan.engine.exports:
+        return {"kernel": name, "reason": f"the {name} engine runs its own graph and kernels", "source": "fixed"}
+    facts = kernel_facts(choice)
+    if name != DEFAULT_ENGINE:  # torch-compile: Inductor compiles the module the build made
+        settings = ", ".join(f"{k}={v}" for k, v in plan.engine.options(torch.device(plan.torch_device)).items())
+        facts["reason"] += f"; traced and compiled by Inductor ({settings})"
+    return facts
 
 
 def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:
