@@ -28,7 +28,7 @@ from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
-from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
+from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, ParityCheck, Record
 from mbbench.runner import (build, check_engine_memory, cpu_gemm_peak, model_flops_utilisation, pass_flops,
                             prepare, rounds_estimate_line)
 from mbbench.suites import make_batches, select_documents
@@ -48,7 +48,7 @@ class PreparedSides:
     """The sides that enter the rounds (their engines, in the given order) and those left out, with why."""
 
     forwards: dict[str, PreparedEngine] = field(default_factory=dict)
-    parity: dict[str, dict] = field(default_factory=dict)  # side -> ParityResult.to_dict()
+    parity: dict[str, ParityCheck] = field(default_factory=dict)  # side -> its accuracy gate
     excluded: dict[str, str] = field(default_factory=dict)  # side -> why it was left out
 
 
@@ -168,21 +168,14 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
     result = run_paired(forwards, {side: batches[side] for side in forwards}, device, base_plan.config.passes,
                         baseline=baseline, warmup_batches=base_plan.warmup_batches,
                         time_transfer=base_plan.config.time_transfer, on_pass=on_pass)
-    end = environment.load_snapshot()
-    paired = result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
-                                 "load_warning": environment.busy_warning(start, end, base_plan.threads.intra)}
+    load = environment.machine_load(start, environment.load_snapshot(), base_plan.threads.intra)
     mfu, mfu_note = side_mfu({side: sides[side] for side in forwards}, batches, result)
     payload = Comparison(baseline=baseline, num_documents=len(indices), rounds=base_plan.config.passes,
-                         backends={side: encoders[side].backend for side in sides}, paired=paired,
-                         engines={side: f.info.to_dict() for side, f in forwards.items()},
-                         parity=parity or None, excluded=excluded or None, baseline_note=baseline_note,
-                         mfu=mfu, mfu_note=mfu_note,
-                         gemms={side: {"kernel": encoders[side].gemm, "reason": encoders[side].gemm_reason,
-                                       "source": encoders[side].gemm_source} for side in sides},
-                         elementwise={side: {"kernel": encoders[side].elementwise,
-                                             "reason": encoders[side].elementwise_reason,
-                                             "source": encoders[side].elementwise_source}
-                                      for side in sides})
+                         paired=result.rounds(),
+                         builds={side: encoders[side].build_info(sides[side].backend_reason) for side in sides},
+                         engines={side: f.info for side, f in forwards.items()}, parity=parity or None,
+                         excluded=excluded or None, baseline_note=baseline_note, mfu=mfu, mfu_note=mfu_note,
+                         load=load)
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())
@@ -202,7 +195,7 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
             check_engine_memory(plan, encoders[side], batches[side])
             result.forwards[side], checked = prepare(plan, encoders[side], batches[side][0], progress, shared)
         except ParityFailure as failure:
-            result.parity[side] = failure.result.to_dict()
+            result.parity[side] = failure.result.check()
             result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
         except UserError as refusal:  # EngineUnavailable, host memory: a sentence of its own
             result.excluded[side] = f"cannot run here: {refusal}"
@@ -210,7 +203,7 @@ def prepare_sides(sides: dict[str, Plan], encoders: dict[str, Encoder], batches:
             result.excluded[side] = f"cannot run here: {describe(error)}"
         else:
             if checked:
-                result.parity[side] = checked.to_dict()
+                result.parity[side] = checked.check()
             continue
         if progress:
             progress(f"{side} left out of the rounds: {result.excluded[side]}")
@@ -241,16 +234,6 @@ def measured_baseline(requested: str, measured: list[str], excluded: dict[str, s
                     f"{chosen} is the baseline instead")
 
 
-def interval_label(interval: dict) -> str:
-    """'96.9% CI' (its exact coverage), '87.5% CI, short of 95%: too few rounds', or for records made before
-    issue 26 '95% bootstrap CI' (a percentile bootstrap, whose real coverage at few rounds was far below it)."""
-    if "resamples" in interval:
-        return f"{interval['confidence']:.0%} bootstrap CI"
-    label = f"{interval['confidence'] * 100:.3g}% CI"
-    requested = interval.get("requested", interval["confidence"])
-    return label if interval["confidence"] >= requested else f"{label}, short of {requested:.0%}: too few rounds"
-
-
 def shared_encoders(plans: list[Plan], progress: Callable[[str], None] | None = None) -> dict[str, Encoder]:
     """side -> its encoder; sides of one model on different engines share one (the same module and weights)."""
     built: dict[RunConfig, Encoder] = {}
@@ -261,38 +244,3 @@ def shared_encoders(plans: list[Plan], progress: Callable[[str], None] | None = 
             built[model_config] = build(plan, progress)
         encoders[side_name(plan.config)] = built[model_config]
     return encoders
-
-
-def ratio_text(ratio: dict) -> str:
-    """'1.52x [1.45, 1.60] (95% CI)', '1.52x [1.45, 1.60] (87.5% CI, short of 95%: too few rounds)' or
-    '1.52x (no interval: ...)'."""
-    interval = ratio.get("interval")
-    if interval:
-        return f"{ratio['median']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}] ({interval_label(interval)})"
-    return f"{ratio['median']:.2f}x ({ratio.get('interval_note') or 'no interval'})"
-
-
-FEW_ROUNDS = 6  # below this no interval of a median reaches 95% (bench.paired)
-
-
-def ratio_lines(record: Record) -> list[str]:
-    """One line per ratio of a comparison record, with a warning when the rounds are too few."""
-    rounds = record.payload.rounds
-    note = f" (only {rounds} round{'s' if rounds != 1 else ''}: no 95% interval below 6; use --runs 10 or more)" \
-        if rounds < FEW_ROUNDS else ""
-    tiny = "-tiny" if record.identity.tiny else ""
-    payload = record.payload
-    lines = [tier_line(record)] + ([payload.baseline_note] if payload.baseline_note else [])
-    if payload.mfu:
-        lines.append("MFU: " + ", ".join(f"{side}{tiny} {value:.2f}" for side, value in payload.mfu.items())
-                     + f" ({payload.mfu_note})")
-    lines += [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
-              f"round{'s' if rounds != 1 else ''}" + note for r in payload.paired["ratios"]]
-    return lines + [f"{side}{tiny}: left out, {reason}" for side, reason in (payload.excluded or {}).items()]
-
-
-def tier_line(record: Record) -> str:
-    """The precision tier of a comparison: every measured side computes in the record's dtype (read back from each
-    engine, `engines.check_precision`), so no ratio mixes tiers."""
-    dtype = record.identity.dtype
-    return f"tier {dtype}: every measured side computes in {dtype} (read back from its engine)"

@@ -23,7 +23,7 @@ from mbbench.bench.latency import LatencyRun, few_samples_note, measure_latency
 from mbbench.bench.loadgen import MAX_REQUESTS, MAX_SECONDS
 from mbbench.errors import UserError
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Latency, Record
+from mbbench.records import BuildInfo, Latency, Record, ServiceSetup
 from mbbench.service_model import LoadedModel, first_call, load_model, watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -81,20 +81,17 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     points, machine = [], watch_load(plan)
     for batch_size in settings.batch_sizes:
         run = measure_batch_size(plan, model, settings, batch_size)
-        points.append(run.to_dict())
+        points.append(run.point())
         if progress:
             stats = run.stats
             progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
                      f"p99 {stats.p99 * 1e3:.1f} ms{few_samples_note(stats, (99,), 'requests')}, "
                      f"{run.tokens_per_second:,.0f} tokens/s")
-    load = machine()
-    payload = Latency(backend=model.backend, layout=model.layout, seed=settings.seed,
-                      min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
-                      timer=model.timer, clock=RealClock.kind, load_seconds=model.load_seconds, first_call_s=first,
-                      gemm=model.gemm, gemm_reason=model.gemm_reason,
-                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
-                      warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
-                      load_warning=load.warning)
+    setup = ServiceSetup(BuildInfo(model.backend, None, model.gemm, model.gemm_reason, None, model.elementwise,
+                                   model.elementwise_reason, None),
+                         model.layout, settings.seed, settings.min_requests, settings.min_seconds, model.timer,
+                         RealClock.kind, model.load_seconds, first, warmed_description(settings.warmup), machine())
+    payload = Latency(setup=setup, points=points, warmup_requests=settings.warmup)
     return record(plan, payload)
 
 

@@ -8,7 +8,6 @@ send records home.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -22,7 +21,7 @@ from mbbench.bench.kernel_choice import FIXED, KernelChoice
 from mbbench.bench.matmul import GemmRates, cpu_gemm_rates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import measure_passes
-from mbbench.bench.timing import UNSTABLE_IQR, summarize
+from mbbench.bench.timing import summarize
 from mbbench.engines import DEFAULT_ENGINE, ModelIdentity, ParityResult, PreparedEngine, References, host_memory
 from mbbench.errors import UserError
 from mbbench.formatting import plural
@@ -180,11 +179,6 @@ def model_identity(plan: Plan, encoder: Encoder) -> ModelIdentity:
     return ModelIdentity(plan.config.model, plan.config.tiny, weights="not hashed: nothing is exported")
 
 
-def cold_start_seconds(info: engines.EngineInfo) -> float:
-    """Export + compile + first call of a prepared engine: what a deployment pays once, before warmup (s)."""
-    return sum(s or 0.0 for s in (info.export_seconds, info.compile_seconds, info.first_call_seconds))
-
-
 def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, float], None] | None = None) -> Record:
     """Measure one plan's tokens/s; returns its record (status ok or unsupported).
 
@@ -233,25 +227,18 @@ def run(plan: Plan, progress: Progress | None = None, on_pass: Callable[[int, fl
     mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, rates)
     info = prepared.info
     payload = Throughput(
-        backend=encoder.backend, backend_reason=plan.backend_reason, gemm=encoder.gemm, gemm_reason=encoder.gemm_reason,
-        gemm_source=encoder.gemm_source, elementwise=encoder.elementwise,
-        elementwise_reason=encoder.elementwise_reason, elementwise_source=encoder.elementwise_source,
-        num_documents=len(indices), subsampled=plan.subsampled, real_tokens=real,
-        padded_tokens=padded, num_batches=len(batches),
-        warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,
-        warmup_seconds=times.warmup_seconds, first_call_seconds=info.first_call_seconds,
-        run_seconds=times.pass_seconds, headline=protocol.headline, tokens_per_second=tokens_per_second,
-        tokens_per_second_stats=stats.to_dict(), timer="cuda-events" if device.type == "cuda" else "perf_counter",
-        unstable=stats.relative_iqr > UNSTABLE_IQR,
+        build=encoder.build_info(plan.backend_reason), num_documents=len(indices), subsampled=plan.subsampled,
+        real_tokens=real, padded_tokens=padded, num_batches=len(batches), warmup_batches=times.warmup_batches,
+        shape_warmup_batches=times.shape_warmup_batches, warmup_seconds=times.warmup_seconds,
+        first_call_seconds=info.first_call_seconds, run_seconds=times.pass_seconds, headline=protocol.headline,
+        tokens_per_second=tokens_per_second, tokens_per_second_stats=stats,
+        timer="cuda-events" if device.type == "cuda" else "perf_counter", unstable=stats.unstable,
         compile_seconds=info.first_call_seconds if plan.config.compile else info.compile_seconds,
-        telemetry=_telemetry_summary(sampler, real * plan.config.passes),
+        telemetry=_telemetry_summary(sampler, real * plan.config.passes), flops_per_pass=flops, mfu=mfu,
+        mfu_note=mfu_note,
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-        flops_per_pass=flops, mfu=mfu, mfu_note=mfu_note,
-        load={"start": load_start.to_dict(), "end": load_end.to_dict()},
-        load_warning=environment.busy_warning(load_start, load_end,
-                                              info.threads_intra if device.type == "cpu" else 1),
-        engine_info=info.to_dict(), parity=parity.to_dict() if parity else None,
-        cold_start_seconds=cold_start_seconds(info))
+        load=environment.machine_load(load_start, load_end, info.threads_intra if device.type == "cpu" else 1),
+        engine_info=info, parity=parity.check() if parity else None, cold_start_seconds=info.cold_start_seconds)
     return record(plan, payload)
 
 
@@ -399,7 +386,7 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
     payload = MaxBatchSearch(
         mode=mode, sequence_length=plan.suite.definition.max_length, granularity=step, safety_margin=margin,
         memory_limit_bytes=limit_bytes, largest_ok=found.largest_ok, result=found.with_margin(margin),
-        trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
+        trials=list(found.trials), search_seconds=found.seconds,
         device_memory_bytes=plan.device.memory_bytes, peak_bytes_at_result=found.peak_bytes,
         capped=found.capped, bracket=tuple(found.bracket), seed=found.seed,
         note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"

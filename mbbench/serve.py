@@ -22,12 +22,13 @@ from typing import Callable
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batch, Batcher
 from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import ModelService, model_service
-from mbbench.bench.latency import few_samples_note, samples_beyond, samples_needed
+from mbbench.bench.latency import few_samples_note
 from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
 from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
 from mbbench.errors import UserError
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Record, Serving
+from mbbench.records import (BuildInfo, Record, Serving, ServiceSetup, SloPoint, SloSummary, samples_beyond,
+                             samples_needed)
 from mbbench.service_model import first_call, load_model, watch_load
 
 DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
@@ -156,16 +157,14 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
         if progress:
             progress(f"SLO {settings.slo}: {search.note}")
     load = machine()
-    payload = Serving(backend=model.backend, layout=model.layout, arrival="poisson", seed=settings.seed,
-                      min_requests=settings.min_requests, min_seconds=settings.duration_s,
-                      max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
-                      max_wait_s=batcher.max_wait_s, sort_by_length=batcher.sort_by_length, clock=settings.clock,
-                      runs=[run.to_dict() for run in runs.values()],
-                      slo=search_summary(search) if search else None, drain_limit_s=settings.drain_s,
-                      timer=model.timer, load_seconds=model.load_seconds, first_call_s=first,
-                      gemm=model.gemm, gemm_reason=model.gemm_reason,
-                      elementwise=model.elementwise, elementwise_reason=model.elementwise_reason,
-                      warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning)
+    setup = ServiceSetup(BuildInfo(model.backend, None, model.gemm, model.gemm_reason, None, model.elementwise,
+                                   model.elementwise_reason, None),
+                         model.layout, settings.seed, settings.min_requests, settings.duration_s, model.timer,
+                         settings.clock, model.load_seconds, first, warmed_description(settings.warmup), load)
+    payload = Serving(setup=setup, arrival="poisson", max_batch_tokens=batcher.max_batch_tokens,
+                      max_batch_requests=batcher.max_batch_requests, max_wait_seconds=batcher.max_wait_s,
+                      sort_by_length=batcher.sort_by_length, runs=[run.point() for run in runs.values()],
+                      slo=search_summary(search) if search else None, drain_limit_seconds=settings.drain_s)
     return record(plan, payload)
 
 
@@ -193,28 +192,27 @@ def warmed_description(count: int) -> str:
             "batcher forms from all of them queued together (untimed)") + NEW_SHAPES
 
 
-def search_summary(search: SloSearch) -> dict:
-    """`SloSearch.to_dict()` plus the achieved throughput of the answer's run (requests/s and tokens/s), and what
-    its percentile rests on: the fewest requests a step served, how many of them lie beyond the percentile (0: the
-    percentile was their largest) and how many would put one beyond it."""
-    summary = search.to_dict()
+def search_summary(search: SloSearch) -> SloSummary:
+    """The search's bracket, steps and answer, the achieved throughput of the answer's run (requests/s and
+    tokens/s), and what its percentile rests on: the fewest requests a step served, how many of them lie beyond
+    the percentile (0: the percentile was their largest) and how many would put one beyond it."""
     best = next((run for run in search.runs if run.offered_rate == search.best_rate), None)
-    summary["best_achieved_rate"] = best.achieved_rate if best else None
-    summary["best_tokens_per_second"] = best.tokens_per_second if best else None
     fewest = min((len(run.served) for run in search.runs), default=0)  # the step whose percentile rests on least
-    summary["fewest_requests"] = fewest
-    summary["beyond_percentile"] = samples_beyond(fewest, search.slo.percentile)
-    summary["requests_needed"] = samples_needed(search.slo.percentile)
-    return summary
+    steps = [SloPoint(step.rate, step.latency_s if math.isfinite(step.latency_s) else None, step.met)
+             for step in search.steps]
+    return SloSummary(search.slo.percentile, search.slo.target_s, search.low, search.high, search.best_rate,
+                      list(search.bracket), search.note, steps, best.achieved_rate if best else None,
+                      best.tokens_per_second if best else None, fewest,
+                      samples_beyond(fewest, search.slo.percentile), samples_needed(search.slo.percentile))
 
 
-def slo_basis(slo: dict) -> str:
-    """'' when each step's SLO percentile (a `search_summary`) had a request beyond it; else what the answer rests
-    on: '; judged on the largest latency: p99 of 10 requests has none beyond it (100 would put one)'."""
-    if slo.get("beyond_percentile") is None or slo["beyond_percentile"] >= 1:
+def slo_basis(slo: SloSummary) -> str:
+    """'' when each step's SLO percentile had a request beyond it; else what the answer rests on: '; judged on
+    the largest latency: p99 of 10 requests has none beyond it (100 would put one)'."""
+    if slo.beyond_percentile is None or slo.beyond_percentile >= 1:
         return ""
-    return (f"; judged on the largest latency: p{slo['percentile']:g} of {slo['fewest_requests']} requests has none "
-            f"beyond it ({slo['requests_needed']} would put one)")
+    return (f"; judged on the largest latency: p{slo.percentile:g} of {slo.fewest_requests} requests has none "
+            f"beyond it ({slo.requests_needed} would put one)")
 
 
 def describe_run(run: ServingRun) -> str:

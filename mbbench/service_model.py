@@ -18,6 +18,7 @@ from mbbench import engines, environment, runner
 from mbbench.bench.forward_service import Forward, model_batch
 from mbbench.bench.timing import synchronize, timed
 from mbbench.plan import Plan
+from mbbench.records import MachineLoad
 
 Progress = Callable[[str], None]
 
@@ -74,14 +75,6 @@ def first_call(model: LoadedModel, document: torch.Tensor) -> float:
         return timed(lambda: model.forward(batch), model.device)
 
 
-@dataclass(frozen=True)
-class MachineLoad:
-    """The machine's load when a measurement started and ended, and a warning when others used our cores."""
-
-    load: dict  # {"start": LoadSnapshot.to_dict(), "end": ...}
-    warning: str | None
-
-
 def watch_load(plan: Plan) -> Callable[[], MachineLoad]:
     """Snapshot the load now (the device's too on a GPU); the returned function snapshots it again and judges
     both with `environment.busy_warning` (torch's intra-op threads on a CPU, one launching thread on a GPU)."""
@@ -90,7 +83,5 @@ def watch_load(plan: Plan) -> Callable[[], MachineLoad]:
     threads = torch.get_num_threads() if plan.device.kind == "cpu" else 1
 
     def finish() -> MachineLoad:
-        end = environment.load_snapshot(reader)
-        return MachineLoad({"start": start.to_dict(), "end": end.to_dict()},
-                           environment.busy_warning(start, end, threads))
+        return environment.machine_load(start, environment.load_snapshot(reader), threads)
     return finish

@@ -23,18 +23,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Generator
 
 from mbbench.errors import UserError
+from mbbench.records import Trial
 
 # Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).
 OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
-
-@dataclass
-class Trial:
-    size: int
-    status: str  # "ok" or "oom"
-    peak_bytes: int | None = None
-    seconds: float = 0.0
-    detail: str | None = None  # the OOM's message when it was not the typed torch.cuda.OutOfMemoryError
 
 
 @dataclass

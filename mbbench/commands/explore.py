@@ -25,11 +25,11 @@ from mbbench.models.config import preset
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
-from mbbench.report.sweeps import SweepView, correlation_text, heatmap_title, ranked_frame
+from mbbench.report.sweeps import SweepView, correlation_text
 from mbbench.report.sweeps import figure as sweep_figure
 from mbbench.report.sweeps import header_lines as sweep_header
 from mbbench.report.sweeps import table as sweep_table
-from mbbench.sweep import RANKINGS, parse_basket, parse_params, parse_range, run_sweep
+from mbbench.sweep import RANKINGS, heatmap_title, parse_basket, parse_params, parse_range, ranked_frame, run_sweep
 from mbbench.verify import verify as run_verify
 
 

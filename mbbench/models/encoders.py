@@ -19,6 +19,7 @@ import torch.nn as nn
 from mbbench.batching import Batch, PackedBatch, PaddedBatch
 from mbbench.models import fused, gemm
 from mbbench.models.attention import BACKEND_CLASSES, AttentionBackend, get_backend, packed_layout
+from mbbench.records import BuildInfo
 
 PACKED_ATTENTION = "mbbench_packed"
 
@@ -39,6 +40,12 @@ class Encoder:
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
+
+    def build_info(self, backend_reason: str | None = None) -> BuildInfo:
+        """What a record says this model ran on: its attention backend (and why, which the plan knows), and its
+        GEMM and element-wise kernels with why and where each choice came from."""
+        return BuildInfo(self.backend, backend_reason, self.gemm, self.gemm_reason, self.gemm_source,
+                         self.elementwise, self.elementwise_reason, self.elementwise_source)
 
     @property
     def vocab_size(self) -> int:
