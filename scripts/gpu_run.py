@@ -233,7 +233,7 @@ def _records(work: Path) -> list[dict]:
             records.append({
                 "model": ident["model"] + ("-tiny" if ident.get("tiny") else ""), "suite": ident["suite"],
                 "status": data["status"], "measurement": ident["measurement"],
-                "backend": (payload.get("build") or setup.get("build") or {}).get("backend"), "tokens_per_second": payload.get("tokens_per_second"),
+                "backend": (payload.get("build") or setup.get("build") or payload).get("backend"), "tokens_per_second": payload.get("tokens_per_second"),
                 "tokens_per_second_stats": payload.get("tokens_per_second_stats"),
                 "passes": len(payload.get("run_seconds") or []),
                 "max_batch_size": payload.get("result") if payload.get("mode") == "batch" else None,

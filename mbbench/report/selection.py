@@ -2,8 +2,9 @@
 
 Every record read becomes one `Row` (a comparison also one per measured side, its per-model tokens/s); the rest of
 the report reads rows and their typed records, never a field by name. This module is the one place that reads
-by name what is still untyped: the record's environment (host, software versions), NVML telemetry, the record's
-`non_finite` places and a predicted sweep's CSV columns.
+by name what is still untyped: the record's environment (host, software versions), NVML telemetry and the record's
+`non_finite` places (a predicted sweep's CSV columns are read by `sweep.ranked_frame`, beside the code that writes
+them).
 
 - `merge`: repeats of one identity on one host keep the newest (and the report says which);
 - `supersede`: a measurement re-measured on the same workload, device and host leaves the tables;
