@@ -54,6 +54,14 @@ def test_the_committed_records_are_all_read():
     assert len(COMMITTED) >= 113
 
 
+def test_a_subsampled_prediction_says_how_many_documents(tmp_path):
+    """The provenance flagged predictions over the first N documents 'subsampled (None docs)': a prediction has no
+    count of its own, its identity has."""
+    from mbbench.report.render import build_report
+    md = (build_report([str(ROOT / "results")], tmp_path) / "report.md").read_text(encoding="utf-8")
+    assert "None docs" not in md and "subsampled (1024 docs)" in md
+
+
 def test_a_schema_2_comparison_becomes_typed_parts():
     """Old files carry the element-wise kernel inside `gemms`, a bootstrap interval, parity against torch only and
     the load under `paired`: each becomes its typed part, with the numbers as they were."""

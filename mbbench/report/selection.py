@@ -113,7 +113,8 @@ class Row:
 
     @property
     def num_documents(self) -> int | None:
-        return getattr(self.payload, "num_documents", None)
+        """Documents the number rests on: a measurement's own count, else (a prediction) the identity's."""
+        return getattr(self.payload, "num_documents", None) or self.identity.documents
 
     @property
     def max_batch_size(self) -> int | None:
