@@ -28,7 +28,7 @@ from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.loading import Built, LoadedModel
 from mbbench.plan import Plan, RunConfig, describe, resolve, unsupported_record
-from mbbench.records import ENGINE_SEPARATOR, Comparison, Identity, Record
+from mbbench.records import ENGINE_SEPARATOR, BuildInfo, Comparison, Identity, MachineLoad, ParityCheck, Record
 from mbbench.runner import model_flops_utilisation, pass_flops, plan_batches, rounds_estimate_line
 
 class TooFewSides(Exception):
@@ -46,7 +46,7 @@ class PreparedSides:
     """The sides that enter the rounds (their loaded models, in the given order) and those left out, with why."""
 
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
-    parity: dict[str, dict] = field(default_factory=dict)  # side -> ParityResult.to_dict()
+    parity: dict[str, ParityCheck] = field(default_factory=dict)  # side -> its accuracy gate
     excluded: dict[str, str] = field(default_factory=dict)  # side -> why it was left out
 
 
@@ -154,31 +154,23 @@ def compare(comparison: ComparisonPlan, on_pass: Callable[[str, int, float], Non
         progress(baseline_note)
     if on_sides:
         on_sides(len(prepared.loaded))
-    result, paired = run_rounds(base_plan, prepared.loaded, batches, baseline, on_pass, progress)
+    result, load = run_rounds(base_plan, prepared.loaded, batches, baseline, on_pass, progress)
     mfu, mfu_note = side_mfu({side: sides[side] for side in prepared.loaded}, builds, batches, result)
     payload = Comparison(baseline=baseline, num_documents=base_plan.documents, rounds=base_plan.config.passes,
-                         backends={side: builds[side].encoder.backend for side in prepared.loaded}, paired=paired,
-                         engines={side: m.engine.info.to_dict() for side, m in prepared.loaded.items()},
+                         paired=result.rounds(),
+                         builds={side: side_build(sides[side], builds[side]) for side in prepared.loaded},
+                         engines={side: m.engine.info for side, m in prepared.loaded.items()},
                          parity=prepared.parity or None, excluded=excluded or None, baseline_note=baseline_note,
-                         mfu=mfu, mfu_note=mfu_note,
-                         gemms={side: side_kernel(sides[side], builds[side].gemm) for side in prepared.loaded},
-                         elementwise={side: side_kernel(sides[side], builds[side].elementwise)
-                                      for side in prepared.loaded})
+                         mfu=mfu, mfu_note=mfu_note, load=load)
     return Record(kind="measured", status="ok", identity=identity, device=base_plan.device,
                   model=base_plan.model_info(), suite=base_plan.suite_info(), payload=payload,
                   environment=environment.capture())
 
 
-def kernel_facts(choice) -> dict:
-    """A side's kernel as the record keeps it: the kernel, why (with where the choice came from) and the source."""
-    return {"kernel": choice.kernel, "reason": choice.text, "source": choice.source}
-
-
 def run_rounds(base_plan: Plan, loaded: dict[str, LoadedModel], batches: dict[str, list[Batch]], baseline: str,
                on_pass: Callable[[str, int, float], None] | None, progress: Callable[[str], None] | None
-               ) -> tuple[PairedResult, dict]:
-    """The interleaved rounds of the measured sides (`bench.paired.run_paired`), and the record's `paired`: their
-    result with the machine's load around them."""
+               ) -> tuple[PairedResult, MachineLoad]:
+    """The interleaved rounds of the measured sides (`bench.paired.run_paired`) and the machine's load around them."""
     if progress:
         progress(f"{plural(base_plan.documents, 'document')}; {len(loaded)} sides interleaved over "
                  f"{plural(base_plan.config.passes, 'round')}")
@@ -187,10 +179,8 @@ def run_rounds(base_plan: Plan, loaded: dict[str, LoadedModel], batches: dict[st
                         {side: batches[side] for side in loaded}, torch.device(base_plan.torch_device),
                         base_plan.config.passes, baseline=baseline, warmup_batches=base_plan.warmup_batches,
                         time_transfer=base_plan.config.time_transfer, on_pass=on_pass)
-    end = environment.load_snapshot()
     threads = loaded[baseline].busy_threads  # one thread setting for every side (`plan_comparison`)
-    return result, result.to_dict() | {"load": {"start": start.to_dict(), "end": end.to_dict()},
-                                       "load_warning": environment.busy_warning(start, end, threads)}
+    return result, environment.machine_load(start, environment.load_snapshot(), threads)
 
 
 def prepare_sides(sides: dict[str, Plan], builds: dict[str, Built], batches: dict[str, list[Batch]],
@@ -208,7 +198,7 @@ def prepare_sides(sides: dict[str, Plan], builds: dict[str, Built], batches: dic
         try:
             loaded = loading.ready(builds[side], batches[side], said, shared)
         except ParityFailure as failure:
-            result.parity[side] = failure.result.to_dict()
+            result.parity[side] = failure.result.check()
             result.excluded[side] = f"failed the accuracy gate: {failure.result.message}"
         except UserError as refusal:  # EngineUnavailable, host memory: a sentence of its own
             result.excluded[side] = f"cannot run here: {refusal}"
@@ -217,7 +207,7 @@ def prepare_sides(sides: dict[str, Plan], builds: dict[str, Built], batches: dic
         else:
             result.loaded[side] = loaded
             if loaded.parity:
-                result.parity[side] = loaded.parity.to_dict()
+                result.parity[side] = loaded.parity.check()
             continue
         if progress:
             progress(f"{side} left out of the rounds: {result.excluded[side]}")
@@ -238,19 +228,22 @@ def side_mfu(sides: dict[str, Plan], builds: dict[str, Built], batches: dict[str
     return ({k: v for k, v in mfu.items() if v is not None} or None), "; ".join(sorted(notes))
 
 
-def side_kernel(plan: Plan, choice) -> dict:
-    """A measured side's kernel as the record keeps it (`kernel_facts`) for the GEMMs or the RoPE + gated
-    activation: the build's on the torch engine; traced into Inductor's graph on torch-compile (whose freezing may
-    prepack the weights for oneDNN on CPUs); an exporting engine runs its own graph and kernels (the sides of one
-    model share one build, whose kernels only the torch engines call)."""
-    name = plan.engine.name
+def side_build(plan: Plan, built: Built) -> BuildInfo:
+    """What a measured side ran on: the build's attention and kernels on the torch engine; on torch-compile the
+    same traced and compiled by Inductor (whose freezing may prepack the weights for oneDNN on CPUs); an exporting
+    engine runs its own graph and kernels (the sides of one model share one build, whose kernels only the torch
+    engines call)."""
+    info, name = built.info(), plan.engine.name
     if plan.engine.exports:
-        return {"kernel": name, "reason": f"the {name} engine runs its own graph and kernels", "source": "fixed"}
-    facts = kernel_facts(choice)
+        own = f"the {name} engine runs its own graph and kernels"
+        return replace(info, gemm=name, gemm_reason=own, gemm_source="fixed", elementwise=name,
+                       elementwise_reason=own, elementwise_source="fixed")
     if name != DEFAULT_ENGINE:  # torch-compile: Inductor compiles the module the build made
         settings = ", ".join(f"{k}={v}" for k, v in plan.engine.options(torch.device(plan.torch_device)).items())
-        facts["reason"] += f"; traced and compiled by Inductor ({settings})"
-    return facts
+        traced = f"; traced and compiled by Inductor ({settings})"
+        return replace(info, gemm_reason=f"{info.gemm_reason}{traced}",
+                       elementwise_reason=f"{info.elementwise_reason}{traced}")
+    return info
 
 
 def measured_baseline(requested: str, measured: list[str], excluded: dict[str, str]) -> tuple[str, str | None]:
@@ -261,16 +254,6 @@ def measured_baseline(requested: str, measured: list[str], excluded: dict[str, s
     chosen = measured[0]
     return chosen, (f"baseline {requested} was left out ({excluded.get(requested, 'not measured')}); "
                     f"{chosen} is the baseline instead")
-
-
-def interval_label(interval: dict) -> str:
-    """'96.9% CI' (its exact coverage), '87.5% CI, short of 95%: too few rounds', or for records made before
-    issue 26 '95% bootstrap CI' (a percentile bootstrap, whose real coverage at few rounds was far below it)."""
-    if "resamples" in interval:
-        return f"{interval['confidence']:.0%} bootstrap CI"
-    label = f"{interval['confidence'] * 100:.3g}% CI"
-    requested = interval.get("requested", interval["confidence"])
-    return label if interval["confidence"] >= requested else f"{label}, short of {requested:.0%}: too few rounds"
 
 
 def shared_builds(plans: list[Plan], progress: Callable[[str], None] | None = None) -> dict[str, Built]:
@@ -284,38 +267,3 @@ def shared_builds(plans: list[Plan], progress: Callable[[str], None] | None = No
             built[model_config] = loading.build(plan.model_plan, progress)
         builds[side_name(plan.config)] = replace(built[model_config], model=plan.model_plan)
     return builds
-
-
-def ratio_text(ratio: dict) -> str:
-    """'1.52x [1.45, 1.60] (95% CI)', '1.52x [1.45, 1.60] (87.5% CI, short of 95%: too few rounds)' or
-    '1.52x (no interval: ...)'."""
-    interval = ratio.get("interval")
-    if interval:
-        return f"{ratio['median']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}] ({interval_label(interval)})"
-    return f"{ratio['median']:.2f}x ({ratio.get('interval_note') or 'no interval'})"
-
-
-FEW_ROUNDS = 6  # below this no interval of a median reaches 95% (bench.paired)
-
-
-def ratio_lines(record: Record) -> list[str]:
-    """One line per ratio of a comparison record, with a warning when the rounds are too few."""
-    rounds = record.payload.rounds
-    note = f" (only {rounds} round{'s' if rounds != 1 else ''}: no 95% interval below 6; use --runs 10 or more)" \
-        if rounds < FEW_ROUNDS else ""
-    tiny = "-tiny" if record.identity.tiny else ""
-    payload = record.payload
-    lines = [tier_line(record)] + ([payload.baseline_note] if payload.baseline_note else [])
-    if payload.mfu:
-        lines.append("MFU: " + ", ".join(f"{side}{tiny} {value:.2f}" for side, value in payload.mfu.items())
-                     + f" ({payload.mfu_note})")
-    lines += [f"{r['model']}{tiny} / {r['baseline']}{tiny} = {ratio_text(r)}, {rounds} paired "
-              f"round{'s' if rounds != 1 else ''}" + note for r in payload.paired["ratios"]]
-    return lines + [f"{side}{tiny}: left out, {reason}" for side, reason in (payload.excluded or {}).items()]
-
-
-def tier_line(record: Record) -> str:
-    """The precision tier of a comparison: every measured side computes in the record's dtype (read back from each
-    engine, `engines.check_precision`), so no ratio mixes tiers."""
-    dtype = record.identity.dtype
-    return f"tier {dtype}: every measured side computes in {dtype} (read back from its engine)"

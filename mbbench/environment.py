@@ -13,13 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import mbbench
 from mbbench import allocator
 from mbbench.device import cpu_flags, cpu_isa, nvml_handle
+from mbbench.records import LoadSnapshot, MachineLoad
 
 # Bump when what is timed, or how, changes: records with different method versions do not compare.
 METHOD_VERSION = 1
@@ -95,23 +96,6 @@ class GpuLoad:
 GpuReader = Callable[[], GpuLoad]
 
 
-@dataclass(frozen=True)
-class LoadSnapshot:
-    """How busy the machine is at one instant. Fields that cannot be read here are None."""
-
-    time_s: float  # time.monotonic()
-    load_average_1m: float | None  # os.getloadavg(): runnable (and uninterruptible) tasks, all CPUs
-    load_average_5m: float | None
-    cpu_count: int  # logical CPUs of the machine (os.cpu_count), what load averages compare with
-    gpu_utilization_percent: float | None  # whole device, ours included
-    other_gpu_processes: int | None  # compute processes on the device other than this one
-    machine_busy_cpu_seconds: float | None  # non-idle CPU time of all CPUs since boot (/proc/stat, steal included)
-    process_cpu_seconds: float  # user + system CPU time of this process and its waited-for children
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def count_other_processes(pids: tuple[int, ...], own_pid: int, own_context: bool) -> int:
     """Compute processes on the GPU that are not this one.
 
@@ -175,12 +159,17 @@ def load_snapshot(gpu: GpuReader | None = None, own_pid: int | None = None,
 
 def others_cpu_cores(start: LoadSnapshot, end: LoadSnapshot) -> float | None:
     """Average CPU cores used by other processes between two snapshots (None without /proc/stat)."""
-    elapsed = end.time_s - start.time_s
+    elapsed = end.time_seconds - start.time_seconds
     if start.machine_busy_cpu_seconds is None or end.machine_busy_cpu_seconds is None or elapsed <= 0:
         return None
     machine = end.machine_busy_cpu_seconds - start.machine_busy_cpu_seconds
     ours = end.process_cpu_seconds - start.process_cpu_seconds
     return max(machine - ours, 0.0) / elapsed
+
+
+def machine_load(start: LoadSnapshot, end: LoadSnapshot, threads_used: int) -> MachineLoad:
+    """The load at start and end of a measurement with `busy_warning`'s verdict on it, as a record keeps it."""
+    return MachineLoad(start, end, busy_warning(start, end, threads_used))
 
 
 def busy_warning(start: LoadSnapshot, end: LoadSnapshot, threads_used: int) -> str | None:

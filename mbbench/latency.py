@@ -29,8 +29,8 @@ from mbbench.errors import UserError
 from mbbench.loading import LoadedModel
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Latency, Record
-from mbbench.runner import MachineLoad, watch_load
+from mbbench.records import Latency, LatencyPoint, MachineLoad, Record, ServiceSetup
+from mbbench.runner import watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 DEFAULT_MIN_REQUESTS = 100  # one request beyond p99, the highest percentile printed (optimum-benchmark's is 10)
@@ -88,7 +88,7 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     points, machine = [], watch_load(plan, model.busy_threads)
     for batch_size in settings.batch_sizes:
         run = measure_batch_size(plan, model, settings, batch_size)
-        points.append(run.to_dict())
+        points.append(run.point())
         if progress:
             stats = run.stats
             progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
@@ -121,18 +121,20 @@ def cold_start_text(model: LoadedModel) -> str:
                       f"first call {(info.first_call_seconds or 0.0) * 1e3:.1f} ms"])
 
 
-def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[dict], load: MachineLoad) -> Latency:
-    """The record's numbers: each batch size's point, the engine that ran with its cold start and gate, the build."""
+def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[LatencyPoint], load: MachineLoad
+                    ) -> Latency:
+    """The record's numbers: each batch size's point, and how the model was served (`service_setup`)."""
+    return Latency(setup=service_setup(model, settings, load), points=points, warmup_requests=settings.warmup)
+
+
+def service_setup(model: LoadedModel, settings: LatencySettings, load: MachineLoad) -> ServiceSetup:
+    """What a latency measurement ran: the build, the engine with its cold start and gate, the machine's load."""
     built, info = model.built, model.engine.info
-    return Latency(backend=model.encoder.backend, layout=model.encoder.layout, seed=settings.seed,
-                   min_requests=settings.min_requests, min_seconds=settings.min_seconds, points=points,
-                   timer=model.timer, clock=RealClock.kind, load_seconds=built.load_seconds,
-                   first_call_s=info.first_call_seconds, gemm=built.gemm.kernel, gemm_reason=built.gemm.text,
-                   elementwise=built.elementwise.kernel, elementwise_reason=built.elementwise.text,
-                   warmup_requests=settings.warmup, warmed=warmed_description(settings.warmup), load=load.load,
-                   load_warning=load.warning, engine_info=info.to_dict(),
-                   parity=model.parity.to_dict() if model.parity else None,
-                   cold_start_seconds=model.cold_start_seconds)
+    return ServiceSetup(built.info(), model.encoder.layout, settings.seed, settings.min_requests, settings.min_seconds,
+                        model.timer, RealClock.kind, built.load_seconds, info.first_call_seconds,
+                        warmed_description(settings.warmup), load, engine=info,
+                        parity=model.parity.check() if model.parity else None,
+                        cold_start_seconds=info.cold_start_seconds)
 
 
 def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int) -> LatencyRun:

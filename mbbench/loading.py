@@ -41,6 +41,7 @@ from mbbench.models.encoders import Encoder, float32_twin
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import ModelPlan
 from mbbench.progress import heartbeat
+from mbbench.records import BuildInfo
 
 Progress = Callable[[str], None]
 
@@ -57,6 +58,13 @@ class Built:
     gemm: KernelChoice  # the linears' kernel (`gemm_choice`)
     elementwise: KernelChoice  # RoPE's and the gated activation's kernel (`elementwise_choice`)
     rates: GemmRates | None  # each GEMM kernel's rate at the model's shapes on this CPU (None off a CPU)
+
+    def info(self) -> BuildInfo:
+        """What a record says this model ran on: its attention backend and why (the plan resolved it), its GEMM and
+        element-wise kernels with why and where each choice came from."""
+        gemm, elementwise = self.gemm, self.elementwise
+        return BuildInfo(self.encoder.backend, self.model.backend_reason, gemm.kernel, gemm.text, gemm.source,
+                         elementwise.kernel, elementwise.text, elementwise.source)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ class LoadedModel:
     @property
     def cold_start_seconds(self) -> float:
         """Export + compile + first call of the engine: what a deployment pays once, before warmup (s)."""
-        return cold_start_seconds(self.engine.info)
+        return self.engine.info.cold_start_seconds
 
 
 def load(model: ModelPlan, inputs: Callable[[Encoder], Sequence[Batch]], progress: Progress | None = None,
@@ -283,8 +291,3 @@ def engine_steps(info: engines.EngineInfo) -> str:
     steps = [(name, getattr(info, f"{name.replace(' ', '_')}_seconds", None))
              for name in ("export", "compile", "first call")]
     return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps if seconds is not None)
-
-
-def cold_start_seconds(info: engines.EngineInfo) -> float:
-    """Export + compile + first call of a prepared engine: what a deployment pays once, before warmup (s)."""
-    return sum(s or 0.0 for s in (info.export_seconds, info.compile_seconds, info.first_call_seconds))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -57,7 +57,8 @@ from mbbench.models.attention import BackendChoice
 from mbbench.models.config import from_glu
 from mbbench.models.spec import ModelSpec
 from mbbench.plan import ModelPlan, check_kernels, matmul_precision, resolve_dtype_name
-from mbbench.records import DeviceInfo, Identity, MeasuredSweep, Record, SuiteInfo, SweepCandidate, now
+from mbbench.records import (DeviceInfo, Identity, MeasuredSweep, RankCorrelation, Record, SuiteInfo, SweepCandidate,
+                             SweepGrid, SweepWorkload, now)
 from mbbench.results import Store
 from mbbench.suites import load_suite, make_batches, portable_path, select_documents
 from mbbench.sweep import Candidate, candidates, validate_sweep
@@ -366,7 +367,7 @@ def measure(plan: SweepPlan, store: Store, hooks: Hooks = DEFAULT_HOOKS, progres
     if not blocks:  # measured before: written again, ranked by the metric asked for now, with the load it ran under
         record = sweep_record(plan, shapes, anchor_rounds, peak, start, start)
         earlier = store.find(plan.identity.key()).payload
-        record = replace(record, payload=replace(record.payload, load=earlier.load, load_warning=earlier.load_warning))
+        record = replace(record, payload=replace(record.payload, load=earlier.load))
         return SweepOutcome(record, store.write(record), 0, len(kept))
     for members in blocks:
         anchor_new = shape_key(plan.anchor) not in {shape_key(c) for c in shapes}
@@ -410,7 +411,7 @@ def shape_result(plan: SweepPlan, shape: Candidate, built: Built, predicted: Pre
         hidden=shape.hidden, glu=shape.glu, layers=shape.layers, heads=shape.shape.heads,
         parameters=shape.shape.parameters, block=block, round_tokens_per_second=list(rounds),
         anchor_ratios=[t / a for t, a in zip(rounds, anchor_tps)], tokens_per_second=median,
-        interval=None if interval is None else asdict(interval),
+        interval=interval,
         predicted_tokens_per_second=predicted.tokens_per_second, prediction_parts=dict(predicted.parts),
         flops_per_pass=flops, mfu=mfu, gemm=built.gemm.kernel, gemm_source=built.gemm.source,
         gemm_reason=built.gemm.reason, elementwise=built.elementwise.kernel,
@@ -422,11 +423,10 @@ def sweep_record(plan: SweepPlan, shapes: list[SweepCandidate], anchor_rounds: l
                  peak: tuple[float | None, str], start, end) -> Record:
     """The record of what is measured so far, its ranking statistics computed (`summarize`)."""
     settings = plan.settings
-    grid = {"hidden": list(settings.hidden), "glu": list(settings.glu), "layers": list(settings.layers),
-            "head_dim": settings.head_dim, "params": list(settings.params) if settings.params else None}
-    workload = {"tokens_per_pass": settings.tokens, "batches": len(plan.workload.batches),
-                "documents": plan.workload.documents, "real_tokens": plan.workload.real_tokens,
-                "source": plan.workload.source}
+    grid = SweepGrid(list(settings.hidden), list(settings.glu), list(settings.layers), settings.head_dim,
+                     list(settings.params) if settings.params else None)
+    workload = SweepWorkload(settings.tokens, len(plan.workload.batches), plan.workload.documents,
+                             plan.workload.real_tokens, plan.workload.source)
     source = "CPU cost model, bench/cpu_cost.py" if plan.device.kind == "cpu" else (
         f"performance model {perfmodel.MODEL_VERSION} for {plan.gpu.name}" if plan.gpu else "none")
     payload = MeasuredSweep(
@@ -434,9 +434,9 @@ def sweep_record(plan: SweepPlan, shapes: list[SweepCandidate], anchor_rounds: l
         rounds=settings.rounds, block=settings.block, anchor=list(shape_key(plan.anchor)),
         anchor_rounds=anchor_rounds, candidates=sorted(shapes, key=shape_key), planned=len(plan.shapes),
         ranking=settings.ranking, scale_parameters=plan.scale_parameters, prediction_source=source,
-        peak_flops=peak[0], peak_note=peak[1], rank_correlation={}, predicted_best_tied=None,
-        load={"start": start.to_dict(), "end": end.to_dict()},
-        load_warning=environment.busy_warning(start, end, plan.threads.intra if plan.device.kind == "cpu" else 1))
+        peak_flops=peak[0], peak_note=peak[1], rank_correlation=RankCorrelation(None, None, 0),
+        predicted_best_tied=None,
+        load=environment.machine_load(start, end, plan.threads.intra if plan.device.kind == "cpu" else 1))
     correlation, tied = summarize(payload)
     return Record(kind="measured", status="ok", identity=plan.identity, device=plan.device, model=None,
                   suite=plan.workload.suite, payload=replace(payload, rank_correlation=correlation,
@@ -533,17 +533,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float((dx * dy).sum() / denominator) if denominator else None
 
 
-def summarize(payload: MeasuredSweep) -> tuple[dict, bool | None]:
-    """({"ranking": rho on the ranking metric, "tokens_per_second": rho on anchored tokens/s, "shapes": n}, whether the
+def summarize(payload: MeasuredSweep) -> tuple[RankCorrelation, bool | None]:
+    """(Spearman's rho on the ranking metric and on anchored tokens/s over the shapes with a prediction, whether the
     predicted best is the measured best or tied with it); rho and the flag None without predictions."""
     rows = [r for r in ranked(payload) if r.predicted is not None]
     if not rows:
-        return {"ranking": None, "tokens_per_second": None, "shapes": 0}, None
+        return RankCorrelation(None, None, 0), None
     # tokens/s anchored (the ranking's value without the parameter scaling): blocks compare through the anchor
-    correlation = {"ranking": spearman([r.predicted for r in rows], [r.value for r in rows]),
-                   "tokens_per_second": spearman([r.shape.predicted_tokens_per_second for r in rows],
-                                                 [r.value / scale(payload, r.shape) for r in rows]),
-                   "shapes": len(rows)}
+    correlation = RankCorrelation(spearman([r.predicted for r in rows], [r.value for r in rows]),
+                                  spearman([r.shape.predicted_tokens_per_second for r in rows],
+                                           [r.value / scale(payload, r.shape) for r in rows]), len(rows))
     predicted_best = max(rows, key=lambda r: r.predicted)
     return correlation, predicted_best.rank == 1 or predicted_best.tied
 
@@ -555,14 +554,14 @@ def table_rows(payload: MeasuredSweep, dtype: str, device: str) -> list[dict]:
     metric = "scaled_tokens_per_second" if payload.ranking == "throughput" else "anchored_tokens_per_second"
     rows = []
     for row in ranked(payload):
-        shape, interval = row.shape, row.shape.interval or {}
+        shape, interval = row.shape, row.shape.interval
         rows.append({
             "rank": row.rank_text, "tied_with_best": row.tied, "hidden": shape.hidden, "glu": shape.glu,
             "layers": shape.layers, "heads": shape.heads, "parameters_m": round(shape.parameters / 1e6, 2),
             "tokens_per_second": round(shape.tokens_per_second, 1),
-            "tokens_per_second_low": round(interval["low"], 1) if interval else None,
-            "tokens_per_second_high": round(interval["high"], 1) if interval else None,
-            "interval_confidence": round(interval["confidence"], 4) if interval else None,
+            "tokens_per_second_low": round(interval.low, 1) if interval else None,
+            "tokens_per_second_high": round(interval.high, 1) if interval else None,
+            "interval_confidence": round(interval.confidence, 4) if interval else None,
             "anchored_tokens_per_second": round(row.anchored, 1),
             "anchored_low": round(row.anchored_interval[0], 1) if row.anchored_interval else None,
             "anchored_high": round(row.anchored_interval[1], 1) if row.anchored_interval else None,
@@ -573,6 +572,6 @@ def table_rows(payload: MeasuredSweep, dtype: str, device: str) -> list[dict]:
             "mfu": round(shape.mfu, 4) if shape.mfu is not None else None, "gemm": shape.gemm,
             "gemm_source": shape.gemm_source, "elementwise": shape.elementwise,
             "elementwise_source": shape.elementwise_source, "block": shape.block, "ranked_by": metric,
-            "tokens_per_pass": payload.workload["tokens_per_pass"], "workload": payload.workload["source"],
+            "tokens_per_pass": payload.workload.tokens_per_pass, "workload": payload.workload.source,
             "dtype": dtype, "device": device})
     return rows

@@ -229,11 +229,17 @@ class Plan:
 
 
 def default_batch_size(suite: Suite, model: str | None = None, protocol: str = "rigorous") -> int:
-    """The batch a run uses unless told: under the paper protocol the batch the paper timed `model` on this suite
-    with (`calibration.paper_timing_batch`: DeBERTa-v3-base 224, ...); otherwise, and for models the paper did
-    not time, its standard batch: 512 documents for short suites, 32 for long ones."""
-    standard = 512 if suite.max_length <= 512 else 32
-    paper = paper_timing_batch(model, suite.name) if model and protocol == "paper" else None
+    """The batch a run uses unless told (`default_batch`)."""
+    return default_batch(suite.name, suite.max_length, model, protocol)
+
+
+def default_batch(suite_name: str, max_length: int, model: str | None = None, protocol: str = "rigorous") -> int:
+    """The batch a run of `model` on a suite of `max_length` uses unless told: under the paper protocol the batch
+    the paper timed it on this suite with (`calibration.paper_timing_batch`: DeBERTa-v3-base 224, ...); otherwise,
+    and for models the paper did not time, its standard batch: 512 documents for short suites, 32 for long ones.
+    The report applies it to records, which name their suite and its maximum length."""
+    standard = 512 if max_length <= 512 else 32
+    paper = paper_timing_batch(model, suite_name) if model and protocol == "paper" else None
     return paper or standard
 
 
@@ -518,7 +524,7 @@ def unsupported_record(plan: Plan, reason: str) -> Record:
 
 def failure_record(plan: Plan, error: BaseException) -> Record:
     """A configuration that raised: its record says what stopped it (out of memory, a crash, a lost node)."""
-    parity = error.result.to_dict() if isinstance(error, ParityFailure) else None
+    parity = error.result.check() if isinstance(error, ParityFailure) else None
     return record(plan, Failure(error_type=type(error).__name__, backend=plan.config.backend, engine=plan.engine.name,
                                 parity=parity), "failed", describe(error))
 

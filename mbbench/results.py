@@ -15,7 +15,6 @@ from typing import Callable, Hashable, Iterator
 
 from mbbench.errors import UserError
 from mbbench.files import read_text, write_json
-from mbbench.migrate import from_schema_1
 from mbbench.records import KINDS, Record
 
 
@@ -55,9 +54,7 @@ def read_record(path: Path) -> Record | None:
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return None
     try:
-        if data.get("schema_version") == 1:
-            return from_schema_1(data, str(path))
-        return Record.from_json(data, str(path))
+        return Record.from_json(data, str(path))  # any schema: an older one is upgraded on read
     except (ValueError, TypeError, KeyError):
         return None
 

@@ -19,14 +19,14 @@ from mbbench.bench import telemetry, trial
 from mbbench.bench.matmul import GemmRates
 from mbbench.bench.maxbatch import search
 from mbbench.bench.throughput import PassTimes, measure_passes
-from mbbench.bench.timing import UNSTABLE_IQR, summarize
+from mbbench.bench.timing import summarize
 from mbbench.errors import UserError
 from mbbench.formatting import plural
 from mbbench.hardware import memory, perfmodel
 from mbbench.loading import LoadedModel
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, search_mode, unsupported_record
-from mbbench.records import COMPILE_ENGINE, MaxBatchSearch, Record, Throughput
+from mbbench.records import COMPILE_ENGINE, MachineLoad, MaxBatchSearch, Record, Throughput
 from mbbench.suites import make_batches, select_documents
 
 Progress = Callable[[str], None]
@@ -94,26 +94,13 @@ def time_passes(plan: Plan, loaded: LoadedModel, batches: list[Batch], on_pass: 
     return TimedPasses(times, load, _telemetry_summary(sampler, real * plan.config.passes), peak)
 
 
-@dataclass(frozen=True)
-class MachineLoad:
-    """The machine's load when a measurement started and ended, and a warning when others used our cores."""
-
-    load: dict  # {"start": LoadSnapshot.to_dict(), "end": ...}
-    warning: str | None
-
-
 def watch_load(plan: Plan, threads: int) -> Callable[[], MachineLoad]:
     """Snapshot the load now (the device's too on a GPU); the returned function snapshots it again and judges both
-    with `environment.busy_warning` against `threads`, the cores the measurement keeps busy
+    (`environment.machine_load`) against `threads`, the cores the measurement keeps busy
     (`LoadedModel.busy_threads`)."""
     reader = gpu_load_reader(plan)
     start = environment.load_snapshot(reader)
-
-    def finish() -> MachineLoad:
-        end = environment.load_snapshot(reader)
-        return MachineLoad({"start": start.to_dict(), "end": end.to_dict()},
-                           environment.busy_warning(start, end, threads))
-    return finish
+    return lambda: environment.machine_load(start, environment.load_snapshot(reader), threads)
 
 
 def throughput_payload(plan: Plan, loaded: LoadedModel, batches: list[Batch], flops: float,
@@ -129,20 +116,16 @@ def throughput_payload(plan: Plan, loaded: LoadedModel, batches: list[Batch], fl
     tokens_per_second = stats.median if headline == "median" else real / summarize(times.pass_seconds).mean
     mfu, mfu_note = model_flops_utilisation(plan, flops * tokens_per_second / real, built.rates)
     return Throughput(
-        backend=loaded.encoder.backend, backend_reason=plan.backend_reason, gemm=built.gemm.kernel,
-        gemm_reason=built.gemm.text, gemm_source=built.gemm.source, elementwise=built.elementwise.kernel,
-        elementwise_reason=built.elementwise.text, elementwise_source=built.elementwise.source,
-        num_documents=plan.documents, subsampled=plan.subsampled, real_tokens=real,
+        build=built.info(), num_documents=plan.documents, subsampled=plan.subsampled, real_tokens=real,
         padded_tokens=sum(b.padded_tokens for b in batches), num_batches=len(batches),
         warmup_batches=times.warmup_batches, shape_warmup_batches=times.shape_warmup_batches,
         warmup_seconds=times.warmup_seconds, first_call_seconds=info.first_call_seconds,
         run_seconds=times.pass_seconds, headline=headline, tokens_per_second=tokens_per_second,
-        tokens_per_second_stats=stats.to_dict(), timer=loaded.timer, unstable=stats.relative_iqr > UNSTABLE_IQR,
+        tokens_per_second_stats=stats, timer=loaded.timer, unstable=stats.unstable,
         compile_seconds=info.first_call_seconds if plan.engine.name == COMPILE_ENGINE else info.compile_seconds,
         telemetry=timed.telemetry, peak_memory_bytes=timed.peak_memory_bytes, flops_per_pass=flops, mfu=mfu,
-        mfu_note=mfu_note, load=timed.load.load, load_warning=timed.load.warning,
-        engine_info=info.to_dict(), parity=loaded.parity.to_dict() if loaded.parity else None,
-        cold_start_seconds=loaded.cold_start_seconds)
+        mfu_note=mfu_note, load=timed.load, engine_info=info, parity=loaded.parity.check() if loaded.parity else None,
+        cold_start_seconds=info.cold_start_seconds)
 
 
 def say_estimate(progress: Progress | None, found: estimate.Estimate | None, started: float) -> None:
@@ -289,7 +272,7 @@ def max_batch(plan: Plan, probe=None, fake_limit_tokens: int | None = None, fake
     payload = MaxBatchSearch(
         mode=mode, sequence_length=plan.suite.definition.max_length, granularity=step, safety_margin=margin,
         memory_limit_bytes=limit_bytes, largest_ok=found.largest_ok, result=found.with_margin(margin),
-        trials=[asdict(t) for t in found.trials], search_seconds=found.seconds,
+        trials=list(found.trials), search_seconds=found.seconds,
         device_memory_bytes=plan.device.memory_bytes, peak_bytes_at_result=found.peak_bytes,
         capped=found.capped, bracket=tuple(found.bracket), seed=found.seed,
         note=("fixed-length batches at the suite's maximum length (the paper's memory column)" if mode == "batch"

@@ -24,15 +24,16 @@ from mbbench import loading
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S, Batcher, RequestBatch
 from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import ModelService, model_service
-from mbbench.bench.latency import few_samples_note, samples_beyond, samples_needed
+from mbbench.bench.latency import few_samples_note
 from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
 from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
 from mbbench.errors import UserError
 from mbbench.latency import cold_start_text, service_batches
 from mbbench.loading import LoadedModel
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Record, Serving
-from mbbench.runner import MachineLoad, watch_load
+from mbbench.records import (MachineLoad, Record, Serving, ServiceSetup, SloPoint, SloSummary, samples_beyond,
+                             samples_needed)
+from mbbench.runner import watch_load
 
 DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
 DEFAULT_MIN_REQUESTS = 100  # and serves at least this many: one request beyond p99 (optimum-benchmark's is 10)
@@ -181,19 +182,22 @@ def run_rates(plan: Plan, settings: ServeSettings, batcher: Batcher, service: Mo
 
 def serving_payload(model: LoadedModel, settings: ServeSettings, batcher: Batcher, runs: list[ServingRun],
                     search: SloSearch | None, load: MachineLoad) -> Serving:
-    """The record's numbers: each rate's run, the SLO's answer, the engine that ran with its cold start and gate."""
-    built, info = model.built, model.engine.info
-    return Serving(backend=model.encoder.backend, layout=model.encoder.layout, arrival="poisson", seed=settings.seed,
-                   min_requests=settings.min_requests, min_seconds=settings.duration_s,
+    """The record's numbers: each rate's run, the SLO's answer, and how the model was served (`service_setup`)."""
+    return Serving(setup=service_setup(model, settings, load), arrival="poisson",
                    max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
-                   max_wait_s=batcher.max_wait_s, sort_by_length=batcher.sort_by_length, clock=settings.clock,
-                   runs=[run.to_dict() for run in runs], slo=search_summary(search) if search else None,
-                   drain_limit_s=settings.drain_s, timer=model.timer, load_seconds=built.load_seconds,
-                   first_call_s=info.first_call_seconds, gemm=built.gemm.kernel, gemm_reason=built.gemm.text,
-                   elementwise=built.elementwise.kernel, elementwise_reason=built.elementwise.text,
-                   warmed=warmed_description(settings.warmup), load=load.load, load_warning=load.warning,
-                   engine_info=info.to_dict(), parity=model.parity.to_dict() if model.parity else None,
-                   cold_start_seconds=model.cold_start_seconds)
+                   max_wait_seconds=batcher.max_wait_s, sort_by_length=batcher.sort_by_length,
+                   runs=[run.point() for run in runs], slo=search_summary(search) if search else None,
+                   drain_limit_seconds=settings.drain_s)
+
+
+def service_setup(model: LoadedModel, settings: ServeSettings, load: MachineLoad) -> ServiceSetup:
+    """What a load test ran: the build, the engine with its cold start and gate, the clock, the machine's load."""
+    built, info = model.built, model.engine.info
+    return ServiceSetup(built.info(), model.encoder.layout, settings.seed, settings.min_requests, settings.duration_s,
+                        model.timer, settings.clock, built.load_seconds, info.first_call_seconds,
+                        warmed_description(settings.warmup), load, engine=info,
+                        parity=model.parity.check() if model.parity else None,
+                        cold_start_seconds=info.cold_start_seconds)
 
 
 def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
@@ -220,28 +224,27 @@ def warmed_description(count: int) -> str:
             "batcher forms from all of them queued together (untimed)") + NEW_SHAPES
 
 
-def search_summary(search: SloSearch) -> dict:
-    """`SloSearch.to_dict()` plus the achieved throughput of the answer's run (requests/s and tokens/s), and what
-    its percentile rests on: the fewest requests a step served, how many of them lie beyond the percentile (0: the
-    percentile was their largest) and how many would put one beyond it."""
-    summary = search.to_dict()
+def search_summary(search: SloSearch) -> SloSummary:
+    """The search's bracket, steps and answer, the achieved throughput of the answer's run (requests/s and
+    tokens/s), and what its percentile rests on: the fewest requests a step served, how many of them lie beyond
+    the percentile (0: the percentile was their largest) and how many would put one beyond it."""
     best = next((run for run in search.runs if run.offered_rate == search.best_rate), None)
-    summary["best_achieved_rate"] = best.achieved_rate if best else None
-    summary["best_tokens_per_second"] = best.tokens_per_second if best else None
     fewest = min((len(run.served) for run in search.runs), default=0)  # the step whose percentile rests on least
-    summary["fewest_requests"] = fewest
-    summary["beyond_percentile"] = samples_beyond(fewest, search.slo.percentile)
-    summary["requests_needed"] = samples_needed(search.slo.percentile)
-    return summary
+    steps = [SloPoint(step.rate, step.latency_s if math.isfinite(step.latency_s) else None, step.met)
+             for step in search.steps]
+    return SloSummary(search.slo.percentile, search.slo.target_s, search.low, search.high, search.best_rate,
+                      list(search.bracket), search.note, steps, best.achieved_rate if best else None,
+                      best.tokens_per_second if best else None, fewest,
+                      samples_beyond(fewest, search.slo.percentile), samples_needed(search.slo.percentile))
 
 
-def slo_basis(slo: dict) -> str:
-    """'' when each step's SLO percentile (a `search_summary`) had a request beyond it; else what the answer rests
-    on: '; judged on the largest latency: p99 of 10 requests has none beyond it (100 would put one)'."""
-    if slo.get("beyond_percentile") is None or slo["beyond_percentile"] >= 1:
+def slo_basis(slo: SloSummary) -> str:
+    """'' when each step's SLO percentile had a request beyond it; else what the answer rests on: '; judged on
+    the largest latency: p99 of 10 requests has none beyond it (100 would put one)'."""
+    if slo.beyond_percentile is None or slo.beyond_percentile >= 1:
         return ""
-    return (f"; judged on the largest latency: p{slo['percentile']:g} of {slo['fewest_requests']} requests has none "
-            f"beyond it ({slo['requests_needed']} would put one)")
+    return (f"; judged on the largest latency: p{slo.percentile:g} of {slo.fewest_requests} requests has none "
+            f"beyond it ({slo.requests_needed} would put one)")
 
 
 def describe_run(run: ServingRun) -> str:

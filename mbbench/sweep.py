@@ -275,3 +275,24 @@ def run_sweep(hidden: list[int], glu: list[int], layers: list[int], head_dim: in
         row.update(rank=rank, ranked_by=metric, ranked=include_unusual or row["usual"], tokens_per_pass=tokens,
                    dtype=dtype)
     return rows
+
+
+def ranked_frame(frame: "pandas.DataFrame") -> tuple["pandas.DataFrame", str, tuple[int, int] | None]:  # noqa: F821
+    """A predicted sweep's CSV rows as every heatmap draws them: (rows with the ranking metric blank where a shape
+    was not ranked with the usual ones, the metric, the winner's (hidden, GLU)). The metric is the CSV's
+    `ranked_by` column; CSVs written before it existed ranked by scaled tokens/s when they have it."""
+    metric = frame["ranked_by"].iloc[0] if "ranked_by" in frame else (
+        "scaled_tokens_per_second" if "scaled_tokens_per_second" in frame else "basket_score")
+    shown = frame.copy()
+    if "ranked" in shown:
+        shown[metric] = shown[metric].where(shown["ranked"].astype(bool))
+    winner = shown.sort_values("rank").iloc[0] if "rank" in shown else None
+    return shown, metric, (int(winner["hidden"]), int(winner["glu"])) if winner is not None else None
+
+
+def heatmap_title(frame: "pandas.DataFrame", metric: str, where: str) -> str:  # noqa: F821
+    """'scaled tokens per second (the ranking), best over layers / predicted over T4, L4; 16,384 tokens per pass,
+    bfloat16' (the workload where the CSV names it)."""
+    workload = (f"\n{int(frame['tokens_per_pass'].iloc[0]):,} tokens per pass, {frame['dtype'].iloc[0]}"
+                if {"tokens_per_pass", "dtype"} <= set(frame.columns) else "")  # its own line: never cut off
+    return f"{metric.replace('_', ' ')} (the ranking), best over layers\npredicted{where}{workload}"

@@ -221,17 +221,19 @@ def pack(session: Session) -> None:
 # ------------------------------------------------------------------------------------------------- summary
 
 def _records(work: Path) -> list[dict]:
-    """The records under work/results, flattened to the few fields the summary prints (schema 2 JSON)."""
+    """The records under work/results, flattened to the few fields the summary prints (schema 3 JSON, as this
+    mbbench writes it)."""
     records = []
     for path in sorted(glob.glob(str(work / "results" / "*" / "*.json"))):
         try:
             data = json.loads(Path(path).read_text())
             ident, payload = data["identity"], data.get("payload") or {}
+            setup = payload.get("setup") or {}
             limits = dict(ident.get("limits") or [])
             records.append({
                 "model": ident["model"] + ("-tiny" if ident.get("tiny") else ""), "suite": ident["suite"],
                 "status": data["status"], "measurement": ident["measurement"],
-                "backend": payload.get("backend"), "tokens_per_second": payload.get("tokens_per_second"),
+                "backend": (payload.get("build") or setup.get("build") or payload).get("backend"), "tokens_per_second": payload.get("tokens_per_second"),
                 "tokens_per_second_stats": payload.get("tokens_per_second_stats"),
                 "passes": len(payload.get("run_seconds") or []),
                 "max_batch_size": payload.get("result") if payload.get("mode") == "batch" else None,
@@ -240,7 +242,7 @@ def _records(work: Path) -> list[dict]:
                 "trials": payload.get("trials") or [], "search_seconds": payload.get("search_seconds"),
                 "search_seed": payload.get("seed"), "capped": payload.get("capped"),
                 "bracket": payload.get("bracket"), "points": payload.get("points") or [],
-                "first_call_s": payload.get("first_call_s"), "candidates": payload.get("candidates") or [],
+                "first_call_seconds": setup.get("first_call_seconds"), "candidates": payload.get("candidates") or [],
                 "rank_correlation": payload.get("rank_correlation"),
                 "predicted_best_tied": payload.get("predicted_best_tied")})
         except (OSError, ValueError, KeyError, TypeError):
@@ -294,10 +296,10 @@ def headline(work: Path) -> list[str]:
                      f"{'–' if rho is None else f'{rho:.2f}'} (predicted vs measured), predicted best tied with the "
                      f"measured best: {r.get('predicted_best_tied')}")
     for r in (r for r in records if r.get("measurement") == "latency"):
-        points = "; ".join(f"batch {p['batch_size']}: p50 {p['latency_s']['p50'] * 1e3:.2f} ms, p99 "
-                           f"{p['latency_s']['p99'] * 1e3:.2f} ms, {p['tokens_per_second']:,.0f} tokens/s"
+        points = "; ".join(f"batch {p['batch_size']}: p50 {p['latency_seconds']['p50'] * 1e3:.2f} ms, p99 "
+                           f"{p['latency_seconds']['p99'] * 1e3:.2f} ms, {p['tokens_per_second']:,.0f} tokens/s"
                            for p in r["points"])
-        first = r.get("first_call_s")
+        first = r.get("first_call_seconds")
         lines.append(f"latency {r['model']} / {r['suite']} ({r['status']}): {points or '–'}"
                      + (f" (first call {first * 1e3:.0f} ms)" if first is not None else ""))
     return lines

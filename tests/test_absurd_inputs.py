@@ -61,6 +61,6 @@ def test_a_cpu_run_in_float16_takes_a_kernel_that_runs_it(tmp_path):
                                       "--runs", "1", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     [path] = tmp_path.rglob("*.json")
-    gemm = json.loads(path.read_text())["payload"]["gemm"]
+    gemm = json.loads(path.read_text())["payload"]["build"]["gemm"]
     runnable = {TORCH, ONEDNN_PACKED} if onednn_available(torch.float16) else {TORCH}
     assert gemm in runnable

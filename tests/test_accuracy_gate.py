@@ -81,9 +81,11 @@ def test_an_engine_closer_to_fp32_than_torch_rounding_passes_though_it_differs_f
     assert result.vs_torch.max_rel_error > 2e-2  # what the old gate judged, and refused
     assert result.vs_float32.max_rel_error < result.noise_floor.max_rel_error
     assert result.tolerance == pytest.approx(min(NOISE_MULTIPLE * result.noise_floor.max_rel_error, MAX_REL_ERROR))
-    saved = result.to_dict()
-    assert set(saved) >= {"vs_float32", "vs_torch", "noise_floor", "tolerance", "cosine_bar", "passed", "error"}
-    assert saved["passed"] and saved["vs_float32"]["cosine_min"] >= COSINE_BAR
+    saved = result.check()  # as the record keeps it
+    assert (saved.vs_float32, saved.vs_torch, saved.noise_floor) == (result.vs_float32, result.vs_torch,
+                                                                     result.noise_floor)
+    assert (saved.tolerance, saved.cosine_bar, saved.error) == (result.tolerance, result.cosine_bar, result.error)
+    assert saved.passed and saved.vs_float32.cosine_min >= COSINE_BAR
 
 
 def test_within_the_noise_multiple_passes_and_beyond_it_fails(function):
@@ -170,9 +172,9 @@ def test_a_bf16_run_records_its_error_against_fp32_and_the_noise_floor(tmp_path)
     assert result.exit_code == 0, result.output
     (record,) = read_all(tmp_path)
     parity = record.payload.parity
-    assert parity["passed"] and parity["judged_on"] == "rel" and parity["vs_torch"] is None  # it is the floor
-    assert parity["noise_floor"] == parity["vs_float32"] and 0 < parity["error"] < MAX_REL_ERROR
-    assert parity["vs_float32"]["cosine_min"] >= COSINE_BAR
+    assert parity.passed and parity.judged_on == "rel" and parity.vs_torch is None  # it is the floor
+    assert parity.noise_floor == parity.vs_float32 and 0 < parity.error < MAX_REL_ERROR
+    assert parity.vs_float32.cosine_min >= COSINE_BAR
 
 
 # ------------------------------------------------------------------------------- comparisons never die for one
@@ -199,7 +201,7 @@ def test_a_failing_baseline_hands_over_to_the_next_side_and_the_rest_is_compared
     payload = record.payload
     assert record.identity.models == ("modernbert-base", "bert-base", "hf-modernbert-base@onnxruntime")
     assert record.identity.baseline == "hf-modernbert-base@onnxruntime" and payload.baseline == "modernbert-base"
-    assert [r["model"] for r in payload.paired["ratios"]] == ["bert-base"]
+    assert [r.model for r in payload.paired.ratios] == ["bert-base"]
     assert "baseline hf-modernbert-base@onnxruntime was left out" in payload.baseline_note
     assert "modernbert-base is the baseline instead" in result.output
     assert "failed the accuracy gate" in payload.excluded["hf-modernbert-base@onnxruntime"]
@@ -235,9 +237,9 @@ def test_onnxruntime_in_bf16_is_left_out_naming_bf16_and_the_others_compared(tmp
     assert payload.baseline == "modernbert-base"  # the asked-for baseline (the last side) could not run
     reason = payload.excluded["hf-modernbert-base@onnxruntime"]
     assert "bfloat16" in reason and len(reason.splitlines()) == 1
-    assert [r["model"] for r in payload.paired["ratios"]] == ["hf-modernbert-base"]
+    assert [r.model for r in payload.paired.ratios] == ["hf-modernbert-base"]
     for side in ("modernbert-base", "hf-modernbert-base"):  # each side judged against its own fp32 function
-        assert payload.parity[side]["passed"] and payload.parity[side]["dtype"] == "bfloat16"
+        assert payload.parity[side].passed and payload.parity[side].dtype == "bfloat16"
     assert "tier bfloat16" in result.output
 
 

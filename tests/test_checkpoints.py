@@ -19,7 +19,7 @@ from mbbench.cli import cli
 from mbbench.errors import UserError
 from mbbench.models import registry
 from mbbench.models.builders import BuildOptions
-from mbbench.records import ConfigChange, ModelInfo, Record
+from mbbench.records import ConfigChange, ModelInfo, Record, decode
 from mbbench.verify import to_hf_config
 
 HF_ROWS = [name for name, spec in registry.MODELS.items() if spec.hf_class]
@@ -283,6 +283,6 @@ def test_our_rows_still_refuse_a_checkpoint_config_field_by_field(tmp_path):
 
 def test_model_info_keeps_config_changes_and_reads_records_without_them():
     info = ModelInfo("BERT", "base", 10, 512, "padded", (ConfigChange("layer_norm_eps", 1e-12, 1e-3),))
-    assert ModelInfo.from_dict(json.loads(json.dumps(info.__dict__, default=lambda c: c.__dict__))) == info
+    assert decode(ModelInfo, json.loads(json.dumps(info.__dict__, default=lambda c: c.__dict__))) == info
     old = {"family": "BERT", "group": "base", "parameters": 10, "max_length": 512, "layout": "padded"}
-    assert ModelInfo.from_dict(old).config_changes == ()
+    assert decode(ModelInfo, old).config_changes == ()

@@ -158,7 +158,7 @@ def test_run_records_the_elementwise_kernel_and_why(tmp_path):
                                       "--device", "cpu", "--docs", "4", "--runs", "1", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     [path] = out.rglob("*.json")
-    payload = json.loads(path.read_text())["payload"]
+    payload = json.loads(path.read_text())["payload"]["build"]
     assert payload["elementwise"] in kernels.KERNELS
     reason = payload["elementwise_reason"]
     assert payload["elementwise_source"] in (MEASURED, CACHED) and reason.startswith(payload["elementwise_source"])

@@ -19,6 +19,7 @@ from mbbench import engines, loading, records, runner
 from mbbench import matrix as mx
 from mbbench.cli import cli
 from mbbench.engines import PreparedEngine
+from mbbench.records.identity import _digest
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import Identity, Record
 from mbbench.report.render import build_report
@@ -96,9 +97,9 @@ def test_old_records_with_compile_true_load_as_torch_compile_and_keep_their_keys
     written_before_the_axis = {k: v for k, v in asdict(new).items() if k not in records.LATER_FIELDS}
     old = Identity.from_dict(json.loads(json.dumps(written_before_the_axis)))
     assert old.engine == "torch-compile" and old.compile
-    assert old.key() == records._digest(written_before_the_axis) == new.key()
+    assert old.key() == _digest(written_before_the_axis) == new.key()
     plain = {**written_before_the_axis, "compile": False}
-    assert Identity.from_dict(plain).key() == records._digest(plain)
+    assert Identity.from_dict(plain).key() == _digest(plain)
     assert Identity(**{**written_before_the_axis, "compile": False}, engine="torch-compile").compile
 
 
@@ -133,13 +134,13 @@ def test_a_run_on_an_exporting_engine_records_what_ran(engine_runs, engine):
     assert record.status == "ok" and record.identity.engine == engine
     assert (record.identity.threads, record.identity.interop_threads) == (1, 1)
     info = payload.engine_info
-    assert info["name"] == engine and info["version"] == engines.get_engine(engine).version()
-    assert (info["threads_intra"], info["threads_inter"]) == (1, 1)  # read back from the engine
-    assert info["export_seconds"] > 0 and info["compile_seconds"] > 0 and info["first_call_seconds"] > 0
-    assert payload.cold_start_seconds == pytest.approx(info["export_seconds"] + info["compile_seconds"]
-                                                       + info["first_call_seconds"])
-    assert payload.parity["passed"] and payload.parity["error"] < 1e-4 and payload.parity["tolerance"] == 1e-4
-    assert payload.parity["real_tokens"] == payload.real_tokens  # 8 documents, one batch: all compared
+    assert info.name == engine and info.version == engines.get_engine(engine).version()
+    assert (info.threads_intra, info.threads_inter) == (1, 1)  # read back from the engine
+    assert info.export_seconds > 0 and info.compile_seconds > 0 and info.first_call_seconds > 0
+    assert payload.cold_start_seconds == pytest.approx(info.export_seconds + info.compile_seconds
+                                                       + info.first_call_seconds)
+    assert payload.parity.passed and payload.parity.error < 1e-4 and payload.parity.tolerance == 1e-4
+    assert payload.parity.real_tokens == payload.real_tokens  # 8 documents, one batch: all compared
     assert len(payload.run_seconds) == 2 and payload.tokens_per_second > 0
     assert engine in Path(record.source_path).name
 
@@ -183,14 +184,14 @@ def test_an_engine_that_fails_parity_gives_a_failure_record_and_the_next_configu
     assert result.exit_code == 1, result.output
     by_model = {r.identity.model: r for r in read_all(tmp_path)}
     failed, ok = by_model["hf-modernbert-base"], by_model["bert-base"]
-    assert ok.status == "ok" and ok.payload.parity["passed"]
+    assert ok.status == "ok" and ok.payload.parity.passed
     assert failed.status == "failed" and failed.payload.error_type == "ParityFailure"
     assert failed.identity.engine == failed.payload.engine == "onnxruntime"
     assert "onnxruntime (float32) against the fp32 function" in failed.reason and "bar 0.0001" in failed.reason
     parity = failed.payload.parity
-    assert not parity["passed"] and parity["tolerance"] == 1e-4 and parity["error"] == error
+    assert not parity.passed and parity.tolerance == 1e-4 and parity.error == error
     if error is None:  # NaN: strict JSON keeps None and says how many values were not finite
-        assert parity["vs_float32"]["non_finite"] > 0 and "NaN/inf" in failed.reason
+        assert parity.vs_float32.non_finite > 0 and "NaN/inf" in failed.reason
     assert not hasattr(failed.payload, "tokens_per_second")
 
 
@@ -221,18 +222,18 @@ def test_compare_sides_name_their_engines_and_a_side_failing_parity_is_left_out(
     assert record.identity.models == ("hf-modernbert-base", "hf-modernbert-base@onnxruntime",
                                       "hf-modernbert-base@openvino")
     assert record.identity.engine == "torch,onnxruntime,openvino"
-    assert [r["model"] for r in payload.paired["ratios"]] == ["hf-modernbert-base@onnxruntime"]
+    assert [r.model for r in payload.paired.ratios] == ["hf-modernbert-base@onnxruntime"]
     assert set(payload.excluded) == {"hf-modernbert-base@openvino"}
     assert "failed the accuracy gate" in payload.excluded["hf-modernbert-base@openvino"]
-    assert payload.parity["hf-modernbert-base@onnxruntime"]["passed"]
-    assert payload.parity["hf-modernbert-base@openvino"]["vs_float32"]["non_finite"] > 0
-    assert {side: info["name"] for side, info in payload.engines.items()} == {
+    assert payload.parity["hf-modernbert-base@onnxruntime"].passed
+    assert payload.parity["hf-modernbert-base@openvino"].vs_float32.non_finite > 0
+    assert {side: info.name for side, info in payload.engines.items()} == {
         "hf-modernbert-base": "torch", "hf-modernbert-base@onnxruntime": "onnxruntime"}
     # a side on another engine ran that engine's kernels, not the build's; a left-out side ran none
-    assert payload.gemms["hf-modernbert-base@onnxruntime"]["kernel"] == "onnxruntime"
-    assert "hf-modernbert-base@openvino" not in payload.gemms and "hf-modernbert-base@openvino" not in payload.backends
+    assert payload.builds["hf-modernbert-base@onnxruntime"].gemm == "onnxruntime"
+    assert "hf-modernbert-base@openvino" not in payload.builds
     assert "hf-modernbert-base@openvino-tiny: left out, failed the accuracy gate" in result.output
-    assert Path(payload.engines["hf-modernbert-base@onnxruntime"]["cache_path"]).parent == \
+    assert Path(payload.engines["hf-modernbert-base@onnxruntime"].cache_path).parent == \
         Path(os.environ["MBBENCH_ENGINE_CACHE"])  # never under --out, where records are committed
 
 
@@ -261,7 +262,7 @@ def test_threads_runs_give_two_records_and_two_report_rows(tmp_path):
         assert "skip" not in done.stderr
     found = read_all(out)
     assert sorted(r.identity.threads for r in found) == [1, 2] and len({r.key for r in found}) == 2
-    assert all(r.identity.interop_threads == 1 and r.payload.engine_info["threads_intra"] == r.identity.threads
+    assert all(r.identity.interop_threads == 1 and r.payload.engine_info.threads_intra == r.identity.threads
                for r in found)
     report = (build_report([str(out)], tmp_path / "report", include_smoke=True) / "report.md").read_text()
     assert "modernbert-base-tiny [threads=1]" in report and "modernbert-base-tiny [threads=2]" in report

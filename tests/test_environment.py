@@ -1,5 +1,5 @@
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -26,7 +26,7 @@ def test_snapshot_with_faked_sources(tmp_path):
     assert snap.gpu_utilization_percent == 37.0 and snap.other_gpu_processes == 2
     assert snap.machine_busy_cpu_seconds == pytest.approx(5.0)
     assert snap.cpu_count == os.cpu_count() and snap.process_cpu_seconds > 0
-    assert set(snap.to_dict()) >= {"load_average_1m", "load_average_5m", "cpu_count", "gpu_utilization_percent",
+    assert set(asdict(snap)) >= {"load_average_1m", "load_average_5m", "cpu_count", "gpu_utilization_percent",
                                    "other_gpu_processes"}
 
 

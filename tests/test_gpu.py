@@ -44,8 +44,8 @@ def test_oom_search_on_real_allocator():
                                "max_batch", limits=limits)
     payload = runner.max_batch(plan).payload
     largest_ok, smallest_failed = payload.bracket
-    assert "memory model" in payload.note and payload.trials[0]["size"] == payload.seed
+    assert "memory model" in payload.note and payload.trials[0].size == payload.seed
     assert len(payload.trials) <= 6 and largest_ok > 0 and smallest_failed is not None
-    assert any(t["status"] == "oom" for t in payload.trials)
+    assert any(t.status == "oom" for t in payload.trials)
     assert payload.capped or smallest_failed - largest_ok == 32
     assert payload.max_batch_size == largest_ok and 0 < payload.peak_bytes_at_result < 2 * 2**30

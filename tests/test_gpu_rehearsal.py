@@ -125,7 +125,7 @@ def test_rehearsal_brings_everything_home(tmp_path):
 
     [swept] = [r for r in records.values() if r.get("measurement") == "measured_sweep"]
     assert swept["status"] == "ok" and len(swept["candidates"]) == swept["planned"] == 4
-    assert swept["rank_correlation"]["shapes"] == 4 and swept["ranking"] == "throughput"
+    assert swept["rank_correlation.shapes"] == 4 and swept["ranking"] == "throughput"
     assert all(c["tokens_per_second"] > 0 and c["predicted_tokens_per_second"] > 0 for c in swept["candidates"])
     assert "measured sweep (ok): 4 shapes, Spearman" in (out / "summary.txt").read_text()
     timed = [r for r in records.values()
@@ -141,7 +141,7 @@ def test_rehearsal_brings_everything_home(tmp_path):
 
     [latency] = [r for r in records.values() if r.get("measurement") == "latency"]
     assert latency["status"] == "ok" and [p["batch_size"] for p in latency["points"]] == [1, 2]
-    assert all(p["latency_s"]["p50"] <= p["latency_s"]["p99"] for p in latency["points"])
+    assert all(p["latency_seconds"]["p50"] <= p["latency_seconds"]["p99"] for p in latency["points"])
 
     [searched] = [r for r in records.values() if r.get("measurement") == "max_batch"]
     assert searched["capped"] is True and "stopped by max_trials" in searched["note"]

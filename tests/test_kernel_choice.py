@@ -111,7 +111,8 @@ def test_two_runs_of_one_configuration_record_the_same_kernel_and_say_where_it_c
     second = CliRunner().invoke(cli, [*RUN, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     assert len(calls) == measured  # nothing measured again
-    [a], [b] = ([json.loads(p.read_text())["payload"] for p in (tmp_path / side).rglob("*.json")] for side in "ab")
+    [a], [b] = ([json.loads(p.read_text())["payload"]["build"] for p in (tmp_path / side).rglob("*.json")]
+                for side in "ab")
     assert a["gemm"] == b["gemm"] and a["gemm_source"] == "measured now" and b["gemm_source"] == "cache"
     assert b["gemm_reason"].startswith("cache: ") and "GFLOP/s" in b["gemm_reason"]
     assert a["elementwise"] == b["elementwise"] and b["elementwise_source"] in ("cache", "measured now")
@@ -123,7 +124,7 @@ def test_a_pinned_kernel_is_what_runs_is_recorded_as_pinned_and_is_part_of_the_i
     assert pinned.exit_code == 0, pinned.output
     [path] = out.rglob("*.json")
     record = json.loads(path.read_text())
-    payload, identity = record["payload"], record["identity"]
+    payload, identity = record["payload"]["build"], record["identity"]
     assert (payload["gemm"], payload["gemm_source"], payload["gemm_reason"]) == ("torch", "pinned", "pinned: --gemm torch")
     assert (payload["elementwise"], payload["elementwise_source"]) == ("eager", "pinned")
     assert (identity["gemm"], identity["elementwise"]) == ("torch", "eager")
@@ -190,10 +191,9 @@ def test_a_comparison_records_each_sides_kernels_and_where_they_came_from(fresh_
                                       "--elementwise", "eager", "--quiet", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     [path] = (tmp_path / "out").rglob("*.json")
-    payload = json.loads(path.read_text())["payload"]
-    assert payload["gemms"]["modernbert-base"] == {"kernel": "torch", "reason": "pinned: --gemm torch",
-                                                   "source": "pinned"}
-    hf = payload["gemms"]["hf-modernbert-base"]
-    assert hf["source"] == "fixed" and "--gemm applies to our own models" in hf["reason"]
-    assert payload["elementwise"]["modernbert-base"]["source"] == "pinned"
-    assert payload["elementwise"]["hf-modernbert-base"]["source"] == "fixed"
+    builds = json.loads(path.read_text())["payload"]["builds"]
+    ours = builds["modernbert-base"]
+    assert (ours["gemm"], ours["gemm_reason"], ours["gemm_source"]) == ("torch", "pinned: --gemm torch", "pinned")
+    hf = builds["hf-modernbert-base"]
+    assert hf["gemm_source"] == "fixed" and "--gemm applies to our own models" in hf["gemm_reason"]
+    assert ours["elementwise_source"] == "pinned" and hf["elementwise_source"] == "fixed"

@@ -15,7 +15,7 @@ from mbbench.bench.latency import measure_latency, percentiles
 from mbbench.bench.loadgen import make_requests, request_documents
 from mbbench.bench.serving import serve
 from mbbench.bench.throughput import batch_shape
-from mbbench.records import DeviceInfo, Identity, Latency, Record
+from mbbench.records import BuildInfo, DeviceInfo, Identity, Latency, Record, ServiceSetup
 
 CPU = torch.device("cpu")
 LENGTHS = [5, 9, 3, 12, 7]
@@ -117,15 +117,16 @@ def test_latency_call_times_the_forward_under_inference_mode():
 def test_latency_payload_round_trips_through_record_json():
     make_request = latency_requests(document, len(LENGTHS), 1, seed=0, padded=False, device=CPU)
     runs = [measure_latency(lambda b: 1e-3 * b.real_tokens, make_request, 20, 0.1, VirtualClock(), 1)]
-    payload = Latency(backend="sdpa", layout="packed", seed=0, min_requests=20, min_seconds=0.1,
-                      points=[r.to_dict() for r in runs], timer="perf_counter", clock="virtual")
+    setup = ServiceSetup(BuildInfo("sdpa"), "packed", seed=0, min_requests=20, min_seconds=0.1, timer="perf_counter",
+                         clock="virtual", load_seconds=None, first_call_seconds=None, warmed="", load=None)
+    payload = Latency(setup=setup, points=[r.point() for r in runs], warmup_requests=0)
     identity = Identity(measurement="latency", model="modernbert-base", suite="fixed-128", suite_fingerprint="f" * 16,
                         protocol="latency", backend="auto", dtype="float32", device="cpu")
     record = Record(kind="measured", status="ok", identity=identity, device=DeviceInfo(kind="cpu", name="cpu"),
                     model=None, suite=None, payload=payload)
     back = Record.from_json(json.loads(json.dumps(record.to_json())))
     assert back == record and back.payload.batch_sizes == [1]
-    assert back.payload.point(1)["latency_s"]["p99"] == runs[0].stats.p99
+    assert back.payload.point(1).latency_seconds.p99 == runs[0].stats.p99
     with pytest.raises(KeyError):
         back.payload.point(2)
 
@@ -158,7 +159,7 @@ def test_no_timed_request_meets_a_new_shape(padded):
     assert run.latencies_s == pytest.approx(steady.latencies_s) and max(run.latencies_s) < 0.02
     shapes = {batch_shape(make_request(i)) for i in range(1, len(run.latencies_s) + 1)} - {batch_shape(make_request(0))}
     assert run.shape_warmups == len(shapes) > 0
-    assert run.to_dict()["shape_warmup_requests"] == len(shapes)
+    assert run.point().shape_warmup_requests == len(shapes)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -183,5 +184,5 @@ def test_a_new_shapes_first_call_is_server_time_and_the_run_says_how_much(padded
     assert run.latency_at(99) > 12.3 > 0.768 and run.utilization > 0.99  # no SLO of 768 ms met, the worker busy
     busy = sum(b.service_s for b in run.batches)
     assert run.new_shape_share == pytest.approx(sum(b.service_s for b in new) / busy) and run.new_shape_share > 0.99
-    summary = run.to_dict()
-    assert (summary["new_shape_batches"], summary["new_shape_share"]) == (len(new), run.new_shape_share)
+    summary = run.point()
+    assert (summary.new_shape_batches, summary.new_shape_share) == (len(new), run.new_shape_share)

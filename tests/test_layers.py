@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mbbench"
 
 # Lowest first. A module belongs to the first entry that names it or a package above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("mbbench", "mbbench.records", "mbbench.migrate", "mbbench.errors", "mbbench.dtypes", "mbbench.formatting",
+    ("mbbench", "mbbench.records", "mbbench.errors", "mbbench.dtypes", "mbbench.formatting",
      "mbbench.progress", "mbbench.files", "mbbench.units", "mbbench.allocator", "mbbench.estimate"),
     ("mbbench.hardware", "mbbench.suites", "mbbench.batching", "mbbench.results"),
     ("mbbench.models", "mbbench.device"),

@@ -52,15 +52,16 @@ def test_latency_on_openvino_runs_the_engine_with_its_gate_and_cold_start_in_the
                   "--out", tmp_path / "runs")
     assert done.exit_code == 0, done.output
     record = only_record(tmp_path / "runs")
-    payload, info = record.payload, record.payload.engine_info
+    payload, setup = record.payload, record.payload.setup
+    info = setup.engine
     assert isinstance(payload, Latency) and record.identity.engine == "openvino"
-    assert info["name"] == "openvino" and info["provider"] == "OpenVINO CPU" and info["cache_hit"] is False
-    assert Path(info["cache_path"]).parent == engine_cache  # the export went to the engine cache, not --out
-    assert payload.parity["engine"] == "openvino" and payload.parity["passed"]
-    assert payload.first_call_s == info["first_call_seconds"] > 0 and info["export_seconds"] > 0
-    assert payload.cold_start_seconds == pytest.approx(
-        info["export_seconds"] + info["compile_seconds"] + info["first_call_seconds"])
-    assert payload.layout == "padded" and [p["batch_size"] for p in payload.points] == [2]
+    assert info.name == "openvino" and info.provider == "OpenVINO CPU" and info.cache_hit is False
+    assert Path(info.cache_path).parent == engine_cache  # the export went to the engine cache, not --out
+    assert setup.parity.engine == "openvino" and setup.parity.passed
+    assert setup.first_call_seconds == info.first_call_seconds > 0 and info.export_seconds > 0
+    assert setup.cold_start_seconds == pytest.approx(
+        info.export_seconds + info.compile_seconds + info.first_call_seconds)
+    assert setup.layout == "padded" and [p.batch_size for p in payload.points] == [2]
     assert "cold start: load" in done.output and "export" in done.output
 
 
@@ -69,14 +70,15 @@ def test_serve_on_torch_compile_runs_inductor_with_its_gate_and_cold_start_in_th
                   "--out", tmp_path)
     assert done.exit_code == 0, done.output
     record = only_record(tmp_path)
-    payload, info = record.payload, record.payload.engine_info
+    payload, setup = record.payload, record.payload.setup
+    info = setup.engine
     assert isinstance(payload, Serving) and record.identity.engine == "torch-compile" and record.identity.compile
-    assert info["name"] == "torch-compile" and info["provider"].startswith("inductor")
-    assert payload.parity["engine"] == "torch-compile" and payload.parity["passed"]
+    assert info.name == "torch-compile" and info.provider.startswith("inductor")
+    assert setup.parity.engine == "torch-compile" and setup.parity.passed
     # inductor compiles inside the first call: the cold start is that call, recorded apart from every run
-    assert info["export_seconds"] is None and info["compile_seconds"] is None
-    assert payload.cold_start_seconds == payload.first_call_s == info["first_call_seconds"] > 0
-    assert payload.runs and all(run["served"] == run["requests"] for run in payload.runs)
+    assert info.export_seconds is None and info.compile_seconds is None
+    assert setup.cold_start_seconds == setup.first_call_seconds == info.first_call_seconds > 0
+    assert payload.runs and all(run.served == run.requests for run in payload.runs)
 
 
 def test_latency_threads_one_records_one_thread(tmp_path):
@@ -89,8 +91,8 @@ def test_latency_threads_one_records_one_thread(tmp_path):
     assert done.exit_code == 0, done.output
     record = only_record(tmp_path)
     assert record.identity.threads == 1 and record.identity.interop_threads == 1
-    assert record.payload.engine_info["threads_intra"] == 1 and record.identity.engine == "torch"
-    assert record.payload.parity is None  # the torch engine in fp32 on torch's kernels is the function itself
+    assert record.payload.setup.engine.threads_intra == 1 and record.identity.engine == "torch"
+    assert record.payload.setup.parity is None  # the torch engine in fp32 on torch's kernels is the function itself
 
 
 def test_compile_is_translated_at_the_command_line_only():

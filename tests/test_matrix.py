@@ -44,7 +44,8 @@ def spec(**axes):
 
 
 def stable(record: Record) -> dict:
-    return {k: v for k, v in record.flatten().items() if k not in VOLATILE}
+    """A record's flat row without what may differ (a typed part's columns `part.field` by either name)."""
+    return {k: v for k, v in record.flatten().items() if not {k, k.split(".")[0], k.split(".")[-1]} & VOLATILE}
 
 
 def record_files(root: Path) -> dict[str, float]:

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -81,9 +82,7 @@ def test_capped_by_time_stops_before_a_trial_that_would_not_fit():
 
     def slow_probe(size):  # each trial takes 10 s of a fake clock
         clock[0] += 10.0
-        trial = synthetic_probe(1000)(size)
-        trial.seconds = 10.0
-        return trial
+        return replace(synthetic_probe(1000)(size), seconds=10.0)
 
     result = search(slow_probe, granularity=8, seed=800, max_seconds=30, clock=lambda: clock[0])
     # before trial 4: 30 s spent + 10 s expected > 30 s: not started
@@ -165,7 +164,7 @@ def test_subprocess_trials_with_fake_oom_find_the_boundary():
     record = runner.max_batch(plan, fake_limit_tokens=6 * 512 + 100)
     payload = record.payload
     assert payload.max_batch_size == 6
-    assert [(t["size"], t["status"]) for t in payload.trials] == [(2, "ok"), (4, "ok"), (8, "oom"), (6, "ok")]
+    assert [(t.size, t.status) for t in payload.trials] == [(2, "ok"), (4, "ok"), (8, "oom"), (6, "ok")]
     assert record.kind == "measured" and payload.search_seconds > 0
     assert payload.capped is False and payload.bracket == (6, 8) and payload.seed is None
 
@@ -175,7 +174,7 @@ def test_subprocess_seeded_capped_search_records_its_bracket():
                           limits=plan_module.max_batch_limits(granularity=2, max_trials=2))
     record = runner.max_batch(plan, fake_limit_tokens=6 * 512 + 100, seed=4)
     payload = record.payload
-    assert [(t["size"], t["status"]) for t in payload.trials] == [(4, "ok"), (8, "oom")]
+    assert [(t.size, t.status) for t in payload.trials] == [(4, "ok"), (8, "oom")]
     assert payload.capped is True and "max_trials" in payload.note and payload.bracket == (4, 8)
     assert payload.max_batch_size == 4 and payload.seed == 4 and "started from --seed" in payload.note
     assert dict(record.identity.limits)["max_trials"] == 2  # a capped search is its own configuration

@@ -1,6 +1,5 @@
 import json
 import math
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,7 +7,8 @@ import torch
 
 from mbbench.batching import pack_documents
 from mbbench.bench.paired import median_interval, count_tokens, paired_ratio, round_order, run_paired, ModelPasses
-from mbbench.compare import ratio_text
+from mbbench.records import Ratio, encode
+from mbbench.report.ratios import ratio_text
 
 CPU = torch.device("cpu")
 
@@ -90,7 +90,7 @@ def test_known_ratio_despite_drift():
     assert fast.interval.requested == 0.95 and fast.interval_note is None
     with pytest.raises(KeyError):
         result.ratio("base")
-    record = json.loads(json.dumps(result.to_dict()))
+    record = json.loads(json.dumps(encode(result.rounds())))  # as a comparison record keeps it
     assert record["baseline"] == "base" and record["order"][1] == ["fast", "slow", "base"]
     assert record["ratios"][0]["interval"]["low"] == pytest.approx(3.0)
     assert record["models"]["fast"]["tokens_per_second_stats"]["median"] > 0
@@ -101,7 +101,7 @@ def test_one_round_has_no_interval():
     ratio = result.ratio("B")
     assert ratio.median == pytest.approx(2.0) and ratio.interval is None
     assert "at least 2" in ratio.interval_note
-    assert ratio.to_dict()["interval"] is None
+    assert encode(ratio)["interval"] is None
 
 
 def test_median_interval_is_the_order_statistic_interval():
@@ -134,7 +134,7 @@ def test_the_stated_confidence_is_the_coverage_at_every_round_count(draw):
         assert all(i.confidence == stated for i in intervals)
         assert abs(covered - stated) < 4 * math.sqrt(stated * (1 - stated) / trials) + 1e-9, (n, covered, stated)
         assert stated >= 0.95 if n >= 6 else stated == pytest.approx(1 - 2 / 2**n)  # never labelled 95% below 6
-        assert (ratio_text({"median": 1.0, "interval": asdict(intervals[0])}).count("short of 95%") == 1) == (n < 6)
+        assert (ratio_text(Ratio("a", "b", [1.0], 1.0, intervals[0], None)).count("short of 95%") == 1) == (n < 6)
 
 
 def test_paired_ratio_uses_tokens_per_second():

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mbbench import prediction_check, results
 from mbbench.cli import cli
-from mbbench.records import Throughput
+from mbbench.records import BuildInfo, Stats, Throughput
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_GPUS = ("H100-SXM", "H200-SXM")
@@ -63,10 +63,14 @@ def measured_from(prediction, tokens_per_second: float, documents: int | None = 
     """A measured throughput record of the prediction's configuration (as the GPU session writes it)."""
     ident = dataclasses.replace(prediction.identity, measurement="throughput", runs=5, device_index=0,
                                 documents=documents or prediction.identity.documents)
-    payload = Throughput(backend="varlen", num_documents=ident.documents, subsampled=True, real_tokens=1,
-                         padded_tokens=1, num_batches=2, warmup_batches=1, warmup_seconds=0.1, first_call_seconds=0.1,
-                         run_seconds=[1.0] * 5, headline="median", tokens_per_second=tokens_per_second,
-                         tokens_per_second_stats={}, timer="cuda-events", unstable=False)
+    stats = Stats(tokens_per_second, tokens_per_second, 0.0, tokens_per_second, tokens_per_second, 0.0, 0.0)
+    payload = Throughput(build=BuildInfo("varlen"), num_documents=ident.documents, subsampled=True, real_tokens=1,
+                         padded_tokens=1, num_batches=2, warmup_batches=1, shape_warmup_batches=0, warmup_seconds=0.1,
+                         first_call_seconds=0.1, run_seconds=[1.0] * 5, headline="median",
+                         tokens_per_second=tokens_per_second, tokens_per_second_stats=stats, timer="cuda-events",
+                         unstable=False, compile_seconds=None, telemetry=None, flops_per_pass=None, mfu=None,
+                         mfu_note=None, peak_memory_bytes=None, load=None, engine_info=None, parity=None,
+                         cold_start_seconds=None)
     return dataclasses.replace(prediction, kind="measured", identity=ident, payload=payload)
 
 

@@ -318,7 +318,7 @@ def test_a_first_run_writes_to_runs_and_leaves_the_reference_records_alone(tmp_p
 def test_the_run_table_says_what_was_measured_and_a_busy_machine_is_flagged(tmp_path, monkeypatch):
     from mbbench import environment
 
-    busy = environment.LoadSnapshot(time_s=0.0, load_average_1m=9.0, load_average_5m=9.0, cpu_count=2,
+    busy = environment.LoadSnapshot(time_seconds=0.0, load_average_1m=9.0, load_average_5m=9.0, cpu_count=2,
                                     gpu_utilization_percent=None, other_gpu_processes=None,
                                     machine_busy_cpu_seconds=None, process_cpu_seconds=0.0)
     monkeypatch.setattr(environment, "load_snapshot", lambda *args, **kwargs: busy)
@@ -332,8 +332,8 @@ def test_the_run_table_says_what_was_measured_and_a_busy_machine_is_flagged(tmp_
     assert "rigorous" in result.output and "median" in result.output and "record: " in result.output
     [path] = record_files(tmp_path)
     record = Record.from_json(json.loads(path.read_text()))
-    assert "machine was busy" in record.payload.load_warning and "machine was busy" in result.output
-    assert record.payload.load["start"]["load_average_1m"] == 9.0
+    assert "machine was busy" in record.payload.load.warning and "machine was busy" in result.output
+    assert record.payload.load.start.load_average_1m == 9.0
 
 
 def test_the_float32_matmul_precision_is_part_of_the_identity(monkeypatch):

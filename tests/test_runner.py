@@ -17,7 +17,7 @@ from mbbench.cli import cli
 from mbbench.device import check_requested_gpu
 from mbbench.records import DeviceInfo as LocalDevice
 from mbbench.errors import UserError
-from mbbench.records import Record
+from mbbench.records import SCHEMA_VERSION, Record
 
 
 def invoke(*args):
@@ -34,18 +34,18 @@ def test_run_writes_one_complete_record(tmp_path):
                     "--docs", "16", "--runs", "2", "--out", str(out), "--quiet")
     assert result.exit_code == 0, result.output
     [data] = records_in(out)
-    assert data["schema_version"] == 2 and data["payload_type"] == "throughput"
+    assert data["schema_version"] == SCHEMA_VERSION and data["payload_type"] == "throughput"
     record = Record.from_json(data)
     payload = record.payload
     assert record.kind == "measured" and record.status == "ok"
     assert len(payload.run_seconds) == 2
     # the median is the median of per-pass tokens/s, the statistic whose IQR is the spread (issue 27)
     median = statistics.median(payload.real_tokens / s for s in payload.run_seconds)
-    assert payload.tokens_per_second == pytest.approx(median) == payload.tokens_per_second_stats["median"]
+    assert payload.tokens_per_second == pytest.approx(median) == payload.tokens_per_second_stats.median
     assert payload.real_tokens == sum(__import__("mbbench.suites").suites.load_suite("short-variable").lengths[:16])
     assert payload.subsampled is True and payload.num_documents == 16
     # auto chose by workload and the record says why (documents up to 512 tokens: past the CPU crossover)
-    assert payload.backend == "windowed" and "crossover 128" in payload.backend_reason
+    assert payload.build.backend == "windowed" and "crossover 128" in payload.build.backend_reason
     assert record.identity.documents == 16 and record.identity.runs == 2 and record.identity.tiny
     assert record.environment["torch"] and record.device.kind == "cpu"
     # the printed table shows the record's number and where it is
@@ -64,7 +64,7 @@ def test_paper_protocol_uses_mean_and_pads_to_suite_max(tmp_path):
     assert record.payload.padded_tokens == 6 * 512
     assert record.tokens_per_second == pytest.approx(record.payload.real_tokens /
                                                      statistics.fmean(record.payload.run_seconds))
-    assert record.payload.backend == "sdpa" and record.model.layout == "padded"
+    assert record.payload.build.backend == "sdpa" and record.model.layout == "padded"
 
 
 def test_unsupported_suite_is_recorded_not_measured(tmp_path):

@@ -20,7 +20,8 @@ from mbbench.bench.latency import percentiles
 from mbbench.bench.loadgen import Request, arrival_times, make_requests
 from mbbench.bench.serving import Slo, fixed_cost_service, highest_rate_meeting, run_load, serve
 from mbbench.errors import UserError
-from mbbench.records import DeviceInfo, Identity, Record, Serving
+from mbbench.serve import search_summary
+from mbbench.records import BuildInfo, DeviceInfo, Identity, Record, ServiceSetup, Serving
 
 SERVICE_S = 0.004  # the fake model's deterministic service time D for one request
 
@@ -248,18 +249,20 @@ def test_serving_payload_round_trips_through_record_json():
     run = md1_run(0.5, 500)
     search = highest_rate_meeting(Slo(99, 0.02), lambda r: md1_run(min(r * SERVICE_S, 0.95), 300), 10.0, 300.0, 3)
     batcher = run.batcher
-    payload = Serving(backend="sdpa", layout=batcher.layout, arrival="poisson", seed=0, min_requests=500,
-                      min_seconds=0.0, max_batch_tokens=batcher.max_batch_tokens,
-                      max_batch_requests=batcher.max_batch_requests, max_wait_s=batcher.max_wait_s,
-                      sort_by_length=batcher.sort_by_length, clock=run.clock, runs=[run.to_dict()],
-                      slo=search.to_dict())
+    setup = ServiceSetup(BuildInfo("sdpa"), batcher.layout, seed=0, min_requests=500, min_seconds=0.0,
+                         timer="perf_counter", clock=run.clock, load_seconds=None, first_call_seconds=None, warmed="",
+                         load=None)
+    payload = Serving(setup=setup, arrival="poisson", max_batch_tokens=batcher.max_batch_tokens,
+                      max_batch_requests=batcher.max_batch_requests, max_wait_seconds=batcher.max_wait_s,
+                      sort_by_length=batcher.sort_by_length, runs=[run.point()], slo=search_summary(search),
+                      drain_limit_seconds=None)
     identity = Identity(measurement="serving", model="modernbert-base", suite="fixed-128", suite_fingerprint="f" * 16,
                         protocol="serving", backend="auto", dtype="float32", device="cpu")
     record = Record(kind="measured", status="ok", identity=identity, device=DeviceInfo(kind="cpu", name="cpu"),
                     model=None, suite=None, payload=payload)
     back = Record.from_json(json.loads(json.dumps(record.to_json())))
     assert back == record and isinstance(back.payload, Serving)
-    assert back.payload.rates == [rate] and back.payload.runs[0]["queue_s"]["p99"] == run.queue_s.p99
+    assert back.payload.rates == [rate] and back.payload.runs[0].queue_seconds.p99 == run.queue_s.p99
     assert back.payload.best_rate == search.best_rate
     assert record.flatten()["payload_type"] == "serving"
 

@@ -37,13 +37,14 @@ def test_latency_writes_one_record_with_ordered_percentiles_and_the_cold_start_a
     [record] = records_in(tmp_path)
     payload = record.payload
     assert isinstance(payload, Latency) and record.identity.measurement == "latency"
-    assert payload.batch_sizes == [1, 3] and payload.layout == "packed" and payload.clock == "real"
-    assert payload.load_seconds > 0 and payload.first_call_s > 0 and payload.warmup_requests == 2
+    setup = payload.setup
+    assert payload.batch_sizes == [1, 3] and setup.layout == "packed" and setup.clock == "real"
+    assert setup.load_seconds > 0 and setup.first_call_seconds > 0 and payload.warmup_requests == 2
     for point in payload.points:
-        stats = point["latency_s"]
-        assert stats["count"] == point["requests"] >= 4 and point["cold_s"] > 0
-        assert 0 < stats["p50"] <= stats["p90"] <= stats["p95"] <= stats["p99"] <= stats["max"]
-        assert point["tokens_per_second"] > 0 and point["requests_per_second"] > 0
+        stats = point.latency_seconds
+        assert stats.count == point.requests >= 4 and point.cold_seconds > 0
+        assert 0 < stats.p50 <= stats.p90 <= stats.p95 <= stats.p99 <= stats.max
+        assert point.tokens_per_second > 0 and point.requests_per_second > 0
     assert dict(record.identity.traffic)["batch_sizes"] == (1, 3) and record.identity.batch_size is None
     # the table under the summary has each batch size's numbers whole
     assert "p99 ms" in done.output and "cold start: load" in done.output
@@ -64,16 +65,16 @@ def test_serve_writes_a_curve_and_the_highest_rate_meeting_the_slo(tmp_path):
     assert done.exit_code == 0, done.output
     [record] = records_in(tmp_path)
     payload = record.payload
-    assert isinstance(payload, Serving) and payload.layout == "packed" and payload.clock == "virtual"
-    assert payload.max_batch_tokens == 16384 and payload.max_wait_s == 0.0 and not payload.sort_by_length
+    assert isinstance(payload, Serving) and payload.setup.layout == "packed" and payload.setup.clock == "virtual"
+    assert payload.max_batch_tokens == 16384 and payload.max_wait_seconds == 0.0 and not payload.sort_by_length
     assert sorted(payload.rates) == [5.0, 40.0]  # both ends met: the search's runs are the curve's
     for run in payload.runs:
-        total = run["total_s"]
-        assert run["served"] == run["requests"] >= 4 and run["unserved"] == 0
-        assert total["p50"] <= total["p90"] <= total["p99"] and run["achieved_rate"] > 0
-        assert run["batch_tokens"]["max"] <= 16384
-    assert payload.slo["best_rate"] == 40.0 and payload.slo["best_achieved_rate"] > 0
-    assert payload.slo["best_tokens_per_second"] > 0 and "highest rate meeting it 40" in done.output
+        total = run.total_seconds
+        assert run.served == run.requests >= 4 and run.unserved == 0
+        assert total.p50 <= total.p90 <= total.p99 and run.achieved_rate > 0
+        assert run.batch_tokens.max <= 16384
+    assert payload.slo.best_rate == 40.0 and payload.slo.best_achieved_rate > 0
+    assert payload.slo.best_tokens_per_second > 0 and "highest rate meeting it 40" in done.output
     traffic = dict(record.identity.traffic)
     assert traffic["slo"] == "p99=1000s" and traffic["rates"] == (5.0, 40.0) and traffic["clock"] == "virtual"
 
@@ -82,7 +83,7 @@ def test_serve_with_a_target_nothing_meets_says_so_and_bisects_nothing(tmp_path)
     done = invoke(*SERVE, "--slo", "p99=1us", "--out", tmp_path)
     assert done.exit_code == 0, done.output
     [record] = records_in(tmp_path)
-    assert record.payload.slo["best_rate"] is None and len(record.payload.slo["steps"]) == 1
+    assert record.payload.slo.best_rate is None and len(record.payload.slo.steps) == 1
     assert "no rate tried meets it" in done.output
 
 
@@ -93,8 +94,8 @@ def test_serve_pads_a_padded_model_sorted_when_asked_and_runs_on_the_real_clock(
     assert done.exit_code == 0, done.output
     [record] = records_in(tmp_path)
     payload = record.payload
-    assert payload.layout == "padded" and payload.sort_by_length and payload.clock == "real"
-    assert payload.runs[0]["batch_tokens"]["max"] <= 2048 and payload.runs[0]["padding_efficiency"] <= 1.0
+    assert payload.setup.layout == "padded" and payload.sort_by_length and payload.setup.clock == "real"
+    assert payload.runs[0].batch_tokens.max <= 2048 and payload.runs[0].padding_efficiency <= 1.0
     assert "sorted by length" in done.output
 
 
@@ -189,14 +190,14 @@ def test_a_configuration_that_raises_is_a_failure_record_and_ctrl_c_exits_130(tm
 def test_percentiles_say_how_many_requests_they_rest_on_and_the_default_gives_p99_one(tmp_path):
     """Issue 34 item 16: p99 of 10 requests is their maximum: the console, the record and the report say so (the
     count beyond each percentile), and by default enough requests run for the percentiles printed."""
-    from mbbench.bench.latency import samples_beyond
+    from mbbench.records import samples_beyond
     from mbbench.latency import LatencySettings
 
     done = invoke(*LATENCY, "--batch-size", "2", "--out", tmp_path)  # 4 requests per batch size, min-seconds 0
     assert done.exit_code == 0, done.output
     [record] = records_in(tmp_path)
     for point in record.payload.points:
-        assert point["requests"] == 4 and point["latency_s"]["beyond"] == {"p50": 2, "p90": 0, "p95": 0, "p99": 0}
+        assert point.requests == 4 and point.latency_seconds.beyond == {"p50": 2, "p90": 0, "p95": 0, "p99": 0}
     assert done.output.count("p90, p95, p99 of 4 requests: none beyond them, the largest; 100 put one beyond "
                              "p99") == 3 and "≈max" in done.output
     report = (build_report([str(tmp_path)], tmp_path / "rep", include_smoke=True) / "report.md").read_text()
@@ -211,7 +212,7 @@ def test_the_cold_call_says_its_documents_and_served_runs_say_the_rate_their_arr
     `serve` printed "achieved 0.14/s" at 0.2/s offered with nothing unserved, which read as overload."""
     done = invoke(*LATENCY, "--out", tmp_path)
     [record] = records_in(tmp_path)
-    assert all(point["cold_real_tokens"] > 0 for point in record.payload.points)
+    assert all(point.cold_real_tokens > 0 for point in record.payload.points)
     assert "cold ms (tokens)" in done.output and "on request 0's documents" in done.output
     served = invoke("serve", *TINY, "--docs", "4", "--rate", "0.2", "--duration", "20", "--requests", "3",
                     "--seed", "5", "--warmup", "1", "--clock", "virtual", "--out", tmp_path / "serve")
@@ -219,7 +220,7 @@ def test_the_cold_call_says_its_documents_and_served_runs_say_the_rate_their_arr
     [serving] = records_in(tmp_path / "serve")
     [run] = serving.payload.runs
     # this seed draws 3 arrivals, the last at 20.19 s: 0.149/s arrived, so about 0.14/s achieved, all served
-    assert run["unserved"] == 0 and run["requests"] == 3 and round(run["arrived_rate"], 3) == 0.149
-    assert run["achieved_rate"] <= run["arrived_rate"] and "0.149" in served.output
+    assert run.unserved == 0 and run.requests == 3 and round(run.arrived_rate, 3) == 0.149
+    assert run.achieved_rate <= run.arrived_rate and "0.149" in served.output
     assert "all served" in served.output and "overloaded" not in served.output
     assert "arrived/s" in served.output and "not overload unless requests went unserved" in served.output

@@ -20,7 +20,8 @@ from mbbench.cli import cli
 from mbbench.commands.console import print_table, summary_row
 from mbbench.plan import RunConfig, resolve
 from mbbench.records import Prediction, Record
-from mbbench.report import render
+from mbbench.report import page, render, selection, tables
+from mbbench.report.basket import basket_bars
 from mbbench.estimate import LONG_RUN_S, from_first_batch
 
 ROOT = Path(__file__).parent.parent
@@ -78,7 +79,7 @@ def test_predict_over_its_max_batch_is_not_ok_and_every_prediction_has_an_error_
     assert record.status == "would-not-fit" and "would run out of memory" in record.reason
     assert record.payload.tokens_per_second > 0  # kept, as predicted
     committed = [r for r in results.read_records([ROOT / "results"]) if isinstance(r.payload, Prediction)
-                 and r.migrated_from is None]
+                 and r.migrated_from != 1]
     assert committed and all(r.payload.error_band and r.payload.error_band.low < r.payload.error_band.high
                              for r in committed)
 
@@ -107,7 +108,9 @@ def test_error_bands_come_from_validation_of_the_gpu_and_stack():
 def test_every_printed_prediction_lies_inside_its_band(tmp_path, gpu):
     """predict on every basket GPU (its default dtype and fp32): the terminal's `likely` range, the record's band and
     the report cell all contain the point, or say the band is too thin."""
-    from mbbench.report.render import predicted_band, whisker
+    from mbbench.report.basket import whisker
+    from mbbench.report.selection import row_of
+    from mbbench.report.tables import predicted_band
 
     for dtype in ("auto", "float32"):
         args = ["predict", "--model", "bert-base", "--suite", "short-fixed", "--docs", "512", "--gpu", gpu,
@@ -115,7 +118,7 @@ def test_every_printed_prediction_lies_inside_its_band(tmp_path, gpu):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
         [record] = results.read_records([tmp_path / dtype])
-        payload, flat = record.payload, record.flatten()
+        payload, flat = record.payload, row_of(record)
         cell = predicted_band(flat, "tps")
         if payload.error_band.thin:
             assert "too thin" in result.output and "band too thin" in cell
@@ -137,7 +140,7 @@ def test_the_4090_at_the_default_protocol_points_at_the_paper_protocol(tmp_path)
 def test_one_median_headline_equals_the_median_of_per_pass_rates(tmp_path):
     [record] = produced(tmp_path, "run", *TINY)  # two passes: tokens / median time would differ
     payload = record.payload
-    assert payload.tokens_per_second == payload.tokens_per_second_stats["median"]
+    assert payload.tokens_per_second == payload.tokens_per_second_stats.median
 
 
 def test_docs_beyond_the_suite_are_said_and_long_runs_are_estimated_first():
@@ -164,11 +167,11 @@ def committed_report(tmp_path_factory):
 
 
 def test_the_basket_figure_has_a_bar_for_every_gpu_with_records():
-    records = render.label_variants(render.merge([r.flatten() for r in results.read_records([ROOT / "results"])])[0])
-    gpus = {r["gpu_dir"] for r in records if r["gpu_dir"] != "cpu" and r.get("registry_model") == "modernbert-base"
-            and r.get("tokens_per_second")}
+    rows = selection.label_variants(selection.merge([selection.row_of(r)
+                                                      for r in results.read_records([ROOT / "results"])])[0])
+    gpus = {r.gpu for r in rows if r.gpu != "cpu" and r.registry_model == "modernbert-base" and r.headline}
     assert {"RTX4090", "H100-SXM", "T4"} <= gpus
-    assert {gpu for gpu, _, _ in render.basket_bars(records, "modernbert-base")} == gpus
+    assert {gpu for gpu, _, _ in basket_bars(rows, "modernbert-base")} == gpus
 
 
 def test_speedup_and_paired_tables_agree_and_no_cell_is_superseded(committed_report):
@@ -206,22 +209,24 @@ def test_a_superseded_measurement_leaves_the_tables_and_stays_in_provenance(tmp_
 
 
 def test_bold_ranks_like_with_like_and_the_newest_repeat_wins():
-    def rec(model, value, protocol, created, kind="measured"):
-        return {"model": model, "suite": "short-fixed", "kind": kind, "protocol": protocol, "dtype": "float32",
-                "tokens_per_second": value, "created_at": created, "measurement": "throughput", "status": "ok"}
-    header, rows = render.paper_table([rec("a", 100.0, "paper", "1"), rec("b", 200.0, "rigorous", "1"),
+    def rec(model, value, protocol, created, kind="measured"):  # a schema-1 file's dict, upgraded on read
+        return selection.row_of(Record.from_json({
+            "schema_version": 1, "model": model, "suite": "short-fixed", "kind": kind, "protocol": protocol,
+            "dtype": "float32", "tokens_per_second": value, "created_at": created, "status": "ok", "gpu_dir": "cpu",
+            "gpu": {"kind": "cpu", "name": "cpu"}}))
+    header, rows = tables.paper_table([rec("a", 100.0, "paper", "1"), rec("b", 200.0, "rigorous", "1"),
                                        rec("c", 50.0, "paper", "1")])
     marked = {row[0]: getattr(row[2], "style", None) for row in rows}
     assert marked == {"a": "b", "b": None, "c": None}  # b is alone in its protocol: nothing to rank against
-    text, _, _ = render.cell([rec("a", 1000.0, "paper", "2026-01-01"), rec("a", 2000.0, "paper", "2026-02-01")],
+    text, _, _ = tables.cell([rec("a", 1000.0, "paper", "2026-01-01"), rec("a", 2000.0, "paper", "2026-02-01")],
                              "a", "tps", "short-fixed")
     assert text.startswith("2.00")
 
 
 def test_markdown_and_html_escape_user_names():
-    assert render.markdown_text("**star**|x") == r"\*\*star\*\*\|x"
-    assert render.markdown_text(render.Emphasis("1.0", "b")) == "**1.0**"
-    assert "<b>" not in render.html_table(["suite"], [["**star**"]])
+    assert page.markdown_text("**star**|x") == r"\*\*star\*\*\|x"
+    assert page.markdown_text(tables.Emphasis("1.0", "b")) == "**1.0**"
+    assert "<b>" not in page.html_table(["suite"], [["**star**"]])
 
 
 def test_report_says_when_and_with_what_it_was_made(committed_report):

@@ -12,7 +12,7 @@ from mbbench import measured_sweep as ms
 from mbbench.cli import cli
 from mbbench.records import Record
 from mbbench.report.render import build_report
-from mbbench.report.sweeps import ranked_frame
+from mbbench.sweep import ranked_frame
 from mbbench.results import Store
 
 from test_measured_sweep import TINY, FakeMachine

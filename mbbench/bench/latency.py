@@ -8,79 +8,30 @@ p95, p99, mean and stdev; requests/s and tokens/s follow from the loop's total t
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from mbbench.bench.clock import Clock
 from mbbench.bench.throughput import batch_shape
+from mbbench.records import PERCENTILES, LatencyPoint, Percentiles, samples_needed
 
-PERCENTILES = (50, 90, 95, 99)
-
-
-def samples_beyond(count: int, percentile: float) -> int:
-    """How many of `count` samples lie beyond the `percentile`th by rank, `count - ceil(count * percentile / 100)`:
-    what a tail percentile rests on. 0 means there is none: p99 of 10 requests lies between the two largest
-    (numpy's interpolation), so it is their maximum, not an estimate of a 1-in-100 tail."""
-    return count - math.ceil(round(count * percentile / 100, 9))  # rounded: 100 x 0.99 is not 98.99999...
-
-
-def samples_needed(percentile: float) -> int:
-    """The fewest samples that put one beyond the `percentile`th (`samples_beyond` >= 1): p99 100, p95 20, p90 10."""
-    return math.ceil(round(100 / (100 - percentile), 9))
-
-
-def few_samples_note(stats: "Percentiles | dict", shown: Sequence[float], unit: str) -> str:
+def few_samples_note(stats: Percentiles, shown: Sequence[float], unit: str) -> str:
     """'' when each percentile in `shown` has a sample beyond it; else ' (p95, p99 of 10 requests: none beyond
     them, they are the largest; 100 put one beyond p99)'."""
-    count = stats["count"] if isinstance(stats, dict) else stats.count
-    bare = [p for p in shown if samples_beyond(count, p) < 1]
+    bare = [p for p in shown if stats.is_largest(p)]
     if not bare:
         return ""
     names = ", ".join(f"p{p:g}" for p in bare)
-    return (f" ({names} of {count} {unit}: none beyond {'them' if len(bare) > 1 else 'it'}, the largest; "
+    return (f" ({names} of {stats.count} {unit}: none beyond {'them' if len(bare) > 1 else 'it'}, the largest; "
             f"{samples_needed(max(bare))} put one beyond p{max(bare):g})")
 
 
-def shown_percentile(stats: dict, name: str, scale: float = 1e3) -> str:
+def shown_percentile(stats: Percentiles, percentile: int, scale: float = 1e3) -> str:
     """A stored percentile for people (milliseconds by default), '≈max' after one with no sample beyond it."""
-    value = f"{stats[name] * scale:,.1f}"
-    return value + " ≈max" if samples_beyond(stats["count"], float(name[1:])) < 1 else value
-
-
-@dataclass(frozen=True)
-class Percentiles:
-    """Statistics of a sample (seconds for latencies; requests or tokens for batch distributions).
-
-    Percentiles are numpy's default (linear interpolation between order statistics, type 7 of
-    Hyndman & Fan 1996); `stdev` is the sample standard deviation (ddof=1; 0 for one value).
-    """
-
-    count: int
-    mean: float
-    stdev: float
-    min: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    max: float
-
-    def at(self, percentile: float) -> float:
-        """The stored percentile 50, 90, 95 or 99; KeyError for any other."""
-        if percentile not in PERCENTILES:
-            raise KeyError(f"p{percentile:g} is not stored (stored: {', '.join(f'p{p}' for p in PERCENTILES)})")
-        return getattr(self, f"p{int(percentile)}")
-
-    def to_dict(self) -> dict:
-        """The statistics, and how many samples lie beyond each percentile (`beyond`: 0 = it is the maximum)."""
-        return asdict(self) | {"beyond": {f"p{p}": samples_beyond(self.count, p) for p in PERCENTILES}}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Percentiles":
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+    value = f"{stats.at(percentile) * scale:,.1f}"
+    return value + " ≈max" if stats.is_largest(percentile) else value
 
 
 def percentiles(samples: Sequence[float]) -> Percentiles:
@@ -136,14 +87,11 @@ class LatencyRun:
     def tokens_per_second(self) -> float:
         return self.real_tokens / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
-    def to_dict(self) -> dict:
-        """JSON-ready summary (no raw samples): what the `Latency` payload stores per batch size."""
-        return {"batch_size": self.batch_size, "requests": len(self.latencies_s), "cold_s": self.cold_s,
-                "cold_real_tokens": self.cold_real_tokens,
-                "elapsed_s": self.elapsed_s, "real_tokens": self.real_tokens,
-                "requests_per_second": self.requests_per_second, "documents_per_second": self.documents_per_second,
-                "tokens_per_second": self.tokens_per_second, "latency_s": self.stats.to_dict(),
-                "shape_warmup_requests": self.shape_warmups}
+    def point(self) -> LatencyPoint:
+        """The summary (no raw samples) the `Latency` payload stores per batch size."""
+        return LatencyPoint(self.batch_size, len(self.latencies_s), self.cold_s, self.cold_real_tokens, self.elapsed_s,
+                            self.real_tokens, self.requests_per_second, self.documents_per_second,
+                            self.tokens_per_second, self.stats, self.shape_warmups)
 
 
 def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:

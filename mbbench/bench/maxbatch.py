@@ -23,15 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Generator
 
 from mbbench.errors import UserError
-
-@dataclass
-class Trial:
-    size: int
-    status: str  # "ok" or "oom"
-    peak_bytes: int | None = None
-    seconds: float = 0.0
-    detail: str | None = None  # the OOM's message when it was not the typed torch.cuda.OutOfMemoryError
-
+from mbbench.records import Trial
 
 @dataclass
 class SearchResult:

@@ -24,19 +24,18 @@ the device together.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from mbbench.bench.throughput import warmup_order
-from mbbench.bench.timing import Summary, summarize, synchronize, timed
+from mbbench.bench.timing import summarize, synchronize, timed
+from mbbench.records import CONFIDENCE, Interval, PairedRounds, Ratio, SidePasses, Stats
 
 Timer = Callable[[Callable[[], None], torch.device], float]  # (fn, device) -> seconds, like timing.timed
 OnPass = Callable[[str, int, float], None]  # (model, round, seconds), called rounds x models times
-
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -54,43 +53,14 @@ class ModelPasses:
     def tokens_per_second(self) -> list[float]:
         return [self.tokens / s for s in self.pass_seconds]
 
-    def summary(self) -> Summary:
+    def summary(self) -> Stats:
         """Statistics of tokens/s over rounds."""
         return summarize(self.tokens_per_second)
 
-
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval of the median paired ratio; `confidence` is its exact coverage, which is below
-    `requested` when the rounds are too few to reach it (see the module docstring)."""
-
-    low: float
-    high: float
-    confidence: float  # exact coverage probability of this interval (0.9375 for [min, max] of 5 rounds)
-    requested: float = CONFIDENCE
-    method: str = "order statistics (sign test)"
-    order: int = 1  # k: the interval is [x_(k), x_(n+1-k)] of the sorted ratios
-
-    @property
-    def reaches_requested(self) -> bool:
-        return self.confidence >= self.requested
-
-
-@dataclass(frozen=True)
-class PairedRatio:
-    """`model` vs `baseline`: tokens/s of model over tokens/s of baseline, one ratio per round (>1: faster)."""
-
-    model: str
-    baseline: str
-    ratios: list[float]
-    median: float
-    interval: Interval | None
-    interval_note: str | None = None  # why there is no interval
-
-    def to_dict(self) -> dict:
-        interval = None if self.interval is None else asdict(self.interval)
-        return {"model": self.model, "baseline": self.baseline, "ratios": self.ratios, "median": self.median,
-                "interval": interval, "interval_note": self.interval_note}
+    def side(self) -> SidePasses:
+        """These passes as a comparison record keeps them."""
+        return SidePasses(self.tokens, self.pass_seconds, self.warmup_seconds, self.warmup_batches,
+                          self.first_call_seconds, self.summary())
 
 
 @dataclass(frozen=True)
@@ -98,18 +68,15 @@ class PairedResult:
     baseline: str
     order: list[list[str]]  # the order the models ran in, per round
     models: dict[str, ModelPasses]
-    ratios: list[PairedRatio]  # every other model vs the baseline, in the order given
+    ratios: list[Ratio]  # every other model vs the baseline, in the order given
 
-    def to_dict(self) -> dict:
-        """JSON-ready: per model its tokens, pass seconds and tokens/s statistics; the ratios; the order."""
-        models = {name: {"tokens": m.tokens, "pass_seconds": m.pass_seconds, "warmup_seconds": m.warmup_seconds,
-                         "warmup_batches": m.warmup_batches,
-                         "first_call_seconds": m.first_call_seconds, "tokens_per_second_stats": m.summary().to_dict()}
-                  for name, m in self.models.items()}
-        return {"baseline": self.baseline, "order": self.order, "models": models,
-                "ratios": [r.to_dict() for r in self.ratios]}
+    def rounds(self) -> PairedRounds:
+        """As a comparison record keeps it: per model its tokens, pass seconds and tokens/s statistics; the ratios;
+        the order."""
+        return PairedRounds(self.baseline, self.order, {name: m.side() for name, m in self.models.items()},
+                            list(self.ratios))
 
-    def ratio(self, model: str) -> PairedRatio:
+    def ratio(self, model: str) -> Ratio:
         """The comparison of `model` with the baseline. Raises KeyError for an unknown model or the baseline."""
         for ratio in self.ratios:
             if ratio.model == model:
@@ -154,18 +121,18 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
     return Interval(float(data[k - 1]), float(data[n - k]), order_statistic_coverage(n, k), confidence, order=k)
 
 
-def paired_ratio(model: ModelPasses, baseline: ModelPasses, confidence: float = CONFIDENCE) -> PairedRatio:
+def paired_ratio(model: ModelPasses, baseline: ModelPasses, confidence: float = CONFIDENCE) -> Ratio:
     """Per-round ratios of tokens/s of `model` over `baseline`, their median and its interval (`median_interval`)."""
     ratios = [m / b for m, b in zip(model.tokens_per_second, baseline.tokens_per_second)]
     median = float(np.median(ratios))
     if len(ratios) < 2:
-        return PairedRatio(model.name, baseline.name, ratios, median, None,
+        return Ratio(model.name, baseline.name, ratios, median, None,
                            f"{len(ratios)} round: an interval needs at least 2 paired rounds")
     interval = median_interval(ratios, confidence)
     note = None if interval.reaches_requested else (
         f"{len(ratios)} rounds reach {interval.confidence:.2%} at most (the range of the ratios); "
         f"{confidence:.0%} needs at least 6 rounds")
-    return PairedRatio(model.name, baseline.name, ratios, median, interval, note)
+    return Ratio(model.name, baseline.name, ratios, median, interval, note)
 
 
 def run_paired(forwards: Mapping[str, Callable], batches: Sequence | Mapping[str, Sequence], device: torch.device,

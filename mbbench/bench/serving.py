@@ -28,6 +28,7 @@ from mbbench.bench.clock import Clock
 from mbbench.bench.latency import Percentiles, percentiles
 from mbbench.bench.loadgen import Request, make_requests
 from mbbench.errors import UserError
+from mbbench.records import RatePoint
 
 Service = Callable[[RequestBatch], float]  # runs one batch to completion; returns its seconds
 NewShape = Callable[[RequestBatch], bool]  # whether a batch's shape has not run yet (its first call may compile)
@@ -156,20 +157,15 @@ class ServingRun:
         """Fraction of the run the worker was busy (the measured rho)."""
         return sum(b.service_s for b in self.batches) / self.duration_s if self.duration_s > 0 else 0.0
 
-    def to_dict(self) -> dict:
-        """JSON-ready summary of this rate (statistics, not samples): one entry of `Serving.runs`."""
-        return {"offered_rate": self.offered_rate, "arrived_rate": self.arrived_rate,
-                "achieved_rate": self.achieved_rate,
-                "tokens_per_second": self.tokens_per_second, "duration_s": self.duration_s,
-                "requests": len(self.served) + self.unserved, "served": len(self.served), "unserved": self.unserved,
-                "batches": len(self.batches), "utilization": self.utilization,
-                "padding_efficiency": self.padding_efficiency,
-                "queue_s": self.queue_s.to_dict() if self.served else None,
-                "inference_s": self.inference_s.to_dict() if self.served else None,
-                "total_s": self.total_s.to_dict() if self.served else None,
-                "batch_size": self.batch_sizes.to_dict() if self.batches else None,
-                "batch_tokens": self.batch_tokens.to_dict() if self.batches else None,
-                "new_shape_batches": self.new_shape_batches, "new_shape_share": self.new_shape_share}
+    def point(self) -> RatePoint:
+        """The summary of this rate (statistics, not samples) a `Serving` payload keeps, one per run."""
+        served, batched = bool(self.served), bool(self.batches)
+        return RatePoint(self.offered_rate, self.arrived_rate, self.achieved_rate, self.tokens_per_second,
+                         self.duration_s, len(self.served) + self.unserved, len(self.served), self.unserved,
+                         len(self.batches), self.utilization, self.padding_efficiency,
+                         self.queue_s if served else None, self.inference_s if served else None,
+                         self.total_s if served else None, self.batch_sizes if batched else None,
+                         self.batch_tokens if batched else None, self.new_shape_batches, self.new_shape_share)
 
 
 def serve(requests: Sequence[Request], batcher: Batcher, service: Service, clock: Clock, offered_rate: float,
@@ -326,12 +322,6 @@ class SloSearch:
     best_rate: float | None = None  # highest rate tried that met the target; None: even `low` missed
     bracket: tuple[float, float | None] = (0.0, None)  # (met, missed): the answer lies between
     note: str = ""
-
-    def to_dict(self) -> dict:
-        return {"percentile": self.slo.percentile, "target_s": self.slo.target_s, "low": self.low,
-                "high": self.high, "best_rate": self.best_rate, "bracket": list(self.bracket), "note": self.note,
-                "steps": [{"rate": s.rate, "latency_s": s.latency_s if math.isfinite(s.latency_s) else None,
-                           "met": s.met} for s in self.steps]}
 
 
 def highest_rate_meeting(slo: Slo, run_at_rate: Callable[[float], RateRun], low: float, high: float,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from mbbench.records import Stats
 
 
 def synchronize(device: torch.device) -> None:
@@ -34,24 +35,6 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - begin
 
 
-@dataclass(frozen=True)
-class Summary:
-    median: float
-    mean: float
-    std: float
-    min: float
-    max: float
-    iqr: float
-
-    @property
-    def relative_iqr(self) -> float:
-        return self.iqr / self.median if self.median else float("inf")
-
-    def to_dict(self) -> dict:
-        return {"median": self.median, "mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
-                "iqr": self.iqr, "iqr_over_median": self.relative_iqr}
-
-
 def quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -59,12 +42,12 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def summarize(values: list[float]) -> Summary:
+def summarize(values: list[float]) -> Stats:
+    """Median, mean, sample standard deviation, min, max, IQR (inclusive quartiles) and IQR over the median
+    (infinite for a median of 0) of `values`. Raises ValueError when empty."""
     if not values:
         raise ValueError("no values to summarize")
     q1, q3 = quartiles(values)
-    return Summary(statistics.median(values), statistics.fmean(values),
-                   statistics.stdev(values) if len(values) > 1 else 0.0, min(values), max(values), q3 - q1)
-
-
-UNSTABLE_IQR = 0.10  # IQR/median above this is flagged (torch.utils.benchmark's threshold)
+    median = statistics.median(values)
+    return Stats(median, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
+                 min(values), max(values), q3 - q1, (q3 - q1) / median if median else float("inf"))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mbbench.driver import produce_all
 from mbbench.formatting import max_batch_text, plural, significant
-from mbbench.records import Comparison, Latency, MaxBatchSearch, Prediction, Record, Serving, Throughput
+from mbbench.records import UNSTABLE_IQR, Comparison, Latency, MaxBatchSearch, Prediction, Record, Serving, Throughput
 from mbbench.results import Store
 
 
@@ -83,7 +83,7 @@ def spread(record: Record) -> str:
         return ""
     if len(payload.run_seconds) < 2:
         return "n/a (1 pass)"
-    value = payload.tokens_per_second_stats.get("iqr_over_median")
+    value = payload.tokens_per_second_stats.iqr_over_median
     return "n/a (not finite)" if value is None or value != value else f"{value:.1%}"
 
 
@@ -104,11 +104,10 @@ def _short(value: float) -> str:
 
 
 def load_warning(record: Record) -> str | None:
-    """The busy-machine warning of a measurement (a comparison keeps it under `paired`), or None."""
+    """The busy-machine warning of a measurement, or None."""
     payload = record.payload
-    if isinstance(payload, Comparison):
-        return payload.paired.get("load_warning")
-    return getattr(payload, "load_warning", None)
+    load = payload.setup.load if isinstance(payload, (Latency, Serving)) else getattr(payload, "load", None)
+    return load.warning if load else None
 
 
 def mfu_above_one(payload) -> str:
@@ -120,15 +119,14 @@ def mfu_above_one(payload) -> str:
 
 
 def warnings_of(record: Record) -> list[str]:
-    """Every warning a record carries: a busy machine (a comparison keeps it under `paired`), an unstable
-    spread, a prediction that would not fit, a search stopped by its caps, an MFU above 1, a matrix task that
-    overlapped others."""
+    """Every warning a record carries: a busy machine, an unstable spread, a prediction that would not fit, a search
+    stopped by its caps, an MFU above 1, a matrix task that overlapped others."""
     payload = record.payload
     busy = load_warning(record)
     out = [busy] if busy else []
     if getattr(payload, "unstable", False):
-        out.append(f"IQR/median {payload.tokens_per_second_stats['iqr_over_median']:.1%} is above 10%: the result "
-                   "is unstable")
+        out.append(f"IQR/median {payload.tokens_per_second_stats.iqr_over_median:.1%} is above "
+                   f"{UNSTABLE_IQR:.0%}: the result is unstable")
     if record.status == "would-not-fit":
         out.append(f"{record.reason}; the numbers are what it would do if it fitted")
     if isinstance(payload, MaxBatchSearch) and payload.capped:
@@ -154,13 +152,19 @@ def what_ran(record: Record) -> list[str]:
                 f"real tokens only ({payload.real_tokens:,} per pass; {payload.padded_tokens:,} with padding); "
                 f"{payload.headline} of the passes"]
     if isinstance(payload, Comparison):
-        models = payload.paired.get("models", {})
-        seconds = sum(sum(m.get("pass_seconds", [])) for m in models.values())
-        rates = ", ".join(f"{name} {m['tokens_per_second_stats']['median']:,.0f}" for name, m in models.items()
-                          if m.get("tokens_per_second_stats"))
+        models = payload.paired.models
+        seconds = sum(sum(m.pass_seconds) for m in models.values())
+        rates = ", ".join(f"{name} {m.tokens_per_second_stats.median:,.0f}" for name, m in models.items()
+                          if m.tokens_per_second_stats.median is not None)
         return [f"{record.identity.suite}: {plural(payload.rounds, 'round')} in {seconds:.1f} s{on}; median tokens/s "
                 f"(real tokens only): {rates}"]
     return []
+
+
+def _side_backend(payload: Comparison, side: str) -> str:
+    """The attention backend one side of a comparison ran, "-" for a side not built."""
+    build = payload.builds.get(side)
+    return build.backend if build and build.backend else "-"
 
 
 def summary_row(record: Record, path: str | None = None, state: str = "") -> dict:
@@ -168,8 +172,8 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     ident, payload = record.identity, record.payload
     tiny = "-tiny" if ident.tiny else ""
     model = " vs ".join(m + tiny for m in ident.models) if ident.models else ident.display_model
-    backend = (",".join(payload.backends.get(m, "-") for m in ident.models)  # what ran, in the given order
-               if isinstance(payload, Comparison) else record.flatten()["backend"])  # "-": left out, nothing ran
+    backend = (",".join(_side_backend(payload, m) for m in ident.models)  # what ran, in the given order
+               if isinstance(payload, Comparison) else record.backend)  # "-": left out, nothing ran
     row = {"model": model, "suite": ident.suite, "device": record.device.label,
            "kind": record.kind, "protocol": ident.protocol, "engine": ident.engine, "backend": backend,
            "dtype": ident.dtype, "threads": ident.threads}
@@ -178,16 +182,16 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
                    statistic=payload.headline, tokens_per_second=_count(payload.tokens_per_second),
                    **{"iqr/median": spread(record)})
         if payload.parity:
-            row["parity error"] = f"{payload.parity['error']:.1e}"
+            row["parity error"] = f"{payload.parity.error:.1e}" if payload.parity.error is not None else "NaN"
     elif isinstance(payload, Prediction):
         row.update(statistic="predicted", tokens_per_second=significant(payload.tokens_per_second),
                    likely=likely_range(payload), max_batch=payload.max_batch_size)
     elif isinstance(payload, Comparison):
         row.update(docs=payload.num_documents, passes=plural(payload.rounds, "round"), statistic="paired median ratio",
-                   ratio=", ".join(f"{r['model']} {r['median']:.2f}x" for r in payload.paired["ratios"]))
+                   ratio=", ".join(f"{r.model} {r.median:.2f}x" for r in payload.paired.ratios))
     elif isinstance(payload, Latency):
         row.update(batch_sizes=",".join(str(b) for b in payload.batch_sizes),
-                   requests=sum(p["requests"] for p in payload.points), statistic="per request (below)")
+                   requests=sum(p.requests for p in payload.points), statistic="per request (below)")
     elif isinstance(payload, Serving):
         best = payload.best_rate
         row.update(rates=",".join(f"{r:g}" for r in sorted(payload.rates)), statistic="per rate (below)",

@@ -25,11 +25,11 @@ from mbbench.models.config import preset
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
-from mbbench.report.sweeps import SweepView, correlation_text, heatmap_title, ranked_frame
+from mbbench.report.sweeps import SweepView, correlation_text
 from mbbench.report.sweeps import figure as sweep_figure
 from mbbench.report.sweeps import header_lines as sweep_header
 from mbbench.report.sweeps import table as sweep_table
-from mbbench.sweep import RANKINGS, parse_basket, parse_params, parse_range, run_sweep
+from mbbench.sweep import RANKINGS, heatmap_title, parse_basket, parse_params, parse_range, ranked_frame, run_sweep
 from mbbench.verify import verify as run_verify
 
 
@@ -178,8 +178,9 @@ def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by,
         sys.exit(130)
     csv_path, figure_path = write_measured_outputs(outcome)
     print_measured(outcome, top, time.monotonic() - began)
-    if outcome.record.payload.load_warning:
-        click.echo(f"warning: {outcome.record.payload.load_warning}", err=True)
+    load = outcome.record.payload.load
+    if load and load.warning:
+        click.echo(f"warning: {load.warning}", err=True)
     click.echo(f"wrote {outcome.path}, {csv_path}" + (f" and {figure_path}" if figure_path else ""))
 
 

@@ -19,6 +19,7 @@ from mbbench.driver import job
 from mbbench.errors import UserError
 from mbbench.plan import RunConfig, max_batch_limits, resolve
 from mbbench.progress import progress_bar
+from mbbench.report.ratios import ratio_lines
 from mbbench.units import SECONDS
 
 
@@ -136,5 +137,5 @@ def compare(models, suites, backend, engine, out_dir, force, quiet, baseline, **
                                on_sides=lambda sides: bar.set_total(passes * sides))
 
     jobs = [job(c.plans[0], lambda _, c=c: measure(c), c.identity) for c in comparisons]
-    code = produce_and_print(jobs, out_dir, force, quiet, cmp.ratio_lines)
+    code = produce_and_print(jobs, out_dir, force, quiet, ratio_lines)
     finish(code)

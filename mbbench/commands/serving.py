@@ -14,7 +14,7 @@ import click
 from mbbench import latency as latency_producer
 from mbbench import serve as serve_producer
 from mbbench.bench.batcher import TEI_MAX_BATCH_TOKENS, TEI_MAX_WAIT_S
-from mbbench.bench.latency import PERCENTILES, few_samples_note, shown_percentile
+from mbbench.bench.latency import few_samples_note, shown_percentile
 from mbbench.bench.serving import Slo
 from mbbench.commands.common import configs, echo_notes, engine_cache, engine_named, finish, progress_for
 from mbbench.commands.console import aligned, produce_and_print
@@ -22,7 +22,7 @@ from mbbench.commands.options import options
 from mbbench.device import check_requested_gpu, detect
 from mbbench.driver import job
 from mbbench.plan import resolve
-from mbbench.records import Latency, Record, Serving
+from mbbench.records import PERCENTILES, Latency, RatePoint, Record, Serving, SloSummary
 
 SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "engine", "threads", "gemm",
           "elementwise", "out", "force", "compile", "weights", "tiny", "quiet")
@@ -122,36 +122,39 @@ def latency_lines(record: Record) -> list[str]:
     payload = record.payload
     if not isinstance(payload, Latency):
         return []
-    rows = [[str(p["batch_size"]), str(p["requests"]), *(shown_percentile(p["latency_s"], k) for k in PERCENTILE_KEYS),
-             ms(p["latency_s"]["mean"]), ms(p["latency_s"]["stdev"]), f"{p['real_tokens'] / p['requests']:,.0f}",
-             f"{ms(p['cold_s'])} ({p.get('cold_real_tokens', '?')})", str(p.get("shape_warmup_requests", "")),
-             f"{p['tokens_per_second']:,.0f}", f"{p['requests_per_second']:,.2f}"] for p in payload.points]
-    title = (f"latency {record.identity.display_model} / {record.identity.suite} ({payload.layout}, {payload.timer}, "
-             f"{payload.clock} clock): cold start: load {payload.load_seconds or 0:.2f} s, first call "
-             f"{ms(payload.first_call_s)} ms (document 0)")
-    notes = [COLD_NOTE] + [f"batch {p['batch_size']}: {note.strip(' ()')}" for p in payload.points
-                           for note in [few_samples_note(p["latency_s"], PERCENTILES, "requests")] if note]
+    rows = [[str(p.batch_size), str(p.requests), *(shown_percentile(p.latency_seconds, k) for k in PERCENTILES),
+             ms(p.latency_seconds.mean), ms(p.latency_seconds.stdev), f"{p.real_tokens / p.requests:,.0f}",
+             f"{ms(p.cold_seconds)} ({'?' if p.cold_real_tokens is None else p.cold_real_tokens})",
+             "" if p.shape_warmup_requests is None else str(p.shape_warmup_requests),
+             f"{p.tokens_per_second:,.0f}", f"{p.requests_per_second:,.2f}"] for p in payload.points]
+    setup = payload.setup
+    title = (f"latency {record.identity.display_model} / {record.identity.suite} ({setup.layout}, {setup.timer}, "
+             f"{setup.clock} clock): cold start: load {setup.load_seconds or 0:.2f} s, first call "
+             f"{ms(setup.first_call_seconds)} ms (document 0)")
+    notes = [COLD_NOTE] + [f"batch {p.batch_size}: {note.strip(' ()')}" for p in payload.points
+                           for note in [few_samples_note(p.latency_seconds, PERCENTILES, "requests")] if note]
     return ["", title, *aligned(LATENCY_HEADER, rows), *notes]
 
 
-PERCENTILE_KEYS = tuple(f"p{p}" for p in PERCENTILES)
 SERVING_HEADER = ["offered/s", "arrived/s", "achieved/s", "served", "unserved", "p50 ms", "p90 ms", "p99 ms",
                   "queue p99 ms", "inference p99 ms", "batch mean", "batch max", "tokens/batch mean", "tokens/s",
                   "busy", "new-shape batches (busy time)"]
+TOTAL_PERCENTILES = (50, 90, 99)
 
 
-def serving_row(run: dict) -> list[str]:
+def serving_row(run: RatePoint) -> list[str]:
     """One offered rate's numbers for people (a record before `arrived_rate` and the new-shape counts: blank)."""
-    total, batch = run["total_s"] or {}, run["batch_size"] or {}
-    new_shapes = (f"{run['new_shape_batches']} of {run['batches']} ({run['new_shape_share']:.0%})"
-                  if "new_shape_batches" in run else "")
-    arrived = f"{run['arrived_rate']:.3g}" if "arrived_rate" in run else ""
-    return [f"{run['offered_rate']:g}", arrived, f"{run['achieved_rate']:.3g}", str(run["served"]),
-            str(run["unserved"]), *(shown_percentile(total, k) if total else "" for k in ("p50", "p90", "p99")),
-            ms((run["queue_s"] or {}).get("p99")), ms((run["inference_s"] or {}).get("p99")),
-            f"{batch.get('mean', 0):.2f}", f"{batch.get('max', 0):.0f}",
-            f"{(run['batch_tokens'] or {}).get('mean', 0):,.0f}", f"{run['tokens_per_second']:,.0f}",
-            f"{run['utilization']:.0%}", new_shapes]
+    total, batch = run.total_seconds, run.batch_size
+    new_shapes = (f"{run.new_shape_batches} of {run.batches} ({run.new_shape_share:.0%})"
+                  if run.new_shape_batches is not None else "")
+    arrived = f"{run.arrived_rate:.3g}" if run.arrived_rate is not None else ""
+    return [f"{run.offered_rate:g}", arrived, f"{run.achieved_rate:.3g}", str(run.served),
+            str(run.unserved), *(shown_percentile(total, k) if total else "" for k in TOTAL_PERCENTILES),
+            ms(run.queue_seconds.p99 if run.queue_seconds else None),
+            ms(run.inference_seconds.p99 if run.inference_seconds else None),
+            f"{batch.mean if batch else 0:.2f}", f"{batch.max if batch else 0:.0f}",
+            f"{run.batch_tokens.mean if run.batch_tokens else 0:,.0f}", f"{run.tokens_per_second:,.0f}",
+            f"{run.utilization:.0%}", new_shapes]
 
 
 def serving_lines(record: Record) -> list[str]:
@@ -161,28 +164,28 @@ def serving_lines(record: Record) -> list[str]:
     payload = record.payload
     if not isinstance(payload, Serving):
         return []
-    runs = sorted(payload.runs, key=lambda r: r["offered_rate"])
+    runs = sorted(payload.runs, key=lambda r: r.offered_rate)
     sorting = ", sorted by length" if payload.sort_by_length else ""
-    title = (f"serving {record.identity.display_model} / {record.identity.suite} ({payload.layout} batches of at most "
-             f"{payload.max_batch_tokens} tokens{sorting}, max wait {ms(payload.max_wait_s)} ms, {payload.clock} "
-             f"clock): cold start: load {payload.load_seconds or 0:.2f} s, first call {ms(payload.first_call_s)} ms")
+    setup = payload.setup
+    title = (f"serving {record.identity.display_model} / {record.identity.suite} ({setup.layout} batches of at most "
+             f"{payload.max_batch_tokens} tokens{sorting}, max wait {ms(payload.max_wait_seconds)} ms, {setup.clock} "
+             f"clock): cold start: load {setup.load_seconds or 0:.2f} s, first call {ms(setup.first_call_seconds)} ms")
     notes = ["arrived/s: what the seeded Poisson draw brought over its window (a short window draws off the offered "
              "rate); achieved/s: served over the run, below arrived/s by the last requests' latency, not overload "
              "unless requests went unserved"]
-    notes += [f"rate {run['offered_rate']:g}: {note.strip(' ()')}" for run in runs if run["total_s"]
-              for note in [few_samples_note(run["total_s"], (50, 90, 99), "requests")] if note]
+    notes += [f"rate {run.offered_rate:g}: {note.strip(' ()')}" for run in runs if run.total_seconds
+              for note in [few_samples_note(run.total_seconds, TOTAL_PERCENTILES, "requests")] if note]
     lines = ["", title, *aligned(SERVING_HEADER, [serving_row(run) for run in runs]), *notes]
     if payload.slo:
         lines.append(slo_line(payload.slo))
     return lines
 
 
-def slo_line(slo: dict) -> str:
+def slo_line(slo: SloSummary) -> str:
     """The SLO search's answer in one line: the highest rate meeting it and what that run achieved."""
-    target = f"p{slo['percentile']:g} <= {ms(slo['target_s'])} ms"
-    if slo["best_rate"] is None:
-        return f"SLO {target}: no rate tried meets it ({slo['note']}){serve_producer.slo_basis(slo)}"
-    return (f"SLO {target}: highest rate meeting it {slo['best_rate']:.3g} requests/s, achieved "
-            f"{slo['best_achieved_rate']:.3g} requests/s ({slo['best_tokens_per_second']:,.0f} tokens/s); "
-            f"{slo['note']}{serve_producer.slo_basis(slo)}")
-
+    target = f"p{slo.percentile:g} <= {ms(slo.target_seconds)} ms"
+    if slo.best_rate is None:
+        return f"SLO {target}: no rate tried meets it ({slo.note}){serve_producer.slo_basis(slo)}"
+    return (f"SLO {target}: highest rate meeting it {slo.best_rate:.3g} requests/s, achieved "
+            f"{slo.best_achieved_rate:.3g} requests/s ({slo.best_tokens_per_second:,.0f} tokens/s); "
+            f"{slo.note}{serve_producer.slo_basis(slo)}")

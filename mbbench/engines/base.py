@@ -8,7 +8,7 @@ optimisation, and the cold-start costs (export, compile, first call) measured ap
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ import torch
 from mbbench.batching import Batch
 from mbbench.errors import UserError
 from mbbench.models.encoders import Encoder
+from mbbench.records import EngineInfo  # what a record says about an engine: each engine's `prepare` makes one
 
 DEFAULT_CACHE_DIR = Path("runs/.engine-cache")
 
@@ -75,41 +76,6 @@ class EngineSettings:
     threads: Threads
     cache_dir: Path = DEFAULT_CACHE_DIR
     opset: int = 17  # ONNX opset of the TorchScript exporter (what deployers' tools default to)
-
-
-@dataclass
-class EngineInfo:
-    """What a record says about an engine. Seconds are wall-clock (perf_counter or CUDA events).
-
-    `export_seconds`: torch -> ONNX/OpenVINO IR (0.0 on a cache hit, None for torch engines);
-    `compile_seconds`: building the runnable (ORT session, OpenVINO compile_model; None for torch-compile,
-    whose inductor compiles inside the first call); `first_call_seconds`: the first call on the first
-    batch, cold (it includes inductor's compilation for torch-compile).
-    """
-
-    name: str
-    version: str
-    device: str  # the torch device batches come from, e.g. "cpu", "cuda:0"
-    provider: str  # what executes: "torch eager", "inductor", "CPUExecutionProvider", "OpenVINO CPU", ...
-    threads_intra: int
-    threads_inter: int
-    graph_optimization: str  # e.g. "ORT_ENABLE_ALL", "inductor mode=default", "eager"
-    # ORT: operators of ORT's fusion domains (com.microsoft*) in the optimised graph; OpenVINO: the compiled
-    # graph's kernel types (after the CPU plugin's fusions); None for torch engines
-    fused_ops: dict[str, int] | None = None
-    export_seconds: float | None = None
-    compile_seconds: float | None = None
-    first_call_seconds: float | None = None
-    cache_hit: bool | None = None  # None: the engine uses no export cache
-    cache_path: str | None = None
-    # the precision the engine computes in, read back where the engine reports it (OpenVINO's
-    # INFERENCE_PRECISION_HINT after compile): a canonical dtype name, or "mixed" (ONNX Runtime inserted casts)
-    precision: str = ""
-    precision_note: str = ""  # why the precision differs from the run's dtype, when it does
-    settings: dict[str, str] = field(default_factory=dict)  # engine properties read back after applying them
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -16,13 +16,12 @@ similarity, its minimum and mean.
 - **Always a failure**: any NaN or inf on a real token, and a relative error of `MAX_REL_ERROR` (10%) or more.
 
 The record keeps the side's agreement with fp32, with the torch engine in its dtype, the noise floor, the bars
-and the verdict (`ParityResult.to_dict`).
+and the verdict (`ParityResult.check`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from mbbench.batching import Batch, PaddedBatch
 from mbbench.dtypes import dtype_name
 from mbbench.engines.base import PreparedEngine
+from mbbench.records import Agreement, ParityCheck
 
 # fp32: max |diff| to torch eager fp32. The bar verify has always used for fp32 (mbbench/verify.py TOLERANCE):
 # reordered fp32 sums of a 22-layer encoder stay near 1e-5.
@@ -54,29 +54,6 @@ class ParityFailure(Exception):
     def __init__(self, result: "ParityResult"):
         super().__init__(result.message)
         self.result = result
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How close an output is to a reference on real tokens. Errors are NaN when the output holds NaN/inf."""
-
-    max_abs_error: float  # max |output - reference|
-    max_rel_error: float  # max |output - reference| / max |reference|
-    cosine_min: float  # per-token cosine similarity of the hidden vectors: the worst token
-    cosine_mean: float
-    non_finite: int  # real-token values that are NaN or inf in the output
-
-    @property
-    def finite(self) -> bool:
-        return self.non_finite == 0 and math.isfinite(self.max_rel_error)
-
-    def to_dict(self) -> dict:
-        """JSON-ready (strict: a NaN is None; `non_finite` says how many values were NaN/inf)."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Agreement":
-        return cls(**{k: (float("nan") if v is None and k != "non_finite" else v) for k, v in data.items()})
 
 
 def agreement(output: torch.Tensor, reference: torch.Tensor, real: torch.Tensor) -> Agreement:
@@ -171,14 +148,10 @@ class ParityResult:
             raise ParityFailure(self)
         return self
 
-    def to_dict(self) -> dict:
-        """JSON-ready: the agreements, the bars, the judged `error` (None when NaN) and the verdict."""
-        return {"engine": self.engine, "dtype": self.dtype, "real_tokens": self.real_tokens,
-                "judged_on": self.judged_on, "error": self.error if math.isfinite(self.error) else None,
-                "tolerance": self.tolerance, "cosine_bar": self.cosine_bar, "passed": self.passed,
-                "vs_float32": self.vs_float32.to_dict(),
-                "vs_torch": self.vs_torch.to_dict() if self.vs_torch else None,
-                "noise_floor": self.noise_floor.to_dict() if self.noise_floor else None}
+    def check(self) -> ParityCheck:
+        """The gate as a record keeps it: the agreements, the bars, the judged `error` and the verdict."""
+        return ParityCheck(self.engine, self.dtype, self.real_tokens, self.judged_on, self.error, self.tolerance,
+                           self.cosine_bar, self.passed, self.vs_float32, self.vs_torch, self.noise_floor)
 
 
 @dataclass(frozen=True)

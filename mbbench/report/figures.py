@@ -109,7 +109,7 @@ class Curve:
 
     label: str
     x: list[float]
-    percentiles_ms: dict[str, list[float]]  # "p50", "p90", "p99" -> one value per x
+    percentiles_ms: dict[str, list[float]]  # "p50", "p90", "p99" -> one value per x (crossed at the highest)
     saturated: list[bool] = field(default_factory=list)  # per x: requests went unserved (latency unbounded)
     target_ms: float | None = None  # an SLO, drawn as a horizontal line
 
@@ -126,7 +126,8 @@ def latency_curves(curves: list[Curve], path: Path, xlabel: str, title: str, log
         for name, values in curve.percentiles_ms.items():
             ax.plot(curve.x, values, STYLES.get(name, "-"), color=colour, marker="o", markersize=3,
                     label=f"{curve.label} {name}")
-        crossed = [(x, y) for x, y, s in zip(curve.x, curve.percentiles_ms.get("p99", []), curve.saturated) if s]
+        tail = curve.percentiles_ms[max(curve.percentiles_ms, key=lambda name: float(name[1:]))]
+        crossed = [(x, y) for x, y, s in zip(curve.x, tail, curve.saturated) if s]  # at the highest percentile
         if crossed:
             ax.plot(*zip(*crossed), "x", color=colour, markersize=9, label=f"{curve.label}: unserved requests")
         if curve.target_ms is not None:

@@ -4,7 +4,7 @@ predicted sweep's heatmap of the one metric its ranking used, its winner marked 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,8 +12,11 @@ import pandas as pd
 from mbbench.files import ENCODING
 from mbbench.formatting import plural, significant
 from mbbench.measured_sweep import RANKINGS, label, ranked, table_rows
-from mbbench.records import MeasuredSweep, Record, SweepCandidate
+from mbbench.records import MeasuredSweep, Record
 from mbbench.report.figures import MeasuredPoint, measured_vs_predicted, sweep_heatmap
+from mbbench.report.page import Section
+from mbbench.report.selection import Row
+from mbbench.sweep import heatmap_title, ranked_frame
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,6 @@ class SweepView:
         return cls(record.payload, record.identity.dtype, record.device.name, record.identity.threads,
                    record.created_at)
 
-    @classmethod
-    def of_row(cls, row: dict) -> "SweepView":
-        """From a `Record.flatten()` row (the report's input): the payload rebuilt from its fields."""
-        values = {f.name: row[f.name] for f in fields(MeasuredSweep)}
-        values["candidates"] = [SweepCandidate(**c) for c in values["candidates"]]
-        return cls(MeasuredSweep(**values), row["dtype"], row["device_name"], row.get("threads"),
-                   row.get("created_at") or "")
-
     def rows(self) -> list[dict]:
         return table_rows(self.payload, self.dtype, self.device)
 
@@ -47,22 +42,21 @@ def workload_text(view: SweepView) -> str:
     """'4,096 tokens per pass (synthetic, 1 batch), float32, 2 threads on AMD EPYC ...'."""
     work = view.payload.workload
     threads = f", {plural(view.threads, 'thread')}" if view.threads else ""
-    return (f"{work['tokens_per_pass']:,} tokens per pass ({work['source']}, {plural(work['batches'], 'batch')}, "
-            f"{work['real_tokens']:,} tokens), {view.dtype}{threads} on {view.device}")
+    return (f"{work.tokens_per_pass:,} tokens per pass ({work.source}, {plural(work.batches, 'batch')}, "
+            f"{work.real_tokens:,} tokens), {view.dtype}{threads} on {view.device}")
 
 
 def correlation_text(payload: MeasuredSweep) -> str:
     """The rank agreement in one line: Spearman's rho on the ranking metric and on tokens/s, and the predicted best."""
     rho = payload.rank_correlation
-    if not rho.get("shapes"):
+    if not rho.shapes:
         return f"no prediction for this device ({payload.prediction_source}): no rank correlation"
-    shown = {name: "undefined" if value is None else f"{value:.2f}" for name, value in rho.items() if name != "shapes"}
+    ranking, tokens = ("undefined" if value is None else f"{value:.2f}" for value in (rho.ranking, rho.tokens_per_second))
     best = max((r for r in ranked(payload) if r.predicted is not None), key=lambda r: r.predicted)
     verdict = "is the measured best" if best.rank == 1 else (
         "is tied with the measured best" if best.tied else f"ranks {best.rank} measured, outside the best's interval")
-    return (f"Spearman rank correlation, predicted ({payload.prediction_source}) vs measured: {shown['ranking']} on "
-            f"the ranking metric, {shown['tokens_per_second']} on tokens/s, over {plural(rho['shapes'], 'shape')}; "
-            f"the "
+    return (f"Spearman rank correlation, predicted ({payload.prediction_source}) vs measured: {ranking} on "
+            f"the ranking metric, {tokens} on tokens/s, over {plural(rho.shapes, 'shape')}; the "
             f"predicted best {label(best.shape)} {verdict}")
 
 
@@ -85,8 +79,8 @@ def figure(view: SweepView, path: Path) -> Path | None:
     if not points:
         return None
     rho = view.payload.rank_correlation
-    shown = ", ".join(f"{name} {value:.2f}" for name, value in (("ranking", rho.get("ranking")),
-                                                                ("tokens/s", rho.get("tokens_per_second")))
+    shown = ", ".join(f"{name} {value:.2f}" for name, value in (("ranking", rho.ranking),
+                                                                ("tokens/s", rho.tokens_per_second))
                       if value is not None)
     title = (f"measured vs predicted ({view.payload.prediction_source})\nbest by "
              f"{view.payload.ranking.replace('throughput', 'tokens/s at equal parameters')}"
@@ -98,70 +92,56 @@ METRIC_NAMES = {"scaled_tokens_per_second": "tokens/s at equal parameters (the r
                 "anchored_tokens_per_second": "tokens/s anchored (the ranking)"}
 
 
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    """As the sweep's CSV keeps a number (`measured_sweep.table_rows`), so the table and the CSV agree."""
+    return None if value is None else round(value, digits)
+
+
 def table(view: SweepView, top: int | None = None) -> list[dict]:
     """The ranking as people read it, best first: rank, shape, measured tokens/s [interval], the ranking metric
     (named), the prediction, predicted / measured, MFU, and each kernel with where its choice came from."""
+    metric = "scaled_tokens_per_second" if view.payload.ranking == "throughput" else "anchored_tokens_per_second"
     out = []
-    for row in view.rows()[:top]:
-        interval = (f" [{significant(row['tokens_per_second_low'])}, {significant(row['tokens_per_second_high'])}]"
-                    if row["tokens_per_second_low"] is not None else "")
+    for row in ranked(view.payload)[:top]:
+        shape, interval = row.shape, row.shape.interval
+        bounds = f" [{significant(round(interval.low, 1))}, {significant(round(interval.high, 1))}]" if interval else ""
+        predicted = _rounded(shape.predicted_tokens_per_second) if shape.predicted_tokens_per_second else None
+        ratio = _rounded(row.predicted_over_measured, 3) if row.predicted_over_measured else None
+        mfu = _rounded(shape.mfu, 4)
         out.append({
-            "rank": row["rank"], "hidden": row["hidden"], "glu": row["glu"], "layers": row["layers"],
-            "parameters_m": row["parameters_m"],
-            "tokens/s in its block [interval]": significant(row["tokens_per_second"]) + interval,
-            METRIC_NAMES[row["ranked_by"]]: significant(row[row["ranked_by"]]),
-            "predicted tokens/s": significant(row["predicted_tokens_per_second"])
-            if row["predicted_tokens_per_second"] else "",
-            "predicted / measured": f"{row['predicted_over_measured']:.2f}" if row["predicted_over_measured"] else "",
-            "MFU": f"{row['mfu']:.1%}" if row["mfu"] is not None else "",
-            "GEMM": f"{row['gemm']} ({row['gemm_source']})",
-            "element-wise": f"{row['elementwise']} ({row['elementwise_source']})"})
+            "rank": row.rank_text, "hidden": shape.hidden, "glu": shape.glu, "layers": shape.layers,
+            "parameters_m": round(shape.parameters / 1e6, 2),
+            "tokens/s in its block [interval]": significant(round(shape.tokens_per_second, 1)) + bounds,
+            METRIC_NAMES[metric]: significant(round(row.value, 1)),
+            "predicted tokens/s": significant(predicted) if predicted else "",
+            "predicted / measured": f"{ratio:.2f}" if ratio else "",
+            "MFU": f"{mfu:.1%}" if mfu is not None else "",
+            "GEMM": f"{shape.gemm} ({shape.gemm_source})",
+            "element-wise": f"{shape.elementwise} ({shape.elementwise_source})"})
     return out
 
 
-def ranked_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, str, tuple[int, int] | None]:
-    """A predicted sweep's CSV rows as every heatmap draws them: (rows with the ranking metric blank where a shape
-    was not ranked with the usual ones, the metric, the winner's (hidden, GLU)). The metric is the CSV's
-    `ranked_by` column; CSVs written before it existed ranked by scaled tokens/s when they have it."""
-    metric = frame["ranked_by"].iloc[0] if "ranked_by" in frame else (
-        "scaled_tokens_per_second" if "scaled_tokens_per_second" in frame else "basket_score")
-    shown = frame.copy()
-    if "ranked" in shown:
-        shown[metric] = shown[metric].where(shown["ranked"].astype(bool))
-    winner = shown.sort_values("rank").iloc[0] if "rank" in shown else None
-    return shown, metric, (int(winner["hidden"]), int(winner["glu"])) if winner is not None else None
-
-
-def heatmap_title(frame: pd.DataFrame, metric: str, where: str) -> str:
-    """'scaled tokens per second (the ranking), best over layers / predicted over T4, L4; 16,384 tokens per pass,
-    bfloat16' (the workload where the CSV names it)."""
-    workload = (f"\n{int(frame['tokens_per_pass'].iloc[0]):,} tokens per pass, {frame['dtype'].iloc[0]}"
-                if {"tokens_per_pass", "dtype"} <= set(frame.columns) else "")  # its own line: never cut off
-    return f"{metric.replace('_', ' ')} (the ranking), best over layers\npredicted{where}{workload}"
-
-
-def predicted_sweep_section(csv_path: Path, out: Path, section) -> object:
+def predicted_sweep_section(csv_path: Path, out: Path) -> Section:
     """The report's section of a predicted sweep CSV: one heatmap, of the metric its ranking used, winner circled."""
     frame = pd.read_csv(csv_path, encoding=ENCODING)
     shown, metric, winner = ranked_frame(frame)
     image = sweep_heatmap(shown, out / f"sweep_{metric}.png", metric, winner, heatmap_title(frame, metric, ""))
     winner_text = f"; rank 1: hidden {winner[0]}, GLU {winner[1]}" if winner else ""
-    return section(f"Sweep (predicted): ranked by {metric.replace('_', ' ')}",
+    return Section(f"Sweep (predicted): ranked by {metric.replace('_', ' ')}",
                    f"{csv_path}: {len(frame)} shapes{winner_text}.", image=image)
 
 
-def measured_sweep_sections(rows: list[dict], out: Path, section) -> list:
-    """One section per measured sweep record (`Record.flatten()` rows): what it rests on, the rank agreement, the
-    ranking table (ties shown '1='), the figure of measured against predicted tokens/s. `section` is the
-    report's Section class (title, text, table, image, items)."""
+def measured_sweep_sections(rows: list[Row], out: Path) -> list[Section]:
+    """One section per measured sweep record: what it rests on, the rank agreement, the ranking table (ties shown
+    '1='), the figure of measured against predicted tokens/s."""
     sections = []
-    for index, row in enumerate(sorted(rows, key=lambda r: (r["gpu_dir"], r.get("created_at") or "")), 1):
-        view = SweepView.of_row(row)
+    for index, row in enumerate(sorted(rows, key=lambda r: (r.gpu, r.created_at)), 1):
+        view = SweepView.of_record(row.record)
         shown = table(view)
         header = list(shown[0]) if shown else []
         image = figure(view, out / f"measured_sweep_{index}.png")
-        sections.append(section(f"Measured sweep on {view.device} ({view.dtype})",
-                                " ".join(header_lines(view)) + f" Record: {row.get('path') or ''}.",
+        sections.append(Section(f"Measured sweep on {view.device} ({view.dtype})",
+                                " ".join(header_lines(view)) + f" Record: {row.record.source_path or ''}.",
                                 (header, [[str(v) for v in r.values()] for r in shown]), image,
                                 [correlation_text(view.payload)]))
     return sections

@@ -1,0 +1,126 @@
+"""Latency and serving records in the report: a table per kind, each SLO's answer, and latency percentiles drawn
+against batch size and against offered load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mbbench.bench.latency import shown_percentile
+from mbbench.records import Latency, Serving
+from mbbench.report.figures import Curve, latency_curves
+from mbbench.report.page import Section
+from mbbench.report.selection import Row
+from mbbench.serve import slo_basis
+
+SHOWN = (50, 90, 99)  # the percentiles the tables and figures give
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1e3:,.1f}"
+
+
+def _label(row: Row) -> str:
+    return f"{row.label} / {row.suite} ({row.gpu})"
+
+
+LATENCY_HEADER = ["device", "model", "suite", "layout", "batch", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/s",
+                  "requests/s", "untimed new shapes", "cold start", "date", "warning"]
+
+
+def latency_rows(rows: list[Row]) -> list[list[str]]:
+    """One row per batch size of each latency record: percentiles ('≈max' where no request lies beyond one),
+    throughput, the requests that met a new shape (run once untimed first), and the model's cold start."""
+    out = []
+    for r in rows:
+        payload: Latency = r.payload
+        setup = payload.setup
+        cold = f"load {setup.load_seconds or 0:.2f} s + first call {_ms(setup.first_call_seconds)} ms (document 0)"
+        for point in payload.points:
+            untimed = "" if point.shape_warmup_requests is None else str(point.shape_warmup_requests)
+            out.append([r.gpu, r.label, r.suite, setup.layout, str(point.batch_size), str(point.requests),
+                        *(shown_percentile(point.latency_seconds, p) for p in SHOWN),
+                        f"{point.tokens_per_second:,.0f}", f"{point.requests_per_second:,.2f}", untimed, cold, r.date,
+                        "busy" if r.busy else ""])
+    return out
+
+
+def latency_sections(rows: list[Row], out: Path) -> list[Section]:
+    """The latency table and a figure of percentiles against batch size (none without latency records)."""
+    if not rows:
+        return []
+    curves = [Curve(_label(r), [p.batch_size for p in r.payload.points],
+                    {f"p{n}": [p.latency_seconds.at(n) * 1e3 for p in r.payload.points] for n in SHOWN})
+              for r in rows]
+    figure = latency_curves(curves, out / "latency.png", "documents per request (batch size)",
+                            "Per-request latency against batch size (closed loop)", log_x=True)
+    return [Section("Latency per request", "Closed loop, one request at a time, each drawing its documents from "
+                    "the suite; milliseconds per request, real tokens/s. '≈max': a percentile with no request beyond "
+                    "it (p99 needs 100 requests for one), so the largest latency, not a tail estimate. A request "
+                    "that met a shape not run before ran once untimed first (counted): these are latencies of shapes "
+                    "already run.", (LATENCY_HEADER, latency_rows(rows)), figure)]
+
+
+SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "arrived/s", "achieved/s", "p50 ms",
+                  "p90 ms", "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved", "new-shape batches (busy)"]
+
+
+def serving_rows(rows: list[Row]) -> list[list[str]]:
+    """One row per offered rate of each serving record (ascending): the rates offered, drawn and achieved, total
+    latency ('≈max' where no request lies beyond a percentile), queue, batches, throughput, and the batches of
+    new shapes with their share of the busy time (older records: blank)."""
+    out = []
+    for r in rows:
+        payload: Serving = r.payload
+        batches = f"{payload.setup.layout}, {payload.max_batch_tokens} tokens" + (
+            ", sorted" if payload.sort_by_length else "")
+        for run in sorted(payload.runs, key=lambda run: run.offered_rate):
+            total = run.total_seconds
+            new_shapes = (f"{run.new_shape_batches} of {run.batches} ({run.new_shape_share:.0%})"
+                          if run.new_shape_batches is not None else "")
+            out.append([r.gpu, r.label, r.suite, batches, payload.setup.clock, f"{run.offered_rate:g}",
+                        f"{run.arrived_rate:.3g}" if run.arrived_rate is not None else "",
+                        f"{run.achieved_rate:.3g}", *(shown_percentile(total, p) if total else "" for p in SHOWN),
+                        _ms(run.queue_seconds.p99 if run.queue_seconds else None),
+                        f"{run.batch_size.mean if run.batch_size else 0:.2f}", f"{run.tokens_per_second:,.0f}",
+                        str(run.unserved), new_shapes])
+    return out
+
+
+def slo_items(rows: list[Row]) -> list[str]:
+    """Each SLO search's answer: the highest rate meeting the target and the throughput its run achieved."""
+    items = []
+    for r in rows:
+        slo = r.payload.slo
+        if not slo:
+            continue
+        target = f"p{slo.percentile:g} <= {_ms(slo.target_seconds)} ms"
+        answer = (f"{slo.best_rate:.3g} requests/s (achieved {slo.best_achieved_rate:.3g} requests/s, "
+                  f"{slo.best_tokens_per_second:,.0f} tokens/s)" if slo.best_rate is not None else "no rate tried")
+        items.append(f"{_label(r)}: SLO {target}: {answer}; {slo.note}{slo_basis(slo)}")
+    return items
+
+
+def serving_curve(row: Row) -> Curve:
+    """Total latency percentiles of one serving record against offered load, overloaded runs marked."""
+    payload: Serving = row.payload
+    runs = sorted((run for run in payload.runs if run.total_seconds), key=lambda run: run.offered_rate)
+    target = payload.slo.target_seconds * 1e3 if payload.slo else None
+    return Curve(_label(row), [run.offered_rate for run in runs],
+                 {f"p{n}": [run.total_seconds.at(n) * 1e3 for run in runs] for n in SHOWN},
+                 [run.unserved > 0 for run in runs], target or None)
+
+
+def serving_sections(rows: list[Row], out: Path) -> list[Section]:
+    """The serving table, each SLO's answer, and a figure of latency percentiles against offered load with the
+    target drawn (none without serving records)."""
+    if not rows:
+        return []
+    figure = latency_curves([serving_curve(r) for r in rows], out / "serving.png", "offered load (requests/s)",
+                            "Total request latency against offered load (open loop, dynamic batching)")
+    return [Section("Serving: latency against offered load", "Open-loop Poisson arrivals through a dynamic batcher "
+                    "into one worker; total = queue + inference, milliseconds per request; an overloaded run "
+                    "leaves requests unserved (crossed in the figure). Arrived/s is what the seeded draw brought "
+                    "(a short window draws off the offered rate); achieved/s below it is not overload unless "
+                    "requests went unserved. A batch of a new shape is served as it comes, its first call in the "
+                    "latencies (its share of the busy time given); '≈max': no request beyond that percentile.",
+                    (SERVING_HEADER, serving_rows(rows)), figure, slo_items(rows))]
