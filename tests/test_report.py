@@ -279,3 +279,26 @@ def test_the_reports_counts_agree_and_every_record_read_is_in_the_provenance_onc
                    "modernbert-base Intel": "**1.04 (±1.0%, 10 passes)**",
                    "hf-modernbert-base AMD": "0.268 (±1.1%, 3 passes)",
                    "modernbert-base AMD": "**0.640 (±1.5%, 5 passes)**"}
+
+
+def test_paired_rows_say_their_dtype_and_failed_rows_their_engine(tmp_path):
+    """The fresh-clone trial: three paired rows of one pair in bf16, fp16 and bf16 could not be told apart; a failed
+    ONNX Runtime fp16 row did not say its engine; Environment said "17 measured of 17 read (3 failed, 14
+    measured)"."""
+    [comparison] = COMMITTED_CPU.glob("hf-modernbert-base-vs-modernbert-base__*comparison*.json")
+    fp32 = json.loads(comparison.read_text())
+    bf16 = json.loads(comparison.read_text())
+    bf16["identity"]["dtype"] = "bfloat16"
+    failed = {**json.loads(comparison.read_text()), "status": "failed", "reason": "EngineUnavailable: fp16",
+              "payload_type": "failure", "payload": {"error_type": "EngineUnavailable", "backend": "auto",
+                                                     "engine": "onnxruntime"}}
+    failed["identity"] = {**fp32["identity"], "measurement": "throughput", "models": [], "model": "bert-base",
+                          "engine": "onnxruntime", "dtype": "float16", "baseline": None}
+    for i, record in enumerate([fp32, bf16, failed]):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(record))
+    markdown = (build_report([str(tmp_path)], tmp_path / "rep") / "report.md").read_text()
+    paired = table_rows(markdown, "Paired comparisons (interleaved passes)")
+    assert sorted(row[8] for row in paired) == ["bfloat16", "float32"]
+    [row] = table_rows(markdown, "Failed configurations")
+    assert row[4] == "onnxruntime" and row[6] == "float16"
+    assert "The 3 measured records of the 3 read (1 of them failed)" in markdown

@@ -105,7 +105,7 @@ def engine_rows(rows: list[Row]) -> list[list[str]]:
 
 
 PAIRED_HEADER = ["gpu", "suite", "model", "baseline", "ratio (median)", "interval (confidence)", "rounds", "docs",
-                 "date", "warning"]
+                 "dtype", "date", "warning"]
 
 
 def paired_rows(rows: list[Row]) -> list[list[str]]:
@@ -120,6 +120,6 @@ def paired_rows(rows: list[Row]) -> list[list[str]]:
             warning = ", ".join(w for w in ("busy" if r.busy else "", "too few rounds for 95%" if short else "") if w)
             out.append([r.gpu, r.suite, ratio.model + tiny, ratio.baseline + tiny, f"{ratio.median:.2f}x",
                         f"{interval.low:.2f}–{interval.high:.2f} ({interval_label(interval)})" if interval
-                        else (ratio.interval_note or ""), str(payload.rounds), str(payload.num_documents), r.date,
-                        warning])
+                        else (ratio.interval_note or ""), str(payload.rounds), str(payload.num_documents),
+                        r.identity.dtype, r.date, warning])
     return sorted(out)

@@ -82,8 +82,10 @@ def environment_section(read: list[Row]) -> Section:
     """The Environment table over every measured record read (repeats, superseded and failed ones included, as in
     the provenance), with the counts that tie it to the records read."""
     measured = [r for r in read if r.kind == "measured"]
-    return Section("Environment", f"The {plural(len(measured), 'measured record')} of the {len(read)} read, by "
-                   f"machine and software ({counted(read)}).", (ENVIRONMENT_HEADER, environment_rows(measured)))
+    failed = sum(r.status == "failed" for r in measured)
+    return Section("Environment", f"The {plural(len(measured), 'measured record')} of the {len(read)} read"
+                   + (f" ({failed} of them failed)" if failed else "") + ", by machine and software.",
+                   (ENVIRONMENT_HEADER, environment_rows(measured)))
 
 
 def section_text(rows: list[Row]) -> str:
@@ -111,9 +113,12 @@ def table_sections(tables: list[Row], model: str, baseline: str, paired: list[Ro
                                 "[interval] (the interval's confidence) is the cell.",
                                 (["gpu", "model", *(f"{s} (x)" for s in (*SHORT, *LONG))], speedups)))
     if len({r.engine for r in tables}) > 1:
-        sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity: max |difference| "
-                                "from the torch engine on the first batch's real tokens, checked before timing. Cold "
-                                "start: export + compile + first call, apart from warmup and the timed passes.",
+        sections.append(Section("Engines", "Each model on each engine it ran on, per suite. Parity error: the accuracy "
+                                "gate's judged error against the same weights in fp32 (torch eager) on the first "
+                                "batch's real tokens, checked before timing: max |difference| in fp32, max |difference| "
+                                "/ max |fp32| in bf16 and fp16 ('reference': the fp32 function itself; records before "
+                                "issue 36: against the torch engine). Cold start: export + compile + first call, apart "
+                                "from warmup and the timed passes.",
                                 (ENGINES_HEADER, engine_rows(tables))))
     return sections
 

@@ -137,12 +137,12 @@ def other_suite_rows(rows: list[Row]) -> list[list[str]]:
     return sorted(out)
 
 
-FAILURE_HEADER = ["gpu", "model", "suite", "protocol", "backend", "dtype", "date", "reason"]
+FAILURE_HEADER = ["gpu", "model", "suite", "protocol", "engine", "backend", "dtype", "date", "reason"]
 
 
 def failure_rows(rows: list[Row]) -> list[list[str]]:
     """Configurations whose newest record says failed (a matrix task that ran out of memory, lost its node...)."""
-    return [[r.gpu, r.label, r.suite, r.identity.protocol, r.identity.backend, r.identity.dtype, r.date,
+    return [[r.gpu, r.label, r.suite, r.identity.protocol, r.engine, r.identity.backend, r.identity.dtype, r.date,
              r.record.reason or ""] for r in sorted(rows, key=lambda r: (r.gpu, r.label, r.suite, r.key))]
 
 
