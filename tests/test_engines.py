@@ -237,6 +237,28 @@ def test_failed_export_leaves_no_entry(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_two_runs_exporting_the_same_entry_at_once_both_use_it(tmp_path):
+    """Two runs sharing a cache: the other one's entry lands while ours exports; ours must not fail or delete it."""
+    identity = {"model": "m", "engine": "onnxruntime"}
+
+    def theirs(folder):
+        (folder / "model.onnx").write_bytes(b"theirs")
+
+    def ours(folder):
+        (folder / "model.onnx").write_bytes(b"ours")
+        engine_cache.cached_export(tmp_path, identity, "model.onnx", theirs)  # the other run finishes first
+
+    entry = engine_cache.cached_export(tmp_path, identity, "model.onnx", ours)
+    assert not entry.hit and (entry.path / "model.onnx").read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == [entry.path.name]  # our staging folder is gone
+    stale = {"model": "m", "engine": "onnxruntime", "opset": 18}
+    engine_cache.cached_export(tmp_path, stale, "model.onnx", theirs)
+    folder = next(p for p in tmp_path.iterdir() if p.name != entry.path.name)
+    (folder / "identity.json").write_text("{}")  # a partial entry under the key is replaced, not taken
+    assert not engine_cache.cached_export(tmp_path, stale, "model.onnx", ours).hit
+    assert (folder / "model.onnx").read_bytes() == b"ours"
+
+
 # ------------------------------------------------------------------------------------------------ threads
 
 def test_threads_are_applied_and_read_back(onnxruntime_prepared, reference, modernbert, batch, cache_dir):

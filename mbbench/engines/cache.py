@@ -101,7 +101,7 @@ def cached_export(root: Path, identity: dict, artefact: str, export: Callable[[P
     root = Path(root)
     folder = root / bounded_name(f"{identity.get('model', 'model')}-{identity.get('engine', 'engine')}",
                                  identity_key(identity))
-    if (folder / artefact).is_file() and _identity_of(folder) == identity:
+    if _is_entry(folder, identity, artefact):
         return CacheEntry(folder, hit=True)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
@@ -109,12 +109,21 @@ def cached_export(root: Path, identity: dict, artefact: str, export: Callable[[P
         export(staging)
         write_text(staging / IDENTITY_FILE, json.dumps(identity, indent=2, sort_keys=True))
         staging.chmod(ordinary_mode(directory=True))  # mkdtemp makes it 0700: others' tools could not read it
-        if folder.exists():  # a stale or partial entry under the same key
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        if folder.exists() and not _is_entry(folder, identity, artefact):  # a stale or partial one under the key
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another run sharing the cache put the same entry in place meanwhile: use theirs
+            if not _is_entry(folder, identity, artefact):
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CacheEntry(folder, hit=False)
+
+
+def _is_entry(folder: Path, identity: dict, artefact: str) -> bool:
+    """True when `folder` holds a whole entry for `identity`: its artefact and an identical identity.json."""
+    return (folder / artefact).is_file() and _identity_of(folder) == identity
 
 
 def _identity_of(folder: Path) -> dict | None:
