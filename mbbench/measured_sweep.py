@@ -359,16 +359,19 @@ def measure(plan: SweepPlan, store: Store, hooks: Hooks = DEFAULT_HOOKS, progres
     kept, anchor_rounds = previous(plan, store, force)
     shapes = list(kept)
     blocks = blocks_to_measure(plan, {shape_key(c) for c in kept})
-    peak = hooks.peak(plan)
     start = environment.load_snapshot()
     if progress:
         progress(f"{len(plan.shapes)} shapes, {len(kept)} already recorded; {len(blocks)} block(s) of "
                  f"{plural(plan.settings.rounds, 'interleaved round')}, each with the anchor {label(plan.anchor)}")
-    if not blocks:  # measured before: written again, ranked by the metric asked for now, with the load it ran under
-        record = sweep_record(plan, shapes, anchor_rounds, peak, start, start)
-        earlier = store.find(plan.identity.key()).payload
-        record = replace(record, payload=replace(record.payload, load=earlier.load))
+    if not blocks:  # measured before: written again, ranked by the metric asked for now, with the load, machine,
+        # code and time its shapes were measured under (this run measured nothing)
+        earlier = store.find(plan.identity.key())
+        payload = replace(earlier.payload, candidates=sorted(shapes, key=shape_key), anchor_rounds=anchor_rounds,
+                          ranking=plan.settings.ranking, scale_parameters=plan.scale_parameters)
+        correlation, tied = summarize(payload)
+        record = replace(earlier, payload=replace(payload, rank_correlation=correlation, predicted_best_tied=tied))
         return SweepOutcome(record, store.write(record), 0, len(kept))
+    peak = hooks.peak(plan)
     for members in blocks:
         anchor_new = shape_key(plan.anchor) not in {shape_key(c) for c in shapes}
         new, anchor_tps = measure_block(plan, hooks, members, len(anchor_rounds), peak, anchor_new, on_pass, progress)
@@ -467,8 +470,10 @@ class RankedShape:
 
     @property
     def predicted_over_measured(self) -> float | None:
+        """Predicted over measured tokens/s, measured anchored: a shape's own-block median would carry its block's
+        speed (blocks of one sweep measured 20% apart on a shared CPU), which the anchor ratio cancels."""
         predicted = self.shape.predicted_tokens_per_second
-        return predicted / self.shape.tokens_per_second if predicted else None
+        return predicted / self.anchored if predicted and self.anchored else None
 
 
 def scale(payload: MeasuredSweep, shape: SweepCandidate) -> float:

@@ -130,7 +130,7 @@ class Store:
         for old in previous:
             if old.status == "failed" and old.source_path and Path(old.source_path) != path:
                 Path(old.source_path).unlink(missing_ok=True)
-        previous[:] = [r for r in previous if r.status != "failed"] + [record]
+        previous[:] = [r for r in previous if r.status != "failed" and r.source_path != str(path)] + [record]
         record.source_path = str(path)
         return path
 

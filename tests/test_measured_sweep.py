@@ -147,6 +147,19 @@ def test_the_equal_parameter_ranking_scales_by_parameters(tmp_path):
         assert row.value == pytest.approx(expected)
 
 
+def test_predicted_over_measured_reads_the_anchored_speed_not_its_blocks(tmp_path):
+    """A block measured 20% slow (the whole machine slower while it ran) leaves every shape's predicted / measured
+    as it was: the anchor ratios cancel the block, a shape's own median in the block does not (issue 32's records)."""
+    payload = ms.measure(ms.resolve(TINY), Store(tmp_path), FakeMachine().hooks()).record.payload
+    slow = replace(payload, candidates=[replace(c, tokens_per_second=c.tokens_per_second * 0.8)
+                                        for c in payload.candidates])
+    for row, before in zip(ms.ranked(slow), ms.ranked(payload)):
+        assert row.predicted_over_measured == pytest.approx(before.predicted_over_measured)
+        assert row.predicted_over_measured == pytest.approx(row.shape.predicted_tokens_per_second / row.anchored)
+        if ms.label(row.shape) not in ("128/128/1", "64/256/1"):  # the pair the fake's prediction swaps
+            assert row.predicted_over_measured == pytest.approx(1 / 0.9, rel=0.06)  # its 10% optimism (+wobble)
+
+
 def test_the_cpu_cost_model_sums_its_parts(monkeypatch):
     """Three layers (global, local, local) over two batches: every part's seconds added as the docstring says."""
     shape = Shape(hidden=64, ffn=96, gated=True, heads=2, layers=3, vocab=512, window=64, global_every=3, rotary=True)
@@ -212,12 +225,17 @@ if __name__ == "__main__":  # python tests/test_measured_sweep.py: rewrite the f
     write_fixture(FIXTURE)
 
 
-def test_a_rerun_that_measures_nothing_keeps_the_load_its_shapes_ran_under(tmp_path):
+def test_a_rerun_that_measures_nothing_keeps_the_load_code_and_time_its_shapes_ran_under(tmp_path):
     """The fresh-clone trial: a finished sweep run again measured nothing and wrote that moment's load over the
-    load its shapes had been measured under."""
+    load its shapes had been measured under; the same rerun also wrote its own commit and time over theirs."""
     store = Store(tmp_path)
     first = ms.measure(ms.resolve(TINY), store, FakeMachine().hooks()).record
     busy = replace(first.payload.load, warning="machine was busy: while measuring")
-    store.write(replace(first, payload=replace(first.payload, load=busy)))
-    again = ms.measure(ms.resolve(TINY), store, FakeMachine().hooks())
+    then = {**first.environment, "git_commit": "0123abc"}
+    store.write(replace(first, payload=replace(first.payload, load=busy), environment=then,
+                        created_at="2026-01-02T03:04:05+00:00"))
+    again = ms.measure(ms.resolve(TINY), Store(tmp_path), FakeMachine().hooks())  # a new process reads the disk
     assert again.measured == 0 and again.record.payload.load == busy
+    assert again.record.environment["git_commit"] == "0123abc"
+    assert again.record.created_at == "2026-01-02T03:04:05+00:00"
+    assert Record.from_json(json.loads(again.path.read_text())).environment["git_commit"] == "0123abc"
