@@ -144,6 +144,9 @@ def verify(cfg: ModernBertConfig, device: str = "cpu", dtypes: tuple[torch.dtype
     Raises UserError for a bad device string or an unknown backend name.
     """
     device_obj = parse_device(device)
+    unknown = [name for name in backends or [] if name not in BACKEND_CLASSES]
+    if unknown:  # before the models are built and the kernels measured: a bad name is refused at once
+        raise UserError(f"unknown attention backend {unknown[0]!r}; choose from {', '.join(BACKEND_CLASSES)}")
     docs = make_documents(cfg, lengths, seed)
     packed, padded = pack_documents(docs), pad_documents(docs, cfg.pad_token_id)
     real = padded.attention_mask.bool()

@@ -10,6 +10,7 @@ import types
 import pytest
 from click.testing import CliRunner
 
+import mbbench.verify as verify_module
 from mbbench.cli import cli
 
 TINY = ["--tiny", "--device", "cpu", "--docs", "2", "--runs", "1"]
@@ -140,3 +141,13 @@ def test_compare_table_names_the_backends_that_ran(tmp_path):
     assert result.exit_code == 0 and "auto,auto" not in result.output
     ran = [builds[side]["backend"] for side in ("modernbert-base", "hf-modernbert-base")]
     assert ",".join(ran) in result.output  # model order
+
+
+def test_verify_refuses_an_unknown_backend_before_building_anything(monkeypatch):
+    """The bad name was refused only after the base model was built and every kernel measured (40 s on 2 cores)."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("built a model for a command that was going to be refused")
+
+    monkeypatch.setattr(verify_module, "build", no_build)
+    result = invoke("verify", "--backend", "sdpa", "--backend", "nope")
+    assert result.exit_code == 2 and "unknown attention backend 'nope'" in result.output
