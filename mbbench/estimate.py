@@ -25,6 +25,7 @@ class Estimate:
     seconds: float
     basis: str  # where the number comes from, for the line people read
     lower_bound: bool  # True: at a peak rate the model cannot beat ("at least")
+    shorten: str = SHORTEN  # what the long-run warning suggests: the options that shorten this command
 
     def line(self, elapsed_s: float | None = None) -> str:
         """'estimated at least 12 min (...)', with the time already spent when given; a warning, with what
@@ -32,7 +33,7 @@ class Estimate:
         spent = f"; {duration(elapsed_s)} spent so far" if elapsed_s else ""
         what = "at least " if self.lower_bound else ""
         text = f"estimated {what}{duration(self.seconds)} more ({self.basis}{spent})"
-        return f"warning: {text}: a long run; {SHORTEN}" if self.seconds > LONG_RUN_S else text
+        return f"warning: {text}: a long run; {self.shorten}" if self.seconds > LONG_RUN_S else text
 
 
 def timed_passes(batches: int, passes: int, warmup_batches: int | None) -> float:

@@ -14,12 +14,13 @@ export, compile and first call on document 0 alone) is recorded apart.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from mbbench import loading
+from mbbench import estimate, loading
 from mbbench.batching import Batch
 from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
@@ -38,6 +39,8 @@ DEFAULT_MIN_SECONDS = 10.0  # optimum-benchmark: duration = 10 s
 DEFAULT_WARMUP = 10  # optimum-benchmark: warmup_runs = 10
 
 Progress = Callable[[str], None]
+HEARTBEAT_S = 30.0  # wall seconds between progress lines while one batch size runs
+SHORTEN = "--requests, --min-seconds or fewer --batch-size shorten it (Ctrl-C stops it, nothing is written)"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
                  f"{plan.documents} documents to draw from ({model.encoder.layout})")
     points, machine = [], watch_load(plan, model.busy_threads)
     for batch_size in settings.batch_sizes:
-        run = measure_batch_size(plan, model, settings, batch_size)
+        run = measure_batch_size(plan, model, settings, batch_size,
+                                 RequestProgress(settings, batch_size, progress) if progress else None)
         points.append(run.point())
         if progress:
             stats = run.stats
@@ -137,13 +141,55 @@ def service_setup(model: LoadedModel, settings: LatencySettings, load: MachineLo
                         cold_start_seconds=info.cold_start_seconds)
 
 
-def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int) -> LatencyRun:
-    """The closed loop at one batch size: cold call (request 0), warmup, then the timed requests 1, 2, ..."""
+def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int,
+                       on_request: Callable[[int, float, float], None] | None = None) -> LatencyRun:
+    """The closed loop at one batch size: cold call (request 0), warmup, then the timed requests 1, 2, ...
+    (`on_request` hears each, as `measure_latency` says)."""
     make_request = latency_requests(plan.suite.document, plan.documents, batch_size, settings.seed, model.padded,
                                     model.device, model.encoder.pad_token_id)
     warmup = warmup_requests(plan, model, make_request, batch_size, settings.warmup)
     return measure_latency(latency_call(model.engine, model.device), make_request, settings.min_requests,
-                           settings.min_seconds, RealClock(), batch_size, warmup)
+                           settings.min_seconds, RealClock(), batch_size, warmup, on_request)
+
+
+def remaining_estimate(settings: LatencySettings, batch_size: int, first_seconds: float) -> estimate.Estimate:
+    """How long the timed requests left should take, once the first at `batch_size` took `first_seconds`: the
+    rest of this batch size's requests, then every later batch size's at a request time scaled by its batch size
+    (a forward's time is about linear in its tokens; a larger batch runs at least as efficiently, so the later
+    ones are over-estimated if anything). Each batch size runs max(--requests, enough for --min-seconds)."""
+    later = settings.batch_sizes[list(settings.batch_sizes).index(batch_size):]
+    seconds = 0.0
+    for size in later:
+        per_request = first_seconds * size / batch_size
+        requests = max(settings.min_requests, math.ceil(settings.min_seconds / per_request))
+        seconds += per_request * (requests - 1 if size == batch_size else requests)
+    return estimate.Estimate(seconds, f"{first_seconds * 1e3:,.1f} ms for the first timed request at batch "
+                                      f"{batch_size}, x the requests left, later batch sizes scaled by their size",
+                             False, SHORTEN)
+
+
+@dataclass
+class RequestProgress:
+    """`measure_latency`'s per-request callback for people: after the first timed request at a batch size, the
+    estimate of what is left (`remaining_estimate`); then a line every HEARTBEAT_S of wall time."""
+
+    settings: LatencySettings
+    batch_size: int
+    progress: Progress
+    started: float = field(default_factory=time.perf_counter)
+    said_at: float = 0.0  # wall seconds after `started` of the last line
+
+    def __call__(self, count: int, seconds: float, elapsed: float) -> None:
+        now = time.perf_counter() - self.started
+        if count == 1:
+            self.progress(f"batch {self.batch_size}: "
+                          f"{remaining_estimate(self.settings, self.batch_size, seconds).line()}")
+        elif now - self.said_at >= HEARTBEAT_S:
+            self.progress(f"batch {self.batch_size}: {count} requests timed of at least "
+                          f"{self.settings.min_requests}, {elapsed:.0f} s of at least {self.settings.min_seconds:g} s")
+        else:
+            return
+        self.said_at = now
 
 
 def warmup_requests(plan: Plan, model: LoadedModel, make_request: Callable[[int], Batch], batch_size: int,

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mbbench.latency as latency_producer
 from mbbench.batching import PackedBatch, PaddedBatch
 from mbbench.bench.batcher import Batcher
 from mbbench.bench.clock import RealClock, VirtualClock
@@ -186,3 +187,28 @@ def test_a_new_shapes_first_call_is_server_time_and_the_run_says_how_much(padded
     assert run.new_shape_share == pytest.approx(sum(b.service_s for b in new) / busy) and run.new_shape_share > 0.99
     summary = run.point()
     assert (summary.new_shape_batches, summary.new_shape_share) == (len(new), run.new_shape_share)
+
+
+def test_each_timed_request_is_heard_and_the_estimate_counts_what_is_left(monkeypatch):
+    """The fresh-clone trial: a long `latency` run said nothing between batch sizes. After its first timed request
+    a batch size says how long the rest should take, then a line every HEARTBEAT_S."""
+    heard = []
+    make_request = latency_requests(document, len(LENGTHS), 2, seed=3, padded=True, device=CPU)
+    run = measure_latency(lambda batch: 0.25, make_request, min_requests=3, min_seconds=1.0, clock=VirtualClock(),
+                          batch_size=2, on_request=lambda *args: heard.append(args))
+    assert heard == [(1, 0.25, 0.25), (2, 0.25, 0.5), (3, 0.25, 0.75), (4, 0.25, 1.0)] and len(run.latencies_s) == 4
+
+    settings = latency_producer.LatencySettings(batch_sizes=(1, 4), min_requests=100, min_seconds=10.0)
+    # batch 1 at 50 ms: --min-seconds 10 asks for 200 requests, 199 to go; batch 4 at 200 ms: 100 requests (20 s)
+    assert latency_producer.remaining_estimate(settings, 1, 0.05).seconds == pytest.approx(199 * 0.05 + 100 * 0.2)
+    # batch 4 at 20 ms: 100 requests last 2 s, so --min-seconds 10 asks for 500; the first is done
+    assert latency_producer.remaining_estimate(settings, 4, 0.02).seconds == pytest.approx(499 * 0.02)
+    lines, now = [], [100.0]
+    monkeypatch.setattr(latency_producer.time, "perf_counter", lambda: now[0])
+    progress = latency_producer.RequestProgress(settings, 4, lines.append)
+    for count, wall in [(1, 100.2), (2, 110.0), (3, 130.5), (4, 131.0)]:
+        now[0] = wall
+        progress(count, 0.2, 0.2 * count)
+    assert len(lines) == 2 and lines[0].startswith("batch 4: estimated 20 s more (200.0 ms for the first timed")
+    assert lines[1] == "batch 4: 3 requests timed of at least 100, 1 s of at least 10 s"
+    assert "--requests" in latency_producer.remaining_estimate(settings, 1, 10.0).line()  # a long run's warning

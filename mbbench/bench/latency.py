@@ -107,7 +107,8 @@ def timed_call(call: Callable[[R], float], request: R, clock: Clock) -> float:
 
 
 def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R], min_requests: int,
-                    min_seconds: float, clock: Clock, batch_size: int = 1, warmup: Sequence[R] = ()) -> LatencyRun:
+                    min_seconds: float, clock: Clock, batch_size: int = 1, warmup: Sequence[R] = (),
+                    on_request: Callable[[int, float, float], None] | None = None) -> LatencyRun:
     """Closed-loop latency: one cold call, the `warmup` requests (untimed), then requests until
     >= `min_requests` and >= `min_seconds`.
 
@@ -118,8 +119,9 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
     `make_request(i)` builds request i (e.g. a batch of `batch_size` suite documents, on the device,
     made before its call so building it is not timed); `call(request)` runs it to completion and
     returns its seconds (a fake model's known time; with a real model, `timing.timed` of the
-    forward). The cold call uses request 0; timed requests are 1, 2, ... Raises ValueError for
-    min_requests < 1 or min_seconds < 0.
+    forward). The cold call uses request 0; timed requests are 1, 2, ... `on_request(count, seconds, elapsed)`, when
+    given, is called after every timed request (for progress: requests timed so far, this one's and all their
+    seconds). Raises ValueError for min_requests < 1 or min_seconds < 0.
     """
     if min_requests < 1 or min_seconds < 0:
         raise ValueError(f"need min_requests >= 1 and min_seconds >= 0, got {min_requests}, {min_seconds}")
@@ -142,4 +144,6 @@ def measure_latency(call: Callable[[R], float], make_request: Callable[[int], R]
         tokens += request.real_tokens
         elapsed += seconds
         index += 1
+        if on_request:
+            on_request(len(latencies), seconds, elapsed)
     return LatencyRun(batch_size, cold, latencies, elapsed, tokens, clock.kind, shape_warmups, first.real_tokens)
