@@ -263,22 +263,25 @@ def execute(task: Task, via: str, progress: Callable[[str], None] | None = None,
     return record
 
 
-MEASUREMENT_LOG = Path(tempfile.gettempdir()) / "mbbench-measurements.log"  # one per host, every task's span
+def measurement_log() -> Path:
+    """The host's log of every matrix task's span: $MBBENCH_MEASUREMENT_LOG, else mbbench-measurements.log in the
+    temporary folder (one per host, so that tasks of different matrices see each other; the tests set their own)."""
+    return Path(os.environ.get("MBBENCH_MEASUREMENT_LOG") or Path(tempfile.gettempdir()) / "mbbench-measurements.log")
 
 
-def log_measurement(event: str, label: str, log: Path = MEASUREMENT_LOG) -> None:
+def log_measurement(event: str, label: str, log: Path | None = None) -> None:
     """Append 'start' or 'end' of this process's task to the host's log (one short line: an atomic append)."""
-    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as file:
+    with contextlib.suppress(OSError), open(log or measurement_log(), "a", encoding="utf-8") as file:
         file.write(f"{event}\t{os.getpid()}\t{time.time():.3f}\t{label}\n")
 
 
-def overlapping(started: float, ended: float, log: Path = MEASUREMENT_LOG) -> list[str]:
+def overlapping(started: float, ended: float, log: Path | None = None) -> list[str]:
     """The other tasks measured on this host while this one ran (`started` to `ended`, epoch seconds): what any
     overlap of CPU measurements leaves in a record. A task still running counts up to now while its process
     lives; one whose process died without an end is left out."""
     spans: dict[tuple[str, str], list[float]] = {}
     with contextlib.suppress(OSError):
-        for line in log.read_text(encoding="utf-8").splitlines():
+        for line in (log or measurement_log()).read_text(encoding="utf-8").splitlines():
             event, pid, at, label = (line.split("\t", 3) + ["", "", "", ""])[:4]
             if pid != str(os.getpid()) and event in ("start", "end"):
                 spans.setdefault((pid, label), []).append(float(at) if event == "start" else -float(at))
