@@ -167,7 +167,8 @@ def resolve(settings: SweepSettings) -> SweepPlan:
     """Resolve a measured sweep on its device: shapes, dtype, threads, workload, backend and identity.
 
     Raises UserError for invalid grids (`sweep.validate_sweep`), no shape in the grid, rounds or block below 1,
-    an unknown ranking, a pinned kernel that cannot run here, or a suite document longer than `tokens`.
+    an unknown ranking, --docs without --suite, a pinned kernel that cannot run here, or a suite document longer
+    than `tokens`.
     """
     validate_sweep(list(settings.hidden), list(settings.glu), list(settings.layers), settings.head_dim,
                    settings.tokens)
@@ -176,6 +177,9 @@ def resolve(settings: SweepSettings) -> SweepPlan:
             raise UserError(f"{option} must be at least 1, got {value}")
     if settings.ranking not in RANKINGS:
         raise UserError(f"--rank-by {settings.ranking!r}: a measured sweep ranks by {' or '.join(RANKINGS)}")
+    if settings.docs is not None and settings.suite is None:
+        raise UserError(f"--docs {settings.docs} counts a suite's documents: give --suite too (without it every "
+                        f"shape runs --tokens {settings.tokens} tokens of synthetic documents)")
     shapes = candidates(list(settings.hidden), list(settings.glu), list(settings.layers), settings.head_dim,
                         settings.params)
     if not shapes:

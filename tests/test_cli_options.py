@@ -45,7 +45,8 @@ MEASURED_SWEEP = ["--measure", "--device", "cpu", "--hidden", "64,128", "--glu",
                   "{out}"]
 BASE_FOR = {("matrix", "--weights"): ["--model", "hf-modernbert-base", "--suite", "short-fixed", "--device", "cpu",
                                       "--tiny", "--dry-run", "--out", "{out}"],
-            **{("sweep", "--" + name.replace("_", "-")): MEASURED_SWEEP for name in explore.MEASURE_ONLY}}
+            **{("sweep", "--" + name.replace("_", "-")): MEASURED_SWEEP for name in explore.MEASURE_ONLY},
+            ("sweep", "--docs"): [*MEASURED_SWEEP, "--suite", "short-fixed"]}  # --docs counts a suite's documents
 
 # A value other than the default, by option; (command, option) where a command needs its own.
 VALUES = {

@@ -2,6 +2,7 @@
 end to end on tiny shapes: record, CSV, figure, terminal, report (issue 32)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +11,10 @@ from click.testing import CliRunner
 
 from mbbench import measured_sweep as ms
 from mbbench.cli import cli
+from mbbench.commands.explore import mfu_above_peak
 from mbbench.records import Record
 from mbbench.report.render import build_report
+from mbbench.report.sweeps import SweepView, header_lines, table
 from mbbench.sweep import ranked_frame
 from mbbench.results import Store
 
@@ -103,8 +106,29 @@ def test_sweep_measure_end_to_end_on_tiny_shapes(tmp_path):
     (["--rounds", "3"], "--rounds: needs --measure"), (["--device", "cpu", "--seed", "1"], "--device, --seed: needs"),
     (["--measure", "--gpus", "T4"], "--gpus: the predicted sweep only"),
     (["--measure", "--rank-by", "utilisation"], "a measured sweep ranks by throughput or tokens"),
-    (["--measure", "--block", "0"], "--block"), (["--measure", "--gemm", "blas"], "--gemm")])
+    (["--measure", "--block", "0"], "--block"), (["--measure", "--gemm", "blas"], "--gemm"),
+    (["--measure", "--docs", "3"], "--docs 3 counts a suite's documents: give --suite too")])
 def test_sweep_options_that_do_not_apply_are_refused(tmp_path, args, message):
     result = invoke("sweep", "--hidden", "64", "--glu", "128", "--layers", "1", "--head-dim", "32", *args,
                     "--out", tmp_path)
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_terminal_says_how_loose_its_ties_are_which_speed_it_compares_and_when_mfu_passes_the_peak():
+    """The fresh-user trial: ties shown '1=' after ranks 3 and 5 with nothing saying 3 rounds cover 75%; a
+    predicted / measured that did not divide the measured number printed beside it; an MFU of 274% unremarked."""
+    record = Record.from_json(json.loads((Path(__file__).parent / "fixtures" / "measured_sweep" / "record.json")
+                                         .read_text()))
+    assert record.payload.rounds == 3
+    lines = header_lines(SweepView.of_record(record))
+    assert "the 75.0% interval of its paired ratio" in lines[2] and "--rounds 6 for 95%" in lines[2]
+    six = replace(record, payload=replace(record.payload, rounds=6))
+    assert "96.9% interval" in header_lines(SweepView.of_record(six))[2] and "loose" not in \
+        header_lines(SweepView.of_record(six))[2]
+    for row, shown in zip(ms.ranked(record.payload), table(SweepView.of_record(record))):
+        assert shown["predicted / anchored"] == f"{row.shape.predicted_tokens_per_second / row.anchored:.2f}"
+        assert float(shown["tokens/s anchored"].replace(",", "")) == pytest.approx(row.anchored, rel=0.01)
+    assert mfu_above_peak(record.payload) == ""
+    first, *rest = record.payload.candidates
+    hot = replace(record.payload, candidates=[replace(first, mfu=2.741), *rest])
+    assert mfu_above_peak(hot) == f"{ms.label(first)} 2.74"

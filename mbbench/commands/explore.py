@@ -181,7 +181,17 @@ def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by,
     load = outcome.record.payload.load
     if load and load.warning:
         click.echo(f"warning: {load.warning}", err=True)
+    above = mfu_above_peak(outcome.record.payload)
+    if above:
+        click.echo(f"warning: MFU above 100% ({above}): these shapes ran faster than the peak they are measured "
+                   f"against ({outcome.record.payload.peak_note}), which was timed on a busier machine or on another "
+                   "kernel; read their MFU as relative only", err=True)
     click.echo(f"wrote {outcome.path}, {csv_path}" + (f" and {figure_path}" if figure_path else ""))
+
+
+def mfu_above_peak(payload) -> str:
+    """'96/128/1 2.74, ...': the shapes whose MFU exceeds 1 (a peak measured too low), or '' when none does."""
+    return ", ".join(f"{measured_sweep.label(c)} {c.mfu:.2f}" for c in payload.candidates if c.mfu and c.mfu > 1)
 
 
 def write_measured_outputs(outcome: measured_sweep.SweepOutcome) -> tuple[Path, Path | None]:

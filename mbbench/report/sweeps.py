@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mbbench.bench.paired import median_interval
 from mbbench.files import ENCODING
 from mbbench.formatting import plural, significant
 from mbbench.measured_sweep import RANKINGS, label, ranked, table_rows
@@ -64,11 +65,22 @@ def header_lines(view: SweepView) -> list[str]:
     """What a measured sweep rests on: device and workload, ranking metric, blocks and rounds, completeness."""
     payload = view.payload
     done = "" if payload.complete else f" (partial: {len(payload.candidates)} of {payload.planned} shapes)"
+    coverage = median_interval([1.0] * payload.rounds).confidence if payload.rounds >= 2 else None
+    ties = (f"'1=' is tied with the best (the {coverage:.1%} interval of its paired ratio to the best reaches 1)"
+            if coverage else "one round: no intervals, no ties")
+    loose = (f"; fewer than {FEWEST_ROUNDS_FOR_95} rounds: the intervals cover only {coverage:.1%}, so ties are "
+             f"loose (--rounds {FEWEST_ROUNDS_FOR_95} for 95%)" if payload.rounds < FEWEST_ROUNDS_FOR_95 else "")
     return [f"measured sweep{done}: {workload_text(view)}",
             f"ranked by {RANKINGS[payload.ranking]}, measured on this device; "
-            f"{plural(payload.rounds, 'interleaved round')} per block, every block with the anchor {'/'.join(map(str, payload.anchor))}; attention "
-            f"{payload.backend}; '1=' is tied with the best (its paired interval reaches it)",
+            f"{plural(payload.rounds, 'interleaved round')} per block, every block with the anchor "
+            f"{'/'.join(map(str, payload.anchor))}; attention {payload.backend}",
+            f"{ties}{loose}",
+            "anchored: a shape's median ratio to the anchor (same rounds) x the anchor's median tokens/s, so that "
+            "blocks compare; predicted / anchored is the prediction's error; MFU is in the shape's own block",
             f"MFU against {payload.peak_note}"]
+
+
+FEWEST_ROUNDS_FOR_95 = 6  # the fewest rounds whose median interval covers 95% (bench.paired.median_interval)
 
 
 def figure(view: SweepView, path: Path) -> Path | None:
@@ -112,10 +124,11 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
             "rank": row.rank_text, "hidden": shape.hidden, "glu": shape.glu, "layers": shape.layers,
             "parameters_m": round(shape.parameters / 1e6, 2),
             "tokens/s in its block [interval]": significant(round(shape.tokens_per_second, 1)) + bounds,
+            **({} if metric == "anchored_tokens_per_second" else {"tokens/s anchored": significant(round(row.anchored, 1))}),
             METRIC_NAMES[metric]: significant(round(row.value, 1)),
             "predicted tokens/s": significant(predicted) if predicted else "",
-            "predicted / measured": f"{ratio:.2f}" if ratio else "",
-            "MFU": f"{mfu:.1%}" if mfu is not None else "",
+            "predicted / anchored": f"{ratio:.2f}" if ratio else "",
+            "MFU in its block": f"{mfu:.1%}" if mfu is not None else "",
             "GEMM": f"{shape.gemm} ({shape.gemm_source})",
             "element-wise": f"{shape.elementwise} ({shape.elementwise_source})"})
     return out
