@@ -10,6 +10,16 @@ class BackendUnavailable(UserError):
     """An attention backend was asked for explicitly but cannot run here."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after part of a measurement finished: `partial` (a `records.Record` whose payload says it is not
+    `complete`) holds what finished; the store writes it before the interruption goes on (`results.Store.produce`)."""
+
+    def __init__(self, partial: object):
+        super().__init__()
+        self.partial = partial
+        self.path: object | None = None  # where the store wrote it
+
+
 # Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).
 OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 

@@ -26,7 +26,7 @@ from mbbench.bench.clock import RealClock
 from mbbench.bench.forward_service import latency_call, latency_requests, model_batch
 from mbbench.bench.latency import LatencyRun, few_samples_note, measure_latency
 from mbbench.bench.loadgen import MAX_REQUESTS, MAX_SECONDS
-from mbbench.errors import UserError
+from mbbench.errors import Interrupted, UserError
 from mbbench.loading import LoadedModel
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, unsupported_record
@@ -73,12 +73,16 @@ class LatencySettings:
                 ("min_seconds", float(self.min_seconds)), ("seed", self.seed), ("warmup", self.warmup))
 
 
-def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = None) -> Record:
+def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = None,
+            earlier: Latency | None = None) -> Record:
     """Measure one plan's per-request latency at each of `settings.batch_sizes`; its record (ok or unsupported).
 
-    The plan must come from `plan.resolve(config, "latency", traffic=settings.traffic())`. Raises whatever
-    building, preparing or running the model raises, ParityFailure included (the store turns it into a failure
-    record).
+    The plan must come from `plan.resolve(config, "latency", traffic=settings.traffic())`. `earlier`, a partial
+    record's payload of the same identity, keeps its measured batch sizes: only the rest are measured (the record's
+    setup and machine load are then this run's). Ctrl-C after at least one batch size is measured raises
+    `errors.Interrupted` with the partial record (the store writes it); before that, KeyboardInterrupt. Raises
+    whatever building, preparing or running the model raises, ParityFailure included (the store turns it into a
+    failure record).
     """
     reason = plan.unsupported_reason()
     if reason:
@@ -88,17 +92,30 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     if progress:
         progress(f"cold start: {cold_start_text(model)} (document 0, {len(plan.suite.document(0))} tokens); "
                  f"{plan.documents} documents to draw from ({model.encoder.layout})")
-    points, machine = [], watch_load(plan, model.busy_threads)
-    for batch_size in settings.batch_sizes:
-        run = measure_batch_size(plan, model, settings, batch_size,
-                                 RequestProgress(settings, batch_size, progress) if progress else None)
+    points = [p for p in earlier.points if p.batch_size in settings.batch_sizes] if earlier else []
+    if points and progress:
+        progress(f"kept from the interrupted run: batch size {', '.join(str(p.batch_size) for p in points)}")
+    machine = watch_load(plan, model.busy_threads)
+    for batch_size in [b for b in settings.batch_sizes if b not in {p.batch_size for p in points}]:
+        try:
+            run = measure_batch_size(plan, model, settings, batch_size,
+                                     RequestProgress(settings, batch_size, progress) if progress else None)
+        except KeyboardInterrupt:
+            if points:  # what finished is kept: the store writes it, a rerun measures the rest
+                raise Interrupted(record(plan, latency_payload(model, settings, points, machine()))) from None
+            raise
         points.append(run.point())
         if progress:
-            stats = run.stats
-            progress(f"batch {batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
-                     f"p99 {stats.p99 * 1e3:.1f} ms{few_samples_note(stats, (99,), 'requests')}, "
-                     f"{run.tokens_per_second:,.0f} tokens/s")
+            say_point(progress, run)
     return record(plan, latency_payload(model, settings, points, machine()))
+
+
+def say_point(progress: Progress, run: LatencyRun) -> None:
+    """One batch size's result for people: requests, p50, p99 (with a note when too few lie beyond it), tokens/s."""
+    stats = run.stats
+    progress(f"batch {run.batch_size}: {stats.count} requests, p50 {stats.p50 * 1e3:.1f} ms, "
+             f"p99 {stats.p99 * 1e3:.1f} ms{few_samples_note(stats, (99,), 'requests')}, "
+             f"{run.tokens_per_second:,.0f} tokens/s")
 
 
 def service_batches(plan: Plan, encoder: Encoder, rows: int) -> list[Batch]:
@@ -128,7 +145,10 @@ def cold_start_text(model: LoadedModel) -> str:
 def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[LatencyPoint], load: MachineLoad
                     ) -> Latency:
     """The record's numbers: each batch size's point, and how the model was served (`service_setup`)."""
-    return Latency(setup=service_setup(model, settings, load), points=points, warmup_requests=settings.warmup)
+    order = list(settings.batch_sizes)  # measured points (kept ones first) in the order asked for
+    return Latency(setup=service_setup(model, settings, load),
+                   points=sorted(points, key=lambda point: order.index(point.batch_size)),
+                   warmup_requests=settings.warmup, planned_batch_sizes=order)
 
 
 def service_setup(model: LoadedModel, settings: LatencySettings, load: MachineLoad) -> ServiceSetup:

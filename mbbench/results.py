@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterator
 
-from mbbench.errors import UserError
+from mbbench.errors import Interrupted, UserError
 from mbbench.files import read_text, write_json
 from mbbench.records import KINDS, Record
 
@@ -138,15 +138,19 @@ class Store:
                 force: bool = False, retry_failed: bool = True) -> Outcome:
         """Resume or run one configuration: the one code path of run, max-batch, predict, compare and matrix.
 
-        Skips when a record answering `key` exists (unless `force`; a failure is retried when `retry_failed`).
-        An exception from `make` becomes `on_error(exception)`'s failure record; KeyboardInterrupt propagates
-        (records already written stay).
+        Skips when a record answering `key` exists (unless `force`; a failure is retried when `retry_failed`;
+        a partial one, whose payload is not `complete`, runs again: its producer measures the rest). An exception
+        from `make` becomes `on_error(exception)`'s failure record; KeyboardInterrupt propagates (records already
+        written stay), after `errors.Interrupted`'s partial record is written.
         """
         existing = self.find(key, include_failed=not retry_failed)
-        if existing is not None and not force:
+        if existing is not None and not force and getattr(existing.payload, "complete", True):
             return Outcome(existing, Path(existing.source_path or self.path_for(existing)), "skipped")
         try:
             record = make()
+        except Interrupted as stop:  # Ctrl-C with part of it measured: keep that part, then stop
+            stop.path = self.write(stop.partial)
+            raise
         except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
             record = on_error(error)
         return Outcome(record, self.write(record), "ran")

@@ -170,7 +170,7 @@ def test_report_has_latency_and_serving_sections_with_their_figures(tmp_path):
 def test_a_configuration_that_raises_is_a_failure_record_and_ctrl_c_exits_130(tmp_path, monkeypatch):
     import mbbench.latency
 
-    def broken(plan, settings, progress=None):
+    def broken(plan, settings, progress=None, earlier=None):
         raise RuntimeError("the model fell over")
 
     monkeypatch.setattr(mbbench.latency, "measure", broken)
@@ -178,13 +178,48 @@ def test_a_configuration_that_raises_is_a_failure_record_and_ctrl_c_exits_130(tm
     [record] = records_in(tmp_path / "failed")
     assert failed.exit_code == 1 and record.status == "failed" and "fell over" in record.reason
 
-    def interrupted(plan, settings, progress=None):
+    def interrupted(plan, settings, progress=None, earlier=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mbbench.latency, "measure", interrupted)
     stopped = invoke(*LATENCY, "--out", tmp_path / "stopped", "--quiet")
     assert stopped.exit_code == 130 and "interrupted: 0 record(s) written" in stopped.output
     assert records_in(tmp_path / "stopped") == []
+
+
+def test_ctrl_c_keeps_the_batch_sizes_that_finished_and_a_rerun_measures_only_the_rest(tmp_path, monkeypatch):
+    """The fresh-user trial: Ctrl-C in batch size 2 of `latency` after batch size 1 had finished (728 requests)
+    wrote nothing. Now the finished batch sizes are a partial record, and the same command measures the rest."""
+    import mbbench.latency
+
+    measured, real = [], mbbench.latency.measure_batch_size
+
+    def stop_at_the_second(plan, model, settings, batch_size, on_request=None):
+        if measured:
+            raise KeyboardInterrupt
+        measured.append(batch_size)
+        return real(plan, model, settings, batch_size, on_request)
+
+    monkeypatch.setattr(mbbench.latency, "measure_batch_size", stop_at_the_second)
+    stopped = invoke(*LATENCY, "--out", tmp_path, "--quiet")
+    assert stopped.exit_code == 130 and "interrupted: 1 record(s) written" in stopped.output
+    assert "(partial: the same command measures the rest)" in stopped.output
+    [partial] = records_in(tmp_path)
+    assert partial.payload.batch_sizes == [1] and partial.payload.planned_batch_sizes == [1, 3]
+    assert not partial.payload.complete and partial.status == "ok"
+    kept = partial.payload.point(1)
+
+    def count(plan, model, settings, batch_size, on_request=None):
+        measured.append(batch_size)
+        return real(plan, model, settings, batch_size, on_request)
+
+    monkeypatch.setattr(mbbench.latency, "measure_batch_size", count)
+    again = invoke(*LATENCY, "--out", tmp_path)
+    assert again.exit_code == 0, again.output
+    assert measured == [1, 3] and "kept from the interrupted run: batch size 1" in again.output
+    [whole] = records_in(tmp_path)
+    assert whole.payload.complete and whole.payload.batch_sizes == [1, 3] and whole.payload.point(1) == kept
+    assert "skip" in invoke(*LATENCY, "--out", tmp_path).output  # now whole: skipped like any record
 
 
 def test_percentiles_say_how_many_requests_they_rest_on_and_the_default_gives_p99_one(tmp_path):

@@ -204,6 +204,7 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     row["status"] = record.status + (" (unstable)" if getattr(payload, "unstable", False) else "") + \
         (" (busy)" if load_warning(record) else "") + \
         (" (capped: a lower bound)" if getattr(payload, "capped", False) else "") + \
+        (" (partial)" if getattr(payload, "complete", True) is False else "") + \
         (f" ({state})" if state == "skipped" else "")
     if path:
         row["record"] = path
@@ -231,7 +232,9 @@ def produce_and_print(jobs: Iterable, out_dir: str, force: bool, quiet: bool,
                 click.echo(f"warning: {item.label}: {warning}", err=True)
             if outcome.record.status == "ok":
                 extra += what_ran(outcome.record) + (extra_lines(outcome.record) if extra_lines else [])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        partial = getattr(stop, "path", None)  # errors.Interrupted: what finished of the interrupted one
+        written += [f"{partial} (partial: the same command measures the rest)"] if partial else []
         click.echo(f"interrupted: {len(written)} record(s) written" + "".join(f"\n  {p}" for p in written), err=True)
         return 130
     print_table(rows, [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("path", "why", "reason")])

@@ -21,8 +21,9 @@ from mbbench.commands.console import aligned, produce_and_print
 from mbbench.commands.options import options
 from mbbench.device import check_requested_gpu, detect
 from mbbench.driver import job
-from mbbench.plan import resolve
+from mbbench.plan import Plan, resolve
 from mbbench.records import PERCENTILES, Latency, RatePoint, Record, Serving, SloSummary
+from mbbench.results import Store
 
 SHARED = ("models", "suites", "protocol", "backend", "dtype", "request_docs", "device", "gpu", "engine", "threads", "gemm",
           "elementwise", "out", "force", "compile", "weights", "tiny", "quiet")
@@ -56,8 +57,18 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, engine, b
     plans = [resolve(c, "latency", device=local, traffic=settings.traffic())
              for c in configs(models, suites, engine=engine, engine_cache=engine_cache(), **fields)]
     echo_notes(plans, quiet)
-    jobs = [job(p, lambda plan: latency_producer.measure(plan, settings, progress_for(plan, quiet))) for p in plans]
+    store = Store(out_dir)
+    jobs = [job(p, lambda plan: latency_producer.measure(plan, settings, progress_for(plan, quiet),
+                                                         None if force else partial_latency(store, plan)))
+            for p in plans]
     finish(produce_and_print(jobs, out_dir, force, quiet, latency_lines))
+
+
+def partial_latency(store: Store, plan: Plan) -> Latency | None:
+    """The payload of the plan's partial latency record (Ctrl-C kept its finished batch sizes), or None."""
+    found = store.find(plan.identity.key())
+    payload = found.payload if found else None
+    return payload if isinstance(payload, Latency) and not payload.complete else None
 
 
 @click.command()

@@ -62,10 +62,16 @@ class Latency:
     setup: ServiceSetup
     points: list[LatencyPoint]
     warmup_requests: int  # per batch size: untimed requests after the cold call, before the timed ones
+    planned_batch_sizes: list[int] | None = None  # what the command asked for (None: records before it was kept)
 
     @property
     def batch_sizes(self) -> list[int]:
         return [p.batch_size for p in self.points]
+
+    @property
+    def complete(self) -> bool:
+        """False when Ctrl-C stopped it before every planned batch size was measured (a rerun measures the rest)."""
+        return self.planned_batch_sizes is None or set(self.planned_batch_sizes) <= set(self.batch_sizes)
 
     def point(self, batch_size: int) -> LatencyPoint:
         """The point of `batch_size`; KeyError when it was not measured."""
