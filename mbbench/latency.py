@@ -40,7 +40,8 @@ DEFAULT_WARMUP = 10  # optimum-benchmark: warmup_runs = 10
 
 Progress = Callable[[str], None]
 HEARTBEAT_S = 30.0  # wall seconds between progress lines while one batch size runs
-SHORTEN = "--requests, --min-seconds or fewer --batch-size shorten it (Ctrl-C stops it, nothing is written)"
+SHORTEN = ("--requests, --min-seconds or fewer --batch-size shorten it (Ctrl-C stops it and keeps the batch sizes "
+           "that finished)")
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def remaining_estimate(settings: LatencySettings, batch_size: int, first_seconds
     later = settings.batch_sizes[list(settings.batch_sizes).index(batch_size):]
     seconds = 0.0
     for size in later:
-        per_request = first_seconds * size / batch_size
+        per_request = max(first_seconds, 1e-9) * size / batch_size  # a request below the clock's resolution
         requests = max(settings.min_requests, math.ceil(settings.min_seconds / per_request))
         seconds += per_request * (requests - 1 if size == batch_size else requests)
     return estimate.Estimate(seconds, f"{first_seconds * 1e3:,.1f} ms for the first timed request at batch "
