@@ -153,8 +153,10 @@ def measured_sweep_sections(rows: list[Row], out: Path) -> list[Section]:
         shown = table(view)
         header = list(shown[0]) if shown else []
         image = figure(view, out / f"measured_sweep_{index}.png")
-        sections.append(Section(f"Measured sweep on {view.device} ({view.dtype})",
-                                " ".join(header_lines(view)) + f" Record: {row.record.source_path or ''}.",
+        payload = view.payload  # two sweeps on one device and dtype differ in their grid or rounds: say which
+        sections.append(Section(f"Measured sweep on {view.device} ({view.dtype}, "
+                                f"{plural(len(payload.candidates), 'shape')}, {plural(payload.rounds, 'round')})",
+                                ". ".join(header_lines(view)) + f". Record: {row.record.source_path or ''}.",
                                 (header, [[str(v) for v in r.values()] for r in shown]), image,
                                 [correlation_text(view.payload)]))
     return sections
