@@ -89,11 +89,14 @@ def measured_vs_predicted(points: list[MeasuredPoint], path: Path, title: str) -
     values = [v for p in points for v in (p.predicted, p.measured)]
     low, high = min(values) * 0.95, max(values) * 1.05
     ax.plot([low, high], [low, high], "--", color="grey", linewidth=1, label="measured = predicted")
+    ringed = False  # the legend names the ring once
     for point in points:
         if point.best:
             ax.plot(point.predicted, point.measured, "*", color="red", markersize=16, label=f"best: {point.label}")
         elif point.tied:
-            ax.plot(point.predicted, point.measured, "o", markersize=11, markerfacecolor="none", markeredgecolor="red")
+            ax.plot(point.predicted, point.measured, "o", markersize=11, markerfacecolor="none", markeredgecolor="red",
+                    label=None if ringed else "tied with the best")
+            ringed = True
     ax.set_xlabel("predicted tokens/s")
     ax.set_ylabel("measured tokens/s (anchored median, paired interval)")
     ax.xaxis.set_major_formatter(thousands)
