@@ -30,7 +30,7 @@ from mbbench.errors import Interrupted, UserError
 from mbbench.loading import LoadedModel
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Latency, LatencyPoint, MachineLoad, Record, ServiceSetup
+from mbbench.records import Latency, LatencyPoint, MachineLoad, Record
 from mbbench.runner import watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -145,21 +145,13 @@ def cold_start_text(model: LoadedModel) -> str:
 
 def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[LatencyPoint], load: MachineLoad
                     ) -> Latency:
-    """The record's numbers: each batch size's point, and how the model was served (`service_setup`)."""
+    """The record's numbers: each batch size's point, and how the model was served (`LoadedModel.service_setup`)."""
     order = list(settings.batch_sizes)  # measured points (kept ones first) in the order asked for
-    return Latency(setup=service_setup(model, settings, load),
+    setup = model.service_setup(settings.seed, settings.min_requests, settings.min_seconds, RealClock.kind,
+                                warmed_description(settings.warmup), load)
+    return Latency(setup=setup,
                    points=sorted(points, key=lambda point: order.index(point.batch_size)),
                    warmup_requests=settings.warmup, planned_batch_sizes=order)
-
-
-def service_setup(model: LoadedModel, settings: LatencySettings, load: MachineLoad) -> ServiceSetup:
-    """What a latency measurement ran: the build, the engine with its cold start and gate, the machine's load."""
-    built, info = model.built, model.engine.info
-    return ServiceSetup(built.info(), model.encoder.layout, settings.seed, settings.min_requests, settings.min_seconds,
-                        model.timer, RealClock.kind, built.load_seconds, info.first_call_seconds,
-                        warmed_description(settings.warmup), load, engine=info,
-                        parity=model.parity.check() if model.parity else None,
-                        cold_start_seconds=info.cold_start_seconds)
 
 
 def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int,

@@ -41,7 +41,7 @@ from mbbench.models.encoders import Encoder, float32_twin
 from mbbench.models.gemm import TORCH as DEFAULT_GEMM
 from mbbench.plan import ModelPlan
 from mbbench.progress import heartbeat
-from mbbench.records import BuildInfo
+from mbbench.records import BuildInfo, MachineLoad, ServiceSetup
 
 Progress = Callable[[str], None]
 
@@ -107,6 +107,17 @@ class LoadedModel:
     def cold_start_seconds(self) -> float:
         """Export + compile + first call of the engine: what a deployment pays once, before warmup (s)."""
         return self.engine.info.cold_start_seconds
+
+    def service_setup(self, seed: int, min_requests: int, min_seconds: float, clock: str, warmed: str,
+                      load: MachineLoad) -> ServiceSetup:
+        """What a latency or serving measurement ran on this model (`records.ServiceSetup`): the build, the engine
+        with its cold start and accuracy gate, the timer, and the measurement's own settings, clock, warmup (in
+        words) and the machine's load."""
+        built, info = self.built, self.engine.info
+        return ServiceSetup(built.info(), self.encoder.layout, seed, min_requests, min_seconds, self.timer, clock,
+                            built.load_seconds, info.first_call_seconds, warmed, load, engine=info,
+                            parity=self.parity.check() if self.parity else None,
+                            cold_start_seconds=info.cold_start_seconds)
 
 
 def load(model: ModelPlan, inputs: Callable[[Encoder], Sequence[Batch]], progress: Progress | None = None,

@@ -31,7 +31,7 @@ from mbbench.errors import UserError
 from mbbench.latency import cold_start_text, service_batches
 from mbbench.loading import LoadedModel
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import (MachineLoad, Record, Serving, ServiceSetup, SloPoint, SloSummary, samples_beyond,
+from mbbench.records import (MachineLoad, Record, Serving, SloPoint, SloSummary, samples_beyond,
                              samples_needed)
 from mbbench.runner import watch_load
 
@@ -182,22 +182,15 @@ def run_rates(plan: Plan, settings: ServeSettings, batcher: Batcher, service: Mo
 
 def serving_payload(model: LoadedModel, settings: ServeSettings, batcher: Batcher, runs: list[ServingRun],
                     search: SloSearch | None, load: MachineLoad) -> Serving:
-    """The record's numbers: each rate's run, the SLO's answer, and how the model was served (`service_setup`)."""
-    return Serving(setup=service_setup(model, settings, load), arrival="poisson",
+    """The record's numbers: each rate's run, the SLO's answer, and how the model was served
+    (`LoadedModel.service_setup`)."""
+    setup = model.service_setup(settings.seed, settings.min_requests, settings.duration_s, settings.clock,
+                                warmed_description(settings.warmup), load)
+    return Serving(setup=setup, arrival="poisson",
                    max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
                    max_wait_seconds=batcher.max_wait_s, sort_by_length=batcher.sort_by_length,
                    runs=[run.point() for run in runs], slo=search_summary(search) if search else None,
                    drain_limit_seconds=settings.drain_s)
-
-
-def service_setup(model: LoadedModel, settings: ServeSettings, load: MachineLoad) -> ServiceSetup:
-    """What a load test ran: the build, the engine with its cold start and gate, the clock, the machine's load."""
-    built, info = model.built, model.engine.info
-    return ServiceSetup(built.info(), model.encoder.layout, settings.seed, settings.min_requests, settings.duration_s,
-                        model.timer, settings.clock, built.load_seconds, info.first_call_seconds,
-                        warmed_description(settings.warmup), load, engine=info,
-                        parity=model.parity.check() if model.parity else None,
-                        cold_start_seconds=info.cold_start_seconds)
 
 
 def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:

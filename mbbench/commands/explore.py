@@ -22,6 +22,7 @@ from mbbench.files import write_text
 from mbbench.formatting import significant
 from mbbench.models import registry
 from mbbench.models.config import preset
+from mbbench.records import MeasuredSweep
 from mbbench.progress import progress_bar
 from mbbench.report.figures import sweep_heatmap
 from mbbench.report.render import build_report
@@ -189,7 +190,7 @@ def sweep_measured(grid, head_dim, params, tokens, dtype, out_dir, top, rank_by,
     click.echo(f"wrote {outcome.path}, {csv_path}" + (f" and {figure_path}" if figure_path else ""))
 
 
-def mfu_above_peak(payload) -> str:
+def mfu_above_peak(payload: MeasuredSweep) -> str:
     """'96/128/1 2.74, ...': the shapes whose MFU exceeds 1 (a peak measured too low), or '' when none does."""
     return ", ".join(f"{measured_sweep.label(c)} {c.mfu:.2f}" for c in payload.candidates if c.mfu and c.mfu > 1)
 

@@ -120,11 +120,13 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
         predicted = _rounded(shape.predicted_tokens_per_second) if shape.predicted_tokens_per_second else None
         ratio = _rounded(row.predicted_over_measured, 3) if row.predicted_over_measured else None
         mfu = _rounded(shape.mfu, 4)
+        anchored = {} if metric == "anchored_tokens_per_second" else {  # else the ranking column is this one
+            "tokens/s anchored": significant(round(row.anchored, 1))}
         out.append({
             "rank": row.rank_text, "hidden": shape.hidden, "glu": shape.glu, "layers": shape.layers,
             "parameters_m": round(shape.parameters / 1e6, 2),
             "tokens/s in its block [interval]": significant(round(shape.tokens_per_second, 1)) + bounds,
-            **({} if metric == "anchored_tokens_per_second" else {"tokens/s anchored": significant(round(row.anchored, 1))}),
+            **anchored,
             METRIC_NAMES[metric]: significant(round(row.value, 1)),
             "predicted tokens/s": significant(predicted) if predicted else "",
             "predicted / anchored": f"{ratio:.2f}" if ratio else "",
