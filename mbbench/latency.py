@@ -30,7 +30,7 @@ from mbbench.errors import Interrupted, UserError
 from mbbench.loading import LoadedModel
 from mbbench.models.encoders import Encoder
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import Latency, LatencyPoint, MachineLoad, Record
+from mbbench.records import KeptPoints, Latency, LatencyPoint, MachineLoad, Record
 from mbbench.runner import watch_load
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -75,12 +75,13 @@ class LatencySettings:
 
 
 def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = None,
-            earlier: Latency | None = None) -> Record:
+            earlier: Record | None = None) -> Record:
     """Measure one plan's per-request latency at each of `settings.batch_sizes`; its record (ok or unsupported).
 
     The plan must come from `plan.resolve(config, "latency", traffic=settings.traffic())`. `earlier`, a partial
-    record's payload of the same identity, keeps its measured batch sizes: only the rest are measured (the record's
-    setup and machine load are then this run's). Ctrl-C after at least one batch size is measured raises
+    latency record of the same identity, keeps its measured batch sizes: only the rest are measured. The record's
+    setup (cold start, machine load) is then this run's, and `kept` says which points an earlier run measured,
+    when, and under what load (`kept_points`). Ctrl-C after at least one batch size is measured raises
     `errors.Interrupted` with the partial record (the store writes it); before that, KeyboardInterrupt. Raises
     whatever building, preparing or running the model raises, ParityFailure included (the store turns it into a
     failure record).
@@ -93,7 +94,8 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
     if progress:
         progress(f"cold start: {cold_start_text(model)} (document 0, {len(plan.suite.document(0))} tokens); "
                  f"{plan.documents} documents to draw from ({model.encoder.layout})")
-    points = [p for p in earlier.points if p.batch_size in settings.batch_sizes] if earlier else []
+    points = [p for p in earlier.payload.points if p.batch_size in settings.batch_sizes] if earlier else []
+    kept = kept_points(earlier, {p.batch_size for p in points}) if points else None
     if points and progress:
         progress(f"kept from the interrupted run: batch size {', '.join(str(p.batch_size) for p in points)}")
     machine = watch_load(plan, model.busy_threads)
@@ -103,12 +105,24 @@ def measure(plan: Plan, settings: LatencySettings, progress: Progress | None = N
                                      RequestProgress(settings, batch_size, progress) if progress else None)
         except KeyboardInterrupt:
             if points:  # what finished is kept: the store writes it, a rerun measures the rest
-                raise Interrupted(record(plan, latency_payload(model, settings, points, machine()))) from None
+                raise Interrupted(record(plan, latency_payload(model, settings, points, machine(), kept))) from None
             raise
         points.append(run.point())
         if progress:
             say_point(progress, run)
-    return record(plan, latency_payload(model, settings, points, machine()))
+    return record(plan, latency_payload(model, settings, points, machine(), kept))
+
+
+def kept_points(earlier: Record, batch_sizes: set[int]) -> list[KeptPoints]:
+    """Where the points of `batch_sizes` kept from the partial record `earlier` were measured: the runs `earlier`
+    had kept in turn, then `earlier`'s own run (its creation time and machine load)."""
+    payload = earlier.payload
+    before = [KeptPoints([b for b in k.batch_sizes if b in batch_sizes], k.created_at, k.load)
+              for k in payload.kept or []]
+    kept_before = {b for k in before for b in k.batch_sizes}
+    own = KeptPoints(sorted(batch_sizes - kept_before, key=payload.batch_sizes.index), earlier.created_at,
+                     payload.setup.load)
+    return [k for k in [*before, own] if k.batch_sizes]
 
 
 def say_point(progress: Progress, run: LatencyRun) -> None:
@@ -143,15 +157,15 @@ def cold_start_text(model: LoadedModel) -> str:
                       f"first call {(info.first_call_seconds or 0.0) * 1e3:.1f} ms"])
 
 
-def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[LatencyPoint], load: MachineLoad
-                    ) -> Latency:
+def latency_payload(model: LoadedModel, settings: LatencySettings, points: list[LatencyPoint], load: MachineLoad,
+                    kept: list[KeptPoints] | None = None) -> Latency:
     """The record's numbers: each batch size's point, and how the model was served (`LoadedModel.service_setup`)."""
     order = list(settings.batch_sizes)  # measured points (kept ones first) in the order asked for
     setup = model.service_setup(settings.seed, settings.min_requests, settings.min_seconds, RealClock.kind,
                                 warmed_description(settings.warmup), load)
     return Latency(setup=setup,
                    points=sorted(points, key=lambda point: order.index(point.batch_size)),
-                   warmup_requests=settings.warmup, planned_batch_sizes=order)
+                   warmup_requests=settings.warmup, planned_batch_sizes=order, kept=kept)
 
 
 def measure_batch_size(plan: Plan, model: LoadedModel, settings: LatencySettings, batch_size: int,

@@ -2,7 +2,7 @@
 errors, and the report's sections. Nothing here judges a time: only orderings, counts and what is recorded."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,11 @@ from click.testing import CliRunner
 from mbbench import results
 from mbbench.cli import cli
 from mbbench.plan import RunConfig, resolve
-from mbbench.records import LATER_FIELDS, Identity, Latency, Serving
+from mbbench.commands.console import load_warning
+from mbbench.records import LATER_FIELDS, Identity, KeptPoints, Latency, MachineLoad, Serving
 from mbbench.report.render import build_report
+from mbbench.report.selection import row_of
+from mbbench.report.serving import latency_rows
 from mbbench.serve import ServeSettings
 
 TINY = ["--tiny", "--device", "cpu"]
@@ -219,7 +222,20 @@ def test_ctrl_c_keeps_the_batch_sizes_that_finished_and_a_rerun_measures_only_th
     assert measured == [1, 3] and "kept from the interrupted run: batch size 1" in again.output
     [whole] = records_in(tmp_path)
     assert whole.payload.complete and whole.payload.batch_sizes == [1, 3] and whole.payload.point(1) == kept
+    # the second trial: the whole record's setup is the resuming run's; the kept point says which run measured it
+    assert whole.payload.kept == [KeptPoints([1], partial.created_at, partial.payload.setup.load)]
     assert "skip" in invoke(*LATENCY, "--out", tmp_path).output  # now whole: skipped like any record
+
+    busy = MachineLoad(None, None, "machine was busy: 2 other processes")
+    record = replace(partial, payload=replace(partial.payload, setup=replace(partial.payload.setup, load=busy)))
+    assert "partial: 1 of 2 batch sizes" in latency_rows([row_of(record)])[0][1]
+    kept_busy = replace(whole, payload=replace(whole.payload, kept=[KeptPoints([1], "2026-01-02T03:04:05+00:00",
+                                                                               busy)]))
+    assert load_warning(kept_busy).endswith("batch size 1 (kept from the run of 2026-01-02T03:04:05+00:00): "
+                                            "machine was busy: 2 other processes")
+    first, second = latency_rows([row_of(kept_busy)])
+    assert (first[-2:], first[-3]) == (["2026-01-02", "busy"], "an earlier run's")
+    assert second[-2] == whole.created_at[:10]
 
 
 def test_percentiles_say_how_many_requests_they_rest_on_and_the_default_gives_p99_one(tmp_path):

@@ -104,10 +104,16 @@ def _short(value: float) -> str:
 
 
 def load_warning(record: Record) -> str | None:
-    """The busy-machine warning of a measurement, or None."""
+    """The busy-machine warning of a measurement (and of the earlier runs a resumed latency record kept points
+    from, each named), or None."""
     payload = record.payload
     load = payload.setup.load if isinstance(payload, (Latency, Serving)) else getattr(payload, "load", None)
-    return load.warning if load else None
+    warnings = [load.warning] if load and load.warning else []
+    for kept in getattr(payload, "kept", None) or []:
+        if kept.load and kept.load.warning:
+            warnings.append(f"batch size {', '.join(map(str, kept.batch_sizes))} (kept from the run of "
+                            f"{kept.created_at}): {kept.load.warning}")
+    return "; ".join(warnings) or None
 
 
 def mfu_above_one(payload) -> str:

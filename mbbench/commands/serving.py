@@ -64,11 +64,10 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, engine, b
     finish(produce_and_print(jobs, out_dir, force, quiet, latency_lines))
 
 
-def partial_latency(store: Store, plan: Plan) -> Latency | None:
-    """The payload of the plan's partial latency record (Ctrl-C kept its finished batch sizes), or None."""
+def partial_latency(store: Store, plan: Plan) -> Record | None:
+    """The plan's partial latency record (Ctrl-C kept its finished batch sizes), or None."""
     found = store.find(plan.identity.key())
-    payload = found.payload if found else None
-    return payload if isinstance(payload, Latency) and not payload.complete else None
+    return found if found and isinstance(found.payload, Latency) and not found.payload.complete else None
 
 
 @click.command()

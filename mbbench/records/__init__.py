@@ -23,13 +23,13 @@ from mbbench.records.payloads import (Comparison, Failure, MaxBatchSearch, Paire
                                       SidePasses, Throughput, Trial)
 from mbbench.records.record import (KINDS, MEASUREMENTS, NO_NUMBER, PAYLOADS, STATUSES, Payload, Record, backend_of,
                                     now)
-from mbbench.records.service import (Latency, LatencyPoint, RatePoint, Serving, ServiceSetup, SloPoint, SloSummary)
+from mbbench.records.service import (KeptPoints, Latency, LatencyPoint, RatePoint, Serving, ServiceSetup, SloPoint, SloSummary)
 from mbbench.records.stats import (CONFIDENCE, PERCENTILES, UNSTABLE_IQR, Interval, Percentiles, Stats, samples_beyond,
                                    samples_needed)
 from mbbench.records.sweep import MeasuredSweep, RankCorrelation, SweepCandidate, SweepGrid, SweepWorkload
 
 __all__ = ["Agreement", "BuildInfo", "COMPILE_ENGINE", "CONFIDENCE", "Comparison", "ConfigChange", "DeviceInfo",
-           "ENGINE_SEPARATOR", "EngineInfo", "ErrorBand", "Failure", "Identity", "Interval", "KINDS", "LATER_FIELDS",
+           "ENGINE_SEPARATOR", "EngineInfo", "ErrorBand", "Failure", "Identity", "Interval", "KINDS", "KeptPoints", "LATER_FIELDS",
            "Latency", "LatencyPoint", "LoadSnapshot", "MAX_STEM_CHARS", "MEASUREMENTS", "MachineLoad",
            "MaxBatchSearch", "MeasuredSweep", "ModelInfo", "NO_NUMBER", "PAYLOADS", "PERCENTILES", "PairedRounds",
            "ParityCheck", "Payload", "Percentiles", "Prediction", "RankCorrelation", "RatePoint", "Ratio", "Record",

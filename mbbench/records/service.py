@@ -54,6 +54,16 @@ class LatencyPoint:
 
 
 @dataclass(frozen=True)
+class KeptPoints:
+    """Batch sizes a resumed latency record kept from an interrupted run: when that run's partial record was written
+    and the machine's load while it ran (the record's `setup` is the last run's: its cold start, its load)."""
+
+    batch_sizes: list[int]
+    created_at: str
+    load: MachineLoad | None
+
+
+@dataclass(frozen=True)
 class Latency:
     """Closed-loop per-request latency at batch sizes 1, 2, 4, ..., each request drawing its documents from the
     suite (seeded); at least `setup.min_requests` timed requests and `setup.min_seconds` per batch size."""
@@ -63,6 +73,7 @@ class Latency:
     points: list[LatencyPoint]
     warmup_requests: int  # per batch size: untimed requests after the cold call, before the timed ones
     planned_batch_sizes: list[int] | None = None  # what the command asked for (None: records before it was kept)
+    kept: list[KeptPoints] | None = None  # points measured by earlier, interrupted runs (None: all by this one)
 
     @property
     def batch_sizes(self) -> list[int]:

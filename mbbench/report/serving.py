@@ -35,12 +35,19 @@ def latency_rows(rows: list[Row]) -> list[list[str]]:
         payload: Latency = r.payload
         setup = payload.setup
         cold = f"load {setup.load_seconds or 0:.2f} s + first call {_ms(setup.first_call_seconds)} ms (document 0)"
+        label = r.label if payload.complete else f"{r.label} (partial: {len(payload.points)} of " \
+                                                 f"{len(payload.planned_batch_sizes)} batch sizes)"
         for point in payload.points:
             untimed = "" if point.shape_warmup_requests is None else str(point.shape_warmup_requests)
-            out.append([r.gpu, r.label, r.suite, setup.layout, str(point.batch_size), str(point.requests),
+            kept = next((k for k in payload.kept or [] if point.batch_size in k.batch_sizes), None)
+            if kept:  # measured by an earlier, interrupted run: its date and load, not the record's
+                date, busy, cold_start = kept.created_at[:10], bool(kept.load and kept.load.warning), "an earlier run's"
+            else:
+                date, busy, cold_start = r.date, r.busy, cold
+            out.append([r.gpu, label, r.suite, setup.layout, str(point.batch_size), str(point.requests),
                         *(shown_percentile(point.latency_seconds, p) for p in SHOWN),
-                        f"{point.tokens_per_second:,.0f}", f"{point.requests_per_second:,.2f}", untimed, cold, r.date,
-                        "busy" if r.busy else ""])
+                        f"{point.tokens_per_second:,.0f}", f"{point.requests_per_second:,.2f}", untimed, cold_start,
+                        date, "busy" if busy else ""])
     return out
 
 
