@@ -473,7 +473,7 @@ class RankedShape:
         return "1=" if self.tied else str(self.rank)
 
     @property
-    def predicted_over_measured(self) -> float | None:
+    def predicted_over_anchored(self) -> float | None:
         """Predicted over measured tokens/s, measured anchored: a shape's own-block median would carry its block's
         speed (blocks of one sweep measured 20% apart on a shared CPU), which the anchor ratio cancels."""
         predicted = self.shape.predicted_tokens_per_second
@@ -577,7 +577,7 @@ def table_rows(payload: MeasuredSweep, dtype: str, device: str) -> list[dict]:
             metric: round(row.value, 1), f"predicted_{metric}": round(row.predicted, 1) if row.predicted else None,
             "predicted_tokens_per_second": round(shape.predicted_tokens_per_second, 1)
             if shape.predicted_tokens_per_second else None,
-            "predicted_over_measured": round(row.predicted_over_measured, 3) if row.predicted_over_measured else None,
+            "predicted_over_anchored": round(row.predicted_over_anchored, 3) if row.predicted_over_anchored else None,
             "mfu": round(shape.mfu, 4) if shape.mfu is not None else None, "gemm": shape.gemm,
             "gemm_source": shape.gemm_source, "elementwise": shape.elementwise,
             "elementwise_source": shape.elementwise_source, "block": shape.block, "ranked_by": metric,

@@ -147,17 +147,17 @@ def test_the_equal_parameter_ranking_scales_by_parameters(tmp_path):
         assert row.value == pytest.approx(expected)
 
 
-def test_predicted_over_measured_reads_the_anchored_speed_not_its_blocks(tmp_path):
-    """A block measured 20% slow (the whole machine slower while it ran) leaves every shape's predicted / measured
+def test_predicted_over_anchored_reads_the_anchored_speed_not_its_blocks(tmp_path):
+    """A block measured 20% slow (the whole machine slower while it ran) leaves every shape's predicted / anchored
     as it was: the anchor ratios cancel the block, a shape's own median in the block does not (issue 32's records)."""
     payload = ms.measure(ms.resolve(TINY), Store(tmp_path), FakeMachine().hooks()).record.payload
     slow = replace(payload, candidates=[replace(c, tokens_per_second=c.tokens_per_second * 0.8)
                                         for c in payload.candidates])
     for row, before in zip(ms.ranked(slow), ms.ranked(payload)):
-        assert row.predicted_over_measured == pytest.approx(before.predicted_over_measured)
-        assert row.predicted_over_measured == pytest.approx(row.shape.predicted_tokens_per_second / row.anchored)
+        assert row.predicted_over_anchored == pytest.approx(before.predicted_over_anchored)
+        assert row.predicted_over_anchored == pytest.approx(row.shape.predicted_tokens_per_second / row.anchored)
         if ms.label(row.shape) not in ("128/128/1", "64/256/1"):  # the pair the fake's prediction swaps
-            assert row.predicted_over_measured == pytest.approx(1 / 0.9, rel=0.06)  # its 10% optimism (+wobble)
+            assert row.predicted_over_anchored == pytest.approx(1 / 0.9, rel=0.06)  # its 10% optimism (+wobble)
 
 
 def test_the_cpu_cost_model_sums_its_parts(monkeypatch):

@@ -118,7 +118,7 @@ def table(view: SweepView, top: int | None = None) -> list[dict]:
         shape, interval = row.shape, row.shape.interval
         bounds = f" [{significant(round(interval.low, 1))}, {significant(round(interval.high, 1))}]" if interval else ""
         predicted = _rounded(shape.predicted_tokens_per_second) if shape.predicted_tokens_per_second else None
-        ratio = _rounded(row.predicted_over_measured, 3) if row.predicted_over_measured else None
+        ratio = _rounded(row.predicted_over_anchored, 3) if row.predicted_over_anchored else None
         mfu = _rounded(shape.mfu, 4)
         anchored = {} if metric == "anchored_tokens_per_second" else {  # else the ranking column is this one
             "tokens/s anchored": significant(round(row.anchored, 1))}
