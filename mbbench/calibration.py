@@ -1,4 +1,4 @@
-"""The fits: η_hw per GPU on TensorRT demo rows, the spec model (power per SM, an intercept per architecture) for
+"""The fits: η_hw per GPU on TensorRT demo rows and MLPerf fit rows (pooled), the spec model (power per SM, an intercept per architecture) for
 GPUs without them, η_sw(pytorch, simt) on the ModernBERT paper's RTX 4090 table, η_sw(pytorch, tensor) per
 architecture on published PyTorch rows, and the memory model's allocator overhead on the paper's max-batch cells.
 
@@ -7,7 +7,8 @@ model catalogue and the suites because the paper's cells name catalogue models a
 whose use is `fit` (`mbbench.published`); `holdout` rows are validation's alone.
 Sources:
 - data/calibration.csv: NVIDIA's TensorRT demo/BERT tables (fp16 rows, batch >= 32);
-- data/mlperf_bert.csv: MLPerf BERT offline ratios to the A100 (fit rows: Hopper's and Turing's intercepts);
+- data/mlperf_bert.csv: MLPerf BERT offline ratios to the A100 (fit rows: η_hw of the H100s, and pooled with the
+  demo rows for the T4 and L4);
 - data/published_bert.csv: NVIDIA's PyTorch BERT-large tables (fit rows: η_sw of the tensor-core path);
 - data/paper_4090.csv: Table 2 of arXiv 2412.13663 (throughput and max batch), transcribed in modernbert.md; one
   cell (RoBERTa-base, short-fixed) carries the paper's spot-check notebook runtime, which contradicts the printed one.
@@ -104,31 +105,71 @@ def within_architecture_slope(points: dict[str, list[tuple[float, float]]]) -> f
     return numerator / denominator if denominator else 0.0
 
 
-def _intercepts(samples: dict[str, list[float]], slope: float) -> perfmodel.SpecModel:
-    return perfmodel.SpecModel(slope, {arch: statistics.mean(values) for arch, values in samples.items()})
+def pool_sources(demo: dict[str, float], mlperf: dict[str, list[float]]) -> dict[str, float]:
+    """η_hw per GPU from every fit source that measured it: the geometric mean of its TensorRT demo η (`demo`)
+    and the mean η its MLPerf fit rows imply (`mlperf`), one vote per source whatever its row count.
+
+    Why: the two NVIDIA sources disagree on the low-power cards (the T4's MLPerf v0.7 row implies η 18 % above its
+    demo rows, the L4's v3.0 row 55 % above), and neither is privileged: the demo runs one fixed shape with generic
+    plugins, MLPerf a harness tuned per GPU. A GPU with one source keeps it."""
+    pooled = dict(demo)
+    for gpu_id, etas in mlperf.items():
+        eta = statistics.mean(etas)
+        pooled[gpu_id] = math.sqrt(demo[gpu_id] * eta) if gpu_id in demo else eta
+    return pooled
 
 
-def fit_spec_model(efficiencies: dict[str, float], mlperf_fit: list[MlperfRow]) -> perfmodel.SpecModel:
-    """The spec model: the slope within architectures (`within_architecture_slope` over the GPUs' fitted η_hw,
-    `efficiencies`), and each architecture's intercept as the mean over its samples: one per GPU with fitted η_hw,
-    one per MLPerf fit row (the η_hw that reproduces the row's ratio). Hopper's intercept comes from MLPerf alone;
-    Turing's from the T4's demo rows and its MLPerf row, so that a leave-one-GPU-out of the T4 still has one. A GPU
-    with fitted η_hw keeps it (`Calibration.hardware`); the model serves the others."""
+@dataclass(frozen=True)
+class HardwareFit:
+    """η_hw per GPU that has fit rows (`efficiencies`, pooled over sources) and the spec model for the others."""
+
+    efficiencies: dict[str, float]
+    spec: perfmodel.SpecModel
+
+
+def fit_hardware(demo: dict[str, float], mlperf_fit: list[MlperfRow]) -> HardwareFit:
+    """η_hw per GPU with fit rows, and the spec model over them.
+
+    1. A provisional spec model on the demo rows' η alone (`demo`) costs each MLPerf fit row's reference A100
+       where it has no demo rows of its own; each MLPerf fit row then implies an η for its GPU
+       (`implied_mlperf_efficiency`).
+    2. Each GPU's η pools its sources (`pool_sources`): one point per GPU.
+    3. The spec model: the slope within architectures over the demo rows' η alone (`within_architecture_slope`:
+       one source, one stack, so that the slope measures power per SM and not a disagreement between sources), and
+       each architecture's intercept as the mean over its GPUs' pooled η. Hopper's intercept comes from MLPerf alone; Turing's
+       from the T4's demo rows and MLPerf row, so that a leave-one-GPU-out of the T4 still has one.
+    """
+    slope = within_architecture_slope(efficiency_points(demo))
+    provisional = perfmodel.Calibration(dict(demo), spec=_spec_from_points(demo, {}, slope))
+    implied: dict[str, list[float]] = {}
+    labels: dict[str, list[str]] = {}
+    for row in mlperf_fit:
+        implied.setdefault(row.gpu, []).append(implied_mlperf_efficiency(row, provisional))
+        labels.setdefault(row.gpu, []).append(row.label)
+    pooled = pool_sources(demo, implied)
+    origins = {gpu_id: "; ".join(filter(None, ["TensorRT demo rows" if gpu_id in demo else "",
+                                               *labels.get(gpu_id, [])])) for gpu_id in pooled}
+    return HardwareFit(pooled, _spec_from_points(pooled, origins, slope))
+
+
+def efficiency_points(efficiencies: dict[str, float]) -> dict[str, list[tuple[float, float]]]:
+    """(ln W per SM, ln η) per GPU, grouped by architecture."""
     points: dict[str, list[tuple[float, float]]] = {}
-    for gpu_id, eta in efficiencies.items():
+    for gpu_id, eta in sorted(efficiencies.items()):
         gpu = basket()[gpu_id]
         points.setdefault(gpu.architecture, []).append((math.log(perfmodel.watts_per_sm(gpu)), math.log(eta)))
-    slope = within_architecture_slope(points)
-    samples = {arch: [y - slope * x for x, y in values] for arch, values in points.items()}
-    origins = {arch: [f"{len(values)} GPU(s) of TensorRT demo rows"] for arch, values in points.items()}
-    provisional = perfmodel.Calibration(dict(efficiencies), spec=_intercepts(samples, slope))
-    for row in mlperf_fit:
-        gpu = basket()[row.gpu]
-        eta = implied_mlperf_efficiency(row, provisional)
-        samples.setdefault(gpu.architecture, []).append(math.log(eta) - slope * math.log(perfmodel.watts_per_sm(gpu)))
-        origins.setdefault(gpu.architecture, []).append(f"{row.label} on the {row.gpu}")
-    model = _intercepts(samples, slope)
-    return perfmodel.SpecModel(model.slope, model.intercepts, {arch: "; ".join(o) for arch, o in origins.items()})
+    return points
+
+
+def _spec_from_points(efficiencies: dict[str, float], origins: dict[str, str], slope: float) -> perfmodel.SpecModel:
+    """The spec model over one η per GPU: `slope`, and each architecture's intercept as the mean over its GPUs."""
+    sources: dict[str, list[str]] = {}
+    for gpu_id in sorted(efficiencies):
+        sources.setdefault(basket()[gpu_id].architecture, []).append(
+            f"{gpu_id} ({origins.get(gpu_id, 'TensorRT demo rows')})")
+    intercepts = {arch: statistics.mean(y - slope * x for x, y in values)
+                  for arch, values in efficiency_points(efficiencies).items()}
+    return perfmodel.SpecModel(slope, intercepts, {arch: "; ".join(s) for arch, s in sources.items()})
 
 
 # ---------------------------------------------------------------------- published PyTorch rows: η_sw(tensor)
@@ -283,12 +324,12 @@ def fit_rows(rows: tuple) -> list:
 
 def calibrate(software: bool = True, exclude_models: tuple[str, ...] = (), without_gpus: tuple[str, ...] = (),
               pytorch_without_gpus: tuple[str, ...] = ()) -> perfmodel.Calibration:
-    """Every fit, in order: η_hw on the TensorRT demo rows (less `without_gpus`'s), the spec model (with the MLPerf
-    fit rows), and with `software`: η_sw(pytorch, simt) on the paper's 4090 table less `exclude_models`, and
+    """Every fit, in order: η_hw on the TensorRT demo rows (less `without_gpus`'s) pooled with the MLPerf fit rows
+    and the spec model over them (`fit_hardware`), and with `software`: η_sw(pytorch, simt) on the paper's 4090 table less `exclude_models`, and
     η_sw(pytorch, tensor) on the published PyTorch fit rows less `pytorch_without_gpus`'s."""
-    efficiencies = fit_efficiencies([o for o in calibration_rows() if o.gpu not in without_gpus])
-    calibration = perfmodel.Calibration(efficiencies, spec=fit_spec_model(efficiencies,
-                                                                           fit_rows(published.mlperf_rows())))
+    demo = fit_efficiencies([o for o in calibration_rows() if o.gpu not in without_gpus])
+    fitted = fit_hardware(demo, fit_rows(published.mlperf_rows()))
+    calibration = perfmodel.Calibration(dict(fitted.efficiencies), spec=fitted.spec)
     if software:
         fit_software(calibration, exclude_models)
         fit_pytorch_tensor(calibration, [r for r in fit_rows(published.published_rows())

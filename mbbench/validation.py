@@ -12,8 +12,8 @@ Sources (ValidationRow.source), and whether a fit read the row (`in_fit`) or no 
 - `calibration-logo` / `calibration-lomo`: TensorRT demo rows (calibration.csv) predicted with every constant
   refitted without that GPU's demo rows (spec model) / without that model's rows.
 - `mlperf-fit` / `mlperf-holdout`: MLPerf BERT offline samples/s per GPU as ratios to the A100 of a reference round
-  (data/mlperf_bert.csv), against predicted fp16 ratios; fit rows set the Hopper and Turing intercepts, hold-out
-  rows no constant reads.
+  (data/mlperf_bert.csv), against predicted fp16 ratios; fit rows set η_hw of their GPU (pooled with its demo rows
+  where it has them: `calibration.fit_hardware`), hold-out rows no constant reads.
 - `pytorch-fit` / `pytorch-logo` / `pytorch-holdout`: published PyTorch BERT-large rows (data/published_bert.csv):
   the rows η_sw(pytorch, tensor) is fitted on, the same rows with η_sw fitted without that GPU's rows, and rows no
   constant reads.
@@ -125,8 +125,9 @@ def _demo_row(source: str, obs: published.Observation, calibration: perfmodel.Ca
 
 
 def leave_one_gpu_out() -> list[ValidationRow]:
-    """Each GPU's TensorRT demo rows predicted with every constant refitted without them: its η_hw comes from the
-    spec model (its architecture's other GPUs, or its MLPerf fit row: the T4's Turing intercept)."""
+    """Each GPU's TensorRT demo rows predicted with every constant refitted without them: its η_hw comes from its
+    MLPerf fit row where it has one (the T4, the L4: these rows then measure how far the two sources disagree), else
+    from the spec model (its architecture's other GPUs)."""
     rows = []
     for gpu in sorted({o.gpu for o in calibration_rows()}):
         without = calibrate(software=False, without_gpus=(gpu,))

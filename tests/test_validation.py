@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import math
 import statistics
 
 import pytest
@@ -103,11 +104,15 @@ def test_data_never_fitted_on_is_predicted_within_25_percent_at_the_median(publi
 
 
 def test_few_fitted_parameters(calibration):
-    # η_hw: one per GPU with TensorRT demo rows; the spec model: one slope and one intercept per architecture with
-    # fit rows; η_sw: (pytorch, simt) and (pytorch, tensor) move from their priors, the latter per architecture
-    assert set(calibration.efficiencies) == {o.gpu for o in fits.calibration_rows()}
+    # η_hw: one per GPU with TensorRT demo rows or MLPerf fit rows (pooled); the spec model: one slope and one
+    # intercept per architecture with fit rows; η_sw: (pytorch, simt) and (pytorch, tensor) move from their priors,
+    # the latter per architecture
+    mlperf_fit = {r.gpu for r in fits.fit_rows(published_data.mlperf_rows())}
+    assert set(calibration.efficiencies) == {o.gpu for o in fits.calibration_rows()} | mlperf_fit
+    assert mlperf_fit == {"H100-SXM", "H100-PCIe", "T4", "L4"}
     assert set(calibration.spec.intercepts) == {"Ampere", "Ada Lovelace", "Turing", "Hopper"}
     assert "MLPerf v3.0" in calibration.spec.sources["Hopper"] and "MLPerf v0.7" in calibration.spec.sources["Turing"]
+    assert "TensorRT demo rows; MLPerf v3.0 bert-99.9 (fp16)" in calibration.spec.sources["Ada Lovelace"]
     moved = {key for key, value in calibration.software.items() if value != perfmodel.DEFAULT_SOFTWARE[key]}
     assert moved == {("pytorch", "simt"), ("pytorch", "tensor")}
     assert set(calibration.architecture_software) == {("pytorch", "tensor", "Ampere"), ("pytorch", "tensor", "Turing")}
@@ -148,6 +153,21 @@ def test_no_fitted_constant_reads_a_held_out_row(monkeypatch, calibration):
     assert changed.software[("pytorch", "tensor")] != calibration.software[("pytorch", "tensor")]
 
 
+def test_a_gpu_pools_its_sources_one_vote_each():
+    """Demo η 0.36 and two MLPerf rows implying 0.40 and 0.44 (mean 0.42): √(0.36·0.42); a GPU with one source
+    keeps it; the demo η of a GPU without MLPerf rows passes through."""
+    pooled = fits.pool_sources({"T4": 0.36, "A30": 0.6}, {"T4": [0.40, 0.44], "H100-SXM": [0.63]})
+    assert pooled == pytest.approx({"T4": math.sqrt(0.36 * 0.42), "A30": 0.6, "H100-SXM": 0.63})
+
+
+def test_the_spec_slope_reads_the_demo_rows_alone(calibration):
+    """The slope within architectures is the demo rows' (one source): pooling moves the intercepts, not it."""
+    demo = fits.fit_efficiencies(list(fits.calibration_rows()))
+    assert calibration.spec.slope == pytest.approx(fits.within_architecture_slope(fits.efficiency_points(demo)))
+    assert calibration.efficiencies["L4"] > demo["L4"] and calibration.efficiencies["T4"] > demo["T4"]
+    assert calibration.efficiencies["A30"] == demo["A30"]
+
+
 def test_hopper_mlperf_ratios_within_15_percent(published):
     hopper = [r for r in published if r.source.startswith("mlperf") and r.architecture == "Hopper"]
     assert {r.source for r in hopper} == {"mlperf-fit", "mlperf-holdout"} and len(hopper) == 6
@@ -155,11 +175,14 @@ def test_hopper_mlperf_ratios_within_15_percent(published):
 
 
 def test_t4_leave_one_gpu_out(published):
-    """The T4's demo rows with every constant refitted without them (its Turing intercept from MLPerf v0.7's fp16
-    row): 14 to 20.5 % over (the issue's goal is 20 %; the one row past it is BERT-base at 128 tokens)."""
+    """The T4's demo rows with every constant refitted without them (its η from MLPerf v0.7's fp16 row alone):
+    14 to 20.5 % over (the issue's goal is 20 %; the one row past it is BERT-base at 128 tokens)."""
     t4 = [r for r in published if r.source == "calibration-logo" and r.gpu == "T4"]
     assert len(t4) == 4 and all(0 < r.error <= 0.21 for r in t4), [r.error for r in t4]
     assert statistics.median(r.error for r in t4) <= 0.20
+    # its PyTorch rows with η_sw fitted without them (Ampere's): within 20 % once its η pools demo and MLPerf
+    torch_rows = [r for r in published if r.source == "pytorch-logo" and r.gpu == "T4"]
+    assert len(torch_rows) == 2 and all(-0.20 <= r.error < 0 for r in torch_rows), [r.error for r in torch_rows]
 
 
 def test_the_held_out_section_median_and_worst(published):
@@ -167,9 +190,9 @@ def test_the_held_out_section_median_and_worst(published):
     assert {r.source for r in rows} == {"mlperf-holdout", "pytorch-holdout"} and not any(r.in_fit for r in rows)
     summary = validation.summarise(rows)
     assert summary.rows == len(rows) == 12 and summary.median <= 0.15
-    # the goal of none past 30 % is missed by one row: MLPerf's L4 in fp16, 1.5x faster against the A100 than the
-    # TensorRT demo table that fits the L4's efficiency says (docs/benchmarking.md)
-    assert [(r.gpu, r.source) for r in rows if abs(r.error) > 0.30] == [("L4", "mlperf-holdout")]
+    # none past 30 %: the worst is MLPerf v3.1's L4, whose v3.0 row is pooled with the demo rows (-18 %; -33 % on the
+    # demo rows alone, docs/benchmarking.md)
+    assert summary.worst <= 0.30, [(r.gpu, r.source, r.error) for r in rows if abs(r.error) > 0.30]
 
 
 def test_error_per_architecture_and_stack(published):

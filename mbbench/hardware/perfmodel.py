@@ -10,7 +10,7 @@ GEMMs plus element-wise passes over materialised scores (memory-bound). DeBERTa'
 c2p/p2c GEMMs and their gathers. Element-wise work (norms, residuals, activations, RoPE) is bytes / bandwidth.
 
 Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path, architecture). η_hw is fitted per GPU on TensorRT fp16 rows
-(calibration.csv, η_sw(tensorrt) ≡ 1); a GPU without them gets the spec model (`SpecModel`): within an
+(calibration.csv, η_sw(tensorrt) ≡ 1) and MLPerf fit rows, pooled; a GPU without them gets the spec model (`SpecModel`): within an
 architecture η_hw grows with board power per SM (a card with less power per SM holds its tensor clock further
 below the clock its peak assumes), and an intercept per architecture carries what differs between SM designs
 (Turing's 12 nm SM, Hopper's warpgroup MMA and 1830 MHz peak clock). Three buckets of time: compute-bound GEMMs
@@ -34,11 +34,13 @@ from mbbench.hardware.gpus import GPU, basket
 from mbbench.hardware.shape import Shape
 from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backend, resolve_attention
 
+# perfmodel-5: a GPU's η_hw pools its TensorRT demo rows and its MLPerf fit rows (one vote per source; the L4's MLPerf
+# v3.0 fp16 row added), the spec model's intercepts read those pooled values, its slope the demo rows alone.
 # perfmodel-4: η_hw of GPUs without TensorRT rows from power per SM with an intercept per architecture (Hopper and
 # Turing corrected), η_sw(pytorch, tensor) fitted per architecture on published PyTorch rows, sm80 attention kernels
 # slower on Hopper. perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
 # transformers' and mbbench's torch ops, in fp32, with their casts under half precision); perfmodel-2: attention implementation, stack and per-operation dtypes as inputs.
-MODEL_VERSION = "perfmodel-4"
+MODEL_VERSION = "perfmodel-5"
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))
 LAUNCH_SECONDS = 4e-6
 MEMORY_EFFICIENCY = 0.85
