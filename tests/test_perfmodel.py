@@ -9,6 +9,7 @@ from mbbench.cli import cli
 from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel, software, workload
 from mbbench.hardware.gpus import basket, lookup, match_device_name
+from mbbench.hardware.shape import Shape
 from mbbench.models.registry import MODELS
 from mbbench import calibration as fits
 from mbbench.calibration import calibrate, calibration_rows, default_calibration
@@ -26,14 +27,35 @@ def test_wave_and_tile_quantization_hand_computed():
     # 256x128 tiles: 32x2 = 64 and 32x3 = 96 tiles, both one wave on 108 SMs: the same time
     assert (t256.tile, t256.tiles, t256.waves) == ((256, 128), 64, 1)
     assert (t384.tile, t384.tiles, t384.waves) == ((256, 128), 96, 1)
-    one_wave = 2 * 256 * 128 * 4096 / per_sm + perfmodel.LAUNCH_SECONDS
+    # a tile pays its fixed cost as K_OVERHEAD = 128 elements of K: 4096 + 128
+    one_wave = 2 * 256 * 128 * (4096 + 128) / per_sm + perfmodel.LAUNCH_SECONDS
     assert t256.seconds == pytest.approx(one_wave) and t384.seconds == pytest.approx(one_wave)
     # 416 tiles -> 4 waves, 448 tiles -> 5 waves: the staircase
     assert perfmodel.gemm(8192, 1664, 4096, a100, "float16").waves == 4
     assert perfmodel.gemm(8192, 1792, 4096, a100, "float16").seconds == pytest.approx(
-        5 * 2 * 256 * 128 * 4096 / per_sm + perfmodel.LAUNCH_SECONDS)
+        5 * 2 * 256 * 128 * (4096 + 128) / per_sm + perfmodel.LAUNCH_SECONDS)
     # N = 257 is unaligned (half-rate tensor-core path): slower than padding it to 384
     assert perfmodel.gemm(8192, 257, 4096, a100, "float16").seconds > t384.seconds
+
+
+def test_a_shallow_gemm_pays_more_per_flop():
+    """The tile's fixed cost (K_OVERHEAD = 128): one wave at K = 768 costs (768 + 128) / 768 of its FLOPs' time, at
+    K = 4096 (4096 + 128) / 4096; per FLOP the K = 768 GEMM is 896/768 · 4096/4224 = 1.131x slower."""
+    a100 = lookup("A100-SXM4-80GB")
+    shallow, deep = perfmodel.gemm(8192, 256, 768, a100, "float16"), perfmodel.gemm(8192, 256, 4096, a100, "float16")
+    per_flop = [(e.seconds - perfmodel.LAUNCH_SECONDS) / e.flops for e in (shallow, deep)]
+    assert per_flop[0] / per_flop[1] == pytest.approx(896 / 768 * 4096 / 4224)
+
+
+def test_eager_score_gemms_run_tf32_where_the_stack_enables_it():
+    """BERT-large eager attention in fp32 weights: under PYTORCH_TF32 the QKᵀ and PV batched GEMMs run at the TF32
+    rate (156 TFLOPS on the A100) instead of SIMT fp32 (19.5): then they are bound by writing and reading the fp32
+    scores (no compute-bound seconds left), and attention takes under half its SIMT time."""
+    a100, shape = lookup("A100-SXM4-80GB"), Shape(1024, 4096, False, 16, 24, 30522, unpadded=False)
+    impl = software.AttentionImpl("eager", "eager", False, "float32", mask=True)
+    simt = perfmodel.attention_seconds(shape, [384] * 8, 384, a100, "float32", impl, software.PYTORCH)
+    tf32 = perfmodel.attention_seconds(shape, [384] * 8, 384, a100, "float32", impl, software.PYTORCH_TF32)
+    assert simt[0] > 0 and tf32[0] == 0 and tf32[1] > simt[1] and sum(tf32) < sum(simt) / 2
 
 
 def test_tile_count_staircase():

@@ -176,10 +176,9 @@ def test_hopper_mlperf_ratios_within_15_percent(published):
 
 def test_t4_leave_one_gpu_out(published):
     """The T4's demo rows with every constant refitted without them (its η from MLPerf v0.7's fp16 row alone):
-    14 to 20.5 % over (the issue's goal is 20 %; the one row past it is BERT-base at 128 tokens)."""
+    15 to 19 % over, inside the issue's 20 %."""
     t4 = [r for r in published if r.source == "calibration-logo" and r.gpu == "T4"]
-    assert len(t4) == 4 and all(0 < r.error <= 0.21 for r in t4), [r.error for r in t4]
-    assert statistics.median(r.error for r in t4) <= 0.20
+    assert len(t4) == 4 and all(0 < r.error <= 0.20 for r in t4), [r.error for r in t4]
     # its PyTorch rows with η_sw fitted without them (Ampere's): within 20 % once its η pools demo and MLPerf
     torch_rows = [r for r in published if r.source == "pytorch-logo" and r.gpu == "T4"]
     assert len(torch_rows) == 2 and all(-0.20 <= r.error < 0 for r in torch_rows), [r.error for r in torch_rows]

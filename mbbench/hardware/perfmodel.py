@@ -2,7 +2,8 @@
 
 For one forward pass over a batch, every weight GEMM (QKV, attention output, FFN in, FFN out; M = tokens
 executed, padded or packed) is costed over a menu of CTA tiles: tiles = ceil(M/Tm)·ceil(N/Tn),
-waves = ceil(tiles / (SMs·CTAs/SM)), t = max(compute, memory) + launch, minimised over the menu, at the peak
+waves = ceil(tiles / (SMs·CTAs/SM)), t = max(compute, memory) + launch (compute counts K + K_OVERHEAD per tile),
+minimised over the menu, at the peak
 of the GEMM's compute dtype (fp32 SIMT, TF32, or fp16/bf16 tensor cores). Attention is costed by the kernel
 that runs (software.AttentionImpl): fused kernels (flash, memory-efficient, flex) as FLOPs at a documented
 fraction of their dtype's peak, lower for sm80 kernels on Hopper (`kernel_efficiency`); eager/math as two batched
@@ -35,7 +36,8 @@ from mbbench.hardware.shape import Shape
 from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backend, resolve_attention
 
 # perfmodel-5: a GPU's η_hw pools its TensorRT demo rows and its MLPerf fit rows (one vote per source; the L4's MLPerf
-# v3.0 fp16 row added), the spec model's intercepts read those pooled values, its slope the demo rows alone.
+# v3.0 fp16 row added), the spec model's intercepts read those pooled values, its slope the demo rows alone; a GEMM
+# tile's fixed cost (K_OVERHEAD); eager attention's score GEMMs in TF32 where the stack enables it (were SIMT fp32).
 # perfmodel-4: η_hw of GPUs without TensorRT rows from power per SM with an intercept per architecture (Hopper and
 # Turing corrected), η_sw(pytorch, tensor) fitted per architecture on published PyTorch rows, sm80 attention kernels
 # slower on Hopper. perfmodel-3: RoPE is costed by the code that runs it (FlexBERT's fused kernel only in the paper's environment;
@@ -43,6 +45,12 @@ from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backen
 MODEL_VERSION = "perfmodel-5"
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64))
 LAUNCH_SECONDS = 4e-6
+# A GEMM tile's fixed cost in units of its reduction depth K: the pipeline's prologue (three 32-wide k-blocks loaded
+# before the first MMA, the multistage mainloop of CUTLASS's sm80 kernels) and the epilogue (the tile's output
+# converted and stored) take about as long as a fourth: K = 128 elements of work that do no FLOPs. It makes K = 768
+# GEMMs (BERT-base) 3 % slower per FLOP than K = 1024 ones (BERT-large), as TensorRT's demo rows say: leave-one-model-
+# out error 4.1 % -> 2.2 % median, the paper's 4090 table 2.2 % -> 1.2 % (64: 3.0 % / 1.9 %; 256: 1.5 % / 3.6 %).
+K_OVERHEAD = 128
 MEMORY_EFFICIENCY = 0.85
 # Fused attention kernels' forward throughput as a fraction of their dtype's dense peak (before η_hw):
 # flash: FlashAttention 2 forward reaches 50–73 % of A100 peak (Dao 2023, arXiv 2307.08691, Fig. 5) -> 0.6;
@@ -147,7 +155,7 @@ def gemm(m: int, n: int, k: int, gpu: GPU, dtype: str = "bfloat16", batch: int =
         count = batch * math.ceil(m / tile[0]) * math.ceil(n / tile[1])
         w = waves(count, gpu.sm_count, cps)
         # a wave puts `cps` co-resident tiles on each SM, sharing its peak
-        t_comp = w * cps * 2 * tile[0] * tile[1] * k / (per_sm * tile_efficiency_factor(tile) * aligned)
+        t_comp = w * cps * 2 * tile[0] * tile[1] * (k + K_OVERHEAD) / (per_sm * tile_efficiency_factor(tile) * aligned)
         seconds = max(t_comp, t_mem) + LAUNCH_SECONDS
         if best is None or seconds < best.seconds:
             best = GemmEstimate(m, n, k, tile, count, w, batch * m * n / (count * tile[0] * tile[1]),
@@ -228,13 +236,14 @@ def default_attention(shape: Shape, gpu: GPU, dtype: str) -> AttentionImpl:
 
 
 def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, gpu: GPU, dtype: str,
-                      impl: AttentionImpl) -> tuple[float, float, float]:
+                      impl: AttentionImpl, stack: Stack = PYTORCH) -> tuple[float, float, float]:
     """(compute-bound GEMM, memory-bound, fused-kernel) seconds of attention over all layers, before η.
 
     Fused kernels: executed FLOPs / (peak(compute dtype) × KERNEL_EFFICIENCY); on tensor cores they are the
     third bucket (÷ η_hw), in fp32 they join the compute-bound bucket (SIMT, ÷ η_hw·η_sw like fp32 GEMMs).
-    Eager/math: QKᵀ and PV as batched GEMMs, plus EAGER_PASSES element-wise passes over B·H·S² scores in the model
-    dtype; disentangled attention adds the c2p/p2c GEMMs. Padded execution (impl not packed) attends every
+    Eager/math: QKᵀ and PV as batched GEMMs in the stack's GEMM dtype (TF32 under fp32 weights where the stack
+    enables it: torch's allow_tf32 covers bmm as it covers the weight GEMMs), plus EAGER_PASSES element-wise passes
+    over B·H·S² scores in the model dtype; disentangled attention adds the c2p/p2c GEMMs. Padded execution (impl not packed) attends every
     padded pair.
     """
     if not impl.packed and padded_to is None:
@@ -243,14 +252,15 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
     tokens = sum(rows)
     bandwidth = gpu.bandwidth_gbs * 1e9 * MEMORY_EFFICIENCY
     compute = memory_bound = kernel = 0.0
+    score_dtype = gemm_dtype(impl.compute_dtype, stack)
     for layer in range(shape.layers):
         if impl.materialises_scores:
             d, heads = shape.head_dim, shape.heads
             for s, count in _length_counts(rows).items():
-                parts = [gemm(s, s, d, gpu, impl.compute_dtype, batch=count * heads),
-                         gemm(s, d, s, gpu, impl.compute_dtype, batch=count * heads)]
+                parts = [gemm(s, s, d, gpu, score_dtype, batch=count * heads),
+                         gemm(s, d, s, gpu, score_dtype, batch=count * heads)]
                 if shape.relative_span:
-                    parts += [gemm(s, shape.relative_span, d, gpu, impl.compute_dtype, batch=count * heads)] * 2
+                    parts += [gemm(s, shape.relative_span, d, gpu, score_dtype, batch=count * heads)] * 2
                 for e in parts:
                     c, m = _split(e)
                     compute, memory_bound = compute + c, memory_bound + m
@@ -310,7 +320,7 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
     elementwise = tokens * elementwise_bytes(shape, impl, stack, dtype)
     memory_bound += shape.layers * (elementwise / bandwidth + 6 * LAUNCH_SECONDS)
     memory_bound += bytes_per * tokens * shape.hidden * 3 / bandwidth  # embedding gather + norm
-    attn_compute, attn_memory, attn_kernel = attention_seconds(shape, lengths, padded_to, gpu, dtype, impl)
+    attn_compute, attn_memory, attn_kernel = attention_seconds(shape, lengths, padded_to, gpu, dtype, impl, stack)
     return BatchCost(compute + attn_compute, memory_bound + attn_memory, attn_kernel,
                      forward_flops(shape, lengths, padded_to), gdtype, impl.compute_dtype, estimates)
 
