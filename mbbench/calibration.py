@@ -1,6 +1,7 @@
-"""The fits: η_hw per GPU on TensorRT demo rows and MLPerf fit rows (pooled), the spec model (power per SM, an intercept per architecture) for
-GPUs without them, η_sw(pytorch, simt) on the ModernBERT paper's RTX 4090 table, η_sw(pytorch, tensor) per
-architecture on published PyTorch rows, and the memory model's allocator overhead on the paper's max-batch cells.
+"""The fits: η_hw per GPU on TensorRT demo rows and MLPerf fit rows (pooled), the spec model (power per SM, an
+intercept per architecture) for GPUs without them, η_sw(pytorch, simt) on the ModernBERT paper's RTX 4090 table,
+η_sw(pytorch, tensor) per architecture on published PyTorch rows, and the memory model's allocator overhead on the
+paper's max-batch cells.
 
 The cost model (`hardware/`) takes a `perfmodel.Calibration` as an input; this module makes one. It sits above the
 model catalogue and the suites because the paper's cells name catalogue models and suites. Every fit reads only rows
@@ -136,8 +137,9 @@ def fit_hardware(demo: dict[str, float], mlperf_fit: list[MlperfRow]) -> Hardwar
     2. Each GPU's η pools its sources (`pool_sources`): one point per GPU.
     3. The spec model: the slope within architectures over the demo rows' η alone (`within_architecture_slope`:
        one source, one stack, so that the slope measures power per SM and not a disagreement between sources), and
-       each architecture's intercept as the mean over its GPUs' pooled η. Hopper's intercept comes from MLPerf alone; Turing's
-       from the T4's demo rows and MLPerf row, so that a leave-one-GPU-out of the T4 still has one.
+       each architecture's intercept as the mean over its GPUs' pooled η. Hopper's intercept comes from MLPerf
+       alone; Turing's from the T4's pooled η, so that a leave-one-GPU-out of the T4 (demo rows removed) still has
+       one, from its MLPerf row.
     """
     slope = within_architecture_slope(efficiency_points(demo))
     provisional = perfmodel.Calibration(dict(demo), spec=_spec_from_points(demo, {}, slope))
@@ -325,8 +327,9 @@ def fit_rows(rows: tuple) -> list:
 def calibrate(software: bool = True, exclude_models: tuple[str, ...] = (), without_gpus: tuple[str, ...] = (),
               pytorch_without_gpus: tuple[str, ...] = ()) -> perfmodel.Calibration:
     """Every fit, in order: η_hw on the TensorRT demo rows (less `without_gpus`'s) pooled with the MLPerf fit rows
-    and the spec model over them (`fit_hardware`), and with `software`: η_sw(pytorch, simt) on the paper's 4090 table less `exclude_models`, and
-    η_sw(pytorch, tensor) on the published PyTorch fit rows less `pytorch_without_gpus`'s."""
+    and the spec model over them (`fit_hardware`), and with `software`: η_sw(pytorch, simt) on the paper's 4090
+    table less `exclude_models`, and η_sw(pytorch, tensor) on the published PyTorch fit rows less
+    `pytorch_without_gpus`'s."""
     demo = fit_efficiencies([o for o in calibration_rows() if o.gpu not in without_gpus])
     fitted = fit_hardware(demo, fit_rows(published.mlperf_rows()))
     calibration = perfmodel.Calibration(dict(fitted.efficiencies), spec=fitted.spec)

@@ -11,8 +11,8 @@ GEMMs plus element-wise passes over materialised scores (memory-bound). DeBERTa'
 c2p/p2c GEMMs and their gathers. Element-wise work (norms, residuals, activations, RoPE) is bytes / bandwidth.
 
 Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path, architecture). η_hw is fitted per GPU on TensorRT fp16 rows
-(calibration.csv, η_sw(tensorrt) ≡ 1) and MLPerf fit rows, pooled; a GPU without them gets the spec model (`SpecModel`): within an
-architecture η_hw grows with board power per SM (a card with less power per SM holds its tensor clock further
+(calibration.csv, η_sw(tensorrt) ≡ 1) and MLPerf fit rows, pooled; a GPU without them gets the spec model
+(`SpecModel`): within an architecture η_hw grows with board power per SM (a card with less power per SM holds its tensor clock further
 below the clock its peak assumes), and an intercept per architecture carries what differs between SM designs
 (Turing's 12 nm SM, Hopper's warpgroup MMA and 1830 MHz peak clock). Three buckets of time: compute-bound GEMMs
 (and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core attention kernels (the same binary in any
@@ -243,8 +243,8 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
     third bucket (÷ η_hw), in fp32 they join the compute-bound bucket (SIMT, ÷ η_hw·η_sw like fp32 GEMMs).
     Eager/math: QKᵀ and PV as batched GEMMs in the stack's GEMM dtype (TF32 under fp32 weights where the stack
     enables it: torch's allow_tf32 covers bmm as it covers the weight GEMMs), plus EAGER_PASSES element-wise passes
-    over B·H·S² scores in the model dtype; disentangled attention adds the c2p/p2c GEMMs. Padded execution (impl not packed) attends every
-    padded pair.
+    over B·H·S² scores in the model dtype; disentangled attention adds the c2p/p2c GEMMs. Padded execution (impl
+    not packed) attends every padded pair.
     """
     if not impl.packed and padded_to is None:
         padded_to = max(lengths)
