@@ -12,10 +12,10 @@ c2p/p2c GEMMs and their gathers. Element-wise work (norms, residuals, activation
 
 Efficiency η = η_hw(GPU) × η_sw(stack, GEMM path, architecture). η_hw is fitted per GPU on TensorRT fp16 rows
 (calibration.csv, η_sw(tensorrt) ≡ 1) and MLPerf fit rows, pooled; a GPU without them gets the spec model
-(`SpecModel`): within an architecture η_hw grows with board power per SM (a card with less power per SM holds its tensor clock further
-below the clock its peak assumes), and an intercept per architecture carries what differs between SM designs
-(Turing's 12 nm SM, Hopper's warpgroup MMA and 1830 MHz peak clock). Three buckets of time: compute-bound GEMMs
-(and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core attention kernels (the same binary in any
+(`SpecModel`): within an architecture η_hw grows with board power per SM (a card with less power per SM holds its
+tensor clock further below the clock its peak assumes), and an intercept per architecture carries what differs between
+SM designs (Turing's 12 nm SM, Hopper's warpgroup MMA and 1830 MHz peak clock). Three buckets of time: compute-bound
+GEMMs (and fp32 SIMT attention kernels) ÷ η_hw·η_sw; fused tensor-core attention kernels (the same binary in any
 framework) ÷ η_hw; memory-bound work (element-wise passes, eager score passes, memory-bound GEMMs) at
 MEMORY_EFFICIENCY of the datasheet bandwidth, no η. The fits live in `mbbench.calibration` (which rows, how many);
 this module only applies a `Calibration`.
