@@ -2,8 +2,9 @@
 architecture and stack, from validation rows whose own prediction no fit read.
 
 A prediction for a GPU in a dtype runs PyTorch on one GEMM path (`simt` for fp32, `tensor` for fp16/bf16):
-- direct: when validation holds at least MIN_ROWS rows of that GPU itself on PyTorch and that path (the RTX 4090's
-  paper table in fp32, the A100 80GB's PyTorch rows), the band is their range;
+- direct: when validation holds at least MIN_ROWS rows of that GPU itself on PyTorch and that path, of at least
+  MIN_DIRECT_MODELS models (the RTX 4090's paper table in fp32), the band is their range: rows of one model at one
+  length (the A100 80GB's three BERT-large rows at 384 tokens) would state a spread they cannot know for others;
 - composed: otherwise the range over the architecture's TensorRT rows (the hardware transfer: leave-one-GPU-out
   demo rows and MLPerf hold-out ratios) times the range over PyTorch rows of that path on any GPU (the software:
   leave-one-GPU-out and hold-out rows);
@@ -23,6 +24,7 @@ from mbbench.records import ErrorBand
 from mbbench.validation import ValidationRow, published_validation
 
 MIN_ROWS = 3
+MIN_DIRECT_MODELS = 2
 HARDWARE_SOURCES = ("calibration-logo", "mlperf-holdout")
 SOFTWARE_SOURCES = {"tensor": ("pytorch-logo", "pytorch-holdout"), "simt": ("paper-4090-lomo",),
                     "tf32": ("pytorch-holdout",)}
@@ -65,7 +67,7 @@ def error_band(gpu_id: str, dtype: str) -> ErrorBand:
     path = perfmodel.gemm_path(perfmodel.gemm_dtype(gpu.effective_dtype(dtype), PYTORCH))
     software = software_rows(path)
     direct = [r for r in software if r.gpu == gpu_id]
-    if len(direct) >= MIN_ROWS:
+    if len(direct) >= MIN_ROWS and len({r.model for r in direct}) >= MIN_DIRECT_MODELS:
         return _band(*_range(direct), f"{gpu_id}'s own PyTorch {path} rows ({_sources(direct)})", len(direct))
     hardware = hardware_rows(gpu.architecture)
     if len(hardware) < MIN_ROWS or len(software) < MIN_ROWS:

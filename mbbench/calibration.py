@@ -35,6 +35,7 @@ from mbbench.published import (CALIBRATION_SHAPES, MLPERF_LENGTHS, TENSORRT_ATTE
 from mbbench.suites import load_suite
 
 PAPER_GPU = "RTX4090"
+TENSOR_CORE_PATHS = ("tensor", "tf32")  # GEMM paths on tensor cores: one η_sw(pytorch) for both
 PAPER_DTYPE = "float32"
 
 
@@ -111,7 +112,7 @@ def pool_sources(demo: dict[str, float], mlperf: dict[str, list[float]]) -> dict
     and the mean η its MLPerf fit rows imply (`mlperf`), one vote per source whatever its row count.
 
     Why: the two NVIDIA sources disagree on the low-power cards (the T4's MLPerf v0.7 row implies η 18 % above its
-    demo rows, the L4's v3.0 row 55 % above), and neither is privileged: the demo runs one fixed shape with generic
+    demo rows, the L4’s v3.0 row 56 % above), and neither is privileged: the demo runs one fixed shape with generic
     plugins, MLPerf a harness tuned per GPU. A GPU with one source keeps it."""
     pooled = dict(demo)
     for gpu_id, etas in mlperf.items():
@@ -171,7 +172,8 @@ def _spec_from_points(efficiencies: dict[str, float], origins: dict[str, str], s
             f"{gpu_id} ({origins.get(gpu_id, 'TensorRT demo rows')})")
     intercepts = {arch: statistics.mean(y - slope * x for x, y in values)
                   for arch, values in efficiency_points(efficiencies).items()}
-    return perfmodel.SpecModel(slope, intercepts, {arch: "; ".join(s) for arch, s in sources.items()})
+    return perfmodel.SpecModel(slope, intercepts, {arch: "; ".join(s) for arch, s in sources.items()},
+                               max(efficiencies.values()))
 
 
 # ---------------------------------------------------------------------- published PyTorch rows: η_sw(tensor)
@@ -187,17 +189,22 @@ def implied_software(row: PublishedRow, calibration: perfmodel.Calibration) -> f
 
 def fit_pytorch_tensor(calibration: perfmodel.Calibration, rows: list[PublishedRow]) -> float:
     """Fit η_sw(pytorch, tensor) in place: the median implied η_sw per architecture that has rows
-    (`architecture_software`), and over every row for the others (`software`). Returns the pooled value."""
+    (`architecture_software`), and over every row for the others (`software`). Returns the pooled value.
+
+    The TF32 path takes the same values: PyTorch runs TF32 GEMMs through the same cuBLAS tensor-core kernels and the
+    same framework as fp16 ones, and no fit row is TF32 (the published TF32 rows are held out)."""
     by_architecture: dict[str, list[float]] = {}
     for row in rows:
         by_architecture.setdefault(basket()[row.gpu].architecture, []).append(implied_software(row, calibration))
     pooled = statistics.median(v for values in by_architecture.values() for v in values)
-    calibration.software[("pytorch", "tensor")] = pooled
-    calibration.software_sources[("pytorch", "tensor")] = (
-        f"fitted on {sum(map(len, by_architecture.values()))} published PyTorch fp16 rows (NVIDIA DeepLearningExamples,"
-        f" Triton); per architecture for {', '.join(sorted(by_architecture))}, their median elsewhere")
-    for arch, values in by_architecture.items():
-        calibration.architecture_software[("pytorch", "tensor", arch)] = statistics.median(values)
+    source = (f"fitted on {sum(map(len, by_architecture.values()))} published PyTorch fp16 rows (NVIDIA "
+              f"DeepLearningExamples, Triton); per architecture for {', '.join(sorted(by_architecture))}, their median "
+              "elsewhere")
+    for path in TENSOR_CORE_PATHS:
+        calibration.software[("pytorch", path)] = pooled
+        calibration.software_sources[("pytorch", path)] = source if path == "tensor" else f"the tensor path's: {source}"
+        for arch, values in by_architecture.items():
+            calibration.architecture_software[("pytorch", path, arch)] = statistics.median(values)
     return pooled
 
 

@@ -58,6 +58,12 @@ def check_options(config: RunConfig) -> None:
                         "uncompiled (eager) forward pass of seeded weights on a GPU, with inputs on the device")
 
 
+def distinct_gpus(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Basket ids of `names` (ids or aliases), each once in the order first given: `--gpu h100 --gpu h100-sxm` is
+    one GPU, predicted once. UserError for an unknown name."""
+    return tuple(dict.fromkeys(lookup(name).id for name in names))
+
+
 def plan_prediction(config: RunConfig, gpu_name: str) -> Plan:
     """Resolve a prediction for a basket GPU. A dtype the GPU lacks is refused when asked for explicitly;
     the protocol's default on such a GPU becomes the GPU's half precision (`plan.resolve`, as for a run), and the

@@ -5,6 +5,7 @@ import statistics
 import pytest
 from click.testing import CliRunner
 
+from mbbench import predict
 from mbbench.cli import cli
 from mbbench.errors import UserError
 from mbbench.hardware import memory, perfmodel, software, workload
@@ -56,6 +57,27 @@ def test_eager_score_gemms_run_tf32_where_the_stack_enables_it():
     simt = perfmodel.attention_seconds(shape, [384] * 8, 384, a100, "float32", impl, software.PYTORCH)
     tf32 = perfmodel.attention_seconds(shape, [384] * 8, 384, a100, "float32", impl, software.PYTORCH_TF32)
     assert simt[0] > 0 and tf32[0] == 0 and tf32[1] > simt[1] and sum(tf32) < sum(simt) / 2
+
+
+def test_mfu_counts_each_part_at_its_own_peak():
+    """ModernBERT-base in fp32 on the H100 with varlen attention computing in bf16: MFU is the FLOPs' time at their
+    own peaks (GEMMs at fp32's 66.9 TFLOPS, attention at bf16's 989) over the predicted time, so it stays below 1;
+    dividing every FLOP by the fp32 peak would read above it."""
+    h100 = lookup("H100-SXM")
+    shape = Shape(768, 1152, True, 12, 22, 50368, window=64, global_every=3)
+    impl = software.resolve_attention("varlen", "float32", h100)
+    lengths = [512] * 64
+    p = perfmodel.predict(shape, lengths, h100, "float32", None, perfmodel.Calibration({"H100-SXM": 0.95}), impl)
+    attention = sum(perfmodel.attention_flops(shape, lengths, None, layer) for layer in range(shape.layers))
+    expected = (p.flops - attention) / 66.9e12 + attention / 989.4e12
+    assert p.attention_dtype == "bfloat16" and p.peak_seconds == pytest.approx(expected)
+    assert p.mfu == pytest.approx(expected / p.seconds) and p.mfu < 1
+
+
+def test_duplicate_gpu_names_are_predicted_once():
+    assert predict.distinct_gpus(["h100", "H100-SXM", "t4", "h100-sxm5"]) == ("H100-SXM", "T4")
+    with pytest.raises(UserError):
+        predict.distinct_gpus(["h100", "nope"])
 
 
 def test_tile_count_staircase():

@@ -11,6 +11,8 @@ from mbbench import calibration as fits
 from mbbench import published as published_data
 from mbbench import validation
 from mbbench.hardware import memory, perfmodel
+from mbbench.hardware.gpus import basket
+
 
 @pytest.fixture(scope="module")
 def calibration():
@@ -114,8 +116,10 @@ def test_few_fitted_parameters(calibration):
     assert "MLPerf v3.0" in calibration.spec.sources["Hopper"] and "MLPerf v0.7" in calibration.spec.sources["Turing"]
     assert "TensorRT demo rows; MLPerf v3.0 bert-99.9 (fp16)" in calibration.spec.sources["Ada Lovelace"]
     moved = {key for key, value in calibration.software.items() if value != perfmodel.DEFAULT_SOFTWARE[key]}
-    assert moved == {("pytorch", "simt"), ("pytorch", "tensor")}
-    assert set(calibration.architecture_software) == {("pytorch", "tensor", "Ampere"), ("pytorch", "tensor", "Turing")}
+    assert moved == {("pytorch", "simt"), ("pytorch", "tensor"), ("pytorch", "tf32")}
+    assert calibration.software[("pytorch", "tf32")] == calibration.software[("pytorch", "tensor")]  # one fit, two paths
+    assert set(calibration.architecture_software) == {("pytorch", path, arch) for path in ("tensor", "tf32")
+                                                      for arch in ("Ampere", "Turing")}
     held_out = perfmodel.Calibration(dict(calibration.efficiencies), spec=calibration.spec)
     value = fits.fit_software(held_out, ("deberta-v3-base",))
     assert value != calibration.software[("pytorch", "simt")]
@@ -166,6 +170,14 @@ def test_the_spec_slope_reads_the_demo_rows_alone(calibration):
     assert calibration.spec.slope == pytest.approx(fits.within_architecture_slope(fits.efficiency_points(demo)))
     assert calibration.efficiencies["L4"] > demo["L4"] and calibration.efficiencies["T4"] > demo["T4"]
     assert calibration.efficiencies["A30"] == demo["A30"]
+
+
+def test_no_gpu_from_specs_passes_the_best_fitted_gpu(calibration):
+    """The B200's power per SM (6.8 W) extrapolates past every fitted GPU: it is held at the best fitted η."""
+    best = max(calibration.efficiencies.values())
+    assert calibration.spec.ceiling == best
+    assert calibration.hardware(basket()["B200"])[0] == pytest.approx(best)
+    assert all(calibration.hardware(gpu)[0] <= best for gpu in basket().values())
 
 
 def test_hopper_mlperf_ratios_within_15_percent(published):

@@ -100,7 +100,8 @@ def max_batch_command(models, suites, gpu, out_dir, force, quiet, granularity, s
 def predict_command(models, suites, gpus, out_dir, force, quiet, **fields) -> None:
     """Predicted records for basket GPUs from the performance and memory models (nothing is measured): PyTorch's
     eager forward on a GPU, so no --engine or --threads is offered."""
-    plans = [predict.plan_prediction(c, gpu) for c in configs(models, suites, **fields) for gpu in gpus]
+    plans = [predict.plan_prediction(c, gpu) for c in configs(models, suites, **fields)
+             for gpu in predict.distinct_gpus(gpus)]
     echo_notes(plans, quiet)
     calibration = default_calibration()
     finish(produce_and_print([job(p, lambda plan: predict.predict(plan, calibration)) for p in plans], out_dir, force,

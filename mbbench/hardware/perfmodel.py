@@ -282,9 +282,11 @@ def attention_seconds(shape: Shape, lengths: list[int], padded_to: int | None, g
 
 def kernel_efficiency(impl: AttentionImpl, gpu: GPU) -> float:
     """The fraction of its compute dtype's dense peak a fused attention kernel reaches on `gpu` (before η_hw):
-    KERNEL_EFFICIENCY, times SM80_KERNEL_ON_HOPPER for sm80 flash/memory-efficient code on an sm90 GPU."""
+    KERNEL_EFFICIENCY, times SM80_KERNEL_ON_HOPPER for sm80 flash/memory-efficient code on an sm90 or newer GPU
+    (Blackwell's peak needs its tcgen05 MMA as Hopper's needs wgmma; no published FA2 fraction on a B200 exists, so
+    it is assumed to lose as much as on Hopper)."""
     value = KERNEL_EFFICIENCY[impl.kernel]
-    if gpu.compute_capability[0] == 9 and impl.kernel in ("flash", "mem_efficient") and not impl.sm90_native:
+    if gpu.compute_capability[0] >= 9 and impl.kernel in ("flash", "mem_efficient") and not impl.sm90_native:
         return value * SM80_KERNEL_ON_HOPPER
     return value
 
@@ -377,6 +379,7 @@ class Prediction:
     framework_raw: float = 0.0  # seconds before η of compute-bound GEMMs (÷ η_hw·η_sw)
     kernel_raw: float = 0.0  # seconds before η of fused attention kernels (÷ η_hw)
     memory_raw: float = 0.0  # seconds of memory-bound work (no η)
+    peak_seconds: float = 0.0  # the batch's FLOPs at the dense peak of the dtype each runs in (`peak_seconds`)
 
     @property
     def tokens_per_second(self) -> float:
@@ -384,8 +387,9 @@ class Prediction:
 
     @property
     def mfu(self) -> float:
-        """Model FLOPs utilisation against the GPU's dense peak for the GEMMs' compute dtype."""
-        return self.flops / self.seconds / peak_flops(basket()[self.gpu], self.gemm_dtype or self.dtype)
+        """Model FLOPs utilisation: the time the FLOPs would take at their dtypes' dense peaks over the predicted
+        time. Attention in bf16 under fp32 weights counts at the bf16 peak, so MFU never exceeds 1 for it."""
+        return self.peak_seconds / self.seconds
 
 
 # --------------------------------------------------------------------------------------------- calibration
@@ -404,23 +408,26 @@ def watts_per_sm(gpu: GPU) -> float:
 
 @dataclass(frozen=True)
 class SpecModel:
-    """η_hw of a GPU without TensorRT rows of its own: exp(intercept[architecture] + slope · ln(W per SM)),
-    clamped to ETA_RANGE.
+    """η_hw of a GPU without fit rows of its own: exp(intercept[architecture] + slope · ln(W per SM)), clamped to
+    ETA_RANGE and to `ceiling`.
 
     slope: shared by every architecture, fitted within architectures (fixed effects); intercepts: ln η at 1 W per
     SM, per architecture, each from its own fit rows (`sources` says which); an architecture with none takes the
-    mean of the known intercepts, and says so.
+    mean of the known intercepts, and says so. ceiling: the highest η of a fitted GPU: an extrapolation in power per
+    SM (the B200's 6.8 W against the H100 SXM's 5.3) never promises a fraction of peak no GPU was seen to reach.
     """
 
     slope: float
     intercepts: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict)
+    ceiling: float = ETA_RANGE[1]
 
     def efficiency(self, gpu: GPU) -> tuple[float, str]:
         """η_hw and where it came from ('from-specs (Hopper)', or 'from-specs (no Blackwell data: ...)')."""
         known = gpu.architecture in self.intercepts
         intercept = self.intercepts[gpu.architecture] if known else statistics.mean(self.intercepts.values())
-        value = min(max(math.exp(intercept + self.slope * math.log(watts_per_sm(gpu))), ETA_RANGE[0]), ETA_RANGE[1])
+        value = math.exp(intercept + self.slope * math.log(watts_per_sm(gpu)))
+        value = min(max(value, ETA_RANGE[0]), ETA_RANGE[1], self.ceiling)
         where = gpu.architecture if known else f"no {gpu.architecture} data: the mean of {len(self.intercepts)} " \
                                                f"architectures' intercepts"
         return value, f"from-specs ({where})"
@@ -428,7 +435,8 @@ class SpecModel:
 
 # η_sw per (stack, GEMM path) before any fit: TensorRT is the reference (≡ 1). ("pytorch", "simt") is fitted on the
 # paper's fp32 4090 table and ("pytorch", "tensor") on published PyTorch fp16 rows (per architecture where they
-# exist, their median elsewhere); ("pytorch", "tf32") stays 1.0 (validation's held-out TF32 rows check it).
+# exist, their median elsewhere); ("pytorch", "tf32") takes the tensor path's fitted values (calibration.
+# fit_pytorch_tensor: the same cuBLAS tensor-core kernels; validation's held-out TF32 rows check it).
 DEFAULT_SOFTWARE: dict[tuple[str, str], float] = {("tensorrt", "tensor"): 1.0, ("pytorch", "tensor"): 1.0,
                                                   ("pytorch", "tf32"): 1.0, ("pytorch", "simt"): 1.0}
 
@@ -464,6 +472,17 @@ class Calibration:
         return eta_hw * self.software_factor(stack, gemm_path(gemm_dtype(dtype, stack)), gpu.architecture), source
 
 
+def peak_seconds(shape: Shape, lengths: list[int], padded_to: int | None, gpu: GPU, gemm_dtype_: str,
+                 attention_dtype: str) -> float:
+    """Seconds of one forward's model FLOPs (`forward_flops`) at the dense peak of the dtype each part runs in: the
+    weight GEMMs (and DeBERTa's relative projections) at `gemm_dtype_`'s, QKᵀ and PV at `attention_dtype`'s. MFU
+    divides it by the time: one peak for a forward whose attention runs in bf16 under fp32 weights would let MFU
+    pass 1."""
+    attention = sum(attention_flops(shape, lengths, padded_to, layer) for layer in range(shape.layers))
+    rest = forward_flops(shape, lengths, padded_to) - attention
+    return rest / peak_flops(gpu, gemm_dtype_) + attention / peak_flops(gpu, attention_dtype)
+
+
 def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: int | None,
             calibration: Calibration, attention: AttentionImpl | None = None, stack: Stack = PYTORCH) -> Prediction:
     """Predicted time of one forward over documents of `lengths` (tokens) on `gpu` with model dtype `dtype`
@@ -473,9 +492,12 @@ def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: i
     eta_sw = calibration.software_factor(stack, gemm_path(cost.gemm_dtype), gpu.architecture)
     seconds = cost.gemm_seconds / (eta_hw * eta_sw) + cost.kernel_seconds / eta_hw + cost.memory_seconds
     raw = cost.gemm_seconds + cost.kernel_seconds + cost.memory_seconds
+    impl = attention or default_attention(shape, gpu, dtype)
+    ideal = peak_seconds(shape, lengths, None if impl.packed else (padded_to or max(lengths)), gpu, cost.gemm_dtype,
+                         gemm_dtype(cost.attention_dtype, stack) if impl.materialises_scores else cost.attention_dtype)
     return Prediction(gpu.id, dtype, sum(lengths), seconds, raw, eta_hw * eta_sw, cost.flops,
                       cost.estimates, cost.gemm_dtype, cost.attention_dtype, cost.gemm_seconds,
-                      cost.kernel_seconds, cost.memory_seconds)
+                      cost.kernel_seconds, cost.memory_seconds, ideal)
 
 
 def paper_heuristic(shape: Shape, gpu: GPU) -> float:

@@ -26,6 +26,7 @@ class SuiteSeconds:
     framework_raw: float = 0.0  # before η: compute-bound GEMMs (÷ η_hw·η_sw)
     kernel_raw: float = 0.0  # before η: fused attention kernels (÷ η_hw)
     memory_raw: float = 0.0  # memory-bound work (no η)
+    peak_seconds: float = 0.0  # the FLOPs at their dtypes' dense peaks (perfmodel.peak_seconds): MFU's numerator
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class SuitePrediction:
     seconds: float
     flops: float
     tokens_per_second: float  # real tokens / seconds
-    mfu: float  # flops / seconds / dense peak of the GEMMs' compute dtype
+    mfu: float  # FLOPs at their dtypes' dense peaks (GEMMs, attention) over the predicted seconds
     max_batch_size: int  # rows of max_length tokens that fit (memory model)
     peak_memory_bytes: float  # predicted peak at `batch_size` rows of max_length tokens
     compute_dtypes: dict[str, str]  # {"weights", "gemm", "attention"}
@@ -54,7 +55,7 @@ def suite_seconds(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, d
     pad_to: padded implementations pad every row to this length (the paper pads to the suite maximum); None pads
     to each batch's maximum. Identical batches are costed once.
     """
-    seconds = flops = framework = kernel = memory_bound = 0.0
+    seconds = flops = framework = kernel = memory_bound = ideal = 0.0
     executed = 0
     cache: dict[tuple[int, ...], perfmodel.Prediction] = {}
     impl = attention or perfmodel.default_attention(shape, gpu, dtype)
@@ -69,8 +70,9 @@ def suite_seconds(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, d
         framework += p.framework_raw
         kernel += p.kernel_raw
         memory_bound += p.memory_raw
+        ideal += p.peak_seconds
         executed += sum(batch) if impl.packed else len(batch) * (pad_to or max(batch))
-    return SuiteSeconds(seconds, flops, sum(lengths), executed, framework, kernel, memory_bound)
+    return SuiteSeconds(seconds, flops, sum(lengths), executed, framework, kernel, memory_bound, ideal)
 
 
 def predict_suite(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, dtype: str,
@@ -97,7 +99,7 @@ def predict_suite(shape: Shape, lengths: list[int], batch_size: int, gpu: GPU, d
                      f"({timing.executed_tokens - timing.real_tokens} padding tokens computed)")
     return SuitePrediction(
         seconds=timing.seconds, flops=timing.flops, tokens_per_second=timing.real_tokens / timing.seconds,
-        mfu=timing.flops / timing.seconds / perfmodel.peak_flops(gpu, gemm_dtype),
+        mfu=timing.peak_seconds / timing.seconds,
         max_batch_size=memory.max_batch(shape, seq, capacity, width, attention),
         peak_memory_bytes=memory.estimate(shape, batch_size, seq, width, attention).peak,
         compute_dtypes={"weights": dtype, "gemm": gemm_dtype, "attention": attention.compute_dtype},
