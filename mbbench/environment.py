@@ -43,7 +43,13 @@ def git_commit() -> str | None:
     return None
 
 
-def capture(program: str = "mbbench") -> dict:
+HOST_COMPUTE_FIELDS = ("cpu_threads", "cpu_capability", "cpu_isa", "allocator")
+
+
+def capture(program: str = "mbbench", host_compute: bool = True) -> dict:
+    """This process's software and host. `host_compute` False leaves out what describes the host as a machine that
+    computes (HOST_COMPUTE_FIELDS: threads, ATen's kernels, the CPU's units, malloc): a prediction for a GPU is made
+    here, but none of its numbers depends on them."""
     import torch
 
     try:
@@ -52,7 +58,7 @@ def capture(program: str = "mbbench") -> dict:
         transformers_version = transformers.__version__
     except ImportError:
         transformers_version = None
-    return {
+    captured = {
         "mbbench": mbbench.__version__,
         "method_version": METHOD_VERSION,
         "torch": torch.__version__,
@@ -69,6 +75,7 @@ def capture(program: str = "mbbench") -> dict:
         "command_line": " ".join([program, *sys.argv[1:]]) if sys.argv else None,  # `program`: what ran
         "env": {k: os.environ[k] for k in RELEVANT_ENV if k in os.environ},
     }
+    return captured if host_compute else {k: v for k, v in captured.items() if k not in HOST_COMPUTE_FIELDS}
 
 
 def allocator_setting() -> str:

@@ -514,7 +514,8 @@ def record(plan: Plan, payload: Payload, status: str = "ok", reason: str | None 
     `kind` defaults to "predicted" for a prediction, else "measured"."""
     kind = kind or ("predicted" if plan.measurement == "prediction" else "measured")
     return Record(kind=kind, status=status, identity=plan.identity, device=plan.device, model=plan.model_info(),
-                  suite=plan.suite_info(), payload=payload, environment=environment.capture(), reason=reason)
+                  suite=plan.suite_info(), payload=payload,
+                  environment=environment.capture(host_compute=kind != "predicted"), reason=reason)
 
 
 def unsupported_record(plan: Plan, reason: str) -> Record:

@@ -276,3 +276,11 @@ def architecture_errors(rows: list[ValidationRow]) -> dict[tuple[str, str], Erro
 def held_out(rows: list[ValidationRow]) -> list[ValidationRow]:
     """The tracked hold-out: rows whose data no fitted constant reads."""
     return [r for r in rows if r.held_out]
+
+
+def repeats_a_fit_row(row: ValidationRow) -> bool:
+    """A held-out MLPerf row on a GPU that has an MLPerf fit row: the same GPU and harness in another round, so its
+    error measures the round-to-round repeat of a fitted value, not a transfer (the H100s' v2.1, v3.1 and v4.0 rows,
+    the L4's v3.1 row)."""
+    fitted = {r.gpu for r in published.mlperf_rows() if r.use == "fit"}
+    return row.source == "mlperf-holdout" and row.gpu in fitted

@@ -368,3 +368,15 @@ def test_one_default_attention_rule_for_predictions_and_runs(gpu_id, monkeypatch
     assert software.auto_backend(gpu, packed_model=True) == chosen
     assert software.auto_backend(gpu, packed_model=False) == "sdpa"
     assert perfmodel.default_attention(shape_of(MODELS["modernbert-base"]), gpu, "float16").backend == chosen
+
+
+def test_a_predicted_record_carries_no_host_compute_fields(tmp_path):
+    """A GPU prediction is made on this host, but its numbers depend on none of the host's threads, CPU units or
+    malloc: its environment leaves them out; the software and commit stay."""
+    result = CliRunner().invoke(cli, ["predict", "--model", "bert-base", "--suite", "short-fixed", "--gpu", "t4",
+                                      "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.rglob("*.json")
+    environment = json.loads(path.read_text())["environment"]
+    assert not set(environment) & {"cpu_threads", "cpu_capability", "cpu_isa", "allocator"}
+    assert {"torch", "git_commit", "mbbench"} <= set(environment)

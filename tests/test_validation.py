@@ -6,8 +6,10 @@ import math
 import statistics
 
 import pytest
+from click.testing import CliRunner
 
 from mbbench import calibration as fits
+from mbbench.cli import cli
 from mbbench import published as published_data
 from mbbench import validation
 from mbbench.hardware import memory, perfmodel
@@ -204,6 +206,10 @@ def test_the_held_out_section_median_and_worst(published):
     # none past 30 %: the worst is MLPerf v3.1's L4, whose v3.0 row is pooled with the demo rows (-18 %; -33 % on the
     # demo rows alone, docs/benchmarking.md)
     assert summary.worst <= 0.30, [(r.gpu, r.source, r.error) for r in rows if abs(r.error) > 0.30]
+    # five of them repeat a fitted GPU's MLPerf system in another round (the H100s, the L4): said apart
+    repeats = [r for r in rows if validation.repeats_a_fit_row(r)]
+    assert sorted(r.gpu for r in repeats) == ["H100-PCIe", "H100-SXM", "H100-SXM", "H100-SXM", "L4"]
+    assert validation.summarise([r for r in rows if r not in repeats]).median <= 0.15
 
 
 def test_error_per_architecture_and_stack(published):
@@ -241,3 +247,14 @@ def test_measured_records_are_validated(calibration):
     assert [r.metric for r in rows] == ["tokens_per_second", "max_batch_size"]
     assert all(r.source == "measured" and r.gpu == "H100-SXM" and r.backend == "varlen" for r in rows)
     assert rows[0].predicted > 0 and rows[0].error == pytest.approx(rows[0].predicted / 1.0e6 - 1)
+
+
+def test_validate_model_prints_the_held_out_section_and_its_repeats():
+    """The command's last lines: the tracked hold-out with its goals, then the rows that repeat a fitted system
+    said apart from the rest."""
+    result = CliRunner().invoke(cli, ["validate-model"])
+    assert result.exit_code == 0, result.output
+    held, repeats = result.output.strip().splitlines()[-2:]
+    assert held.startswith("Held out (read by no fitted constant): 12 rows") and "median <= 15% (met)" in held
+    assert "none > 30% (met)" in held
+    assert repeats.startswith("Of them, 5 repeat a fitted GPU's MLPerf system in another round; the other 7")

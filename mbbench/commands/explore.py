@@ -261,6 +261,12 @@ def validate_model(results_dirs, show_rows: bool) -> None:
                f"worst {summary.worst:.1%} ({_worst(held_out)}); goals: median <= 15% "
                f"({'met' if summary.median <= 0.15 else 'MISSED'}), none > 30% "
                f"({'met' if summary.worst <= 0.30 else 'MISSED'})")
+    transfer = [r for r in held_out if not validation.repeats_a_fit_row(r)]
+    if transfer and len(transfer) < len(held_out):
+        rest = validation.summarise(transfer)
+        click.echo(f"Of them, {len(held_out) - len(transfer)} repeat a fitted GPU's MLPerf system in another round; "
+                   f"the other {rest.rows} (GPUs or stacks no fit row measured the same way): median |error| "
+                   f"{rest.median:.1%}, worst {rest.worst:.1%} ({_worst(transfer)})")
 
 
 def _worst(rows: list) -> str:
