@@ -12,12 +12,15 @@ of its batch (assembly, host-to-device copy and forward: what a server spends). 
 same arrivals as a discrete-event simulation over measured forward times (idle time skipped, so faster, but
 batch assembly and copies are not in it); the record says which. The model runs on the plan's engine, loaded through
 `loading` (threads, kernels, the accuracy gate); its cold start is recorded apart.
+
+Ctrl-C keeps the rates already run (and an SLO search's finished steps) as a partial record; the same command runs
+only the rest, the search replaying its steps from the kept runs (`RateRuns`, `KeptRun`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from mbbench import loading
@@ -26,13 +29,13 @@ from mbbench.bench.clock import RealClock, VirtualClock
 from mbbench.bench.forward_service import ModelService, model_service
 from mbbench.bench.latency import few_samples_note
 from mbbench.bench.loadgen import MAX_RATE, MAX_REQUESTS, MAX_SECONDS, make_requests
-from mbbench.bench.serving import ServingRun, Slo, SloSearch, highest_rate_meeting, run_load
-from mbbench.errors import UserError
+from mbbench.bench.serving import ServingRun, Slo, SloSearch, SloStep, highest_rate_meeting, run_load
+from mbbench.errors import Interrupted, UserError
 from mbbench.latency import cold_start_text, service_batches
 from mbbench.loading import LoadedModel
 from mbbench.plan import Plan, record, unsupported_record
-from mbbench.records import (MachineLoad, Record, Serving, SloPoint, SloSummary, samples_beyond,
-                             samples_needed)
+from mbbench.records import (KeptRates, MachineLoad, RatePoint, Record, Serving, SloPoint, SloSummary,
+                             samples_beyond, samples_needed)
 from mbbench.runner import watch_load
 
 DEFAULT_DURATION_S = 10.0  # optimum-benchmark's duration = 10 s: every rate runs at least this long
@@ -121,12 +124,17 @@ def check_lengths(plan: Plan, settings: ServeSettings) -> None:
     settings.batcher(padded=not plan.spec.unpadded).check_lengths(plan.suite.lengths[:plan.documents])
 
 
-def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = None) -> Record:
+def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = None,
+            earlier: Record | None = None) -> Record:
     """Load-test one plan's model at each offered rate (and search the SLO's highest rate); its record.
 
-    The plan must come from `plan.resolve(config, "serving", traffic=settings.traffic())`. Raises UserError
-    when a document exceeds the token budget, and whatever building, preparing or running the model raises,
-    ParityFailure included.
+    The plan must come from `plan.resolve(config, "serving", traffic=settings.traffic())`. `earlier`, a partial
+    serving record of the same identity, keeps its runs: a rate it ran is not run again wherever it can answer
+    what is asked of it (`RateRuns`), and the record's `kept` says which runs an earlier run measured, when and
+    under what load (its setup, cold start and machine load are this run's). Ctrl-C once a rate has a run raises
+    `errors.Interrupted` with the partial record (the store writes it; an SLO search in progress keeps its steps,
+    `finished` False, no answer claimed); before that, KeyboardInterrupt. Raises UserError when a document exceeds
+    the token budget, and whatever building, preparing or running the model raises, ParityFailure included.
     """
     reason = plan.unsupported_reason()
     if reason:
@@ -140,9 +148,21 @@ def measure(plan: Plan, settings: ServeSettings, progress: Progress | None = Non
     if progress:
         progress(f"cold start: {cold_start_text(model)}; {model.encoder.layout} batches, budget "
                  f"{batcher.max_batch_tokens} tokens, {settings.clock} clock")
+    rates = RateRuns(plan, settings, batcher, service, progress, kept_runs(earlier))
+    if rates.kept and progress:
+        progress(f"kept from the interrupted run: rate {', '.join(f'{rate:g}/s' for rate in rates.kept)}")
     machine = watch_load(plan, model.busy_threads)
-    runs, search = run_rates(plan, settings, batcher, service, progress)
-    return record(plan, serving_payload(model, settings, batcher, list(runs.values()), search, machine()))
+    try:
+        search = rates.run()
+    except KeyboardInterrupt:
+        if rates.runs or rates.kept:  # what finished is kept: the store writes it, a rerun measures the rest
+            runs = rates.partial_runs()
+            raise Interrupted(record(plan, serving_payload(model, settings, batcher, runs, rates.unfinished_search(),
+                                                           machine(), kept_rates(earlier, runs)))) from None
+        raise
+    runs = list(rates.runs.values())
+    return record(plan, serving_payload(model, settings, batcher, runs, search_summary(search) if search else None,
+                                        machine(), kept_rates(earlier, runs)))
 
 
 def largest_rows(plan: Plan, settings: ServeSettings) -> int:
@@ -153,44 +173,146 @@ def largest_rows(plan: Plan, settings: ServeSettings) -> int:
     return min(rows, settings.max_batch_requests) if settings.max_batch_requests else rows
 
 
-def run_rates(plan: Plan, settings: ServeSettings, batcher: Batcher, service: ModelService,
-              progress: Progress | None) -> tuple[dict[float, ServingRun], SloSearch | None]:
-    """A load test at each offered rate, then the SLO's bisection (whose ends are usually rates already run: the
-    same seeded run, not run again)."""
-    runs: dict[float, ServingRun] = {}
-    lengths = plan.suite.lengths[:plan.documents]
+@dataclass(frozen=True)
+class KeptRun:
+    """A rate an earlier, interrupted run measured (its `RatePoint`), standing in for a `ServingRun` where the
+    resumed command asks for that rate: the same seeded arrivals, so not run again."""
 
-    def run_at_rate(rate: float) -> ServingRun:
-        if rate not in runs:
-            runs[rate] = run_load(rate, lengths, batcher, service, CLOCKS[settings.clock](), settings.seed,
-                                  settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s,
-                                  new_shape=service.is_new)  # served as it comes: counted, never paused
-            if progress:
-                progress(describe_run(runs[rate]))
-        return runs[rate]
+    kept: RatePoint
+    step_latency_s: float | None = None  # the SLO percentile's latency there, when the earlier search had asked it
 
-    for rate in settings.rates:
-        run_at_rate(rate)
-    search = None
-    if settings.slo is not None:
-        search = highest_rate_meeting(settings.slo, run_at_rate, min(settings.rates), max(settings.rates),
+    @property
+    def offered_rate(self) -> float:
+        return self.kept.offered_rate
+
+    def point(self) -> RatePoint:
+        return self.kept
+
+    def latency_at(self, percentile: float) -> float:
+        """Total latency at the SLO's `percentile` in seconds (inf when a request went unserved), as the earlier
+        search found it, else from the stored percentiles; KeyError when the point does not store that one."""
+        if self.step_latency_s is not None:
+            return self.step_latency_s
+        if self.kept.unserved or self.kept.total_seconds is None:
+            return math.inf
+        return self.kept.total_seconds.at(percentile)
+
+    def answers(self, slo: Slo | None) -> bool:
+        """Whether the SLO search (if any) can read this run's latency at its percentile."""
+        try:
+            return slo is None or self.latency_at(slo.percentile) >= 0
+        except KeyError:
+            return False
+
+
+def kept_runs(earlier: Record | None) -> dict[float, KeptRun]:
+    """The runs of the partial serving record `earlier` by offered rate, each with its SLO search step's latency
+    when the earlier search had asked for it (a step's None is inf: requests went unserved)."""
+    if earlier is None:
+        return {}
+    payload: Serving = earlier.payload
+    steps = {s.rate: math.inf if s.latency_seconds is None else s.latency_seconds
+             for s in (payload.slo.steps if payload.slo else [])}
+    return {run.offered_rate: KeptRun(run, steps.get(run.offered_rate)) for run in payload.runs}
+
+
+def kept_rates(earlier: Record | None, runs: list) -> list[KeptRates] | None:
+    """Where the `KeptRun`s among `runs` were measured: the runs `earlier` had kept in turn, then `earlier`'s own
+    run (its creation time and machine load), as `latency.kept_points` does for batch sizes; None when none is."""
+    rates = {run.offered_rate for run in runs if isinstance(run, KeptRun)}
+    if earlier is None or not rates:
+        return None
+    payload: Serving = earlier.payload
+    before = [KeptRates([r for r in k.rates if r in rates], k.created_at, k.load) for k in payload.kept or []]
+    kept_before = {r for k in before for r in k.rates}
+    own = KeptRates([r for r in payload.rates if r in rates - kept_before], earlier.created_at, payload.setup.load)
+    return [k for k in [*before, own] if k.rates]
+
+
+@dataclass
+class RateRuns:
+    """One measurement's runs by offered rate, in the order first asked for: the `--rate` list, then the SLO
+    search's steps (whose ends are usually rates already run: the same seeded run, not run again). A rate an
+    earlier, interrupted run kept is taken from `kept` when it can answer the search, so a resumed command asks
+    for, and records, what an uninterrupted one would."""
+
+    plan: Plan
+    settings: ServeSettings
+    batcher: Batcher
+    service: ModelService
+    progress: Progress | None
+    kept: dict[float, KeptRun]
+    runs: dict[float, ServingRun | KeptRun] = field(default_factory=dict)
+    asked: list[float] = field(default_factory=list)  # the SLO search's rates so far, in its order
+
+    def at_rate(self, rate: float) -> ServingRun | KeptRun:
+        """The run at `rate` requests/s: asked before, kept, or run now."""
+        if rate in self.runs:
+            return self.runs[rate]
+        kept = self.kept.get(rate)
+        if kept is not None and kept.answers(self.settings.slo):
+            self.runs[rate] = kept
+            return kept
+        if kept is not None and self.progress:
+            self.progress(f"rate {rate:g}/s runs again: its kept run does not store the SLO's "
+                          f"p{self.settings.slo.percentile:g}")
+        settings, lengths = self.settings, self.plan.suite.lengths[:self.plan.documents]
+        run = run_load(rate, lengths, self.batcher, self.service, CLOCKS[settings.clock](), settings.seed,
+                       settings.min_requests, settings.duration_s, drain_limit_s=settings.drain_s,
+                       new_shape=self.service.is_new)  # served as it comes: counted, never paused
+        self.runs[rate] = run
+        if self.progress:
+            self.progress(describe_run(run))
+        return run
+
+    def search_step(self, rate: float) -> ServingRun | KeptRun:
+        """`at_rate` for the SLO search, which remembers the rates it asked (an interrupted search's steps)."""
+        run = self.at_rate(rate)
+        self.asked.append(rate)
+        return run
+
+    def run(self) -> SloSearch | None:
+        """A run at each `--rate`, then the SLO's bisection (None without an SLO)."""
+        settings = self.settings
+        for rate in settings.rates:
+            self.at_rate(rate)
+        if settings.slo is None:
+            return None
+        search = highest_rate_meeting(settings.slo, self.search_step, min(settings.rates), max(settings.rates),
                                       settings.search_steps)
-        if progress:
-            progress(f"SLO {settings.slo}: {search.note}")
-    return runs, search
+        if self.progress:
+            self.progress(f"SLO {settings.slo}: {search.note}")
+        return search
+
+    def partial_runs(self) -> list[ServingRun | KeptRun]:
+        """What an interrupted measurement keeps: the runs so far, then the kept runs not asked for yet."""
+        return [*self.runs.values(), *(run for rate, run in self.kept.items() if rate not in self.runs)]
+
+    def unfinished_search(self) -> SloSummary | None:
+        """The SLO search Ctrl-C stopped (its steps so far, `finished` False, no answer); None without an SLO."""
+        slo, rates = self.settings.slo, self.settings.rates
+        if slo is None:
+            return None
+        runs = [self.runs[rate] for rate in self.asked]
+        steps = [SloStep(run.offered_rate, run.latency_at(slo.percentile),
+                         run.latency_at(slo.percentile) <= slo.target_s) for run in runs]
+        note = (f"the search did not finish (interrupted after {len(steps)} of its steps): no answer; "
+                "the same command resumes it")
+        return search_summary(SloSearch(slo, min(rates), max(rates), steps, runs, None, (0.0, None), note),
+                              finished=False)
 
 
-def serving_payload(model: LoadedModel, settings: ServeSettings, batcher: Batcher, runs: list[ServingRun],
-                    search: SloSearch | None, load: MachineLoad) -> Serving:
-    """The record's numbers: each rate's run, the SLO's answer, and how the model was served
-    (`LoadedModel.service_setup`)."""
+def serving_payload(model: LoadedModel, settings: ServeSettings, batcher: Batcher, runs: list[ServingRun | KeptRun],
+                    slo: SloSummary | None, load: MachineLoad, kept: list[KeptRates] | None = None) -> Serving:
+    """The record's numbers: each rate's run (in run order), the SLO's answer, how the model was served
+    (`LoadedModel.service_setup`), the rates asked for and the runs kept from earlier, interrupted runs."""
     setup = model.service_setup(settings.seed, settings.min_requests, settings.duration_s, settings.clock,
                                 warmed_description(settings.warmup), load)
     return Serving(setup=setup, arrival="poisson",
                    max_batch_tokens=batcher.max_batch_tokens, max_batch_requests=batcher.max_batch_requests,
                    max_wait_seconds=batcher.max_wait_s, sort_by_length=batcher.sort_by_length,
-                   runs=[run.point() for run in runs], slo=search_summary(search) if search else None,
-                   drain_limit_seconds=settings.drain_s)
+                   runs=[run.point() for run in runs], slo=slo, drain_limit_seconds=settings.drain_s,
+                   planned_rates=list(settings.rates), kept=kept)
 
 
 def warm(service: ModelService, plan: Plan, batcher: Batcher, settings: ServeSettings) -> None:
@@ -217,18 +339,20 @@ def warmed_description(count: int) -> str:
             "batcher forms from all of them queued together (untimed)") + NEW_SHAPES
 
 
-def search_summary(search: SloSearch) -> SloSummary:
+def search_summary(search: SloSearch, finished: bool = True) -> SloSummary:
     """The search's bracket, steps and answer, the achieved throughput of the answer's run (requests/s and
     tokens/s), and what its percentile rests on: the fewest requests a step served, how many of them lie beyond
-    the percentile (0: the percentile was their largest) and how many would put one beyond it."""
-    best = next((run for run in search.runs if run.offered_rate == search.best_rate), None)
-    fewest = min((len(run.served) for run in search.runs), default=0)  # the step whose percentile rests on least
+    the percentile (0: the percentile was their largest) and how many would put one beyond it. `finished` False:
+    Ctrl-C stopped it (`RateRuns.unfinished_search`)."""
+    best = next((run.point() for run in search.runs if run.offered_rate == search.best_rate), None)
+    fewest = min((run.point().served for run in search.runs), default=0)  # the step whose percentile rests on least
     steps = [SloPoint(step.rate, step.latency_s if math.isfinite(step.latency_s) else None, step.met)
              for step in search.steps]
     return SloSummary(search.slo.percentile, search.slo.target_s, search.low, search.high, search.best_rate,
                       list(search.bracket), search.note, steps, best.achieved_rate if best else None,
                       best.tokens_per_second if best else None, fewest,
-                      samples_beyond(fewest, search.slo.percentile), samples_needed(search.slo.percentile))
+                      samples_beyond(fewest, search.slo.percentile), samples_needed(search.slo.percentile),
+                      finished)
 
 
 def slo_basis(slo: SloSummary) -> str:

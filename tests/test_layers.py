@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
      "mbbench.prediction_check", "mbbench.sweep", "mbbench.measured_sweep",
      "mbbench.latency", "mbbench.serve", "mbbench.max_batch_trial"),
     ("mbbench.driver", "mbbench.matrix", "mbbench.cluster", "mbbench.report"),
-    ("mbbench.commands", "mbbench.cli"),
+    ("mbbench.commands", "mbbench.cli", "mbbench.entry"),
 ]
 # Within a layer: (importer prefix, imported prefix) pairs that are refused all the same.
 REFUSED = [

@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from mbbench.bench.latency import percentiles
 from mbbench.bench.loadgen import Request, arrival_times, make_requests
 from mbbench.bench.serving import Slo, fixed_cost_service, highest_rate_meeting, run_load, serve
 from mbbench.errors import UserError
-from mbbench.serve import search_summary
+from mbbench.serve import KeptRun, search_summary
 from mbbench.records import BuildInfo, DeviceInfo, Identity, Record, ServiceSetup, Serving
 
 SERVICE_S = 0.004  # the fake model's deterministic service time D for one request
@@ -240,6 +241,19 @@ def test_slo_search_over_simulated_runs_finds_the_capacity_of_a_deterministic_se
     assert search.best_rate == pytest.approx(1 / SERVICE_S, rel=2e-3)
     assert len(search.runs) == len(search.steps) == 18
     assert {run.arrival for run in search.runs} == {"constant"} and search.runs[0].clock == "virtual"
+
+
+def test_a_kept_run_answers_the_slo_search_as_the_run_it_stands_for():
+    """A resumed search replays its steps from kept runs: a kept point's latency at a stored percentile is the
+    run's own (so the replay takes the same branches); at one it does not store, only the earlier search's step
+    says it, else the rate must run again; an unserved request makes it unbounded, as for the run."""
+    run = md1_run(0.7, 500)
+    kept = KeptRun(run.point())
+    assert all(kept.latency_at(p) == run.latency_at(p) for p in (50, 90, 95, 99))
+    assert kept.answers(None) and kept.answers(Slo(99, 1.0)) and not kept.answers(Slo(97.5, 1.0))
+    assert KeptRun(run.point(), run.latency_at(97.5)).latency_at(97.5) == run.latency_at(97.5)
+    overloaded = replace(run, unserved=1)
+    assert KeptRun(overloaded.point()).latency_at(99) == overloaded.latency_at(99) == math.inf
 
 
 # ------------------------------------------------------------------------------------------------- payload

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from mbbench import results
 from mbbench.cli import cli
 from mbbench.plan import RunConfig, resolve
-from mbbench.commands.console import load_warning
-from mbbench.records import LATER_FIELDS, Identity, KeptPoints, Latency, MachineLoad, Serving
+from mbbench.commands.console import load_warning, summary_row
+from mbbench.records import LATER_FIELDS, Identity, KeptPoints, KeptRates, Latency, MachineLoad, Serving
 from mbbench.report.render import build_report
 from mbbench.report.selection import row_of
-from mbbench.report.serving import latency_rows
+from mbbench.report.serving import latency_rows, serving_rows, slo_items
 from mbbench.serve import ServeSettings
 
 TINY = ["--tiny", "--device", "cpu"]
@@ -236,6 +236,88 @@ def test_ctrl_c_keeps_the_batch_sizes_that_finished_and_a_rerun_measures_only_th
     first, second = latency_rows([row_of(kept_busy)])
     assert (first[-2:], first[-3]) == (["2026-01-02", "busy"], "an earlier run's")
     assert second[-2] == whole.created_at[:10]
+
+
+def serve_runs(monkeypatch, stop_at: int | None, overloaded: float | None = None) -> list[float]:
+    """Count the rates `serve` runs (the list returned); Ctrl-C in the run numbered `stop_at` (0 first, None: never);
+    the run at `overloaded` requests/s left with a request unserved, so it misses any SLO whatever the machine."""
+    import mbbench.serve
+    from mbbench.bench.serving import run_load as real
+
+    measured = []
+
+    def counted(rate, *args, **kwargs):
+        if len(measured) == stop_at:
+            raise KeyboardInterrupt
+        measured.append(rate)
+        run = real(rate, *args, **kwargs)
+        return replace(run, unserved=1) if rate == overloaded else run
+
+    monkeypatch.setattr(mbbench.serve, "run_load", counted)
+    return measured
+
+
+def test_ctrl_c_in_serve_keeps_the_rates_that_finished_and_a_rerun_runs_only_the_rest(tmp_path, monkeypatch):
+    """Ctrl-C in `serve` lost every rate already run. Now they are a partial record (which rates were planned,
+    which ran) and the same command runs only the rest, keeping the earlier run as it was measured."""
+    measured = serve_runs(monkeypatch, stop_at=1)
+    stopped = invoke(*SERVE, "--out", tmp_path, "--quiet")
+    assert stopped.exit_code == 130 and "interrupted: 1 record(s) written" in stopped.output
+    assert "(partial: the same command measures the rest)" in stopped.output and "Traceback" not in stopped.output
+    [partial] = records_in(tmp_path)
+    assert partial.payload.rates == [5.0] and partial.payload.planned_rates == [5.0, 40.0]
+    assert not partial.payload.complete and partial.status == "ok" and "(partial)" in summary_row(partial)["status"]
+    kept = partial.payload.run(5.0)
+
+    measured = serve_runs(monkeypatch, stop_at=None)
+    again = invoke(*SERVE, "--out", tmp_path)
+    assert again.exit_code == 0, again.output
+    assert measured == [40.0] and "kept from the interrupted run: rate 5/s" in again.output
+    [whole] = records_in(tmp_path)
+    assert whole.payload.complete and whole.payload.rates == [5.0, 40.0] and whole.payload.run(5.0) == kept
+    assert whole.payload.kept == [KeptRates([5.0], partial.created_at, partial.payload.setup.load)]
+    assert "skip" in invoke(*SERVE, "--out", tmp_path).output and measured == [40.0]  # whole: skipped
+
+    busy = MachineLoad(None, None, "machine was busy: 2 other processes")
+    assert "(partial: 1 of 2 rates)" in serving_rows([row_of(partial)])[0][1]
+    kept_busy = replace(whole, payload=replace(whole.payload, kept=[KeptRates([5.0], "2026-01-02T03:04:05+00:00",
+                                                                              busy)]))
+    assert load_warning(kept_busy).endswith("rate 5/s (kept from the run of 2026-01-02T03:04:05+00:00): "
+                                            "machine was busy: 2 other processes")
+    first, second = serving_rows([row_of(kept_busy)])  # ascending rate: 5/s was kept, 40/s is this run's
+    assert first[-2:] == ["2026-01-02", "busy"] and second[-2] == whole.created_at[:10]
+
+
+def test_ctrl_c_in_an_slo_search_keeps_its_steps_claims_no_answer_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    """Ctrl-C in the SLO search's bisection: the rates run and the steps searched are kept, the search says it did
+    not finish and claims no answer; the same command replays the steps from the kept runs and runs only the
+    next one. 40/s is made to miss (a request unserved), 5/s meets a target of 1000 s: one step, at sqrt(5 x 40)."""
+    slo = [*SERVE, "--slo", "p99=1000s", "--search-steps", "1", "--out", tmp_path]
+    measured = serve_runs(monkeypatch, stop_at=2, overloaded=40.0)
+    stopped = invoke(*slo)
+    assert stopped.exit_code == 130 and "(partial: the same command measures the rest)" in stopped.output
+    [partial] = records_in(tmp_path)
+    search = partial.payload.slo
+    assert measured == [5.0, 40.0] and partial.payload.rates == [5.0, 40.0] and not partial.payload.complete
+    assert not search.finished and search.best_rate is None and "did not finish" in search.note
+    assert [(s.rate, s.met) for s in search.steps] == [(5.0, True), (40.0, False)]
+    assert search.steps[1].latency_seconds is None  # unserved: unbounded
+    assert summary_row(partial)["slo_rate"] == "unfinished"
+    assert "the search did not finish" in slo_items([row_of(partial)])[0]
+    assert "the SLO search did not finish" in serving_rows([row_of(partial)])[0][1]
+
+    measured = serve_runs(monkeypatch, stop_at=None, overloaded=40.0)
+    again = invoke(*slo)
+    assert again.exit_code == 0, again.output
+    middle = (5.0 * 40.0) ** 0.5
+    assert measured == [middle] and "kept from the interrupted run: rate 5/s, 40/s" in again.output
+    [whole] = records_in(tmp_path)
+    payload = whole.payload
+    assert payload.complete and payload.slo.finished and payload.slo.best_rate == middle
+    assert [(s.rate, s.met) for s in payload.slo.steps] == [(5.0, True), (40.0, False), (middle, True)]
+    assert payload.rates == [5.0, 40.0, middle] and payload.run(5.0) == partial.payload.run(5.0)
+    assert payload.kept == [KeptRates([5.0, 40.0], partial.created_at, partial.payload.setup.load)]
+    assert "skip" in invoke(*slo).output and measured == [middle]
 
 
 def test_percentiles_say_how_many_requests_they_rest_on_and_the_default_gives_p99_one(tmp_path):

@@ -104,15 +104,14 @@ def _short(value: float) -> str:
 
 
 def load_warning(record: Record) -> str | None:
-    """The busy-machine warning of a measurement (and of the earlier runs a resumed latency record kept points
-    from, each named), or None."""
+    """The busy-machine warning of a measurement (and of the earlier runs a resumed latency or serving record kept
+    points from, each named), or None."""
     payload = record.payload
     load = payload.setup.load if isinstance(payload, (Latency, Serving)) else getattr(payload, "load", None)
     warnings = [load.warning] if load and load.warning else []
     for kept in getattr(payload, "kept", None) or []:
         if kept.load and kept.load.warning:
-            warnings.append(f"batch size {', '.join(map(str, kept.batch_sizes))} (kept from the run of "
-                            f"{kept.created_at}): {kept.load.warning}")
+            warnings.append(f"{kept.named} (kept from the run of {kept.created_at}): {kept.load.warning}")
     return "; ".join(warnings) or None
 
 
@@ -201,7 +200,8 @@ def summary_row(record: Record, path: str | None = None, state: str = "") -> dic
     elif isinstance(payload, Serving):
         best = payload.best_rate
         row.update(rates=",".join(f"{r:g}" for r in sorted(payload.rates)), statistic="per rate (below)",
-                   slo_rate="" if payload.slo is None else (f"{best:.3g}/s" if best is not None else "none"))
+                   slo_rate="" if payload.slo is None else "unfinished" if not payload.slo.finished else
+                   (f"{best:.3g}/s" if best is not None else "none"))
     elif isinstance(payload, MaxBatchSearch):
         row.update(max_batch=max_batch_text(payload.result, len(payload.trials), payload.capped, payload.bracket,
                                             "" if payload.mode == "batch" else " tokens", ascii_only=True))

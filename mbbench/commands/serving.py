@@ -59,15 +59,15 @@ def latency(models, suites, gpu, out_dir, force, quiet, compile_model, engine, b
     echo_notes(plans, quiet)
     store = Store(out_dir)
     jobs = [job(p, lambda plan: latency_producer.measure(plan, settings, progress_for(plan, quiet),
-                                                         None if force else partial_latency(store, plan)))
+                                                         None if force else partial_record(store, plan, Latency)))
             for p in plans]
     finish(produce_and_print(jobs, out_dir, force, quiet, latency_lines))
 
 
-def partial_latency(store: Store, plan: Plan) -> Record | None:
-    """The plan's partial latency record (Ctrl-C kept its finished batch sizes), or None."""
+def partial_record(store: Store, plan: Plan, payload: type[Latency] | type[Serving]) -> Record | None:
+    """The plan's partial record of `payload`'s kind (Ctrl-C kept its finished batch sizes or rates), or None."""
     found = store.find(plan.identity.key())
-    return found if found and isinstance(found.payload, Latency) and not found.payload.complete else None
+    return found if found and isinstance(found.payload, payload) and not found.payload.complete else None
 
 
 @click.command()
@@ -113,7 +113,10 @@ def serve(models, suites, gpu, out_dir, force, quiet, compile_model, engine, rat
         if not plan.unsupported_reason():
             serve_producer.check_lengths(plan, settings)
     echo_notes(plans, quiet)
-    jobs = [job(p, lambda plan: serve_producer.measure(plan, settings, progress_for(plan, quiet))) for p in plans]
+    store = Store(out_dir)
+    jobs = [job(p, lambda plan: serve_producer.measure(plan, settings, progress_for(plan, quiet),
+                                                       None if force else partial_record(store, plan, Serving)))
+            for p in plans]
     finish(produce_and_print(jobs, out_dir, force, quiet, serving_lines))
 
 
@@ -192,8 +195,11 @@ def serving_lines(record: Record) -> list[str]:
 
 
 def slo_line(slo: SloSummary) -> str:
-    """The SLO search's answer in one line: the highest rate meeting it and what that run achieved."""
+    """The SLO search's answer in one line: the highest rate meeting it and what that run achieved (none claimed
+    when Ctrl-C stopped the search)."""
     target = f"p{slo.percentile:g} <= {ms(slo.target_seconds)} ms"
+    if not slo.finished:
+        return f"SLO {target}: {slo.note}"
     if slo.best_rate is None:
         return f"SLO {target}: no rate tried meets it ({slo.note}){serve_producer.slo_basis(slo)}"
     return (f"SLO {target}: highest rate meeting it {slo.best_rate:.3g} requests/s, achieved "

@@ -23,17 +23,18 @@ from mbbench.records.payloads import (Comparison, Failure, MaxBatchSearch, Paire
                                       SidePasses, Throughput, Trial)
 from mbbench.records.record import (KINDS, MEASUREMENTS, NO_NUMBER, PAYLOADS, STATUSES, Payload, Record, backend_of,
                                     now)
-from mbbench.records.service import (KeptPoints, Latency, LatencyPoint, RatePoint, Serving, ServiceSetup, SloPoint, SloSummary)
+from mbbench.records.service import (KeptPoints, KeptRates, Latency, LatencyPoint, RatePoint, Serving, ServiceSetup,
+                                     SloPoint, SloSummary)
 from mbbench.records.stats import (CONFIDENCE, PERCENTILES, UNSTABLE_IQR, Interval, Percentiles, Stats, samples_beyond,
                                    samples_needed)
 from mbbench.records.sweep import MeasuredSweep, RankCorrelation, SweepCandidate, SweepGrid, SweepWorkload
 
 __all__ = ["Agreement", "BuildInfo", "COMPILE_ENGINE", "CONFIDENCE", "Comparison", "ConfigChange", "DeviceInfo",
-           "ENGINE_SEPARATOR", "EngineInfo", "ErrorBand", "Failure", "Identity", "Interval", "KINDS", "KeptPoints", "LATER_FIELDS",
-           "Latency", "LatencyPoint", "LoadSnapshot", "MAX_STEM_CHARS", "MEASUREMENTS", "MachineLoad",
-           "MaxBatchSearch", "MeasuredSweep", "ModelInfo", "NO_NUMBER", "PAYLOADS", "PERCENTILES", "PairedRounds",
-           "ParityCheck", "Payload", "Percentiles", "Prediction", "RankCorrelation", "RatePoint", "Ratio", "Record",
-           "SCHEMA_VERSION", "STATUSES", "Serving", "ServiceSetup", "SidePasses", "SloPoint", "SloSummary", "Stats",
-           "SuiteInfo", "SweepCandidate", "SweepGrid", "SweepWorkload", "Throughput", "Trial", "UNSTABLE_IQR",
-           "backend_of", "decode", "encode", "now", "portable_suite_path", "samples_beyond", "samples_needed",
-           "without_non_finite"]
+           "ENGINE_SEPARATOR", "EngineInfo", "ErrorBand", "Failure", "Identity", "Interval", "KINDS", "KeptPoints",
+           "KeptRates", "LATER_FIELDS", "Latency", "LatencyPoint", "LoadSnapshot", "MAX_STEM_CHARS", "MEASUREMENTS",
+           "MachineLoad", "MaxBatchSearch", "MeasuredSweep", "ModelInfo", "NO_NUMBER", "PAYLOADS", "PERCENTILES",
+           "PairedRounds", "ParityCheck", "Payload", "Percentiles", "Prediction", "RankCorrelation", "RatePoint",
+           "Ratio", "Record", "SCHEMA_VERSION", "STATUSES", "Serving", "ServiceSetup", "SidePasses", "SloPoint",
+           "SloSummary", "Stats", "SuiteInfo", "SweepCandidate", "SweepGrid", "SweepWorkload", "Throughput", "Trial",
+           "UNSTABLE_IQR", "backend_of", "decode", "encode", "now", "portable_suite_path", "samples_beyond",
+           "samples_needed", "without_non_finite"]

@@ -62,6 +62,26 @@ class KeptPoints:
     created_at: str
     load: MachineLoad | None
 
+    @property
+    def named(self) -> str:
+        """The kept points for people: 'batch size 1, 2'."""
+        return f"batch size {', '.join(map(str, self.batch_sizes))}"
+
+
+@dataclass(frozen=True)
+class KeptRates:
+    """Offered rates a resumed serving record kept from an interrupted run (as `KeptPoints` for latency): when that
+    run's partial record was written and the machine's load while it ran (the record's `setup` is the last run's)."""
+
+    rates: list[float]  # requests/s offered
+    created_at: str
+    load: MachineLoad | None
+
+    @property
+    def named(self) -> str:
+        """The kept rates for people: 'rate 5/s, 40/s'."""
+        return f"rate {', '.join(f'{r:g}/s' for r in self.rates)}"
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -149,6 +169,9 @@ class SloSummary:
     fewest_requests: int | None  # None: records before it was kept
     beyond_percentile: int | None
     requests_needed: int | None
+    # False: Ctrl-C stopped the search; `steps` are those it finished, `best_rate` and `bracket` claim nothing, and
+    # the same command resumes it (`serve.measure`)
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,13 +186,29 @@ class Serving:
     max_batch_requests: int | None  # None: the budget alone limits a batch
     max_wait_seconds: float  # how long a non-full batch may wait for more requests
     sort_by_length: bool
-    runs: list[RatePoint]  # in run order
+    runs: list[RatePoint]  # in run order (a resumed record's kept runs where an uninterrupted run would have them)
     slo: SloSummary | None
     drain_limit_seconds: float | None  # an overloaded run stops this long after its last arrival
+    planned_rates: list[float] | None = None  # the --rate the command asked for (None: records before it was kept)
+    kept: list[KeptRates] | None = None  # runs measured by earlier, interrupted runs (None: all by this one)
 
     @property
     def rates(self) -> list[float]:
         return [r.offered_rate for r in self.runs]
+
+    @property
+    def complete(self) -> bool:
+        """False when Ctrl-C stopped it before every planned rate was run or before its SLO search finished (a
+        rerun measures the rest)."""
+        rates_done = self.planned_rates is None or set(self.planned_rates) <= set(self.rates)
+        return rates_done and (self.slo is None or self.slo.finished)
+
+    def run(self, rate: float) -> RatePoint:
+        """The run at offered `rate` requests/s; KeyError when it was not run."""
+        for run in self.runs:
+            if run.offered_rate == rate:
+                return run
+        raise KeyError(f"rate {rate:g}/s not run (run: {self.rates})")
 
     @property
     def best_rate(self) -> float | None:

@@ -68,39 +68,59 @@ def latency_sections(rows: list[Row], out: Path) -> list[Section]:
 
 
 SERVING_HEADER = ["device", "model", "suite", "batches", "clock", "offered/s", "arrived/s", "achieved/s", "p50 ms",
-                  "p90 ms", "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved", "new-shape batches (busy)"]
+                  "p90 ms", "p99 ms", "queue p99 ms", "batch mean", "tokens/s", "unserved", "new-shape batches (busy)",
+                  "date", "warning"]
+
+
+def partial_label(row: Row) -> str:
+    """The model's label, marked when Ctrl-C stopped the record before every planned rate ran or its SLO search
+    finished: '... (partial: 1 of 2 rates)'."""
+    payload: Serving = row.payload
+    if payload.complete:
+        return row.label
+    planned = payload.planned_rates or []
+    search = "; the SLO search did not finish" if payload.slo and not payload.slo.finished else ""
+    return f"{row.label} (partial: {sum(r in payload.rates for r in planned)} of {len(planned)} rates{search})"
 
 
 def serving_rows(rows: list[Row]) -> list[list[str]]:
     """One row per offered rate of each serving record (ascending): the rates offered, drawn and achieved, total
-    latency ('≈max' where no request lies beyond a percentile), queue, batches, throughput, and the batches of
-    new shapes with their share of the busy time (older records: blank)."""
+    latency ('≈max' where no request lies beyond a percentile), queue, batches, throughput, the batches of new
+    shapes with their share of the busy time (older records: blank), and when and under what load it ran (a run
+    kept from an earlier, interrupted run: that run's)."""
     out = []
     for r in rows:
         payload: Serving = r.payload
         batches = f"{payload.setup.layout}, {payload.max_batch_tokens} tokens" + (
             ", sorted" if payload.sort_by_length else "")
+        label = partial_label(r)
         for run in sorted(payload.runs, key=lambda run: run.offered_rate):
             total = run.total_seconds
             new_shapes = (f"{run.new_shape_batches} of {run.batches} ({run.new_shape_share:.0%})"
                           if run.new_shape_batches is not None else "")
-            out.append([r.gpu, r.label, r.suite, batches, payload.setup.clock, f"{run.offered_rate:g}",
+            kept = next((k for k in payload.kept or [] if run.offered_rate in k.rates), None)
+            date, busy = (kept.created_at[:10], bool(kept.load and kept.load.warning)) if kept else (r.date, r.busy)
+            out.append([r.gpu, label, r.suite, batches, payload.setup.clock, f"{run.offered_rate:g}",
                         f"{run.arrived_rate:.3g}" if run.arrived_rate is not None else "",
                         f"{run.achieved_rate:.3g}", *(shown_percentile(total, p) if total else "" for p in SHOWN),
                         _ms(run.queue_seconds.p99 if run.queue_seconds else None),
                         f"{run.batch_size.mean if run.batch_size else 0:.2f}", f"{run.tokens_per_second:,.0f}",
-                        str(run.unserved), new_shapes])
+                        str(run.unserved), new_shapes, date, "busy" if busy else ""])
     return out
 
 
 def slo_items(rows: list[Row]) -> list[str]:
-    """Each SLO search's answer: the highest rate meeting the target and the throughput its run achieved."""
+    """Each SLO search's answer: the highest rate meeting the target and the throughput its run achieved (none
+    claimed for a search Ctrl-C stopped)."""
     items = []
     for r in rows:
         slo = r.payload.slo
         if not slo:
             continue
         target = f"p{slo.percentile:g} <= {_ms(slo.target_seconds)} ms"
+        if not slo.finished:
+            items.append(f"{_label(r)}: SLO {target}: {slo.note}")
+            continue
         answer = (f"{slo.best_rate:.3g} requests/s (achieved {slo.best_achieved_rate:.3g} requests/s, "
                   f"{slo.best_tokens_per_second:,.0f} tokens/s)" if slo.best_rate is not None else "no rate tried")
         items.append(f"{_label(r)}: SLO {target}: {answer}; {slo.note}{slo_basis(slo)}")
