@@ -18,6 +18,7 @@ class Interrupted(KeyboardInterrupt):
         super().__init__()
         self.partial = partial
         self.path: object | None = None  # where the store wrote it
+        self.kept: object | None = None  # a complete record a --force rerun left in place instead of writing it
 
 
 # Generic CUDA errors that mean "out of memory" (matched case-insensitively in the message).

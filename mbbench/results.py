@@ -141,7 +141,8 @@ class Store:
         Skips when a record answering `key` exists (unless `force`; a failure is retried when `retry_failed`;
         a partial one, whose payload is not `complete`, runs again: its producer measures the rest). An exception
         from `make` becomes `on_error(exception)`'s failure record; KeyboardInterrupt propagates (records already
-        written stay), after `errors.Interrupted`'s partial record is written.
+        written stay), after `errors.Interrupted`'s partial record is written, unless a complete record of the key
+        exists (a `force` rerun): that one stays and the Interrupted names it (`kept`).
         """
         existing = self.find(key, include_failed=not retry_failed)
         if existing is not None and not force and getattr(existing.payload, "complete", True):
@@ -149,7 +150,11 @@ class Store:
         try:
             record = make()
         except Interrupted as stop:  # Ctrl-C with part of it measured: keep that part, then stop
-            stop.path = self.write(stop.partial)
+            if existing is not None and existing.status == "ok" and getattr(existing.payload, "complete", True):
+                # only --force reaches here with a complete record: an interrupted rerun never replaces it
+                stop.kept = Path(existing.source_path or self.path_for(existing))
+            else:
+                stop.path = self.write(stop.partial)
             raise
         except Exception as error:  # noqa: BLE001 - a failed configuration is a result, not a crash
             record = on_error(error)

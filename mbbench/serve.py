@@ -234,7 +234,9 @@ class RateRuns:
     """One measurement's runs by offered rate, in the order first asked for: the `--rate` list, then the SLO
     search's steps (whose ends are usually rates already run: the same seeded run, not run again). A rate an
     earlier, interrupted run kept is taken from `kept` when it can answer the search, so a resumed command asks
-    for, and records, what an uninterrupted one would."""
+    for the rates an uninterrupted one would. Not quite what it would measure there: the resuming process starts
+    cold, so batch shapes the kept rates had warmed are new again and their first calls land in the remaining rates
+    (docs/benchmarking.md says so)."""
 
     plan: Plan
     settings: ServeSettings

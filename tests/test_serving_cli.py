@@ -14,7 +14,7 @@ from mbbench.plan import RunConfig, resolve
 from mbbench.commands.console import load_warning, summary_row
 from mbbench.records import LATER_FIELDS, Identity, KeptPoints, KeptRates, Latency, MachineLoad, Serving
 from mbbench.report.render import build_report
-from mbbench.report.selection import row_of
+from mbbench.report.selection import merge, row_of
 from mbbench.report.serving import latency_rows, serving_rows, slo_items
 from mbbench.serve import ServeSettings
 
@@ -286,6 +286,29 @@ def test_ctrl_c_in_serve_keeps_the_rates_that_finished_and_a_rerun_runs_only_the
                                             "machine was busy: 2 other processes")
     first, second = serving_rows([row_of(kept_busy)])  # ascending rate: 5/s was kept, 40/s is this run's
     assert first[-2:] == ["2026-01-02", "busy"] and second[-2] == whole.created_at[:10]
+
+
+def test_a_forced_rerun_stopped_by_ctrl_c_keeps_the_complete_record_and_a_report_prefers_it(tmp_path, monkeypatch):
+    """--force then Ctrl-C replaced a complete record by the partial one (and told the user the same command, still
+    forced, would measure the rest). Now the complete record stays, the console says so; and a report given a
+    complete record and a newer partial one of the same identity shows the complete one."""
+    serve_runs(monkeypatch, stop_at=None)
+    assert invoke(*SERVE, "--out", tmp_path, "--quiet").exit_code == 0
+    [whole] = records_in(tmp_path)
+    before = Path(whole.source_path).read_text()
+    serve_runs(monkeypatch, stop_at=1)
+    stopped = invoke(*SERVE, "--out", tmp_path, "--force", "--quiet")
+    assert stopped.exit_code == 130 and "interrupted: 0 record(s) written" in stopped.output
+    assert "a complete record is not replaced by an interrupted --force run" in stopped.output
+    assert Path(whole.source_path).read_text() == before  # untouched
+
+    newer_partial = replace(whole, created_at="2999-01-01T00:00:00+00:00",
+                            payload=replace(whole.payload, runs=whole.payload.runs[:1]))
+    assert not newer_partial.payload.complete
+    kept, notes = merge([row_of(newer_partial), row_of(whole)])
+    assert [row.record for row in kept] == [whole]
+    assert notes == [f"modernbert-base-tiny / short-variable on cpu: kept the complete record of "
+                     f"{whole.created_at} over a newer partial one, 2999-01-01T00:00:00+00:00"]
 
 
 def test_ctrl_c_in_an_slo_search_keeps_its_steps_claims_no_answer_and_a_rerun_resumes_it(tmp_path, monkeypatch):

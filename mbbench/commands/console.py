@@ -240,8 +240,13 @@ def produce_and_print(jobs: Iterable, out_dir: str, force: bool, quiet: bool,
                 extra += what_ran(outcome.record) + (extra_lines(outcome.record) if extra_lines else [])
     except KeyboardInterrupt as stop:
         partial = getattr(stop, "path", None)  # errors.Interrupted: what finished of the interrupted one
-        written += [f"{partial} (partial: the same command measures the rest)"] if partial else []
+        rerun = "the same command without --force" if force else "the same command"
+        written += [f"{partial} (partial: {rerun} measures the rest)"] if partial else []
         click.echo(f"interrupted: {len(written)} record(s) written" + "".join(f"\n  {p}" for p in written), err=True)
+        kept = getattr(stop, "kept", None)
+        if kept:
+            click.echo(f"  kept {kept}: a complete record is not replaced by an interrupted --force run; what that "
+                       "run had measured is dropped", err=True)
         return 130
     print_table(rows, [c for c in dict.fromkeys(k for row in rows for k in row) if c not in ("path", "why", "reason")])
     for row in rows:

@@ -194,9 +194,15 @@ def side_backend(identity: Identity, side: str) -> str:
     return asked.get(side) or "auto"
 
 
+def complete(row: Row) -> bool:
+    """Whether the row's record finished: a partial one (Ctrl-C kept what had finished) says `complete` False."""
+    return getattr(row.record.payload, "complete", True) is not False
+
+
 def merge(rows: list[Row]) -> tuple[list[Row], list[str]]:
     """Keep the newest record of each identity per host (a newer prediction of the same workload supersedes an
-    older model's); say which were kept over which."""
+    older model's), a complete one over a newer partial one (an interrupted rerun does not hide what finished);
+    say which were kept over which."""
     newest: dict[tuple, Row] = {}
     notes = []
     for row in sorted(rows, key=lambda r: (r.created_at, r.record.source_path or "")):
@@ -205,8 +211,12 @@ def merge(rows: list[Row]) -> tuple[list[Row], list[str]]:
         if row.kind == "predicted":
             key = ("predicted", row.gpu, row.model, row.suite, ident.protocol, ident.backend, ident.dtype,
                    ident.batch_size, ident.documents, row.measurement)
-        if key in newest:
-            old = newest[key]
+        old = newest.get(key)
+        if old is not None and complete(old) and not complete(row):
+            notes.append(f"{row.model} / {row.suite} on {row.gpu}: kept the complete record of {old.created_at} "
+                         f"over a newer partial one, {row.created_at}")
+            continue
+        if old is not None:
             versions = (f" ({row.model_version} over {old.model_version})"
                         if row.model_version != old.model_version else "")
             notes.append(f"{row.model} / {row.suite} on {row.gpu}: kept the newest, {row.created_at}, over "
