@@ -4,6 +4,7 @@ errors, and the report's sections. Nothing here judges a time: only orderings, c
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from mbbench.commands.console import load_warning, summary_row
 from mbbench.records import LATER_FIELDS, Identity, KeptPoints, KeptRates, Latency, MachineLoad, Serving
 from mbbench.report.render import build_report
 from mbbench.report.selection import merge, row_of
-from mbbench.report.serving import latency_rows, serving_rows, slo_items
+from mbbench.report.serving import figure_labels, latency_rows, serving_rows, slo_items
 from mbbench.serve import ServeSettings
 
 TINY = ["--tiny", "--device", "cpu"]
@@ -380,3 +381,12 @@ def test_the_cold_call_says_its_documents_and_served_runs_say_the_rate_their_arr
     assert run.achieved_rate <= run.arrived_rate and "0.149" in served.output
     assert "all served" in served.output and "overloaded" not in served.output
     assert "arrived/s" in served.output and "not overload unless requests went unserved" in served.output
+
+
+def test_a_figure_tells_apart_records_that_share_a_label():
+    """Three serving records of one model and suite (say, other --rate lists) had three identical legend labels:
+    a shared label now carries its record's date and time; a label of its own stays as it is."""
+    rows = [SimpleNamespace(created_at=t) for t in ("2026-12-08T03:27:19+00:00", "2026-12-08T03:40:26+00:00")]
+    assert figure_labels(rows, ["m / s (cpu)", "m / s (cpu)"]) == ["m / s (cpu), 2026-12-08 03:27",
+                                                                   "m / s (cpu), 2026-12-08 03:40"]
+    assert figure_labels(rows, ["a", "b"]) == ["a", "b"]

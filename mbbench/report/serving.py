@@ -3,6 +3,7 @@ against batch size and against offered load."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mbbench.bench.latency import shown_percentile
@@ -21,6 +22,14 @@ def _ms(seconds: float | None) -> str:
 
 def _label(row: Row) -> str:
     return f"{row.label} / {row.suite} ({row.gpu})"
+
+
+def figure_labels(rows: list[Row], labels: list[str]) -> list[str]:
+    """`labels` (one per row), each a label several records share followed by its record's date and time, so a
+    figure's legend tells apart records of one model and suite run with other settings."""
+    shared = {label for label in labels if labels.count(label) > 1}
+    return [f"{label}, {row.created_at[:16].replace('T', ' ')}" if label in shared else label
+            for row, label in zip(rows, labels)]
 
 
 LATENCY_HEADER = ["device", "model", "suite", "layout", "batch", "requests", "p50 ms", "p90 ms", "p99 ms", "tokens/s",
@@ -55,9 +64,10 @@ def latency_sections(rows: list[Row], out: Path) -> list[Section]:
     """The latency table and a figure of percentiles against batch size (none without latency records)."""
     if not rows:
         return []
-    curves = [Curve(_label(r), [p.batch_size for p in r.payload.points],
+    labels = figure_labels(rows, [_label(r) for r in rows])
+    curves = [Curve(label, [p.batch_size for p in r.payload.points],
                     {f"p{n}": [p.latency_seconds.at(n) * 1e3 for p in r.payload.points] for n in SHOWN})
-              for r in rows]
+              for r, label in zip(rows, labels)]
     figure = latency_curves(curves, out / "latency.png", "documents per request (batch size)",
                             "Per-request latency against batch size (closed loop)", log_x=True)
     return [Section("Latency per request", "Closed loop, one request at a time, each drawing its documents from "
@@ -142,7 +152,9 @@ def serving_sections(rows: list[Row], out: Path) -> list[Section]:
     target drawn (none without serving records)."""
     if not rows:
         return []
-    figure = latency_curves([serving_curve(r) for r in rows], out / "serving.png", "offered load (requests/s)",
+    labels = figure_labels(rows, [f"{partial_label(r)} / {r.suite} ({r.gpu})" for r in rows])
+    curves = [replace(serving_curve(r), label=label) for r, label in zip(rows, labels)]
+    figure = latency_curves(curves, out / "serving.png", "offered load (requests/s)",
                             "Total request latency against offered load (open loop, dynamic batching)")
     return [Section("Serving: latency against offered load", "Open-loop Poisson arrivals through a dynamic batcher "
                     "into one worker; total = queue + inference, milliseconds per request; an overloaded run "
