@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from mbbench.dtypes import bytes_per_element
 from mbbench.errors import UserError
-from mbbench.hardware.gpus import GPU, basket
+from mbbench.hardware.gpus import GPU
 from mbbench.hardware.shape import Shape
 from mbbench.hardware.software import PYTORCH, AttentionImpl, Stack, auto_backend, resolve_attention
 
