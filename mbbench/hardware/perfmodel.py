@@ -219,6 +219,7 @@ class BatchCost:
     gemm_dtype: str
     attention_dtype: str
     estimates: dict = field(default_factory=dict)  # name -> GemmEstimate (one layer)
+    peak_seconds: float = 0.0  # the FLOPs at the dense peak of the dtype each part runs in (`peak_seconds`)
 
 
 def _split(estimate: GemmEstimate, count: float = 1.0) -> tuple[float, float]:
@@ -323,8 +324,11 @@ def raw_batch_time(shape: Shape, lengths: list[int], gpu: GPU, dtype: str = "bfl
     memory_bound += shape.layers * (elementwise / bandwidth + 6 * LAUNCH_SECONDS)
     memory_bound += bytes_per * tokens * shape.hidden * 3 / bandwidth  # embedding gather + norm
     attn_compute, attn_memory, attn_kernel = attention_seconds(shape, lengths, padded_to, gpu, dtype, impl, stack)
-    return BatchCost(compute + attn_compute, memory_bound + attn_memory, attn_kernel,
-                     forward_flops(shape, lengths, padded_to), gdtype, impl.compute_dtype, estimates)
+    flops = forward_flops(shape, lengths, padded_to)
+    score_dtype = gemm_dtype(impl.compute_dtype, stack) if impl.materialises_scores else impl.compute_dtype
+    return BatchCost(compute + attn_compute, memory_bound + attn_memory, attn_kernel, flops, gdtype,
+                     impl.compute_dtype, estimates, peak_seconds(shape, lengths, padded_to, gpu, flops, gdtype,
+                                                                 score_dtype))
 
 
 def elementwise_bytes(shape: Shape, impl: AttentionImpl, stack: Stack, dtype: str) -> float:
@@ -472,15 +476,14 @@ class Calibration:
         return eta_hw * self.software_factor(stack, gemm_path(gemm_dtype(dtype, stack)), gpu.architecture), source
 
 
-def peak_seconds(shape: Shape, lengths: list[int], padded_to: int | None, gpu: GPU, gemm_dtype_: str,
+def peak_seconds(shape: Shape, lengths: list[int], padded_to: int | None, gpu: GPU, flops: float, gemm_dtype_: str,
                  attention_dtype: str) -> float:
-    """Seconds of one forward's model FLOPs (`forward_flops`) at the dense peak of the dtype each part runs in: the
-    weight GEMMs (and DeBERTa's relative projections) at `gemm_dtype_`'s, QKᵀ and PV at `attention_dtype`'s. MFU
-    divides it by the time: one peak for a forward whose attention runs in bf16 under fp32 weights would let MFU
-    pass 1."""
+    """Seconds of one forward's model FLOPs (`flops`, its `forward_flops`) at the dense peak of the dtype each part
+    runs in: the weight GEMMs (and DeBERTa's relative projections) at `gemm_dtype_`'s, QKᵀ and PV at
+    `attention_dtype`'s. MFU divides it by the time: one peak for a forward whose attention runs in bf16 under fp32
+    weights would let MFU pass 1."""
     attention = sum(attention_flops(shape, lengths, padded_to, layer) for layer in range(shape.layers))
-    rest = forward_flops(shape, lengths, padded_to) - attention
-    return rest / peak_flops(gpu, gemm_dtype_) + attention / peak_flops(gpu, attention_dtype)
+    return (flops - attention) / peak_flops(gpu, gemm_dtype_) + attention / peak_flops(gpu, attention_dtype)
 
 
 def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: int | None,
@@ -492,12 +495,9 @@ def predict(shape: Shape, lengths: list[int], gpu: GPU, dtype: str, padded_to: i
     eta_sw = calibration.software_factor(stack, gemm_path(cost.gemm_dtype), gpu.architecture)
     seconds = cost.gemm_seconds / (eta_hw * eta_sw) + cost.kernel_seconds / eta_hw + cost.memory_seconds
     raw = cost.gemm_seconds + cost.kernel_seconds + cost.memory_seconds
-    impl = attention or default_attention(shape, gpu, dtype)
-    ideal = peak_seconds(shape, lengths, None if impl.packed else (padded_to or max(lengths)), gpu, cost.gemm_dtype,
-                         gemm_dtype(cost.attention_dtype, stack) if impl.materialises_scores else cost.attention_dtype)
     return Prediction(gpu.id, dtype, sum(lengths), seconds, raw, eta_hw * eta_sw, cost.flops,
                       cost.estimates, cost.gemm_dtype, cost.attention_dtype, cost.gemm_seconds,
-                      cost.kernel_seconds, cost.memory_seconds, ideal)
+                      cost.kernel_seconds, cost.memory_seconds, cost.peak_seconds)
 
 
 def paper_heuristic(shape: Shape, gpu: GPU) -> float:
